@@ -1,0 +1,137 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/finetune-dev/finetune/internal/ggml"
+	"github.com/finetune-dev/finetune/internal/llama"
+)
+
+type doctorReport struct {
+	Finetune    string         `json:"finetune"`
+	Ollama      string         `json:"ollama_module"`
+	LlamaCpp    string         `json:"llama_cpp"`
+	Go          string         `json:"go"`
+	Platform    string         `json:"platform"`
+	BuildFlags  string         `json:"build_flags,omitempty"`
+	SystemInfo  string         `json:"system_info"`
+	Features    []ggml.Feature `json:"cpu_features"`
+	MissingSIMD []string       `json:"missing_simd"`
+	Threads     int            `json:"threads"`
+	Backends    []string       `json:"backends"`
+	Devices     []ggml.Device  `json:"devices"`
+	GPUs        int            `json:"gpus"`
+	LibPath     []string       `json:"backend_search_path"`
+	LibSearched []string       `json:"backend_folders_found"`
+}
+
+func runDoctor(args []string) error {
+	fs := newFlags("doctor", "[--json]", "Show what this build of finetune and this machine can do: versions,\nthe CPU features ggml was compiled with and the CPU offers, threads,\nand the GPU devices ggml sees.")
+	asJSON := fs.Bool("json", false, "print JSON")
+	verbose := verboseFlag(fs)
+	if _, err := parseInterleaved(fs, args); err != nil {
+		return err
+	}
+	setVerbose(*verbose)
+	r := doctorReport{Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, Threads: runtime.NumCPU(), BuildFlags: strings.ReplaceAll(buildFlags, "_", " ")}
+	r.Finetune, r.Ollama, r.LlamaCpp = versions()
+	r.LibPath = backendPath()
+	r.LibSearched = loadBackends()
+	r.SystemInfo = llama.SystemInfo()
+	r.Features = ggml.Features()
+	r.MissingSIMD = ggml.MissingSIMD()
+	r.Backends = ggml.Backends()
+	r.Devices = ggml.Devices()
+	for _, d := range r.Devices {
+		if d.Type == ggml.DeviceGPU || d.Type == ggml.DeviceIGPU {
+			r.GPUs++
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+
+	w := os.Stdout
+	fmt.Fprintf(w, "finetune        %s\n", r.Finetune)
+	fmt.Fprintf(w, "ollama module   %s\n", r.Ollama)
+	fmt.Fprintf(w, "llama.cpp/ggml  %s\n", r.LlamaCpp)
+	fmt.Fprintf(w, "go              %s %s\n", r.Go, r.Platform)
+	if r.BuildFlags != "" {
+		fmt.Fprintf(w, "build flags     %s\n", r.BuildFlags)
+	}
+	fmt.Fprintf(w, "threads         %d\n", r.Threads)
+	fmt.Fprintf(w, "system info     %s\n", r.SystemInfo)
+	if len(r.Features) > 0 {
+		fmt.Fprintf(w, "\nCPU features    %-12s %-9s %s\n", "", "compiled", "this CPU")
+		for _, f := range r.Features {
+			mark := ""
+			if f.Available && !f.Compiled {
+				mark = "  <- not used by this build"
+			}
+			fmt.Fprintf(w, "                %-12s %-9s %s%s\n", f.Name, yesNo(f.Compiled), yesNo(f.Available), mark)
+		}
+	}
+	if len(r.MissingSIMD) > 0 {
+		fmt.Fprintf(w, "\nWARNING: built without %s, which this CPU has; ggml runs many times slower.\n", strings.Join(r.MissingSIMD, ", "))
+		fmt.Fprintf(w, "         Rebuild with 'make build', or set CGO_CFLAGS and CGO_CXXFLAGS to\n         '%s' for go build/install.\n", simdFlags)
+	} else {
+		fmt.Fprintln(w, "\nSIMD            this build uses every SIMD extension ggml can use on this CPU")
+	}
+	fmt.Fprintf(w, "\nbackends        %s\n", strings.Join(r.Backends, ", "))
+	fmt.Fprintln(w, "devices")
+	for _, d := range r.Devices {
+		line := fmt.Sprintf("  %-10s %-5s %s", d.Name, d.Type, d.Description)
+		if d.MemoryTotal > 0 {
+			line += fmt.Sprintf(", %s of %s free", humanBytes(d.MemoryFree), humanBytes(d.MemoryTotal))
+		}
+		if d.ComputeMajor > 0 {
+			line += fmt.Sprintf(", compute %d.%d", d.ComputeMajor, d.ComputeMinor)
+		}
+		if d.Library != "" {
+			line += ", from " + d.Library
+		}
+		fmt.Fprintln(w, line)
+	}
+	if r.GPUs == 0 {
+		fmt.Fprintln(w, "GPUs            none found: training and generation run on the CPU")
+	}
+	fmt.Fprintln(w, "\nGPU backend libraries are searched in (FINETUNE_LIB_PATH, then lib/ beside the executable):")
+	found := map[string]bool{}
+	for _, d := range r.LibSearched {
+		found[d] = true
+	}
+	for _, d := range r.LibPath {
+		state := "absent"
+		if abs, err := absPath(d); err == nil && found[abs] {
+			state = "searched"
+		}
+		fmt.Fprintf(w, "  %s (%s)\n", d, state)
+	}
+	return nil
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

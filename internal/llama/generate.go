@@ -1,0 +1,191 @@
+package llama
+
+/*
+#include "capi.h"
+*/
+import "C"
+
+import (
+	"context"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// SampleOptions choose the next token. Temperature 0 is greedy decoding.
+type SampleOptions struct {
+	Temperature float32
+	TopP        float32 // 0 or 1: off
+	Seed        uint32
+}
+
+// Sampler picks tokens from logits (llama.cpp's sampler chain). Close it.
+type Sampler struct {
+	c *C.struct_llama_sampler
+}
+
+// NewSampler builds a sampler: greedy at temperature 0, else top-p,
+// temperature and a seeded random draw.
+func NewSampler(o SampleOptions) *Sampler {
+	Init()
+	p := C.llama_sampler_chain_default_params()
+	p.no_perf = true
+	chain := C.llama_sampler_chain_init(p)
+	if o.Temperature <= 0 {
+		C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
+	} else {
+		if o.TopP > 0 && o.TopP < 1 {
+			C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_p(C.float(o.TopP), 1))
+		}
+		C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(C.float(o.Temperature)))
+		C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(C.uint32_t(o.Seed)))
+	}
+	return &Sampler{c: chain}
+}
+
+// Close frees the sampler.
+func (s *Sampler) Close() {
+	if s != nil && s.c != nil {
+		C.llama_sampler_free(s.c)
+		s.c = nil
+	}
+}
+
+// Sample picks a token from the logits of the i-th token of ctx's last
+// Decode call and records it in the sampler's history.
+func (s *Sampler) Sample(ctx *Context, i int) Token {
+	return Token(C.llama_sampler_sample(s.c, ctx.c, C.int32_t(i)))
+}
+
+// GenerateOptions control one generation.
+type GenerateOptions struct {
+	SampleOptions
+	MaxTokens int // 0: until end of generation or a full context
+}
+
+// StopReason says why generation ended.
+type StopReason string
+
+// Why generation stopped.
+const (
+	StopEndOfGeneration StopReason = "end-of-generation"
+	StopMaxTokens       StopReason = "max-tokens"
+	StopContextFull     StopReason = "context-full"
+	StopCancelled       StopReason = "cancelled"
+)
+
+// Stats describe a finished generation.
+type Stats struct {
+	PromptTokens    int
+	GeneratedTokens int
+	PromptTime      time.Duration
+	GenerateTime    time.Duration
+	Stop            StopReason
+	Tokens          []Token // the generated tokens, end-of-generation token excluded
+}
+
+// PromptTokensPerSecond is the prompt processing speed.
+func (s Stats) PromptTokensPerSecond() float64 { return perSecond(s.PromptTokens, s.PromptTime) }
+
+// TokensPerSecond is the generation speed.
+func (s Stats) TokensPerSecond() float64 { return perSecond(s.GeneratedTokens, s.GenerateTime) }
+
+func perSecond(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// Generate decodes prompt in ctx (from an empty cache) and then samples
+// tokens until the model ends its turn, MaxTokens are generated or the
+// context is full. Each piece of text is passed to emit as soon as it forms
+// complete UTF-8; emit may be nil. Text of control tokens is not emitted.
+func Generate(cx context.Context, ctx *Context, prompt []Token, o GenerateOptions, emit func(string)) (Stats, error) {
+	m := ctx.model
+	st := Stats{PromptTokens: len(prompt)}
+	if len(prompt) == 0 {
+		return st, fmt.Errorf("generate: empty prompt")
+	}
+	if len(prompt) >= ctx.Size() {
+		return st, fmt.Errorf("generate: the prompt has %d tokens but the context holds %d", len(prompt), ctx.Size())
+	}
+	ctx.Reset()
+	sampler := NewSampler(o.SampleOptions)
+	defer sampler.Close()
+
+	start := time.Now()
+	batch := make([]BatchToken, 0, ctx.BatchSize())
+	for i := 0; i < len(prompt); i += ctx.BatchSize() {
+		batch = batch[:0]
+		end := min(i+ctx.BatchSize(), len(prompt))
+		for j := i; j < end; j++ {
+			batch = append(batch, BatchToken{Token: prompt[j], Pos: j, Logits: j == len(prompt)-1})
+		}
+		if err := ctx.Decode(batch); err != nil {
+			return st, err
+		}
+	}
+	st.PromptTime = time.Since(start)
+
+	start = time.Now()
+	var pending []byte
+	flush := func(final bool) {
+		n := validPrefix(pending, final)
+		if n > 0 && emit != nil {
+			emit(string(pending[:n]))
+		}
+		pending = pending[n:]
+	}
+	pos, last := len(prompt), len(batch)-1
+	for {
+		if err := cx.Err(); err != nil {
+			st.Stop = StopCancelled
+			break
+		}
+		if o.MaxTokens > 0 && st.GeneratedTokens >= o.MaxTokens {
+			st.Stop = StopMaxTokens
+			break
+		}
+		if pos >= ctx.Size() {
+			st.Stop = StopContextFull
+			break
+		}
+		tok := sampler.Sample(ctx, last)
+		if m.IsEndOfGeneration(tok) {
+			st.Stop = StopEndOfGeneration
+			break
+		}
+		st.GeneratedTokens++
+		st.Tokens = append(st.Tokens, tok)
+		pending = append(pending, m.Piece(tok, false)...)
+		flush(false)
+		if err := ctx.Decode([]BatchToken{{Token: tok, Pos: pos, Logits: true}}); err != nil {
+			return st, err
+		}
+		pos, last = pos+1, 0
+	}
+	flush(true)
+	st.GenerateTime = time.Since(start)
+	return st, nil
+}
+
+// validPrefix returns how many leading bytes of b can be printed: all of
+// them except an incomplete UTF-8 sequence at the end (unless final, when
+// everything goes out).
+func validPrefix(b []byte, final bool) int {
+	if final || utf8.Valid(b) {
+		return len(b)
+	}
+	// Hold back at most the last 3 bytes if they start a sequence.
+	for k := 1; k <= 3 && k <= len(b); k++ {
+		i := len(b) - k
+		if utf8.RuneStart(b[i]) {
+			if !utf8.FullRune(b[i:]) {
+				return i
+			}
+			break
+		}
+	}
+	return len(b)
+}

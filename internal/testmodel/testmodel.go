@@ -1,0 +1,205 @@
+// Package testmodel writes random-initialised Llama-architecture GGUF models
+// that llama.cpp loads and runs: the shapes the shared test models do not
+// have (more layers, other grouped-query ratios, quantized weights), for
+// tests and benchmarks. `finetune testmodel` is its command-line face.
+package testmodel
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+
+	"github.com/finetune-dev/finetune/internal/ggml"
+	"github.com/finetune-dev/finetune/internal/gguf"
+)
+
+// Config describes the model to write.
+type Config struct {
+	Layers  int
+	Embd    int // hidden size
+	Heads   int
+	KVHeads int // grouped-query attention: Heads must be a multiple
+	FF      int // feed-forward size
+	Context int // context length written to the file (0: 256)
+	// Type of the 2-D weights: "f32", "f16", "q8_0" or "q4_0" (norms stay F32).
+	Type string
+	// VocabFrom copies the tokenizer (and chat template) of this GGUF file.
+	// When empty, a byte vocabulary is written: <unk>, <s>, </s> and the
+	// 256 byte tokens of SentencePiece's byte fallback.
+	VocabFrom string
+	Seed      uint64
+	// TiedOutput leaves out output.weight, so llama.cpp uses the token
+	// embedding as the output head.
+	TiedOutput bool
+}
+
+var fileTypes = map[string]struct {
+	t  ggml.Type
+	ft uint32 // general.file_type (llama_ftype)
+}{
+	"f32":  {ggml.TypeF32, 0},
+	"f16":  {ggml.TypeF16, 1},
+	"q4_0": {ggml.TypeQ4_0, 2},
+	"q8_0": {ggml.TypeQ8_0, 7},
+}
+
+// Types lists the weight types Write accepts.
+func Types() []string { return []string{"f32", "f16", "q8_0", "q4_0"} }
+
+func (c *Config) validate() error {
+	if c.Context == 0 {
+		c.Context = 256
+	}
+	if c.Type == "" {
+		c.Type = "f32"
+	}
+	c.Type = strings.ToLower(c.Type)
+	ft, ok := fileTypes[c.Type]
+	switch {
+	case !ok:
+		return fmt.Errorf("testmodel: unknown weight type %q (use one of %s)", c.Type, strings.Join(Types(), ", "))
+	case c.Layers < 1 || c.Embd < 1 || c.Heads < 1 || c.KVHeads < 1 || c.FF < 1 || c.Context < 1:
+		return fmt.Errorf("testmodel: layers, embd, heads, kv-heads, ff and context must all be positive")
+	case c.Embd%c.Heads != 0:
+		return fmt.Errorf("testmodel: embd %d is not a multiple of heads %d", c.Embd, c.Heads)
+	case c.Heads%c.KVHeads != 0:
+		return fmt.Errorf("testmodel: heads %d is not a multiple of kv-heads %d", c.Heads, c.KVHeads)
+	case (c.Embd/c.Heads)%2 != 0:
+		return fmt.Errorf("testmodel: the head size embd/heads = %d must be even for RoPE", c.Embd/c.Heads)
+	}
+	if bs := ft.t.BlockSize(); c.Embd%bs != 0 || c.FF%bs != 0 {
+		return fmt.Errorf("testmodel: %s stores rows in blocks of %d values, so embd (%d) and ff (%d) must be multiples of %d", c.Type, bs, c.Embd, c.FF, bs)
+	}
+	return nil
+}
+
+// ByteVocab returns the metadata of the byte vocabulary: a SentencePiece
+// ("llama") tokenizer holding <unk>, <s>, </s> and the 256 byte tokens.
+func ByteVocab() []gguf.KV {
+	tokens := []string{"<unk>", "<s>", "</s>"}
+	types := []int32{2, 3, 3} // unknown, control, control
+	for b := 0; b < 256; b++ {
+		tokens = append(tokens, fmt.Sprintf("<0x%02X>", b))
+		types = append(types, 6) // byte
+	}
+	scores := make([]float32, len(tokens))
+	return []gguf.KV{
+		{Key: "tokenizer.ggml.model", Value: "llama"},
+		{Key: "tokenizer.ggml.tokens", Value: tokens},
+		{Key: "tokenizer.ggml.scores", Value: scores},
+		{Key: "tokenizer.ggml.token_type", Value: types},
+		{Key: "tokenizer.ggml.unknown_token_id", Value: uint32(0)},
+		{Key: "tokenizer.ggml.bos_token_id", Value: uint32(1)},
+		{Key: "tokenizer.ggml.eos_token_id", Value: uint32(2)},
+		{Key: "tokenizer.ggml.add_bos_token", Value: true},
+		{Key: "tokenizer.ggml.add_eos_token", Value: false},
+	}
+}
+
+// vocabFrom copies every tokenizer.* key of a GGUF file.
+func vocabFrom(path string) ([]gguf.KV, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	var kv []gguf.KV
+	for _, e := range f.KV {
+		if strings.HasPrefix(e.Key, "tokenizer.") {
+			kv = append(kv, e)
+		}
+	}
+	if _, ok := f.Strings("tokenizer.ggml.tokens"); !ok {
+		return nil, fmt.Errorf("%s: has no tokenizer.ggml.tokens to copy a vocabulary from", path)
+	}
+	return kv, nil
+}
+
+// Write writes the model described by c to path (atomically).
+func Write(path string, c Config) error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	var vocab []gguf.KV
+	if c.VocabFrom != "" {
+		var err error
+		if vocab, err = vocabFrom(c.VocabFrom); err != nil {
+			return err
+		}
+	} else {
+		vocab = ByteVocab()
+	}
+	nVocab := 0
+	for _, e := range vocab {
+		if e.Key == "tokenizer.ggml.tokens" {
+			nVocab = len(e.Value.([]string))
+		}
+	}
+	ft := fileTypes[c.Type]
+	headDim := c.Embd / c.Heads
+	kvDim := headDim * c.KVHeads
+
+	kv := []gguf.KV{
+		{Key: "general.architecture", Value: "llama"},
+		{Key: "general.name", Value: fmt.Sprintf("finetune test model L%d E%d H%d/%d FF%d %s", c.Layers, c.Embd, c.Heads, c.KVHeads, c.FF, c.Type)},
+		{Key: "general.file_type", Value: ft.ft},
+		{Key: "llama.context_length", Value: uint32(c.Context)},
+		{Key: "llama.embedding_length", Value: uint32(c.Embd)},
+		{Key: "llama.block_count", Value: uint32(c.Layers)},
+		{Key: "llama.feed_forward_length", Value: uint32(c.FF)},
+		{Key: "llama.attention.head_count", Value: uint32(c.Heads)},
+		{Key: "llama.attention.head_count_kv", Value: uint32(c.KVHeads)},
+		{Key: "llama.rope.dimension_count", Value: uint32(headDim)},
+		{Key: "llama.rope.freq_base", Value: float32(10000)},
+		{Key: "llama.attention.layer_norm_rms_epsilon", Value: float32(1e-5)},
+		{Key: "llama.vocab_size", Value: uint32(nVocab)},
+	}
+	kv = append(kv, vocab...)
+
+	rng := rand.New(rand.NewPCG(c.Seed, 0x9e3779b97f4a7c15))
+	var tensors []gguf.Tensor
+	var err error
+	// weight adds a 2-D weight of ggml shape [nIn, nOut], N(0, 1/sqrt(nIn)).
+	weight := func(name string, nIn, nOut int) {
+		if err != nil {
+			return
+		}
+		vals := make([]float32, nIn*nOut)
+		std := 1 / math.Sqrt(float64(nIn))
+		for i := range vals {
+			vals[i] = float32(rng.NormFloat64() * std)
+		}
+		var data []byte
+		data, err = ggml.Encode(ft.t, vals, nIn)
+		tensors = append(tensors, gguf.Tensor{Name: name, Dims: []uint64{uint64(nIn), uint64(nOut)}, Type: gguf.TensorType(ft.t), Data: data})
+	}
+	norm := func(name string) {
+		vals := make([]float32, c.Embd)
+		for i := range vals {
+			vals[i] = 1
+		}
+		data, _ := ggml.Encode(ggml.TypeF32, vals, c.Embd)
+		tensors = append(tensors, gguf.Tensor{Name: name, Dims: []uint64{uint64(c.Embd)}, Type: gguf.F32, Data: data})
+	}
+	weight("token_embd.weight", c.Embd, nVocab)
+	for l := 0; l < c.Layers; l++ {
+		p := fmt.Sprintf("blk.%d.", l)
+		norm(p + "attn_norm.weight")
+		weight(p+"attn_q.weight", c.Embd, c.Embd)
+		weight(p+"attn_k.weight", c.Embd, kvDim)
+		weight(p+"attn_v.weight", c.Embd, kvDim)
+		weight(p+"attn_output.weight", c.Embd, c.Embd)
+		norm(p + "ffn_norm.weight")
+		weight(p+"ffn_gate.weight", c.Embd, c.FF)
+		weight(p+"ffn_up.weight", c.Embd, c.FF)
+		weight(p+"ffn_down.weight", c.FF, c.Embd)
+	}
+	norm("output_norm.weight")
+	if !c.TiedOutput {
+		weight("output.weight", c.Embd, nVocab)
+	}
+	if err != nil {
+		return fmt.Errorf("testmodel: %w", err)
+	}
+	return gguf.Write(path, kv, tensors)
+}
