@@ -34,6 +34,7 @@ const (
 	TypeQ4_0 Type = C.GGML_TYPE_Q4_0
 	TypeQ8_0 Type = C.GGML_TYPE_Q8_0
 	TypeBF16 Type = C.GGML_TYPE_BF16
+	TypeI32  Type = C.GGML_TYPE_I32
 )
 
 // String returns ggml's own name of the type ("f32", "q4_0", ...).

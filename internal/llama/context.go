@@ -22,6 +22,9 @@ type ContextOptions struct {
 	Sequences int
 	// Threads used for decoding (0: every core).
 	Threads int
+	// F32Cache keeps the KV cache in F32 (llama.cpp's default is F16) and
+	// turns flash attention off: exact attention, for comparisons.
+	F32Cache bool
 }
 
 // Context holds a KV cache and decodes tokens of one model. It is not safe
@@ -69,6 +72,10 @@ func NewContext(m *Model, opts ContextOptions) (*Context, error) {
 	p.n_threads_batch = C.int32_t(opts.Threads)
 	p.no_perf = true
 	p.kv_unified = opts.Sequences > 1
+	if opts.F32Cache {
+		p.type_k, p.type_v = C.GGML_TYPE_F32, C.GGML_TYPE_F32
+		p.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
+	}
 	c := C.llama_init_from_model(m.c, p)
 	if c == nil {
 		return nil, cError("%s: could not create a context of %d tokens", m.Path, opts.Context)

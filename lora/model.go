@@ -1,0 +1,166 @@
+package lora
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"github.com/finetune-dev/finetune/internal/ggml"
+	"github.com/finetune-dev/finetune/internal/gguf"
+	"github.com/finetune-dev/finetune/internal/modelinfo"
+)
+
+// Base is a frozen Llama base model: its weights memory-mapped from the GGUF
+// file, in the file's own types, as ggml tensors. Close it when done.
+type Base struct {
+	Path  string
+	File  *gguf.File
+	Hyper modelinfo.Hyper
+
+	mapped []byte
+	ctx    *ggml.Ctx
+	buf    *ggml.Buffer
+	byName map[string]ggml.Tensor
+	layers []layerWeights
+
+	tokEmbd, outNorm, output, ropeFreqs ggml.Tensor
+	ropeScale                           float32
+}
+
+type layerWeights struct {
+	attnNorm, ffnNorm ggml.Tensor
+	proj              map[string]ggml.Tensor // attn_q ... ffn_down
+}
+
+// Targets are the projections LoRA can adapt, in the order they run.
+var Targets = []string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
+
+// trainableTypes are the base weight types the training graph accepts.
+var trainableTypes = map[gguf.TensorType]bool{
+	gguf.F32: true, gguf.F16: true, gguf.BF16: true, gguf.Q8_0: true, gguf.Q4_0: true, gguf.Q4_1: true,
+	gguf.Q5_0: true, gguf.Q5_1: true, gguf.Q2_K: true, gguf.Q3_K: true, gguf.Q4_K: true, gguf.Q5_K: true, gguf.Q6_K: true,
+}
+
+// OpenBase maps a Llama GGUF model for training. The file is checked first
+// (shapes, vocabulary, types), so a bad file gives an error naming it
+// instead of an abort inside ggml.
+func OpenBase(path string) (*Base, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if f.Architecture() != "llama" {
+		return nil, fmt.Errorf("%s: architecture %q: finetune trains llama models", path, f.Architecture())
+	}
+	if err := modelinfo.CheckLlama(f); err != nil {
+		return nil, err
+	}
+	h, err := modelinfo.ParseHyper(f)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range f.Tensors {
+		if !trainableTypes[t.Type] {
+			return nil, fmt.Errorf("%s: tensor %s is %s; training supports F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K-Q6_K base weights", path, t.Name, t.Type)
+		}
+	}
+	b := &Base{Path: path, File: f, Hyper: h, byName: map[string]ggml.Tensor{}, ropeScale: 1}
+	if v, ok := f.Float("llama.rope.scaling.factor"); ok && v > 0 {
+		if typ, _ := f.String("llama.rope.scaling.type"); typ == "linear" {
+			b.ropeScale = float32(1 / v)
+		}
+	}
+	if err := b.mmap(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Base) mmap() error {
+	fd, err := os.Open(b.Path)
+	if err != nil {
+		return err
+	}
+	defer fd.Close()
+	data, err := syscall.Mmap(int(fd.Fd()), 0, int(b.File.FileSize), syscall.PROT_READ, syscall.MAP_PRIVATE)
+	if err != nil {
+		return fmt.Errorf("%s: memory-mapping the weights: %w", b.Path, err)
+	}
+	b.mapped = data
+	b.ctx, err = ggml.NewCtx((len(b.File.Tensors)+8)*ggml.TensorOverhead(), true)
+	if err != nil {
+		return err
+	}
+	base := unsafe.Pointer(&data[0])
+	b.buf, err = ggml.HostBuffer(base, len(data))
+	if err != nil {
+		return err
+	}
+	for _, ti := range b.File.Tensors {
+		dims := make([]int, 4)
+		for i := range dims {
+			dims[i] = 1
+			if i < len(ti.Dims) {
+				dims[i] = int(ti.Dims[i])
+			}
+		}
+		var t ggml.Tensor
+		switch len(ti.Dims) {
+		case 1:
+			t = b.ctx.New1D(ggml.Type(ti.Type), dims[0])
+		case 2:
+			t = b.ctx.New2D(ggml.Type(ti.Type), dims[0], dims[1])
+		default:
+			continue // no Llama weight has more dimensions
+		}
+		t.SetName(ti.Name)
+		off := uintptr(b.File.DataOffset) + uintptr(ti.Offset)
+		if err := b.buf.Place(t, unsafe.Add(base, off)); err != nil {
+			return fmt.Errorf("%s: %w", b.Path, err)
+		}
+		b.byName[ti.Name] = t
+	}
+	b.tokEmbd = b.byName["token_embd.weight"]
+	b.outNorm = b.byName["output_norm.weight"]
+	b.output = b.byName["output.weight"]
+	if !b.output.Valid() {
+		b.output = b.tokEmbd // tied output head
+	}
+	b.ropeFreqs = b.byName["rope_freqs.weight"]
+	for l := 0; l < b.Hyper.Layers; l++ {
+		lw := layerWeights{proj: map[string]ggml.Tensor{}}
+		lw.attnNorm = b.byName[fmt.Sprintf("blk.%d.attn_norm.weight", l)]
+		lw.ffnNorm = b.byName[fmt.Sprintf("blk.%d.ffn_norm.weight", l)]
+		for _, p := range Targets {
+			lw.proj[p] = b.byName[fmt.Sprintf("blk.%d.%s.weight", l, p)]
+		}
+		b.layers = append(b.layers, lw)
+	}
+	return nil
+}
+
+// Close unmaps the weights.
+func (b *Base) Close() {
+	if b == nil {
+		return
+	}
+	b.buf.Close()
+	b.ctx.Close()
+	if b.mapped != nil {
+		syscall.Munmap(b.mapped)
+		b.mapped = nil
+	}
+}
+
+// Weight returns the base weight adapted by a LoRA target in layer l, and
+// its shape [n_in, n_out].
+func (b *Base) Weight(l int, target string) (ggml.Tensor, int, int) {
+	t := b.layers[l].proj[target]
+	return t, t.Ne(0), t.Ne(1)
+}
+
+// WeightName is the GGUF name of the base weight adapted by target in layer
+// l (the adapter's tensors are this name + ".lora_a"/".lora_b").
+func WeightName(l int, target string) string { return fmt.Sprintf("blk.%d.%s.weight", l, target) }

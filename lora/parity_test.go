@@ -1,0 +1,189 @@
+package lora
+
+import (
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	"github.com/finetune-dev/finetune/adapters"
+	"github.com/finetune-dev/finetune/internal/llama"
+	"github.com/finetune-dev/finetune/internal/shared"
+	"github.com/finetune-dev/finetune/internal/testmodel"
+)
+
+// singleWindow is one example of the given tokens filling the window.
+func singleWindow(tokens []int32) *Window {
+	w := &Window{Tokens: tokens, Weights: make([]float32, len(tokens)), Pos: make([]int32, len(tokens)), Seq: make([]int32, len(tokens))}
+	for i := range tokens {
+		w.Pos[i] = int32(i)
+		w.Weights[i] = 1
+	}
+	return w
+}
+
+func randomTokens(rng *rand.Rand, n, vocab int) []int32 {
+	t := make([]int32, n)
+	t[0] = 1
+	for i := 1; i < n; i++ {
+		t[i] = int32(3 + rng.IntN(vocab-3))
+	}
+	return t
+}
+
+// engineLogits runs the engine's forward pass and returns the logits of
+// every position ([T][V]).
+func engineLogits(t *testing.T, e *engine, w *Window, withLoRA bool) [][]float32 {
+	t.Helper()
+	kind := graphLogits
+	if !withLoRA {
+		kind = graphLogitsP
+	}
+	gr, err := e.use(kind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in inputs
+	e.prepare(w, &in, false)
+	if err := e.run(gr, &in, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	flat := gr.logits.GetF32(nil)
+	V := e.base.Hyper.VocabSize
+	out := make([][]float32, len(w.Tokens))
+	for i := range out {
+		out[i] = flat[i*V : (i+1)*V]
+	}
+	return out
+}
+
+// llamaLogits runs llama.cpp's own llama_decode over tokens, with an
+// optional adapter, and returns the logits of every position.
+func llamaLogits(t *testing.T, model string, adapter string, tokens []int32) [][]float32 {
+	t.Helper()
+	m, err := llama.LoadModel(model, llama.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, err := llama.NewContext(m, llama.ContextOptions{Context: len(tokens), Batch: len(tokens), Threads: 1, F32Cache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	if adapter != "" {
+		a, err := llama.LoadAdapter(m, adapter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		if err := ctx.SetAdapter(a, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch := make([]llama.BatchToken, len(tokens))
+	for i, tok := range tokens {
+		batch[i] = llama.BatchToken{Token: tok, Pos: i, Logits: true}
+	}
+	if err := ctx.Decode(batch); err != nil {
+		t.Fatal(err)
+	}
+	out := make([][]float32, len(tokens))
+	for i := range tokens {
+		out[i] = append([]float32(nil), ctx.Logits(i)...)
+	}
+	return out
+}
+
+func maxAbsDiff(a, b [][]float32) float64 {
+	d := 0.0
+	for i := range a {
+		for j := range a[i] {
+			d = math.Max(d, math.Abs(float64(a[i][j]-b[i][j])))
+		}
+	}
+	return d
+}
+
+func openEngine(t *testing.T, model string, targets []string, rank, ctxLen int) (*Base, *engine) {
+	t.Helper()
+	base, err := OpenBase(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(base.Close)
+	e, err := newEngine(base, targets, rank, 2, 0, ctxLen, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.close)
+	return base, e
+}
+
+// TestForwardParity compares the engine's logits with llama.cpp's for the
+// same 64 tokens.
+func TestForwardParity(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name, model string
+		tol         float64
+	}{
+		{"stories260K F32", shared.Path(t, "models/stories260K.gguf"), 1e-3},
+	}
+	for _, typ := range []string{"f16", "q8_0"} {
+		p := filepath.Join(dir, typ+".gguf")
+		if err := testmodel.Write(p, testmodel.Config{Layers: 2, Embd: 64, Heads: 4, KVHeads: 2, FF: 128, Type: typ, Seed: 3}); err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, struct {
+			name, model string
+			tol         float64
+		}{"testmodel " + typ, p, 1e-2})
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			base, e := openEngine(t, c.model, Targets, 4, 64)
+			tokens := randomTokens(rng, 64, base.Hyper.VocabSize)
+			got := engineLogits(t, e, singleWindow(tokens), false)
+			want := llamaLogits(t, c.model, "", tokens)
+			if d := maxAbsDiff(got, want); d > c.tol {
+				t.Fatalf("max |engine - llama.cpp| = %g over 64×%d logits, want <= %g", d, base.Hyper.VocabSize, c.tol)
+			} else {
+				t.Logf("max abs logit diff %.2e", d)
+			}
+		})
+	}
+}
+
+// TestAdapterParity applies a random non-zero adapter in the engine and, saved
+// as GGUF, in llama.cpp.
+func TestAdapterParity(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	base, e := openEngine(t, model, Targets, 4, 64)
+	p := initParams(e, 4, 8, 2, 7)
+	rng := rand.New(rand.NewPCG(2, 2))
+	for i := range p.Pairs {
+		for j := range p.Pairs[i].B {
+			p.Pairs[i].B[j] = float32(rng.NormFloat64() * 0.05)
+		}
+	}
+	e.setParams(p)
+	path := filepath.Join(t.TempDir(), "adapter.gguf")
+	if err := adapters.Write(path, p.Adapter()); err != nil {
+		t.Fatal(err)
+	}
+	tokens := randomTokens(rng, 64, base.Hyper.VocabSize)
+	w := singleWindow(tokens)
+	got := engineLogits(t, e, w, true)
+	want := llamaLogits(t, model, path, tokens)
+	plain := engineLogits(t, e, w, false)
+	if d := maxAbsDiff(got, plain); d < 0.05 {
+		t.Fatalf("the adapter moves the logits by only %g: the test would prove nothing", d)
+	}
+	if d := maxAbsDiff(got, want); d > 1e-3 {
+		t.Fatalf("max |engine - llama.cpp| with the adapter = %g, want <= 1e-3", d)
+	} else {
+		t.Logf("max abs logit diff with adapter %.2e (adapter moves logits by %.2f)", d, maxAbsDiff(got, plain))
+	}
+}
