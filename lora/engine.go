@@ -39,14 +39,15 @@ type engine struct {
 	threads int
 
 	backend *ggml.Backend
-	sched   *ggml.Sched
 	pctx    *ggml.Ctx // LoRA tensors
 	pbuf    *ggml.Buffer
 	pairs   []pairTensors
 	byLayer []map[string]int // layer -> target -> index in pairs
 
+	// Each kind of graph is built and allocated once, with a scheduler of
+	// its own: ggml's allocator never moves a tensor that already has
+	// memory, so one scheduler cannot take turns between graphs.
 	graphs map[graphKind]*graph
-	cur    graphKind
 }
 
 type pairTensors struct {
@@ -69,6 +70,7 @@ const (
 type graph struct {
 	kind   graphKind
 	ctx    *ggml.Ctx
+	sched  *ggml.Sched
 	g      ggml.Graph
 	tokens ggml.Tensor // I32 [T]
 	pos    ggml.Tensor // I32 [T]
@@ -113,22 +115,19 @@ func newEngine(base *Base, targets []string, rank int, scale float32, dropout fl
 		e.close()
 		return nil, err
 	}
-	size := e.graphSize()
-	if e.sched, err = ggml.NewSched([]*ggml.Backend{e.backend}, size); err != nil {
-		e.close()
-		return nil, err
-	}
 	return e, nil
 }
 
-func (e *engine) graphSize() int { return 4096 + e.base.Hyper.Layers*(1024+64*len(e.pairs)/max(1, e.base.Hyper.Layers)) }
+func (e *engine) graphSize() int {
+	return 4096 + e.base.Hyper.Layers*(1024+64*len(e.pairs)/max(1, e.base.Hyper.Layers))
+}
 
 func (e *engine) close() {
 	for _, g := range e.graphs {
+		g.sched.Close()
 		g.ctx.Close()
 	}
 	e.graphs = nil
-	e.sched.Close()
 	e.pbuf.Close()
 	e.pctx.Close()
 	e.backend.Close()
@@ -137,9 +136,8 @@ func (e *engine) close() {
 // setParams copies the LoRA values into the backend tensors.
 func (e *engine) setParams(p *Params) {
 	for i, pt := range e.pairs {
-		e.pairs[i].a.SetF32(p.Pairs[i].A)
-		e.pairs[i].b.SetF32(p.Pairs[i].B)
-		_ = pt
+		pt.a.SetF32(p.Pairs[i].A)
+		pt.b.SetF32(p.Pairs[i].B)
 	}
 }
 
@@ -207,9 +205,9 @@ func (e *engine) build(kind graphKind) (*graph, error) {
 		k = x.RopeExt(k, gr.pos, e.base.ropeFreqs, rope)
 		kq := x.MulMat(x.Permute(k, 0, 2, 1, 3), x.Permute(q, 0, 2, 1, 3)) // [T_k, T_q, H], K heads shared by H/KV query heads
 		kq = x.SoftMaxExt(kq, gr.mask, float32(1/math.Sqrt(float64(hd))))
-		vt := x.Cont(x.Permute(v, 1, 2, 0, 3))                          // [T, hd, KV]
-		o := x.Cont(x.Permute(x.MulMat(vt, kq), 0, 2, 1, 3))            // [hd, H, T]
-		o = proj(l, "attn_output", x.Reshape2D(o, hd*H, T))             // [E, T]
+		vt := x.Cont(x.Permute(v, 1, 2, 0, 3))               // [T, hd, KV]
+		o := x.Cont(x.Permute(x.MulMat(vt, kq), 0, 2, 1, 3)) // [hd, H, T]
+		o = proj(l, "attn_output", x.Reshape2D(o, hd*H, T))  // [E, T]
 		ffnIn := x.Add(o, inp)
 		cur = x.Mul(x.RMSNorm(ffnIn, eps), lw.ffnNorm)
 		ff := x.SwiGLU(proj(l, "ffn_gate", cur), proj(l, "ffn_up", cur)) // [FF, T]
@@ -240,7 +238,11 @@ func (e *engine) build(kind graphKind) (*graph, error) {
 	gr.g.Expand(gr.loss)
 	if train {
 		gr.g.BuildBackward(x)
+		gr.g.KeepInputsOf("RMS_NORM_BACK", "SOFT_MAX_BACK")
+		// The loss gradient is a leaf set before each run; as an input it
+		// gets memory no other tensor of the graph reuses.
 		gr.seed = gr.g.Grad(gr.loss)
+		gr.seed.SetInput()
 		for _, p := range e.pairs {
 			ga, gb := gr.g.Grad(p.a), gr.g.Grad(p.b)
 			if !ga.Valid() || !gb.Valid() {
@@ -257,19 +259,23 @@ func (e *engine) build(kind graphKind) (*graph, error) {
 
 // use returns the graph of a kind, allocated and ready for inputs.
 func (e *engine) use(kind graphKind) (*graph, error) {
-	gr := e.graphs[kind]
-	if gr == nil {
-		var err error
-		if gr, err = e.build(kind); err != nil {
-			return nil, err
-		}
-		e.graphs[kind] = gr
+	if gr := e.graphs[kind]; gr != nil {
+		return gr, nil
 	}
-	e.sched.Reset()
-	if err := e.sched.Alloc(gr.g); err != nil {
+	gr, err := e.build(kind)
+	if err != nil {
 		return nil, err
 	}
-	e.cur = kind
+	if gr.sched, err = ggml.NewSched([]*ggml.Backend{e.backend}, e.graphSize()); err != nil {
+		gr.ctx.Close()
+		return nil, err
+	}
+	if err := gr.sched.Alloc(gr.g); err != nil {
+		gr.sched.Close()
+		gr.ctx.Close()
+		return nil, err
+	}
+	e.graphs[kind] = gr
 	return gr, nil
 }
 
@@ -347,7 +353,7 @@ func (e *engine) run(gr *graph, in *inputs, seed float32, drops [][]float32) err
 	if gr.seed.Valid() {
 		gr.seed.SetF32([]float32{seed})
 	}
-	return e.sched.Compute(gr.g)
+	return gr.sched.Compute(gr.g)
 }
 
 // windowLoss converts the graph's loss, a mean over all T rows including

@@ -224,6 +224,31 @@ func (g Graph) BuildBackward(x *Ctx) { C.ggml_build_backward_expand(x.c, g.c, ni
 // Grad is the gradient tensor of t (zero Tensor when t has none).
 func (g Graph) Grad(t Tensor) Tensor { return Tensor{C.ggml_graph_get_grad(g.c, t.c)} }
 
+// KeepInputsOf stops ggml's allocator from computing the named ops in place
+// over one of their inputs (by marking the inputs as outputs). ggml's CPU
+// kernels of RMS_NORM_BACK and SOFT_MAX_BACK overwrite their output before
+// they have read all of their inputs, yet its allocator lists both as safe
+// to run in place: without this, their gradients come out wrong.
+func (g Graph) KeepInputsOf(ops ...string) int {
+	marked := 0
+	for i := 0; i < g.Nodes(); i++ {
+		n := C.ggml_graph_node(g.c, C.int(i))
+		desc := C.GoString(C.ggml_op_desc(n))
+		for _, op := range ops {
+			if desc != op {
+				continue
+			}
+			for _, src := range n.src {
+				if src != nil {
+					C.ggml_set_output(src)
+					marked++
+				}
+			}
+		}
+	}
+	return marked
+}
+
 // Nodes is the number of nodes.
 func (g Graph) Nodes() int { return int(C.ggml_graph_n_nodes(g.c)) }
 

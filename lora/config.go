@@ -1,0 +1,147 @@
+package lora
+
+import (
+	"fmt"
+	"math"
+	"strings"
+)
+
+// Config holds every setting of a training run. Zero values take the
+// defaults documented on each field (see Defaults).
+type Config struct {
+	// Targets are the projections to adapt (default: all seven).
+	Targets []string
+	Rank    int     // default 8
+	Alpha   float64 // default 16
+	RSLoRA  bool    // scale alpha/sqrt(rank) instead of alpha/rank
+	Dropout float64 // on the LoRA input; default 0
+
+	LearningRate float64 // default 2e-4
+	Schedule     string  // "constant", "linear" or "cosine" (default)
+	WarmupSteps  int
+	WeightDecay  float64 // AdamW decoupled weight decay; default 0
+	Beta1        float64 // default 0.9
+	Beta2        float64 // default 0.999
+	Epsilon      float64 // default 1e-8
+	GradAccum    int     // windows per optimizer step; default 1
+	ClipNorm     float64 // global gradient norm clip; default 1, negative: off
+	MaxSteps     int     // optimizer steps; 0: Epochs over the data
+	Epochs       float64 // default 1 when MaxSteps is 0
+
+	EvalEvery       int // validation loss every N steps; 0: only at the end
+	Patience        int // stop after N evaluations without improvement; 0: never
+	CheckpointEvery int // 0: only at the end
+	Seed            uint64
+	Threads         int // 0: every core
+
+	// OutDir receives checkpoint.gguf, adapter.gguf, adapter.json and
+	// metrics.jsonl.
+	OutDir string
+	// Resume continues from OutDir's checkpoint.
+	Resume bool
+	// Meta is stored in adapter.json as "recipe" (the resolved recipe).
+	Meta any
+}
+
+// Defaults fills the zero fields of c.
+func (c *Config) Defaults() {
+	if len(c.Targets) == 0 {
+		c.Targets = append([]string(nil), Targets...)
+	}
+	if c.Rank == 0 {
+		c.Rank = 8
+	}
+	if c.Alpha == 0 {
+		c.Alpha = 16
+	}
+	if c.LearningRate == 0 {
+		c.LearningRate = 2e-4
+	}
+	if c.Schedule == "" {
+		c.Schedule = "cosine"
+	}
+	if c.Beta1 == 0 {
+		c.Beta1 = 0.9
+	}
+	if c.Beta2 == 0 {
+		c.Beta2 = 0.999
+	}
+	if c.Epsilon == 0 {
+		c.Epsilon = 1e-8
+	}
+	if c.GradAccum == 0 {
+		c.GradAccum = 1
+	}
+	if c.ClipNorm == 0 {
+		c.ClipNorm = 1
+	}
+	if c.MaxSteps == 0 && c.Epochs == 0 {
+		c.Epochs = 1
+	}
+}
+
+// Validate reports the first invalid setting.
+func (c *Config) Validate() error {
+	known := map[string]bool{}
+	for _, t := range Targets {
+		known[t] = true
+	}
+	seen := map[string]bool{}
+	for _, t := range c.Targets {
+		if !known[t] {
+			return fmt.Errorf("lora: unknown target %q (choose among %s)", t, strings.Join(Targets, ", "))
+		}
+		if seen[t] {
+			return fmt.Errorf("lora: target %q listed twice", t)
+		}
+		seen[t] = true
+	}
+	switch {
+	case c.Rank < 1:
+		return fmt.Errorf("lora: rank must be at least 1, got %d", c.Rank)
+	case c.Alpha <= 0:
+		return fmt.Errorf("lora: alpha must be positive, got %g", c.Alpha)
+	case c.Dropout < 0 || c.Dropout >= 1:
+		return fmt.Errorf("lora: dropout must be in [0, 1), got %g", c.Dropout)
+	case c.LearningRate <= 0:
+		return fmt.Errorf("lora: learning rate must be positive, got %g", c.LearningRate)
+	case c.Schedule != "constant" && c.Schedule != "linear" && c.Schedule != "cosine":
+		return fmt.Errorf("lora: schedule %q: use constant, linear or cosine", c.Schedule)
+	case c.WarmupSteps < 0 || c.WeightDecay < 0:
+		return fmt.Errorf("lora: warmup steps and weight decay must not be negative")
+	case c.Beta1 < 0 || c.Beta1 >= 1 || c.Beta2 < 0 || c.Beta2 >= 1 || c.Epsilon <= 0:
+		return fmt.Errorf("lora: AdamW needs 0 <= beta < 1 and epsilon > 0")
+	case c.GradAccum < 1:
+		return fmt.Errorf("lora: gradient accumulation must be at least 1")
+	case c.MaxSteps < 0 || c.Epochs < 0:
+		return fmt.Errorf("lora: max steps and epochs must not be negative")
+	case c.OutDir == "":
+		return fmt.Errorf("lora: no output folder")
+	}
+	return nil
+}
+
+// scale is the LoRA scale.
+func (c *Config) scale() float32 {
+	if c.RSLoRA {
+		return float32(c.Alpha / math.Sqrt(float64(c.Rank)))
+	}
+	return float32(c.Alpha / float64(c.Rank))
+}
+
+// lr is the learning rate at optimizer step (1-based) of total.
+func (c *Config) lr(step, total int) float64 {
+	if c.WarmupSteps > 0 && step <= c.WarmupSteps {
+		return c.LearningRate * float64(step) / float64(c.WarmupSteps)
+	}
+	if c.Schedule == "constant" || total <= c.WarmupSteps {
+		return c.LearningRate
+	}
+	progress := float64(step-c.WarmupSteps-1) / float64(total-c.WarmupSteps) // in [0, 1): the last step still moves
+	switch c.Schedule {
+	case "linear":
+		return c.LearningRate * (1 - progress)
+	default: // cosine
+		return c.LearningRate * 0.5 * (1 + math.Cos(math.Pi*progress))
+	}
+}

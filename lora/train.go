@@ -1,0 +1,502 @@
+package lora
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/finetune-dev/finetune/adapters"
+)
+
+// Data is what a run trains and validates on.
+type Data struct {
+	Train []Window
+	Val   []Window
+}
+
+// Metrics describe one optimizer step (one line of metrics.jsonl).
+type Metrics struct {
+	Step         int      `json:"step"`
+	TotalSteps   int      `json:"total_steps"`
+	Epoch        float64  `json:"epoch"`
+	Loss         float64  `json:"loss"`
+	ValLoss      *float64 `json:"val_loss,omitempty"`
+	LR           float64  `json:"lr"`
+	GradNorm     float64  `json:"grad_norm"`
+	Tokens       int64    `json:"tokens"`
+	TokensPerSec float64  `json:"tokens_per_s"`
+	ElapsedSec   float64  `json:"elapsed_s"`
+	ETASec       float64  `json:"eta_s"`
+}
+
+// Result summarises a finished run.
+type Result struct {
+	Adapter       string        `json:"adapter"`
+	Steps         int           `json:"steps"`
+	TokensSeen    int64         `json:"tokens_seen"`
+	TrainLoss     float64       `json:"final_train_loss"`
+	ValLoss       *float64      `json:"final_val_loss,omitempty"`
+	BestValLoss   *float64      `json:"best_val_loss,omitempty"`
+	BestStep      int           `json:"best_step,omitempty"`
+	StoppedEarly  bool          `json:"stopped_early"`
+	Interrupted   bool          `json:"interrupted"`
+	WallTime      time.Duration `json:"-"`
+	WallSeconds   float64       `json:"wall_seconds"`
+	TrainableVals int           `json:"trainable_parameters"`
+}
+
+// state is everything a checkpoint holds besides the configuration.
+type state struct {
+	params      *Params
+	m, v        [][]float32 // AdamW moments, per pair: A values then B values
+	step        int
+	tokens      int64
+	elapsed     time.Duration
+	bestVal     float64
+	bestStep    int
+	badEvals    int
+	best        *Params
+	trainLosses []float64
+}
+
+// Train fine-tunes LoRA adapters for the base model at basePath on data.
+// It writes checkpoint.gguf (every CheckpointEvery steps and at the end),
+// adapter.gguf (the best adapter by validation loss, else the last),
+// adapter.json and metrics.jsonl into cfg.OutDir. progress, when not nil,
+// sees every step. Cancelling ctx stops after writing a checkpoint.
+func Train(ctx context.Context, basePath string, cfg Config, data Data, progress func(Metrics)) (*Result, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(data.Train) == 0 {
+		return nil, errors.New("lora: no training windows")
+	}
+	ctxLen := len(data.Train[0].Tokens)
+	for _, ws := range [][]Window{data.Train, data.Val} {
+		for i := range ws {
+			if len(ws[i].Tokens) != ctxLen || len(ws[i].Weights) != ctxLen || len(ws[i].Pos) != ctxLen || len(ws[i].Seq) != ctxLen {
+				return nil, fmt.Errorf("lora: window %d is not %d tokens long in all its fields", i, ctxLen)
+			}
+		}
+	}
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+		return nil, err
+	}
+	base, err := OpenBase(basePath)
+	if err != nil {
+		return nil, err
+	}
+	defer base.Close()
+	if ctxLen > base.Hyper.ContextLength {
+		return nil, fmt.Errorf("lora: windows of %d tokens exceed the model's context of %d", ctxLen, base.Hyper.ContextLength)
+	}
+	for i := range data.Train {
+		for _, tok := range data.Train[i].Tokens {
+			if tok < 0 || int(tok) >= base.Hyper.VocabSize {
+				return nil, fmt.Errorf("lora: training window %d holds token %d outside the vocabulary of %d", i, tok, base.Hyper.VocabSize)
+			}
+		}
+	}
+	e, err := newEngine(base, cfg.Targets, cfg.Rank, cfg.scale(), float32(cfg.Dropout), ctxLen, cfg.Threads)
+	if err != nil {
+		return nil, err
+	}
+	defer e.close()
+
+	total := cfg.MaxSteps
+	if total == 0 {
+		total = int(math.Ceil(cfg.Epochs * float64(len(data.Train)) / float64(cfg.GradAccum)))
+	}
+	st := &state{bestVal: math.Inf(1)}
+	ckpt := filepath.Join(cfg.OutDir, "checkpoint.gguf")
+	if cfg.Resume {
+		if st, err = loadCheckpoint(ckpt, &cfg, e); err != nil {
+			return nil, err
+		}
+	} else {
+		st.params = initParams(e, cfg.Rank, cfg.Alpha, cfg.scale(), cfg.Seed)
+		for _, p := range st.params.Pairs {
+			st.m = append(st.m, make([]float32, len(p.A)+len(p.B)))
+			st.v = append(st.v, make([]float32, len(p.A)+len(p.B)))
+		}
+	}
+	e.setParams(st.params)
+	metrics, err := openMetrics(filepath.Join(cfg.OutDir, "metrics.jsonl"), st.step)
+	if err != nil {
+		return nil, err
+	}
+	defer metrics.Close()
+
+	t := &trainer{cfg: &cfg, e: e, data: data, st: st, total: total}
+	res := &Result{TrainableVals: st.params.count()}
+	start := time.Now()
+	elapsed0 := st.elapsed
+	var lastLoss float64
+	for st.step < total {
+		if ctx.Err() != nil {
+			res.Interrupted = true
+			break
+		}
+		stepStart := time.Now()
+		loss, norm, tokens, err := t.step()
+		if err != nil {
+			return nil, err
+		}
+		st.step++
+		st.tokens += int64(tokens)
+		st.elapsed = elapsed0 + time.Since(start)
+		lastLoss = loss
+		m := Metrics{Step: st.step, TotalSteps: total, Epoch: float64(st.step*cfg.GradAccum) / float64(len(data.Train)),
+			Loss: loss, LR: t.lr, GradNorm: norm, Tokens: st.tokens, ElapsedSec: st.elapsed.Seconds(),
+			TokensPerSec: float64(tokens) / time.Since(stepStart).Seconds()}
+		m.ETASec = st.elapsed.Seconds() / float64(st.step) * float64(total-st.step)
+		if len(data.Val) > 0 && ((cfg.EvalEvery > 0 && st.step%cfg.EvalEvery == 0) || st.step == total) {
+			val, err := t.validate()
+			if err != nil {
+				return nil, err
+			}
+			m.ValLoss = &val
+			if val < st.bestVal {
+				st.bestVal, st.bestStep, st.badEvals = val, st.step, 0
+				st.best = st.params.clone()
+			} else {
+				st.badEvals++
+			}
+		}
+		if err := metrics.write(m); err != nil {
+			return nil, err
+		}
+		if progress != nil {
+			progress(m)
+		}
+		if cfg.CheckpointEvery > 0 && st.step%cfg.CheckpointEvery == 0 && st.step < total {
+			if err := saveCheckpoint(ckpt, &cfg, st); err != nil {
+				return nil, err
+			}
+		}
+		if cfg.Patience > 0 && st.badEvals >= cfg.Patience {
+			res.StoppedEarly = true
+			break
+		}
+	}
+	if err := saveCheckpoint(ckpt, &cfg, st); err != nil {
+		return nil, err
+	}
+
+	final := st.params
+	if st.best != nil {
+		final = st.best
+		v := st.bestVal
+		res.BestValLoss, res.BestStep = &v, st.bestStep
+	}
+	res.Adapter = filepath.Join(cfg.OutDir, "adapter.gguf")
+	if err := adapters.Write(res.Adapter, final.Adapter()); err != nil {
+		return nil, err
+	}
+	res.Steps, res.TokensSeen, res.TrainLoss = st.step, st.tokens, lastLoss
+	if len(data.Val) > 0 && !res.Interrupted {
+		e.setParams(final)
+		v, err := t.validate()
+		if err != nil {
+			return nil, err
+		}
+		res.ValLoss = &v
+	}
+	res.WallTime = st.elapsed
+	res.WallSeconds = st.elapsed.Seconds()
+	if err := writeMeta(filepath.Join(cfg.OutDir, "adapter.json"), basePath, &cfg, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// trainer runs optimizer steps.
+type trainer struct {
+	cfg   *Config
+	e     *engine
+	data  Data
+	st    *state
+	total int
+	lr    float64
+	in    inputs
+	gA    [][]float32 // gradient accumulators, per pair
+	gB    [][]float32
+	buf   []float32
+	drops [][]float32
+}
+
+// windowAt returns the training window consumed at global position g:
+// epoch g/n visits the windows in a permutation seeded by (seed, epoch), so
+// a resumed run sees exactly the windows it would have seen.
+func (t *trainer) windowAt(g int) *Window {
+	n := len(t.data.Train)
+	epoch := g / n
+	perm := rand.New(rand.NewPCG(t.cfg.Seed, uint64(epoch)+1)).Perm(n)
+	return &t.data.Train[perm[g%n]]
+}
+
+// step runs one optimizer step: GradAccum windows, clipping, AdamW.
+func (t *trainer) step() (loss, norm float64, tokens int, err error) {
+	cfg, e, st := t.cfg, t.e, t.st
+	gr, err := e.use(graphTrain)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if t.gA == nil {
+		for _, p := range st.params.Pairs {
+			t.gA = append(t.gA, make([]float32, len(p.A)))
+			t.gB = append(t.gB, make([]float32, len(p.B)))
+		}
+	}
+	for i := range t.gA {
+		clear(t.gA[i])
+		clear(t.gB[i])
+	}
+	windows := make([]*Window, cfg.GradAccum)
+	targets := 0
+	for k := range windows {
+		windows[k] = t.windowAt(st.step*cfg.GradAccum + k)
+		targets += windows[k].Targets()
+	}
+	if targets == 0 {
+		return 0, 0, 0, fmt.Errorf("lora: step %d has no target tokens (are all tokens masked?)", st.step+1)
+	}
+	// Dropout masks come from a stream seeded by (seed, step): resumable.
+	rng := rand.New(rand.NewPCG(cfg.Seed^0xd50f, uint64(st.step)+1))
+	for _, w := range windows {
+		e.prepare(w, &t.in, true)
+		if t.in.targets == 0 {
+			continue
+		}
+		if cfg.Dropout > 0 {
+			t.fillDropout(rng)
+		}
+		// The graph's loss averages over all T rows; seed T/N makes the
+		// gradient that of the mean over the step's N targets.
+		if err := e.run(gr, &t.in, float32(e.ctxLen)/float32(targets), t.drops); err != nil {
+			return 0, 0, 0, err
+		}
+		loss += e.windowLoss(gr, &t.in) * float64(t.in.targets) / float64(targets)
+		for i := range e.pairs {
+			t.buf = gr.gradA[i].GetF32(t.buf)
+			addTo(t.gA[i], t.buf)
+			t.buf = gr.gradB[i].GetF32(t.buf)
+			addTo(t.gB[i], t.buf)
+		}
+		tokens += len(w.Tokens)
+	}
+	for i := range t.gA {
+		norm += sumSquares(t.gA[i]) + sumSquares(t.gB[i])
+	}
+	norm = math.Sqrt(norm)
+	clip := 1.0
+	if cfg.ClipNorm > 0 && norm > cfg.ClipNorm {
+		clip = cfg.ClipNorm / norm
+	}
+	t.lr = cfg.lr(st.step+1, t.total)
+	t.adamw(clip)
+	e.setParams(st.params)
+	return loss, norm, tokens, nil
+}
+
+func (t *trainer) fillDropout(rng *rand.Rand) {
+	p := t.cfg.Dropout
+	keep := float32(1 / (1 - p))
+	if t.drops == nil {
+		for _, pt := range t.e.pairs {
+			t.drops = append(t.drops, make([]float32, pt.nIn*t.e.ctxLen))
+		}
+	}
+	for _, d := range t.drops {
+		for i := range d {
+			if rng.Float64() < p {
+				d[i] = 0
+			} else {
+				d[i] = keep
+			}
+		}
+	}
+}
+
+// adamw applies one AdamW step (PyTorch's formulation, decoupled weight
+// decay) to every LoRA value, with gradients scaled by clip.
+func (t *trainer) adamw(clip float64) {
+	cfg, st := t.cfg, t.st
+	step := float64(st.step + 1)
+	b1, b2 := cfg.Beta1, cfg.Beta2
+	c1, c2 := 1-math.Pow(b1, step), 1-math.Pow(b2, step)
+	lr, wd, eps := t.lr, cfg.WeightDecay, cfg.Epsilon
+	for i := range st.params.Pairs {
+		p := &st.params.Pairs[i]
+		m, v := st.m[i], st.v[i]
+		update := func(w []float32, g []float32, off int) {
+			for j := range w {
+				gj := float64(g[j]) * clip
+				mj := b1*float64(m[off+j]) + (1-b1)*gj
+				vj := b2*float64(v[off+j]) + (1-b2)*gj*gj
+				m[off+j], v[off+j] = float32(mj), float32(vj)
+				wj := float64(w[j]) * (1 - lr*wd)
+				w[j] = float32(wj - lr*(mj/c1)/(math.Sqrt(vj/c2)+eps))
+			}
+		}
+		update(p.A, t.gA[i], 0)
+		update(p.B, t.gB[i], len(p.A))
+	}
+}
+
+// validate is the mean loss over every target of the validation windows.
+func (t *trainer) validate() (float64, error) {
+	gr, err := t.e.use(graphLoss)
+	if err != nil {
+		return 0, err
+	}
+	sum, n := 0.0, 0
+	for i := range t.data.Val {
+		t.e.prepare(&t.data.Val[i], &t.in, true)
+		if t.in.targets == 0 {
+			continue
+		}
+		if err := t.e.run(gr, &t.in, 0, nil); err != nil {
+			return 0, err
+		}
+		sum += t.e.windowLoss(gr, &t.in) * float64(t.in.targets)
+		n += t.in.targets
+	}
+	if n == 0 {
+		return 0, errors.New("lora: the validation windows hold no target tokens")
+	}
+	return sum / float64(n), nil
+}
+
+func addTo(dst, src []float32) {
+	for i := range dst {
+		dst[i] += src[i]
+	}
+}
+
+func sumSquares(v []float32) float64 {
+	s := 0.0
+	for _, x := range v {
+		s += float64(x) * float64(x)
+	}
+	return s
+}
+
+// metricsFile appends one JSON object per step; on resume it first drops
+// the lines of steps after the checkpoint, so the file reads like one
+// uninterrupted run.
+type metricsFile struct{ f *os.File }
+
+func openMetrics(path string, fromStep int) (*metricsFile, error) {
+	var keep []byte
+	if fromStep > 0 {
+		old, err := os.ReadFile(path)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		dec := json.NewDecoder(bytes.NewReader(old))
+		for {
+			var m struct {
+				Step int `json:"step"`
+			}
+			if err := dec.Decode(&m); err != nil || m.Step > fromStep {
+				break
+			}
+			keep = old[:dec.InputOffset()]
+		}
+		if len(keep) > 0 && keep[len(keep)-1] != '\n' {
+			keep = append(keep, '\n')
+		}
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, keep, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &metricsFile{f: f}, nil
+}
+
+func (m *metricsFile) write(x Metrics) error {
+	b, err := json.Marshal(x)
+	if err != nil {
+		return err
+	}
+	_, err = m.f.Write(append(b, '\n'))
+	return err
+}
+
+func (m *metricsFile) Close() error { return m.f.Close() }
+
+// writeMeta writes adapter.json: what the adapter is and how it was made.
+func writeMeta(path, basePath string, cfg *Config, res *Result) error {
+	sum, err := fileSHA256(basePath)
+	if err != nil {
+		return err
+	}
+	meta := map[string]any{
+		"format":      "llama.cpp GGUF LoRA adapter",
+		"adapter":     filepath.Base(res.Adapter),
+		"base_model":  map[string]any{"path": basePath, "sha256": sum},
+		"lora":        map[string]any{"targets": cfg.Targets, "rank": cfg.Rank, "alpha": cfg.Alpha, "rslora": cfg.RSLoRA, "scale": cfg.scale(), "dropout": cfg.Dropout},
+		"training":    res,
+		"recipe":      cfg.Meta,
+		"optimizer":   map[string]any{"name": "adamw", "lr": cfg.LearningRate, "schedule": cfg.Schedule, "warmup_steps": cfg.WarmupSteps, "weight_decay": cfg.WeightDecay, "betas": []float64{cfg.Beta1, cfg.Beta2}, "eps": cfg.Epsilon, "grad_accum": cfg.GradAccum, "clip_norm": cfg.ClipNorm, "seed": cfg.Seed},
+		"written_utc": time.Now().UTC().Format(time.RFC3339),
+	}
+	b, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, append(b, '\n'))
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// writeFileAtomic writes data to a temp file beside path and renames it.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
