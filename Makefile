@@ -19,7 +19,7 @@ LDFLAGS = -X main.version=$(VERSION) -X main.llamaCommit=$(LLAMA_COMMIT) -X main
 space := $(subst ,, )
 TEST_FLAGS ?= -timeout 30m
 
-.PHONY: build install test vet demo clean
+.PHONY: build install test vet demo clean bench-train
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/finetune
@@ -39,3 +39,7 @@ clean:
 
 demo: build
 	BIN=$(BIN) scripts/demo.sh
+
+# LoRA training speed on the tracked shapes (generates test models in $TMPDIR/finetune-bench).
+bench-train:
+	$(GO) run ./internal/benchtrain $(BENCH_FLAGS)

@@ -48,6 +48,13 @@ type engine struct {
 	// its own: ggml's allocator never moves a tensor that already has
 	// memory, so one scheduler cannot take turns between graphs.
 	graphs map[graphKind]*graph
+
+	// Transposed copies of the frozen weights, for input gradients by
+	// mul_mat instead of out_prod (see ggml.Graph.UseTransposed).
+	noTranspose bool
+	wt          map[ggml.Tensor]ggml.Tensor
+	wtCtx       *ggml.Ctx
+	wtBuf       *ggml.Buffer
 }
 
 type pairTensors struct {
@@ -128,6 +135,8 @@ func (e *engine) close() {
 		g.ctx.Close()
 	}
 	e.graphs = nil
+	e.wtBuf.Close()
+	e.wtCtx.Close()
 	e.pbuf.Close()
 	e.pctx.Close()
 	e.backend.Close()
@@ -175,9 +184,8 @@ func (e *engine) build(kind graphKind) (*graph, error) {
 		FreqScale: e.base.ropeScale, ExtFactor: 0, AttnFactor: 1, BetaFast: 32, BetaSlow: 1}
 	proj := func(l int, target string, in ggml.Tensor) ggml.Tensor {
 		w, _, _ := e.base.Weight(l, target)
-		if train && (w.Type() == ggml.TypeF16 || w.Type() == ggml.TypeBF16) {
-			// ggml's CPU out_prod (the input gradient of mul_mat) aborts on
-			// F16 weights; an F32 copy of this one weight takes its place.
+		if train && e.noTranspose && (w.Type() == ggml.TypeF16 || w.Type() == ggml.TypeBF16) {
+			// ggml's CPU out_prod aborts on F16 weights.
 			w = x.Cast(w, ggml.TypeF32)
 		}
 		y := x.MulMat(w, in)
@@ -239,6 +247,17 @@ func (e *engine) build(kind graphKind) (*graph, error) {
 	if train {
 		gr.g.BuildBackward(x)
 		gr.g.KeepInputsOf("RMS_NORM_BACK", "SOFT_MAX_BACK")
+		if !e.noTranspose {
+			if err := e.transposeWeights(); err != nil {
+				return nil, err
+			}
+			gr.g.UseTransposed(e.wt)
+		}
+		for _, t := range gr.g.OutProdTypes() {
+			if t != ggml.TypeF32 {
+				return nil, fmt.Errorf("lora: the backward graph still takes an out_prod of a %s weight, which ggml's CPU backend cannot compute", t)
+			}
+		}
 		// The loss gradient is a leaf set before each run; as an input it
 		// gets memory no other tensor of the graph reuses.
 		gr.seed = gr.g.Grad(gr.loss)
@@ -367,4 +386,83 @@ func (e *engine) windowLoss(gr *graph, in *inputs) float64 {
 	l := float64(gr.loss.GetF32(nil)[0])
 	masked := T - float64(in.targets)
 	return (l*T - masked*math.Log(float64(e.base.Hyper.VocabSize))) / float64(in.targets)
+}
+
+// frozenMatmulWeights are the base weights the graph multiplies by.
+func (e *engine) frozenMatmulWeights() []ggml.Tensor {
+	var ws []ggml.Tensor
+	for l := range e.base.layers {
+		for _, t := range Targets {
+			w, _, _ := e.base.Weight(l, t)
+			ws = append(ws, w)
+		}
+	}
+	return append(ws, e.base.output)
+}
+
+// transposeType is the type of a weight's transposed copy: the weight's own
+// for float types, else Q8_0 (F16 when rows do not split into its blocks).
+func transposeType(w ggml.Tensor) ggml.Type {
+	switch w.Type() {
+	case ggml.TypeF32, ggml.TypeF16, ggml.TypeBF16:
+		return w.Type()
+	}
+	if w.Ne(1)%ggml.TypeQ8_0.BlockSize() == 0 {
+		return ggml.TypeQ8_0
+	}
+	return ggml.TypeF16
+}
+
+// transposeWeights makes Wt = transpose(W) for every frozen weight, one
+// small graph per weight so that no more than one weight is ever held in
+// F32 at once.
+func (e *engine) transposeWeights() error {
+	if e.wt != nil {
+		return nil
+	}
+	ws := e.frozenMatmulWeights()
+	var err error
+	if e.wtCtx, err = ggml.NewCtx((len(ws)+8)*ggml.TensorOverhead(), true); err != nil {
+		return err
+	}
+	wt := map[ggml.Tensor]ggml.Tensor{}
+	var order []ggml.Tensor
+	for _, w := range ws {
+		if _, done := wt[w]; done {
+			continue
+		}
+		t := e.wtCtx.New2D(transposeType(w), w.Ne(1), w.Ne(0)).SetName(w.Name() + ".T")
+		wt[w] = t
+		order = append(order, w)
+	}
+	if e.wtBuf, err = e.wtCtx.AllocTensors(e.backend); err != nil {
+		return err
+	}
+	for _, w := range order {
+		x, err := ggml.NewCtx(16*ggml.TensorOverhead()+ggml.GraphOverhead(16, false), true)
+		if err != nil {
+			return err
+		}
+		src := w
+		if w.Type() != ggml.TypeF32 {
+			src = x.Cast(w, ggml.TypeF32)
+		}
+		out := x.Cpy(x.Cont(x.Transpose(src)), wt[w])
+		g := x.NewGraph(16, false)
+		g.Expand(out)
+		s, err := ggml.NewSched([]*ggml.Backend{e.backend}, 16)
+		if err == nil {
+			err = s.Alloc(g)
+			if err == nil {
+				err = s.Compute(g)
+			}
+			s.Close()
+		}
+		x.Close()
+		if err != nil {
+			return fmt.Errorf("lora: transposing %s: %w", w.Name(), err)
+		}
+	}
+	e.wt = wt
+	return nil
 }

@@ -21,6 +21,7 @@ func runTestmodel(args []string) error {
 	ctx := fs.Int("ctx", 256, "context length")
 	vocabFrom := fs.String("vocab-from", "", "copy the tokenizer of this GGUF model")
 	byteVocab := fs.Bool("byte-vocab", false, "use a 259-token byte vocabulary")
+	vocabSize := fs.Int("vocab-size", 0, "with --byte-vocab: pad the vocabulary to this many tokens")
 	typ := fs.String("type", "f32", "weight type: "+strings.Join(testmodel.Types(), ", "))
 	seed := fs.Uint64("seed", 1, "random seed")
 	tied := fs.Bool("tied", false, "no output.weight: the output head is the token embedding")
@@ -47,7 +48,7 @@ func runTestmodel(args []string) error {
 		*ff = (*embd*8/3 + 31) / 32 * 32
 	}
 	c := testmodel.Config{Layers: *layers, Embd: *embd, Heads: *heads, KVHeads: *kvHeads, FF: *ff, Context: *ctx,
-		Type: *typ, VocabFrom: *vocabFrom, Seed: *seed, TiedOutput: *tied}
+		Type: *typ, VocabFrom: *vocabFrom, VocabSize: *vocabSize, Seed: *seed, TiedOutput: *tied}
 	if err := testmodel.Write(*out, c); err != nil {
 		return err
 	}

@@ -108,9 +108,12 @@ enum ggml_backend_dev_type {
     GGML_BACKEND_DEVICE_TYPE_ACCEL = 3,
 };
 
-// ggml_op is only carried inside ggml_tensor here; its values are not used.
+// The ggml_op values finetune reads or rewrites in a backward graph.
 enum ggml_op {
     GGML_OP_NONE = 0,
+    GGML_OP_MUL_MAT = 29,
+    GGML_OP_OUT_PROD = 31,
+    GGML_OP_TRANSPOSE = 39,
 };
 
 struct ggml_init_params {
@@ -235,6 +238,7 @@ struct ggml_tensor * ggml_out_prod(struct ggml_context * ctx, struct ggml_tensor
 struct ggml_tensor * ggml_scale(struct ggml_context * ctx, struct ggml_tensor * a, float s);
 struct ggml_tensor * ggml_cast(struct ggml_context * ctx, struct ggml_tensor * a, enum ggml_type type);
 struct ggml_tensor * ggml_cont(struct ggml_context * ctx, struct ggml_tensor * a);
+struct ggml_tensor * ggml_cpy(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
 struct ggml_tensor * ggml_reshape_2d(struct ggml_context * ctx, struct ggml_tensor * a, int64_t ne0, int64_t ne1);
 struct ggml_tensor * ggml_reshape_3d(struct ggml_context * ctx, struct ggml_tensor * a, int64_t ne0, int64_t ne1, int64_t ne2);
 struct ggml_tensor * ggml_permute(struct ggml_context * ctx, struct ggml_tensor * a, int axis0, int axis1, int axis2, int axis3);

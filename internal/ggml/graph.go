@@ -158,6 +158,9 @@ func (x *Ctx) Cast(a Tensor, t Type) Tensor {
 	return x.wrap(C.ggml_cast(x.c, a.c, C.enum_ggml_type(t)))
 }
 func (x *Ctx) Cont(a Tensor) Tensor { return x.wrap(C.ggml_cont(x.c, a.c)) }
+
+// Cpy copies a into b, converting to b's type; the result is b.
+func (x *Ctx) Cpy(a, b Tensor) Tensor { return x.wrap(C.ggml_cpy(x.c, a.c, b.c)) }
 func (x *Ctx) Reshape2D(a Tensor, ne0, ne1 int) Tensor {
 	return x.wrap(C.ggml_reshape_2d(x.c, a.c, C.int64_t(ne0), C.int64_t(ne1)))
 }
@@ -247,6 +250,50 @@ func (g Graph) KeepInputsOf(ops ...string) int {
 		}
 	}
 	return marked
+}
+
+// UseTransposed rewrites the backward graph's input gradients through
+// frozen weights. ggml's autodiff builds the gradient of mul_mat(W, x) with
+// respect to x as out_prod(W, transpose(dy)); ggml's CPU out_prod is several
+// times slower than mul_mat, and aborts on F16 weights. Given Wt, a
+// contiguous copy of W transposed ([n_out, n_in]), the same gradient is
+// mul_mat(Wt, dy): each such OUT_PROD node is turned into that MUL_MAT in
+// place. It returns how many nodes it rewrote.
+func (g Graph) UseTransposed(transposed map[Tensor]Tensor) int {
+	n := 0
+	for i := 0; i < g.Nodes(); i++ {
+		node := C.ggml_graph_node(g.c, C.int(i))
+		if node.op != C.GGML_OP_OUT_PROD {
+			continue
+		}
+		wt, ok := transposed[Tensor{node.src[0]}]
+		b := node.src[1]
+		if !ok || b == nil || b.op != C.GGML_OP_TRANSPOSE || b.src[0] == nil {
+			continue
+		}
+		dy := b.src[0]
+		if dy.ne[0] != wt.c.ne[0] || dy.ne[1] != node.ne[1] || wt.c.ne[1] != node.ne[0] || dy.ne[2] != 1 || dy.ne[3] != 1 {
+			continue
+		}
+		node.op = C.GGML_OP_MUL_MAT
+		node.src[0] = wt.c
+		node.src[1] = dy
+		n++
+	}
+	return n
+}
+
+// OutProdTypes lists the types of the first operand of every OUT_PROD
+// node left in the graph.
+func (g Graph) OutProdTypes() []Type {
+	var out []Type
+	for i := 0; i < g.Nodes(); i++ {
+		node := C.ggml_graph_node(g.c, C.int(i))
+		if node.op == C.GGML_OP_OUT_PROD {
+			out = append(out, Type(node.src[0]._type))
+		}
+	}
+	return out
 }
 
 // Nodes is the number of nodes.

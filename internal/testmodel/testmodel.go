@@ -28,6 +28,9 @@ type Config struct {
 	// When empty, a byte vocabulary is written: <unk>, <s>, </s> and the
 	// 256 byte tokens of SentencePiece's byte fallback.
 	VocabFrom string
+	// VocabSize pads the byte vocabulary with "<extra_N>" tokens up to this
+	// size (0: the 259 byte-vocabulary tokens), for benchmark shapes.
+	VocabSize int
 	Seed      uint64
 	// TiedOutput leaves out output.weight, so llama.cpp uses the token
 	// embedding as the output head.
@@ -59,6 +62,8 @@ func (c *Config) validate() error {
 	switch {
 	case !ok:
 		return fmt.Errorf("testmodel: unknown weight type %q (use one of %s)", c.Type, strings.Join(Types(), ", "))
+	case c.VocabSize != 0 && (c.VocabFrom != "" || c.VocabSize < 259):
+		return fmt.Errorf("testmodel: a vocabulary size applies to the byte vocabulary and must be at least 259")
 	case c.Layers < 1 || c.Embd < 1 || c.Heads < 1 || c.KVHeads < 1 || c.FF < 1 || c.Context < 1:
 		return fmt.Errorf("testmodel: layers, embd, heads, kv-heads, ff and context must all be positive")
 	case c.Embd%c.Heads != 0:
@@ -97,6 +102,27 @@ func ByteVocab() []gguf.KV {
 	}
 }
 
+// padVocab extends a byte vocabulary with normal tokens up to n.
+func padVocab(kv []gguf.KV, n int) []gguf.KV {
+	for i := range kv {
+		switch v := kv[i].Value.(type) {
+		case []string:
+			for j := len(v); j < n; j++ {
+				v = append(v, fmt.Sprintf("<extra_%d>", j))
+			}
+			kv[i].Value = v
+		case []float32:
+			kv[i].Value = append(v, make([]float32, n-len(v))...)
+		case []int32:
+			for j := len(v); j < n; j++ {
+				v = append(v, 1) // normal
+			}
+			kv[i].Value = v
+		}
+	}
+	return kv
+}
+
 // vocabFrom copies every tokenizer.* key of a GGUF file.
 func vocabFrom(path string) ([]gguf.KV, error) {
 	f, err := gguf.Open(path)
@@ -128,6 +154,9 @@ func Write(path string, c Config) error {
 		}
 	} else {
 		vocab = ByteVocab()
+		if c.VocabSize > 0 {
+			vocab = padVocab(vocab, c.VocabSize)
+		}
 	}
 	nVocab := 0
 	for _, e := range vocab {
