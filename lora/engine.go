@@ -211,7 +211,7 @@ func (e *engine) build(kind graphKind) (*graph, error) {
 		v := x.Reshape3D(proj(l, "attn_v", cur), hd, KV, T)
 		q = x.RopeExt(q, gr.pos, e.base.ropeFreqs, rope)
 		k = x.RopeExt(k, gr.pos, e.base.ropeFreqs, rope)
-		kq := x.MulMat(x.Permute(k, 0, 2, 1, 3), x.Permute(q, 0, 2, 1, 3)) // [T_k, T_q, H], K heads shared by H/KV query heads
+		kq := x.MulMat(x.Cont(x.Permute(k, 0, 2, 1, 3)), x.Cont(x.Permute(q, 0, 2, 1, 3))) // [T_k, T_q, H], K heads shared by H/KV query heads
 		kq = x.SoftMaxExt(kq, gr.mask, float32(1/math.Sqrt(float64(hd))))
 		vt := x.Cont(x.Permute(v, 1, 2, 0, 3))               // [T, hd, KV]
 		o := x.Cont(x.Permute(x.MulMat(vt, kq), 0, 2, 1, 3)) // [hd, H, T]
@@ -222,7 +222,11 @@ func (e *engine) build(kind graphKind) (*graph, error) {
 		inp = x.Add(proj(l, "ffn_down", ff), ffnIn)
 	}
 	out := x.Mul(x.RMSNorm(inp, eps), e.base.outNorm)
-	logits := x.MulMat(e.base.output, out) // [V, T]
+	head := e.base.output
+	if train && e.noTranspose && (head.Type() == ggml.TypeF16 || head.Type() == ggml.TypeBF16) {
+		head = x.Cast(head, ggml.TypeF32)
+	}
+	logits := x.MulMat(head, out) // [V, T]
 
 	gr.g = x.NewGraph(size, train)
 	if kind == graphLogits || kind == graphLogitsP {
@@ -254,7 +258,7 @@ func (e *engine) build(kind graphKind) (*graph, error) {
 			gr.g.UseTransposed(e.wt)
 		}
 		for _, t := range gr.g.OutProdTypes() {
-			if t != ggml.TypeF32 {
+			if t == ggml.TypeF16 || t == ggml.TypeBF16 {
 				return nil, fmt.Errorf("lora: the backward graph still takes an out_prod of a %s weight, which ggml's CPU backend cannot compute", t)
 			}
 		}

@@ -93,7 +93,9 @@ func main() {
 	fmt.Println("weights, output head included) + 12·T²·E·L (attention forward and backward) + 8·T·r·Σ(n_in+n_out) (LoRA).")
 }
 
-func contains(s, sub string) bool { return len(sub) == 0 || (len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0)) }
+func contains(s, sub string) bool {
+	return len(sub) == 0 || (len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0))
+}
 
 func indexOf(s, sub string) int {
 	for i := 0; i+len(sub) <= len(s); i++ {
