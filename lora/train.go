@@ -83,10 +83,10 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 		return nil, errors.New("lora: no training windows")
 	}
 	ctxLen := len(data.Train[0].Tokens)
-	for _, ws := range [][]Window{data.Train, data.Val} {
+	for set, ws := range map[string][]Window{"training": data.Train, "validation": data.Val} {
 		for i := range ws {
 			if len(ws[i].Tokens) != ctxLen || len(ws[i].Weights) != ctxLen || len(ws[i].Pos) != ctxLen || len(ws[i].Seq) != ctxLen {
-				return nil, fmt.Errorf("lora: window %d is not %d tokens long in all its fields", i, ctxLen)
+				return nil, fmt.Errorf("lora: %s window %d is not %d tokens long in all its fields", set, i, ctxLen)
 			}
 		}
 	}
@@ -101,10 +101,12 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 	if ctxLen > base.Hyper.ContextLength {
 		return nil, fmt.Errorf("lora: windows of %d tokens exceed the model's context of %d", ctxLen, base.Hyper.ContextLength)
 	}
-	for i := range data.Train {
-		for _, tok := range data.Train[i].Tokens {
-			if tok < 0 || int(tok) >= base.Hyper.VocabSize {
-				return nil, fmt.Errorf("lora: training window %d holds token %d outside the vocabulary of %d", i, tok, base.Hyper.VocabSize)
+	for set, ws := range map[string][]Window{"training": data.Train, "validation": data.Val} {
+		for i := range ws {
+			for _, tok := range ws[i].Tokens {
+				if tok < 0 || int(tok) >= base.Hyper.VocabSize {
+					return nil, fmt.Errorf("lora: %s window %d holds token %d outside the vocabulary of %d (data tokenized for another model?)", set, i, tok, base.Hyper.VocabSize)
+				}
 			}
 		}
 	}
