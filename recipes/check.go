@@ -1,0 +1,256 @@
+package recipes
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// The projections LoRA can adapt (lora.Targets; repeated here so recipes
+// stays free of the engine).
+var loraTargets = []string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
+
+var (
+	dataFormats = []string{"", "messages", "sharegpt", "alpaca", "prompt-completion", "text", "fields"}
+	schedules   = []string{"constant", "linear", "cosine"}
+	kinds       = []string{"local", "ollama", "openai"}
+	metricNames = []string{"exact_match", "contains", "regex", "token_f1", "rouge_l", "label_accuracy", "json_valid", "judge"}
+	nameRE      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+)
+
+// defaults fills every setting the recipe leaves out.
+func (r *Recipe) defaults() {
+	d := &r.Data
+	if d.Eval == "" && d.EvalRatio == 0 {
+		d.EvalRatio = 0.1
+	}
+	if d.SeqLen == 0 && !r.given["data.seq_len"] {
+		d.SeqLen = 512
+	}
+	if d.Packing == nil {
+		t := true
+		d.Packing = &t
+	}
+	if d.Overflow == "" {
+		d.Overflow = "drop"
+	}
+	l := &r.LoRA
+	if len(l.Targets) == 0 {
+		l.Targets = slices.Clone(loraTargets)
+	}
+	if l.Rank == 0 && !r.given["lora.rank"] {
+		l.Rank = 8
+	}
+	if l.Alpha == 0 && !r.given["lora.alpha"] {
+		l.Alpha = 2 * float64(l.Rank)
+	}
+	t := &r.Train
+	if t.MaxSteps == 0 && t.Epochs == 0 && !r.given["train.epochs"] {
+		t.Epochs = 1
+	}
+	if t.BatchSize == 0 && t.BatchTokens == 0 && !r.given["train.batch_size"] {
+		t.BatchSize = 1
+	}
+	if t.BatchTokens > 0 && t.BatchSize == 0 {
+		t.BatchSize = max(1, (t.BatchTokens+d.SeqLen-1)/d.SeqLen)
+	}
+	if t.LearningRate == 0 && !r.given["train.learning_rate"] {
+		t.LearningRate = 2e-4
+	}
+	if t.Schedule == "" {
+		t.Schedule = "cosine"
+	}
+	if t.ClipNorm == 0 {
+		t.ClipNorm = 1
+		if r.given["train.clip_norm"] {
+			t.ClipNorm = -1 // clip_norm: 0 turns clipping off
+		}
+	}
+	if t.Seed == 0 {
+		t.Seed = 42
+	}
+	if d.Seed == 0 {
+		d.Seed = t.Seed
+	}
+	if t.CheckpointEvery == 0 && !r.given["train.checkpoint_every"] {
+		t.CheckpointEvery = 50
+	}
+	if t.EvalEvery == 0 && !r.given["train.eval_every"] {
+		t.EvalEvery = 25
+	}
+	e := &r.Eval
+	if len(e.Contestants) == 0 {
+		e.Contestants = []Contestant{{Name: "base", Kind: "local"}, {Name: "tuned", Kind: "local", Adapter: "tuned"}}
+	}
+	for i := range e.Contestants {
+		c := &e.Contestants[i]
+		if c.Kind == "" {
+			c.Kind = "local"
+		}
+		if c.Adapter != "" && c.Scale == 0 {
+			c.Scale = 1
+		}
+		if c.Concurrency == 0 {
+			c.Concurrency = 1
+			if c.Kind != "local" {
+				c.Concurrency = 4
+			}
+		}
+	}
+	if len(e.Metrics) == 0 {
+		e.Metrics = []Metric{{Name: "rouge_l"}, {Name: "token_f1"}}
+	}
+	if e.Generation.MaxTokens == 0 {
+		e.Generation.MaxTokens = 256
+	}
+	if e.Generation.Temperature == nil {
+		z := 0.0
+		e.Generation.Temperature = &z
+	}
+	if e.Generation.Seed == nil {
+		s := int64(42)
+		e.Generation.Seed = &s
+	}
+}
+
+func oneOf(v string, options []string) bool { return slices.Contains(options, v) }
+
+func quoteList(xs []string) string {
+	var q []string
+	for _, x := range xs {
+		if x != "" {
+			q = append(q, x)
+		}
+	}
+	return strings.Join(q, ", ")
+}
+
+// check reports the first invalid value, with its line.
+func (r *Recipe) check() error {
+	switch {
+	case r.Name == "":
+		return r.errAt("name", "missing: name the recipe (runs go to runs/<name>/)")
+	case !nameRE.MatchString(r.Name):
+		return r.errAt("name", "%q: use letters, digits, '.', '_' and '-' (it names a folder)", r.Name)
+	case r.Base == "":
+		return r.errAt("base", "missing: a GGUF file, ollama:NAME[:TAG] or builtin:NAME")
+	case r.Data.Train == "":
+		return r.errAt("data.train", "missing: the training data file, folder or glob")
+	}
+	d := r.Data
+	switch {
+	case !oneOf(d.Format, dataFormats):
+		return r.errAt("data.format", "unknown format %q (use one of %s, or leave it out to detect)", d.Format, quoteList(dataFormats))
+	case d.Eval != "" && r.lines["data.eval_ratio"] > 0:
+		return r.errAt("data.eval_ratio", "give a separate eval file (data.eval) or an eval ratio, not both")
+	case d.EvalRatio < 0 || d.EvalRatio >= 1:
+		return r.errAt("data.eval_ratio", "%g is not within [0, 1)", d.EvalRatio)
+	case d.SeqLen < 16:
+		return r.errAt("data.seq_len", "%d is too short: at least 16 tokens", d.SeqLen)
+	case d.Overflow != "drop" && d.Overflow != "truncate":
+		return r.errAt("data.overflow", "%q: use drop or truncate", d.Overflow)
+	case d.MaxBadRows < 0:
+		return r.errAt("data.max_bad_rows", "must not be negative")
+	}
+	l := r.LoRA
+	for i, t := range l.Targets {
+		if !oneOf(t, loraTargets) {
+			msg := fmt.Sprintf("unknown target %q", t)
+			if s := suggest(t, loraTargets); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			} else {
+				msg += " (choose among " + strings.Join(loraTargets, ", ") + ")"
+			}
+			return r.errAt(fmt.Sprintf("lora.targets[%d]", i), "%s", msg)
+		}
+		if slices.Index(l.Targets, t) != i {
+			return r.errAt(fmt.Sprintf("lora.targets[%d]", i), "%q listed twice", t)
+		}
+	}
+	switch {
+	case l.Rank < 1:
+		return r.errAt("lora.rank", "%d: the rank must be at least 1", l.Rank)
+	case l.Alpha <= 0:
+		return r.errAt("lora.alpha", "%g: alpha must be positive", l.Alpha)
+	case l.Dropout < 0 || l.Dropout >= 1:
+		return r.errAt("lora.dropout", "%g is not within [0, 1)", l.Dropout)
+	}
+	t := r.Train
+	switch {
+	case t.Epochs < 0:
+		return r.errAt("train.epochs", "must not be negative")
+	case t.Epochs == 0 && t.MaxSteps == 0:
+		return r.errAt("train.epochs", "0 epochs and no max_steps: the run would not train")
+	case t.MaxSteps < 0:
+		return r.errAt("train.max_steps", "must not be negative")
+	case t.BatchSize < 1:
+		return r.errAt("train.batch_size", "%d: at least 1 window per step", t.BatchSize)
+	case t.BatchTokens < 0:
+		return r.errAt("train.batch_tokens", "must not be negative")
+	case r.lines["train.batch_size"] > 0 && r.lines["train.batch_tokens"] > 0:
+		return r.errAt("train.batch_tokens", "give batch_size or batch_tokens, not both")
+	case t.LearningRate <= 0:
+		return r.errAt("train.learning_rate", "%g: the learning rate must be positive", t.LearningRate)
+	case !oneOf(t.Schedule, schedules):
+		return r.errAt("train.schedule", "%q: use constant, linear or cosine", t.Schedule)
+	case t.WarmupSteps < 0:
+		return r.errAt("train.warmup_steps", "must not be negative")
+	case t.MaxSteps > 0 && t.WarmupSteps >= t.MaxSteps:
+		return r.errAt("train.warmup_steps", "%d warmup steps for a run of %d steps: warmup must be shorter than the run", t.WarmupSteps, t.MaxSteps)
+	case t.WeightDecay < 0:
+		return r.errAt("train.weight_decay", "must not be negative")
+	case t.CheckpointEvery < 0 || t.EvalEvery < 0 || t.Patience < 0 || t.Threads < 0:
+		return r.errAt("train", "checkpoint_every, eval_every, patience and threads must not be negative")
+	}
+	names := map[string]bool{}
+	for i, c := range r.Eval.Contestants {
+		p := fmt.Sprintf("eval.contestants[%d]", i)
+		switch {
+		case c.Name == "":
+			return r.errAt(p+".name", "missing: name the contestant")
+		case names[c.Name]:
+			return r.errAt(p+".name", "%q is used twice", c.Name)
+		case !oneOf(c.Kind, kinds):
+			return r.errAt(p+".kind", "%q: use local, ollama or openai", c.Kind)
+		case c.Kind != "local" && c.Model == "":
+			return r.errAt(p+".model", "missing: the %s model to ask", c.Kind)
+		case c.Kind == "openai" && c.BaseURL == "":
+			return r.errAt(p+".base_url", "missing: the OpenAI-compatible endpoint")
+		case c.Kind == "local" && c.Adapter == "" && c.Scale != 0:
+			return r.errAt(p+".scale", "a scale needs an adapter")
+		case c.Concurrency < 1:
+			return r.errAt(p+".concurrency", "at least 1")
+		case c.PriceIn < 0 || c.PriceOut < 0:
+			return r.errAt(p, "prices must not be negative")
+		}
+		names[c.Name] = true
+	}
+	for i, m := range r.Eval.Metrics {
+		p := fmt.Sprintf("eval.metrics[%d]", i)
+		if !oneOf(m.Name, metricNames) {
+			msg := fmt.Sprintf("unknown metric %q", m.Name)
+			if s := suggest(m.Name, metricNames); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			} else {
+				msg += " (use one of " + strings.Join(metricNames, ", ") + ")"
+			}
+			return r.errAt(p+".name", "%s", msg)
+		}
+		if m.Pattern != "" {
+			if _, err := regexp.Compile(m.Pattern); err != nil {
+				return r.errAt(p+".pattern", "not a valid regular expression: %v", err)
+			}
+		}
+		if m.Name == "regex" && m.Pattern == "" {
+			return r.errAt(p+".pattern", "missing: the regex metric needs a pattern")
+		}
+		if m.Name == "judge" && !names[m.Judge] {
+			return r.errAt(p+".judge", "%q is not a contestant of this suite", m.Judge)
+		}
+	}
+	if g := r.Eval.Generation; g.MaxTokens < 0 || *g.Temperature < 0 {
+		return r.errAt("eval.generation", "max_tokens and temperature must not be negative")
+	}
+	return nil
+}

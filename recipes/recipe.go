@@ -1,0 +1,237 @@
+// Package recipes reads recipe files: YAML documents that name a base
+// model, the data, the LoRA and training settings, the eval suite and the
+// Ollama publishing settings of one fine-tuning job. A recipe is plain
+// data: this package decodes it strictly (an unknown key is an error with
+// its line and a suggestion), fills the documented defaults, applies
+// --set overrides and checks every value, and knows nothing of models,
+// training or HTTP.
+package recipes
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Recipe is one fine-tuning job.
+type Recipe struct {
+	// Name names the job; runs go to runs/<name>/<timestamp>/.
+	Name string `yaml:"name"`
+	// Base is the base model: a GGUF file (relative to the recipe's
+	// folder), "ollama:NAME[:TAG]" for a model pulled into a local Ollama,
+	// or "builtin:NAME" for a model finetune writes itself (see
+	// builtin.go).
+	Base    string  `yaml:"base"`
+	Data    Data    `yaml:"data"`
+	LoRA    LoRA    `yaml:"lora"`
+	Train   Train   `yaml:"train"`
+	Eval    Eval    `yaml:"eval"`
+	Publish Publish `yaml:"publish"`
+
+	// Path is the recipe file; Dir the folder relative paths start from.
+	Path string `yaml:"-"`
+	Dir  string `yaml:"-"`
+
+	lines map[string]int  // line of every key path in the file
+	given map[string]bool // key paths the file or a --set gave
+}
+
+// Data says where the data is and how it becomes tokens.
+type Data struct {
+	Train     string  `yaml:"train"`      // file, folder or glob (required)
+	Eval      string  `yaml:"eval"`       // separate eval file, folder or glob
+	EvalRatio float64 `yaml:"eval_ratio"` // else this share of the prompts is held out (default 0.1)
+	Format    string  `yaml:"format"`     // messages, sharegpt, alpaca, prompt-completion, text, fields; "" detects
+	Fields    Fields  `yaml:"fields"`     // column mapping for format "fields"
+	System    string  `yaml:"system"`     // system prompt for conversations without one
+	// Template is the chat template: "" (the model's own), a llama.cpp
+	// built-in name (chatml, llama2, llama3, ...), or "none" (plain text).
+	Template      string `yaml:"template"`
+	SeqLen        int    `yaml:"seq_len"`  // context length of training windows (default 512)
+	Packing       *bool  `yaml:"packing"`  // pack several examples per window (default true)
+	Overflow      string `yaml:"overflow"` // drop (default) or truncate examples longer than seq_len
+	TrainOnInputs bool   `yaml:"train_on_inputs"`
+	MaxBadRows    int    `yaml:"max_bad_rows"` // skip and list up to this many bad rows (default 0: fail fast)
+	Seed          uint64 `yaml:"seed"`         // split and shuffle seed (default: train.seed)
+}
+
+// Fields maps columns to roles.
+type Fields struct {
+	Prompt   string `yaml:"prompt"`
+	Response string `yaml:"response"`
+	System   string `yaml:"system"`
+	Label    string `yaml:"label"`
+}
+
+// LoRA holds the adapter settings.
+type LoRA struct {
+	Targets []string `yaml:"targets"` // default: all seven projections
+	Rank    int      `yaml:"rank"`    // default 8
+	Alpha   float64  `yaml:"alpha"`   // default 2 × rank
+	RSLoRA  bool     `yaml:"rslora"`  // scale alpha/sqrt(rank) instead of alpha/rank
+	Dropout float64  `yaml:"dropout"` // default 0
+}
+
+// Train holds the optimizer and loop settings.
+type Train struct {
+	Epochs          float64 `yaml:"epochs"`       // default 1 (when max_steps is 0)
+	MaxSteps        int     `yaml:"max_steps"`    // optimizer steps; overrides epochs
+	BatchSize       int     `yaml:"batch_size"`   // windows per optimizer step (default 1)
+	BatchTokens     int     `yaml:"batch_tokens"` // or tokens per step: batch_size = batch_tokens / seq_len
+	LearningRate    float64 `yaml:"learning_rate"`
+	Schedule        string  `yaml:"schedule"` // constant, linear, cosine (default)
+	WarmupSteps     int     `yaml:"warmup_steps"`
+	WeightDecay     float64 `yaml:"weight_decay"`
+	ClipNorm        float64 `yaml:"clip_norm"` // default 1; negative: off
+	Seed            uint64  `yaml:"seed"`
+	CheckpointEvery int     `yaml:"checkpoint_every"` // steps; default 50
+	EvalEvery       int     `yaml:"eval_every"`       // validation loss every N steps; default 25
+	Patience        int     `yaml:"patience"`         // early stopping; default 0 (off)
+	Threads         int     `yaml:"threads"`          // default: every core
+}
+
+// Eval is the eval suite run by `finetune eval`.
+type Eval struct {
+	MaxCases    int          `yaml:"max_cases"` // 0: every case of the eval split
+	Contestants []Contestant `yaml:"contestants"`
+	Metrics     []Metric     `yaml:"metrics"`
+	Generation  Generation   `yaml:"generation"`
+}
+
+// Contestant is one model answering the eval cases.
+type Contestant struct {
+	Name string `yaml:"name"`
+	// Kind: local (the recipe's base, with adapter "tuned" for the run's
+	// adapter or a file), ollama, openai.
+	Kind        string     `yaml:"kind"`
+	Model       string     `yaml:"model"`   // ollama/openai model; local: a GGUF other than the base
+	Adapter     string     `yaml:"adapter"` // local: "tuned" or an adapter file
+	Scale       float64    `yaml:"scale"`   // adapter scale (default 1)
+	Host        string     `yaml:"host"`    // ollama host (default $OLLAMA_HOST or 127.0.0.1:11434)
+	BaseURL     string     `yaml:"base_url"`
+	APIKeyEnv   string     `yaml:"api_key_env"` // environment variable holding the key
+	Concurrency int        `yaml:"concurrency"`
+	PriceIn     float64    `yaml:"price_in"`  // per million prompt tokens
+	PriceOut    float64    `yaml:"price_out"` // per million completion tokens
+	Generation  Generation `yaml:"generation"`
+}
+
+// Generation settings; zero values inherit the suite's, then the defaults
+// (temperature 0, 256 tokens, seed 42).
+type Generation struct {
+	Temperature *float64 `yaml:"temperature"`
+	MaxTokens   int      `yaml:"max_tokens"`
+	Stop        []string `yaml:"stop"`
+	Seed        *int64   `yaml:"seed"`
+}
+
+// Metric is one score computed for every case.
+type Metric struct {
+	Name string `yaml:"name"` // exact_match, contains, regex, token_f1, rouge_l, label_accuracy, json_valid, judge
+	// Pattern is the regex of "regex" and the label extractor of
+	// "label_accuracy" (first capture group); Field a JSON field to take
+	// the label from.
+	Pattern string `yaml:"pattern"`
+	Field   string `yaml:"field"`
+	// Normalize for exact_match/contains: lower, trim, punctuation,
+	// whitespace (default: lower, trim, whitespace).
+	Normalize []string `yaml:"normalize"`
+	// Judge settings: the judging contestant, "rubric" (score 1-5 with
+	// Rubric) or "pairwise" (against Reference).
+	Judge     string `yaml:"judge"`
+	Mode      string `yaml:"mode"`
+	Rubric    string `yaml:"rubric"`
+	Reference string `yaml:"reference"`
+}
+
+// Publish holds the Ollama settings for `finetune publish`.
+type Publish struct {
+	Ollama string `yaml:"ollama"` // model name to create
+	Host   string `yaml:"host"`
+}
+
+// Load reads, decodes, defaults and checks a recipe; sets are "key.path=value"
+// overrides applied before the checks.
+func Load(path string, sets []string) (*Recipe, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: no such recipe file", path)
+		}
+		return nil, err
+	}
+	r, err := Parse(path, src)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range sets {
+		key, val, ok := strings.Cut(s, "=")
+		if !ok || strings.TrimSpace(key) == "" {
+			return nil, fmt.Errorf("--set %q: write key.path=value", s)
+		}
+		if err := setPath(reflect.ValueOf(r).Elem(), strings.TrimSpace(key), val, path); err != nil {
+			return nil, err
+		}
+		delete(r.lines, strings.TrimSpace(key)) // the value no longer comes from the file
+		r.given[strings.TrimSpace(key)] = true
+	}
+	r.defaults()
+	if err := r.check(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Parse decodes a recipe without defaults or checks.
+func Parse(path string, src []byte) (*Recipe, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %v", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	r := &Recipe{Path: path, Dir: filepath.Dir(path)}
+	d := &decoder{file: path, lines: map[string]int{}}
+	if len(doc.Content) == 0 {
+		return nil, &Error{File: path, Msg: "the recipe is empty"}
+	}
+	if err := d.decode(&doc, reflect.ValueOf(r).Elem(), ""); err != nil {
+		return nil, err
+	}
+	r.lines = d.lines
+	r.given = map[string]bool{}
+	for p := range d.lines {
+		r.given[p] = true
+	}
+	return r, nil
+}
+
+// Line is the line of a key path in the recipe file (0 when it was not in
+// the file).
+func (r *Recipe) Line(path string) int { return r.lines[path] }
+
+func (r *Recipe) errAt(path, format string, args ...any) error {
+	line := r.lines[path]
+	if line == 0 {
+		// Point at the nearest section that is in the file.
+		for p := path; line == 0 && strings.Contains(p, "."); {
+			p = p[:strings.LastIndex(p, ".")]
+			line = r.lines[p]
+		}
+	}
+	return &Error{File: r.Path, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Resolve makes a path in the recipe absolute, relative to its folder.
+func (r *Recipe) Resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(r.Dir, p)
+}
+
+// YAML renders the resolved recipe (defaults filled) as YAML.
+func (r *Recipe) YAML() ([]byte, error) { return yaml.Marshal(r) }

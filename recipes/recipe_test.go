@@ -1,0 +1,155 @@
+package recipes
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const good = `name: support
+base: model.gguf
+data:
+  train: data/train.jsonl
+  eval: data/eval.jsonl
+  seq_len: 256
+lora:
+  rank: 16
+  targets: [attn_q, attn_v]
+train:
+  epochs: 2
+  learning_rate: 1e-3
+eval:
+  contestants:
+    - name: base
+    - name: tuned
+      adapter: tuned
+    - name: api
+      kind: openai
+      model: gpt-4o-mini
+      base_url: http://127.0.0.1:1/v1
+      api_key_env: OPENAI_API_KEY
+  metrics:
+    - name: label_accuracy
+      pattern: "Intent: (\\w+)"
+`
+
+func write(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "recipe.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadFillsDefaults(t *testing.T) {
+	p := write(t, good)
+	r, err := Load(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.LoRA.Rank != 16 || r.LoRA.Alpha != 32 || r.Train.Schedule != "cosine" || r.Train.BatchSize != 1 || *r.Data.Packing != true || r.Data.Overflow != "drop" {
+		t.Fatalf("defaults: %+v %+v %+v", r.LoRA, r.Train, r.Data)
+	}
+	if r.Resolve(r.Data.Train) != filepath.Join(filepath.Dir(p), "data/train.jsonl") {
+		t.Fatalf("data path resolves to %s", r.Resolve(r.Data.Train))
+	}
+	if c := r.Eval.Contestants[2]; c.Concurrency != 4 || c.Kind != "openai" {
+		t.Fatalf("api contestant %+v", c)
+	}
+	if r.Line("train.learning_rate") != 12 {
+		t.Fatalf("line of train.learning_rate = %d", r.Line("train.learning_rate"))
+	}
+	out, err := r.YAML()
+	if err != nil || !strings.Contains(string(out), "schedule: cosine") || !strings.Contains(string(out), "alpha: 32") {
+		t.Fatalf("resolved YAML:\n%s", out)
+	}
+}
+
+func TestErrorsNameTheLine(t *testing.T) {
+	for _, c := range []struct {
+		name, edit, want string
+	}{
+		{"misspelled key", "learning_rate: 1e-3", "recipe.yaml:12: train: unknown key \"learning_rat\" (did you mean \"learning_rate\"?)"},
+		{"misspelled section", "lora:\n", "recipe.yaml:7: unknown key \"lorra\" (did you mean \"lora\"?)"},
+		{"wrong type", "rank: 16", "recipe.yaml:8: lora.rank: expected a whole number, got \"sixteen\""},
+		{"rank zero", "rank: 16", "recipe.yaml:8: lora.rank: 0: the rank must be at least 1"},
+		{"negative lr", "learning_rate: 1e-3", "recipe.yaml:12: train.learning_rate: -0.1: the learning rate must be positive"},
+		{"warmup longer than run", "epochs: 2", "train.warmup_steps: 20 warmup steps for a run of 10 steps"},
+		{"unknown target", "targets: [attn_q, attn_v]", "recipe.yaml:9: lora.targets[1]: unknown target \"attn_vv\" (did you mean \"attn_v\"?)"},
+		{"list expected", "targets: [attn_q, attn_v]", "recipe.yaml:9: lora.targets: expected a list, got a section of keys"},
+		{"unknown metric", "- name: label_accuracy", "recipe.yaml:24: eval.metrics[0].name: unknown metric \"label_acuracy\" (did you mean \"label_accuracy\"?)"},
+		{"bad regex", `pattern: "Intent: (\\w+)"`, "recipe.yaml:25: eval.metrics[0].pattern: not a valid regular expression"},
+		{"eval ratio and file", "  seq_len: 256", "recipe.yaml:6: data.eval_ratio: give a separate eval file"},
+		{"duplicate contestant", "    - name: api", "recipe.yaml:18: eval.contestants[2].name: \"base\" is used twice"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			body := good
+			switch c.name {
+			case "misspelled key":
+				body = strings.Replace(body, c.edit, "learning_rat: 1e-3", 1)
+			case "misspelled section":
+				body = strings.Replace(body, c.edit, "lorra:\n", 1)
+			case "wrong type":
+				body = strings.Replace(body, c.edit, "rank: sixteen", 1)
+			case "rank zero":
+				body = strings.Replace(body, c.edit, "rank: 0", 1)
+			case "negative lr":
+				body = strings.Replace(body, c.edit, "learning_rate: -0.1", 1)
+			case "warmup longer than run":
+				body = strings.Replace(body, c.edit, "max_steps: 10\n  warmup_steps: 20", 1)
+			case "unknown target":
+				body = strings.Replace(body, c.edit, "targets: [attn_q, attn_vv]", 1)
+			case "list expected":
+				body = strings.Replace(body, c.edit, "targets: {a: 1}", 1)
+			case "unknown metric":
+				body = strings.Replace(body, c.edit, "- name: label_acuracy", 1)
+			case "bad regex":
+				body = strings.Replace(body, c.edit, `pattern: "Intent: (\\w+"`, 1)
+			case "eval ratio and file":
+				body = strings.Replace(body, c.edit, "  eval_ratio: 0.2", 1)
+			case "duplicate contestant":
+				body = strings.Replace(body, c.edit, "    - name: base", 1)
+			}
+			_, err := Load(write(t, body), nil)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v\nwant it to contain %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestMissingFileAndEmpty(t *testing.T) {
+	if _, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), nil); err == nil || !strings.Contains(err.Error(), "no such recipe file") {
+		t.Fatalf("missing file: %v", err)
+	}
+	if _, err := Load(write(t, "name: x\nbase: m.gguf\n"), nil); err == nil || !strings.Contains(err.Error(), "data.train: missing") {
+		t.Fatalf("no data: %v", err)
+	}
+	if _, err := Load(write(t, "name: [\n"), nil); err == nil || !strings.Contains(err.Error(), "recipe.yaml") {
+		t.Fatalf("broken YAML: %v", err)
+	}
+}
+
+func TestOverrides(t *testing.T) {
+	p := write(t, good)
+	r, err := Load(p, []string{"train.learning_rate=5e-4", "lora.rank=4", "data.packing=false", "lora.targets=ffn_up", "base=other.gguf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Train.LearningRate != 5e-4 || r.LoRA.Rank != 4 || r.LoRA.Alpha != 8 || *r.Data.Packing || len(r.LoRA.Targets) != 1 || r.Base != "other.gguf" {
+		t.Fatalf("overrides not applied: %+v %+v", r.Train, r.LoRA)
+	}
+	for _, c := range []struct{ set, want string }{
+		{"train.learning_rat=1", `unknown key "learning_rat" (did you mean "learning_rate"?)`},
+		{"lora.rank=x", "expected a whole number"},
+		{"lora.rank=0", "lora.rank: 0: the rank must be at least 1"},
+		{"noequals", "write key.path=value"},
+		{"name.x=1", "is not a section"},
+	} {
+		if _, err := Load(p, []string{c.set}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("--set %s: err = %v, want %q", c.set, err, c.want)
+		}
+	}
+}
