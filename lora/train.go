@@ -236,6 +236,9 @@ type trainer struct {
 	gB    [][]float32
 	buf   []float32
 	drops [][]float32
+
+	permEpoch int // the epoch perm belongs to (-1: none yet)
+	perm      []int
 }
 
 // windowAt returns the training window consumed at global position g:
@@ -243,9 +246,11 @@ type trainer struct {
 // a resumed run sees exactly the windows it would have seen.
 func (t *trainer) windowAt(g int) *Window {
 	n := len(t.data.Train)
-	epoch := g / n
-	perm := rand.New(rand.NewPCG(t.cfg.Seed, uint64(epoch)+1)).Perm(n)
-	return &t.data.Train[perm[g%n]]
+	if epoch := g / n; t.perm == nil || epoch != t.permEpoch {
+		t.perm = rand.New(rand.NewPCG(t.cfg.Seed, uint64(epoch)+1)).Perm(n)
+		t.permEpoch = epoch
+	}
+	return &t.data.Train[t.perm[g%n]]
 }
 
 // step runs one optimizer step: GradAccum windows, clipping, AdamW.

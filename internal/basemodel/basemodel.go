@@ -1,0 +1,210 @@
+// Package basemodel turns a recipe's base model reference into a GGUF file:
+// a path, "ollama:NAME[:TAG]" for a model already pulled into a local
+// Ollama (through its API when a server answers, else from its model store
+// on disk), or "builtin:NAME" for a small model finetune writes itself.
+package basemodel
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/finetune-dev/finetune/internal/testmodel"
+)
+
+// Builtins are the models finetune can write on the spot. "tiny" is a
+// 4-layer Llama (hidden size 256, 8 heads / 4 KV heads, feed-forward 704,
+// 259-token byte vocabulary, F32, about 3.3M parameters) with random
+// weights: small enough to train and evaluate in minutes on 2 cores, and
+// honest about what it is: it knows nothing before tuning.
+var Builtins = map[string]testmodel.Config{
+	"tiny": {Layers: 4, Embd: 256, Heads: 8, KVHeads: 4, FF: 704, Context: 2048, Type: "f32", Seed: 20251126},
+}
+
+// Options say where to look.
+type Options struct {
+	// OllamaHost is the Ollama server (default $OLLAMA_HOST, else
+	// 127.0.0.1:11434).
+	OllamaHost string
+	// OllamaModels is Ollama's model store (default $OLLAMA_MODELS, else
+	// ~/.ollama/models).
+	OllamaModels string
+	// CacheDir holds builtin models (default the user cache folder).
+	CacheDir string
+}
+
+// Resolve returns the GGUF file of a base model reference; relative paths
+// start at dir.
+func Resolve(ctx context.Context, ref, dir string, o Options) (string, error) {
+	switch {
+	case strings.HasPrefix(ref, "ollama:"):
+		return resolveOllama(ctx, strings.TrimPrefix(ref, "ollama:"), o)
+	case strings.HasPrefix(ref, "builtin:"):
+		return resolveBuiltin(strings.TrimPrefix(ref, "builtin:"), o)
+	}
+	p := ref
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(dir, p)
+	}
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("base model %s: no such file", p)
+	}
+	return p, nil
+}
+
+func resolveBuiltin(name string, o Options) (string, error) {
+	cfg, ok := Builtins[name]
+	if !ok {
+		return "", fmt.Errorf("base builtin:%s: unknown builtin model (finetune has builtin:tiny)", name)
+	}
+	dir := o.CacheDir
+	if dir == "" {
+		c, err := os.UserCacheDir()
+		if err != nil {
+			c = os.TempDir()
+		}
+		dir = filepath.Join(c, "finetune", "builtin")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, name+".gguf")
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	if err := testmodel.Write(p, cfg); err != nil {
+		return "", fmt.Errorf("writing builtin:%s: %w", name, err)
+	}
+	return p, nil
+}
+
+// splitName parses NAME[:TAG] into Ollama's registry path parts.
+func splitName(name string) (host, namespace, model, tag string, err error) {
+	host, namespace, tag = "registry.ollama.ai", "library", "latest"
+	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+		name, tag = name[:i], name[i+1:]
+	}
+	parts := strings.Split(name, "/")
+	switch len(parts) {
+	case 1:
+		model = parts[0]
+	case 2:
+		namespace, model = parts[0], parts[1]
+	case 3:
+		host, namespace, model = parts[0], parts[1], parts[2]
+	default:
+		return "", "", "", "", fmt.Errorf("%q is not an Ollama model name", name)
+	}
+	if model == "" || tag == "" {
+		return "", "", "", "", fmt.Errorf("%q is not an Ollama model name", name)
+	}
+	return host, namespace, model, tag, nil
+}
+
+func resolveOllama(ctx context.Context, name string, o Options) (string, error) {
+	if p, err := fromServer(ctx, name, o); err == nil {
+		return p, nil
+	}
+	return fromStore(name, o)
+}
+
+// fromServer asks a running Ollama for the model's GGUF blob (the FROM line
+// of its Modelfile), for servers on this machine.
+func fromServer(ctx context.Context, name string, o Options) (string, error) {
+	host := o.OllamaHost
+	if host == "" {
+		host = os.Getenv("OLLAMA_HOST")
+	}
+	if host == "" {
+		host = "127.0.0.1:11434"
+	}
+	if !strings.Contains(host, "://") {
+		host = "http://" + host
+	}
+	u, err := url.Parse(host)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	body := strings.NewReader(fmt.Sprintf(`{"model":%q}`, name))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.JoinPath("/api/show").String(), body)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("ollama: %s", resp.Status)
+	}
+	var show struct {
+		Modelfile string `json:"modelfile"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&show); err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(show.Modelfile, "\n") {
+		if rest, ok := strings.CutPrefix(line, "FROM "); ok {
+			p := strings.TrimSpace(rest)
+			if _, err := os.Stat(p); err == nil {
+				return p, nil
+			}
+		}
+	}
+	return "", errors.New("ollama: the model's GGUF is not on this machine")
+}
+
+// fromStore reads the model's manifest in Ollama's store on disk.
+func fromStore(name string, o Options) (string, error) {
+	store := o.OllamaModels
+	if store == "" {
+		store = os.Getenv("OLLAMA_MODELS")
+	}
+	if store == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", err
+		}
+		store = filepath.Join(home, ".ollama", "models")
+	}
+	host, ns, model, tag, err := splitName(name)
+	if err != nil {
+		return "", fmt.Errorf("base ollama:%s: %w", name, err)
+	}
+	manifest := filepath.Join(store, "manifests", host, ns, model, tag)
+	b, err := os.ReadFile(manifest)
+	if err != nil {
+		return "", fmt.Errorf("base ollama:%s: not pulled into the local Ollama (no server answered and %s does not exist); run `ollama pull %s`", name, manifest, name)
+	}
+	var m struct {
+		Layers []struct {
+			MediaType string `json:"mediaType"`
+			Digest    string `json:"digest"`
+		} `json:"layers"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return "", fmt.Errorf("%s: not an Ollama manifest: %v", manifest, err)
+	}
+	for _, l := range m.Layers {
+		if l.MediaType != "application/vnd.ollama.image.model" {
+			continue
+		}
+		blob := filepath.Join(store, "blobs", strings.Replace(l.Digest, ":", "-", 1))
+		if _, err := os.Stat(blob); err != nil {
+			return "", fmt.Errorf("base ollama:%s: blob %s is missing from the store", name, blob)
+		}
+		return blob, nil
+	}
+	return "", fmt.Errorf("base ollama:%s: the manifest %s has no model layer", name, manifest)
+}
