@@ -21,11 +21,12 @@ import (
 
 // Builtins are the models finetune can write on the spot. "tiny" is a
 // 4-layer Llama (hidden size 256, 8 heads / 4 KV heads, feed-forward 704,
-// 259-token byte vocabulary, F32, about 3.3M parameters) with random
-// weights: small enough to train and evaluate in minutes on 2 cores, and
-// honest about what it is: it knows nothing before tuning.
+// F32) with random weights, a byte vocabulary (the 256 bytes, <s>, </s>,
+// <unk>) plus the ChatML tokens <|im_start|> and <|im_end|>, and a ChatML
+// chat template: small enough to train and evaluate in minutes on 2 cores,
+// and honest about what it is: it knows nothing before tuning.
 var Builtins = map[string]testmodel.Config{
-	"tiny": {Layers: 4, Embd: 256, Heads: 8, KVHeads: 4, FF: 704, Context: 2048, Type: "f32", Seed: 20251126},
+	"tiny": {Layers: 4, Embd: 256, Heads: 8, KVHeads: 4, FF: 704, Context: 2048, Type: "f32", ChatML: true, Seed: 20251126},
 }
 
 // Options say where to look.

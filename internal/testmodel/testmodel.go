@@ -28,6 +28,10 @@ type Config struct {
 	// When empty, a byte vocabulary is written: <unk>, <s>, </s> and the
 	// 256 byte tokens of SentencePiece's byte fallback.
 	VocabFrom string
+	// ChatML adds the control tokens <|im_start|> and <|im_end|> to the
+	// byte vocabulary and embeds a ChatML chat template (<|im_end|> ends a
+	// turn), so the model renders conversations as chat models do.
+	ChatML bool
 	// VocabSize pads the byte vocabulary with "<extra_N>" tokens up to this
 	// size (0: the 259 byte-vocabulary tokens), for benchmark shapes.
 	VocabSize int
@@ -62,8 +66,10 @@ func (c *Config) validate() error {
 	switch {
 	case !ok:
 		return fmt.Errorf("testmodel: unknown weight type %q (use one of %s)", c.Type, strings.Join(Types(), ", "))
-	case c.VocabSize != 0 && (c.VocabFrom != "" || c.VocabSize < 259):
-		return fmt.Errorf("testmodel: a vocabulary size applies to the byte vocabulary and must be at least 259")
+	case c.VocabSize != 0 && (c.VocabFrom != "" || c.VocabSize < 261):
+		return fmt.Errorf("testmodel: a vocabulary size applies to the byte vocabulary and must be at least 261")
+	case c.ChatML && c.VocabFrom != "":
+		return fmt.Errorf("testmodel: ChatML applies to the byte vocabulary")
 	case c.Layers < 1 || c.Embd < 1 || c.Heads < 1 || c.KVHeads < 1 || c.FF < 1 || c.Context < 1:
 		return fmt.Errorf("testmodel: layers, embd, heads, kv-heads, ff and context must all be positive")
 	case c.Embd%c.Heads != 0:
@@ -100,6 +106,33 @@ func ByteVocab() []gguf.KV {
 		{Key: "tokenizer.ggml.add_bos_token", Value: true},
 		{Key: "tokenizer.ggml.add_eos_token", Value: false},
 	}
+}
+
+// ChatMLTemplate is the usual ChatML Jinja template; llama.cpp recognises
+// it as its built-in "chatml".
+const ChatMLTemplate = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+
+// addChatML appends the ChatML control tokens and template to a byte
+// vocabulary.
+func addChatML(kv []gguf.KV) []gguf.KV {
+	var n int
+	for i := range kv {
+		switch v := kv[i].Value.(type) {
+		case []string:
+			n = len(v)
+			kv[i].Value = append(v, "<|im_start|>", "<|im_end|>")
+		case []float32:
+			kv[i].Value = append(v, 0, 0)
+		case []int32:
+			kv[i].Value = append(v, 3, 3) // control
+		}
+	}
+	// No SentencePiece "▁" before each text fragment: a chat turn's text
+	// starts with its own first character.
+	return append(kv,
+		gguf.KV{Key: "tokenizer.ggml.eot_token_id", Value: uint32(n + 1)},
+		gguf.KV{Key: "tokenizer.ggml.add_space_prefix", Value: false},
+		gguf.KV{Key: "tokenizer.chat_template", Value: ChatMLTemplate})
 }
 
 // padVocab extends a byte vocabulary with normal tokens up to n.
@@ -154,6 +187,9 @@ func Write(path string, c Config) error {
 		}
 	} else {
 		vocab = ByteVocab()
+		if c.ChatML {
+			vocab = addChatML(vocab)
+		}
 		if c.VocabSize > 0 {
 			vocab = padVocab(vocab, c.VocabSize)
 		}
