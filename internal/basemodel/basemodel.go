@@ -6,6 +6,7 @@ package basemodel
 
 import (
 	"context"
+	"hash/crc32"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -76,7 +77,9 @@ func resolveBuiltin(name string, o Options) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	p := filepath.Join(dir, name+".gguf")
+	// The file name carries a hash of the configuration, so a changed
+	// builtin is never served from an old file.
+	p := filepath.Join(dir, fmt.Sprintf("%s-%08x.gguf", name, crc32.ChecksumIEEE([]byte(fmt.Sprintf("%+v", cfg)))))
 	if _, err := os.Stat(p); err == nil {
 		return p, nil
 	}
