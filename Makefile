@@ -43,3 +43,11 @@ demo: build
 # LoRA training speed on the tracked shapes (generates test models in $TMPDIR/finetune-bench).
 bench-train:
 	$(GO) run ./internal/benchtrain $(BENCH_FLAGS)
+
+# The datasets pipeline's figures: records/s and tokens/s for reading,
+# rendering and tokenizing 100k synthetic chat records, and the peak RSS of
+# streaming a 1 GB JSONL file through it (data generated in a temporary
+# folder and deleted afterwards; needs about 1.5 GB free there).
+.PHONY: bench-data
+bench-data:
+	$(GO) run ./datasets/internal/benchdata $(BENCH_DATA_FLAGS)

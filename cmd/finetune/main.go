@@ -41,6 +41,9 @@ var commands = []command{
 	{"inspect", "describe a GGUF model or adapter (--json for machines)", runInspect},
 	{"generate", "generate text with a model, optionally with LoRA adapters", runGenerate},
 	{"testmodel", "write a random-initialised Llama GGUF model for tests", runTestmodel},
+	{"data", "inspect a data set as training will see it (data inspect FILE --model M)", runData},
+	{"recipe", "validate a recipe, or show it resolved with defaults", runRecipe},
+	{"train", "train a recipe's LoRA adapter into a run folder", runTrain},
 	{"version", "print the version", runVersion},
 }
 

@@ -71,7 +71,13 @@ func wantCleanError(t *testing.T, r result, want ...string) {
 	if r.code == 0 {
 		t.Fatalf("exit code 0, want an error; stdout:\n%s", r.stdout)
 	}
-	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	// Progress lines (INFO/WARN) may come first; the error is one line.
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
+		if !strings.HasPrefix(l, "INFO ") && !strings.HasPrefix(l, "WARN ") {
+			lines = append(lines, l)
+		}
+	}
 	if len(lines) != 1 {
 		t.Fatalf("error is %d lines, want one:\n%s", len(lines), r.stderr)
 	}

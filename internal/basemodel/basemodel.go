@@ -6,10 +6,10 @@ package basemodel
 
 import (
 	"context"
-	"hash/crc32"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"net/http"
 	"net/url"
 	"os"

@@ -1,0 +1,404 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/finetune-dev/finetune/datasets"
+	"github.com/finetune-dev/finetune/internal/llama"
+	"github.com/finetune-dev/finetune/recipes"
+)
+
+func runData(args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(os.Stderr, "Usage: finetune data inspect FILE [flags]\n\nCommands:\n  inspect    what training will see of a data file: counts, lengths, rendered example\n")
+		if len(args) == 0 {
+			return usageErr("data takes a command: inspect")
+		}
+		return flag.ErrHelp
+	}
+	switch args[0] {
+	case "inspect":
+		return runDataInspect(args[1:])
+	}
+	return usageErr("unknown data command %q (want inspect)", args[0])
+}
+
+// fieldsFlag collects --field KEY=COLUMN.
+type fieldsFlag struct{ f *datasets.Fields }
+
+func (f fieldsFlag) String() string { return "" }
+func (f fieldsFlag) Set(v string) error {
+	key, col, ok := strings.Cut(v, "=")
+	if !ok || col == "" {
+		return fmt.Errorf("want KEY=COLUMN, got %q", v)
+	}
+	switch key {
+	case "prompt":
+		f.f.Prompt = col
+	case "response":
+		f.f.Response = col
+	case "system":
+		f.f.System = col
+	case "label":
+		f.f.Label = col
+	default:
+		return fmt.Errorf("unknown field %q (want prompt, response, system or label)", key)
+	}
+	return nil
+}
+
+func runDataInspect(args []string) error {
+	fs := newFlags("data inspect", "FILE|FOLDER|GLOB|RECIPE.yaml [--model M.gguf] [flags]",
+		"Show what training will see of a data set: records per split, detected formats,\nduplicates, leakage, bad rows and, with a model, token lengths, the masked fraction,\ntruncation and one example rendered with the model's chat template, trained tokens marked.\nA recipe gives the data settings and the model (when its base is a GGUF file).")
+	var cfg datasets.Config
+	model := fs.String("model", "", "base model (GGUF) whose tokenizer and chat template render the data")
+	fs.StringVar(&cfg.Template, "template", "", "chat template instead of the model's: a llama.cpp built-in name (chatml, llama2, llama3, ...) or none (prompt + completion as plain text)")
+	fs.StringVar(&cfg.Eval, "eval", "", "separate eval data (file, folder or glob)")
+	fs.Float64Var(&cfg.EvalRatio, "eval-ratio", 0, "share of the prompts held out for eval when there is no --eval")
+	fs.Uint64Var(&cfg.Seed, "seed", 42, "seed of the eval split")
+	format := fs.String("format", "", "record format (default: detected): messages, sharegpt, alpaca, prompt-completion, text, fields")
+	fs.Var(fieldsFlag{&cfg.Fields}, "field", "map a column: prompt=COL, response=COL, system=COL or label=COL (repeatable)")
+	fs.StringVar(&cfg.System, "system", "", "system prompt for conversations that have none")
+	fs.BoolVar(&cfg.TrainOnInputs, "train-on-inputs", false, "train on prompts too, not only on the assistant's answers")
+	ctxLen := fs.Int("ctx", 0, "context length of training windows (0: the model's)")
+	overflow := fs.String("overflow", "drop", "examples longer than the context: drop or truncate")
+	fs.IntVar(&cfg.MaxBadRows, "max-bad-rows", 0, "skip up to this many bad rows, listing them (0: stop at the first)")
+	fs.BoolVar(&cfg.KeepDuplicates, "keep-duplicates", false, "keep exact duplicate records")
+	exampleN := fs.Int("example", 1, "which training example to show rendered (1 is the first)")
+	var sets listFlag
+	fs.Var(&sets, "set", "with a recipe: override a recipe field, key.path=value (repeatable)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	verbose := verboseFlag(fs)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	setVerbose(*verbose)
+	switch {
+	case len(pos) != 1:
+		return usageErr("data inspect takes one data file, folder, glob or recipe, got %d arguments", len(pos))
+	case *exampleN < 1:
+		return usageErr("--example counts from 1")
+	case *ctxLen < 0:
+		return usageErr("--ctx must not be negative")
+	}
+	packing := true
+	if ext := strings.ToLower(filepath.Ext(pos[0])); ext == ".yaml" || ext == ".yml" {
+		var given []string
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "model", "example", "json", "v", "set":
+			default:
+				given = append(given, "--"+f.Name)
+			}
+		})
+		if len(given) > 0 {
+			return usageErr("with a recipe, change its data settings with --set data.KEY=VALUE, not %s", strings.Join(given, ", "))
+		}
+		r, err := recipes.Load(pos[0], sets)
+		if err != nil {
+			return err
+		}
+		cfg, packing = recipeData(r)
+		if *model == "" {
+			base := r.Resolve(r.Base)
+			if st, err := os.Stat(base); err != nil || st.IsDir() || !strings.HasSuffix(strings.ToLower(base), ".gguf") {
+				return usageErr("%s: the base %q is not a GGUF file here; give the model with --model", pos[0], r.Base)
+			}
+			*model = base
+		}
+	} else {
+		if len(sets) > 0 {
+			return usageErr("--set changes a recipe, and %s is not one (.yaml)", pos[0])
+		}
+		cfg.Train, cfg.Format, cfg.Overflow = pos[0], datasets.Format(*format), datasets.Overflow(*overflow)
+		if *model == "" && (cfg.Template != "" || *ctxLen != 0 || cfg.TrainOnInputs) {
+			return usageErr("--template, --ctx and --train-on-inputs need --model")
+		}
+	}
+
+	var m *llama.Model
+	if *model != "" {
+		if m, err = llama.LoadModel(*model, llama.ModelOptions{VocabOnly: true}); err != nil {
+			return err
+		}
+		defer m.Close()
+		if cfg.MaxLength == 0 {
+			cfg.MaxLength = *ctxLen
+		}
+		if cfg.MaxLength == 0 {
+			// A vocabulary-only load leaves llama.cpp's context length unset.
+			n, _ := m.File.Uint(m.Architecture() + ".context_length")
+			if cfg.MaxLength = int(n); n == 0 || n > 1<<24 {
+				return usageErr("%s gives no context length: set --ctx", *model)
+			}
+		}
+	}
+
+	out := dataInspection{Model: *model}
+	var packer *datasets.Packer
+	if m != nil {
+		packer = datasets.NewPacker(cfg.MaxLength)
+		out.Windows = &windowStats{Context: cfg.MaxLength, Packing: packing}
+	}
+	seen := 0
+	rep, err := datasets.Scan(cfg, m, func(it datasets.Item) error {
+		if it.Split != datasets.TrainSplit {
+			return nil
+		}
+		for _, ex := range it.Examples {
+			if packing {
+				out.Windows.add(packer.Add(ex))
+			} else {
+				out.Windows.addUnpacked(len(ex.Tokens))
+			}
+			if seen++; seen == *exampleN {
+				out.ex, out.rec = &ex, &it.Record
+			}
+		}
+		if m == nil {
+			if seen++; seen == *exampleN {
+				out.rec = &it.Record
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		var re *datasets.RowError
+		if errors.As(err, &re) && cfg.MaxBadRows == 0 {
+			return fmt.Errorf("%w (--max-bad-rows N skips up to N bad rows)", err)
+		}
+		return err
+	}
+	out.Report = rep
+	if packer != nil {
+		out.Windows.add(packer.Flush())
+	}
+	if out.ex != nil {
+		r, err := datasets.NewRenderer(m, cfg.RenderOptions)
+		if err != nil {
+			return err
+		}
+		out.Example = &shownExample{Source: out.ex.Source, Tokens: out.ex.Tokens, Weights: out.ex.Weights, Trained: out.ex.Trained(), Segments: r.Segments(*out.ex)}
+	} else if out.rec != nil {
+		out.Record = out.rec
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	printInspection(os.Stdout, &out, cfg, isTerminal(os.Stdout))
+	return nil
+}
+
+type dataInspection struct {
+	*datasets.Report
+	Model   string            `json:"model,omitempty"`
+	Windows *windowStats      `json:"windows,omitempty"`
+	Example *shownExample     `json:"example,omitempty"`
+	Record  *datasets.Record  `json:"record,omitempty"` // without a model: the record shown
+	ex      *datasets.Example // the example to show
+	rec     *datasets.Record
+}
+
+// windowStats is how the training examples pack into context windows.
+type windowStats struct {
+	Context int     `json:"context"`
+	Packing bool    `json:"packing"`
+	Count   int     `json:"count"`
+	Fill    float64 `json:"fill"` // share of window tokens that are not padding
+	used    int
+}
+
+func (w *windowStats) add(done []datasets.Window) {
+	for i := range done {
+		w.addUnpacked(done[i].Used())
+	}
+}
+
+// addUnpacked counts a window holding one example of n tokens.
+func (w *windowStats) addUnpacked(n int) {
+	w.Count++
+	w.used += n
+	w.Fill = float64(w.used) / float64(w.Count*w.Context)
+}
+
+// recipeData is what a recipe says about its data, paths resolved
+// against its folder.
+func recipeData(r *recipes.Recipe) (datasets.Config, bool) {
+	d := r.Data
+	cfg := datasets.Config{
+		Train: r.Resolve(d.Train), Eval: r.Resolve(d.Eval), EvalRatio: d.EvalRatio, Seed: d.Seed,
+		ReadOptions: datasets.ReadOptions{
+			Format: datasets.Format(d.Format), System: d.System,
+			Fields: datasets.Fields{Prompt: d.Fields.Prompt, Response: d.Fields.Response, System: d.Fields.System, Label: d.Fields.Label},
+		},
+		RenderOptions: datasets.RenderOptions{Template: d.Template, TrainOnInputs: d.TrainOnInputs},
+		MaxLength:     d.SeqLen,
+		Overflow:      datasets.Overflow(d.Overflow),
+		MaxBadRows:    d.MaxBadRows,
+	}
+	return cfg, d.Packing == nil || *d.Packing
+}
+
+type shownExample struct {
+	Source   string             `json:"source"`
+	Tokens   []int32            `json:"tokens"`
+	Weights  []float32          `json:"weights"`
+	Trained  int                `json:"trained"`
+	Segments []datasets.Segment `json:"segments"`
+}
+
+func printInspection(w io.Writer, in *dataInspection, cfg datasets.Config, color bool) {
+	rep := in.Report
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
+	row("train data", "%s", fileList(rep.TrainFiles))
+	if len(rep.EvalFiles) > 0 {
+		row("eval data", "%s", fileList(rep.EvalFiles))
+	} else {
+		row("eval split", "%s", rep.EvalSplit)
+	}
+	var formats []string
+	for _, f := range sortedKeys(stringKeys(rep.Formats)) {
+		formats = append(formats, fmt.Sprintf("%s (%d records)", f, rep.Formats[datasets.Format(f)]))
+	}
+	row("format", "%s", orDash(strings.Join(formats, ", ")))
+	if in.Model != "" {
+		row("model", "%s", in.Model)
+		row("chat template", "%s", rep.Template)
+		row("context", "%d tokens; longer examples: %s", rep.MaxLength, rep.Overflow)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w)
+	split := func(k string, f func(s *datasets.SplitReport) string) {
+		fmt.Fprintf(w, "%-26s %10s %10s\n", k, f(&rep.Train), f(&rep.Eval))
+	}
+	fmt.Fprintf(w, "%-26s %10s %10s\n", "", "train", "eval")
+	split("records", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Records) })
+	split("duplicates removed", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Duplicates) })
+	if in.Model != "" {
+		split("examples", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Examples) })
+		split("truncated", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Truncated) })
+		split("dropped (too long)", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Dropped) })
+		if rep.Train.Untrained > 0 {
+			split("dropped (nothing trained)", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Untrained) })
+		}
+		split("tokens", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Tokens) })
+		split("trained tokens", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Trained) })
+		split("masked fraction", func(s *datasets.SplitReport) string { return fmt.Sprintf("%.1f%%", 100*s.MaskedFraction()) })
+	}
+	if ws := in.Windows; ws != nil && ws.Packing {
+		fmt.Fprintf(w, "\ntraining packs into %d window(s) of %d tokens, %.1f%% filled\n", ws.Count, ws.Context, 100*ws.Fill)
+	} else if ws != nil {
+		fmt.Fprintf(w, "\nwithout packing, training takes %d window(s) of %d tokens, %.1f%% filled\n", ws.Count, ws.Context, 100*ws.Fill)
+	}
+
+	fmt.Fprintln(w)
+	switch {
+	case rep.EvalSplit != "separate eval data":
+		if cfg.EvalRatio > 0 {
+			fmt.Fprintln(w, "leakage: none possible (the split keeps each prompt on one side)")
+		}
+	case rep.Leaks == 0:
+		fmt.Fprintln(w, "leakage: no eval prompt appears in training")
+	default:
+		fmt.Fprintf(w, "leakage: %d training records ask an eval prompt, e.g.:\n", rep.Leaks)
+		for _, l := range rep.LeakList {
+			fmt.Fprintf(w, "  %s = %s\n", l.Train, l.Eval)
+		}
+	}
+	if len(rep.Skipped) > 0 {
+		fmt.Fprintf(w, "bad rows skipped: %d\n", len(rep.Skipped))
+		for _, e := range rep.Skipped {
+			fmt.Fprintf(w, "  %s\n", e)
+		}
+	}
+
+	if in.Model == "" {
+		fmt.Fprintln(w, "token lengths, truncation and the rendered example need --model")
+		if in.Record != nil {
+			fmt.Fprintf(w, "\nrecord %s:\n", in.Record.Source)
+			for _, msg := range in.Record.Messages {
+				fmt.Fprintf(w, "  %-9s %s\n", msg.Role, strings.ReplaceAll(msg.Content, "\n", "\n            "))
+			}
+			if in.Record.Text != "" {
+				fmt.Fprintf(w, "  %s\n", in.Record.Text)
+			}
+		}
+		return
+	}
+	printLengths(w, &rep.Train.Lengths, rep.MaxLength)
+	if ex := in.Example; ex != nil {
+		open, shut, how := "«", "»", "between « and »"
+		if color {
+			open, shut, how = "\x1b[1;4;32m", "\x1b[0m", "in green"
+		}
+		fmt.Fprintf(w, "\nexample %s: %d tokens, %d trained (%s):\n", ex.Source, len(ex.Tokens), ex.Trained, how)
+		for _, s := range ex.Segments {
+			if s.Trained {
+				fmt.Fprint(w, open+s.Text+shut)
+			} else {
+				fmt.Fprint(w, s.Text)
+			}
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// printLengths draws the histogram of training example lengths.
+func printLengths(w io.Writer, l *datasets.Lengths, ctx int) {
+	if l.Count == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\ntoken lengths of training examples: min %d, median %d, p90 %d, p99 %d, max %d, mean %.1f\n", l.Min, l.P50, l.P90, l.P99, l.Max, l.Mean)
+	most := 0
+	for _, b := range l.Buckets {
+		most = max(most, b.Count)
+	}
+	width := len(fmt.Sprint(l.Buckets[len(l.Buckets)-1].Hi))
+	for _, b := range l.Buckets {
+		bar := strings.Repeat("█", (b.Count*40+most-1)/most)
+		note := ""
+		if ctx > 0 && b.Hi > ctx {
+			note = fmt.Sprintf("  (over the context of %d)", ctx)
+		}
+		fmt.Fprintf(w, "  %*d–%-*d %-40s %d%s\n", width, b.Lo, width, b.Hi, bar, b.Count, note)
+	}
+}
+
+func fileList(files []string) string {
+	switch len(files) {
+	case 0:
+		return "-"
+	case 1:
+		return files[0]
+	case 2, 3:
+		return strings.Join(files, ", ")
+	}
+	return fmt.Sprintf("%s, %s, … %s (%d files)", files[0], files[1], files[len(files)-1], len(files))
+}
+
+func stringKeys(m map[datasets.Format]int) map[string]int {
+	out := make(map[string]int, len(m))
+	for k, v := range m {
+		out[string(k)] = v
+	}
+	return out
+}
+
+// isTerminal reports whether f is a terminal.
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/finetune-dev/finetune/internal/shared"
+)
+
+const inspectData = `{"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}], "label": "math"}
+{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]}
+{"messages": [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}], "label": "math"}
+{"messages": [{"role": "user", "content": "Colour of grass?"}, {"role": "assistant", "content": "Green, mostly, and sometimes yellow in a dry summer when it has not rained for many weeks in a row."}]}
+`
+
+func TestDataInspect(t *testing.T) {
+	model := shared.Path(t, "models/llama-2-tiny-random.gguf")
+	dir := t.TempDir()
+	data := filepath.Join(dir, "train.jsonl")
+	os.WriteFile(data, []byte(inspectData), 0o644)
+	eval := filepath.Join(dir, "eval.jsonl")
+	os.WriteFile(eval, []byte(`{"messages": [{"role": "user", "content": "Colour of grass?"}, {"role": "assistant", "content": "Green."}]}`+"\n"), 0o644)
+
+	r := cli(t, "data", "inspect", data, "--model", model, "--template", "llama2", "--eval", eval, "--ctx", "30", "--json")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var out struct {
+		Formats map[string]int `json:"formats"`
+		Train   struct {
+			Records, Duplicates, Examples, Dropped int
+			Tokens, Trained                        int64
+			Lengths                                struct{ Count, Max int }
+		} `json:"train"`
+		Eval    struct{ Records int } `json:"eval"`
+		Leaks   int                   `json:"leaks"`
+		Windows struct{ Context, Count int }
+		Example struct {
+			Source   string
+			Tokens   []int32
+			Trained  int
+			Segments []struct {
+				Text    string
+				Trained bool
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatalf("%v:\n%s", err, r.stdout)
+	}
+	tr := out.Train
+	// 4 lines, one duplicate; the long answer does not fit 30 tokens.
+	// Formats count every record read, the eval file's included.
+	if out.Formats["messages"] != 5 || tr.Records != 3 || tr.Duplicates != 1 || tr.Examples != 2 || tr.Dropped != 1 || tr.Lengths.Count != 3 || tr.Lengths.Max <= 30 {
+		t.Fatalf("report %+v", out)
+	}
+	if out.Eval.Records != 1 || out.Leaks != 1 || out.Windows.Context != 30 || out.Windows.Count != 2 {
+		t.Fatalf("eval %d, leaks %d, windows %+v", out.Eval.Records, out.Leaks, out.Windows)
+	}
+	ex := out.Example
+	if ex.Source != data+":1" || len(ex.Segments) != 2 || ex.Segments[0].Text != "<s> [INST] What is 2+2? [/INST]" || ex.Segments[0].Trained ||
+		ex.Segments[1].Text != "4</s>" || !ex.Segments[1].Trained || ex.Trained != 2 {
+		t.Fatalf("example %+v", ex)
+	}
+
+	r = cli(t, "data", "inspect", data, "--model", model, "--template", "llama2", "--eval", eval, "--ctx", "30", "--example", "2")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, want := range []string{
+		"chat template  llama2 (built-in)",
+		"records                             3          1",
+		"dropped (too long)                  1          0",
+		"leakage: 1 training records ask an eval prompt, e.g.:\n  " + data + ":4 = " + eval + ":1",
+		"token lengths of training examples: min ",
+		"(over the context of 30)",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if !strings.Contains(r.stdout, "<s> [INST] Be brief.\nCapital of France? [/INST]«Paris.</s>»") {
+		t.Errorf("the second example is not shown with its trained tokens marked:\n%s", r.stdout)
+	}
+}
+
+func TestDataInspectWithoutModel(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "d.csv")
+	os.WriteFile(data, []byte("q,a\nWhy?,Because.\nHow?,So.\n"), 0o644)
+	r := cli(t, "data", "inspect", data, "--field", "prompt=q", "--field", "response=a")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, want := range []string{"fields (2 records)", "need --model", "record " + data + ":2:", "  user      Why?", "  assistant Because."} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
+
+func TestDataInspectBadInput(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.jsonl")
+	os.WriteFile(bad, []byte(inspectData+`{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]}`+"\n"), 0o644)
+	wantCleanError(t, cli(t, "data", "inspect", bad), bad+":5: messages[1]: empty assistant turn", "--max-bad-rows")
+	wantCleanError(t, cli(t, "data", "inspect", filepath.Join(dir, "none.jsonl")), "none.jsonl", "no such file")
+	wantCleanError(t, cli(t, "data", "inspect", bad, "--model", filepath.Join(dir, "m.gguf")), "m.gguf", "no such file")
+	wantCleanError(t, cli(t, "data", "inspect", filepath.Join(dir, "r.yaml")), "r.yaml", "no such recipe file")
+
+	r := cli(t, "data", "inspect", bad, "--max-bad-rows", "1")
+	if r.code != 0 || !strings.Contains(r.stdout, "bad rows skipped: 1\n  "+bad+":5: messages[1]: empty assistant turn") {
+		t.Fatalf("skipping: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, args := range [][]string{{"data"}, {"data", "frobnicate"}, {"data", "inspect"}, {"data", "inspect", "recipe.yaml", "--eval-ratio", "0.1"}, {"data", "inspect", bad, "--set", "data.seq_len=64"}, {"data", "inspect", bad, "--field", "answer=x"}, {"data", "inspect", bad, "--template", "llama2"}} {
+		r := cli(t, args...)
+		if r.code != 2 || r.signal != "" {
+			t.Errorf("%v: exit %d, want 2 (usage); stderr %q", args, r.code, r.stderr)
+		}
+	}
+}
+
+func TestDataInspectRecipe(t *testing.T) {
+	model := shared.Path(t, "models/llama-2-tiny-random.gguf")
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "train.jsonl"), []byte(inspectData), 0o644)
+	recipe := filepath.Join(dir, "recipe.yaml")
+	os.WriteFile(recipe, []byte("name: demo\nbase: "+model+"\ndata:\n  train: train.jsonl\n  template: llama2\n  seq_len: 30\n  eval_ratio: 0.5\n  seed: 7\n"), 0o644)
+
+	r := cli(t, "data", "inspect", recipe)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, want := range []string{
+		"train data     " + filepath.Join(dir, "train.jsonl"), // relative to the recipe's folder
+		"eval split     0.5 of the prompts held out (seed 7)",
+		"chat template  llama2 (built-in)",
+		"context        30 tokens; longer examples: drop",
+		"window(s) of 30 tokens",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = cli(t, "data", "inspect", recipe, "--set", "data.seq_len=64", "--set", "data.packing=false", "--json")
+	var out struct {
+		MaxLength int `json:"max_length"`
+		Windows   struct {
+			Context int
+			Packing bool
+			Count   int
+		}
+		Train, Eval struct{ Examples int }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || r.code != 0 {
+		t.Fatalf("exit %d, %v: %s%s", r.code, err, r.stdout, r.stderr)
+	}
+	if out.MaxLength != 64 || out.Windows.Context != 64 || out.Windows.Packing || out.Windows.Count != out.Train.Examples || out.Train.Examples+out.Eval.Examples != 3 {
+		t.Fatalf("with --set: %+v", out)
+	}
+	r = cli(t, "data", "inspect", recipe, "--eval-ratio", "0.2")
+	if r.code != 2 || !strings.Contains(r.stderr, "--set data.KEY=VALUE") {
+		t.Fatalf("a data flag with a recipe: exit %d, %q", r.code, r.stderr)
+	}
+	os.WriteFile(recipe, []byte("name: demo\nbase: builtin:tiny\ndata:\n  train: train.jsonl\n"), 0o644)
+	r = cli(t, "data", "inspect", recipe)
+	if r.code != 2 || !strings.Contains(r.stderr, "--model") {
+		t.Fatalf("a base that is not a file: exit %d, %q", r.code, r.stderr)
+	}
+}
