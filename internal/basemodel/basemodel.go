@@ -21,13 +21,14 @@ import (
 )
 
 // Builtins are the models finetune can write on the spot. "tiny" is a
-// 4-layer Llama (hidden size 256, 8 heads / 4 KV heads, feed-forward 704,
-// F32) with random weights, a byte vocabulary (the 256 bytes, <s>, </s>,
-// <unk>) plus the ChatML tokens <|im_start|> and <|im_end|>, and a ChatML
-// chat template: small enough to train and evaluate in minutes on 2 cores,
-// and honest about what it is: it knows nothing before tuning.
+// 3-layer Llama (hidden size 128, 4 heads / 2 KV heads, feed-forward 384,
+// F32, 0.66M parameters) with random weights, a byte vocabulary (the 256
+// bytes, <s>, </s>, <unk>) plus the ChatML tokens <|im_start|> and
+// <|im_end|>, and a ChatML chat template: small enough to train and
+// evaluate in minutes on 2 cores, and honest about what it is: it knows
+// nothing before tuning.
 var Builtins = map[string]testmodel.Config{
-	"tiny": {Layers: 4, Embd: 256, Heads: 8, KVHeads: 4, FF: 704, Context: 2048, Type: "f32", ChatML: true, Seed: 20251126},
+	"tiny": {Layers: 3, Embd: 128, Heads: 4, KVHeads: 2, FF: 384, Context: 2048, Type: "f32", ChatML: true, Seed: 20251126},
 }
 
 // Options say where to look.
