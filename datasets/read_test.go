@@ -422,7 +422,9 @@ func TestReadingStreams(t *testing.T) {
 				zw = gzip.NewWriter(pw)
 				out = zw
 			}
+			firstDone := make(chan struct{})
 			go func() {
+				defer close(firstDone)
 				out.Write([]byte(c.first))
 				if zw != nil {
 					zw.Flush()
@@ -453,6 +455,7 @@ func TestReadingStreams(t *testing.T) {
 				t.Fatal("the first record did not come before the rest of the file was written")
 			}
 			go func() {
+				<-firstDone // the pipe may still hold the end of the first write
 				out.Write([]byte(c.rest))
 				if zw != nil {
 					zw.Close()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -12,6 +13,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/finetune-dev/finetune/datasets"
+	"github.com/finetune-dev/finetune/internal/basemodel"
+	"github.com/finetune-dev/finetune/internal/job"
 	"github.com/finetune-dev/finetune/internal/llama"
 	"github.com/finetune-dev/finetune/recipes"
 )
@@ -57,7 +60,7 @@ func (f fieldsFlag) Set(v string) error {
 
 func runDataInspect(args []string) error {
 	fs := newFlags("data inspect", "FILE|FOLDER|GLOB|RECIPE.yaml [--model M.gguf] [flags]",
-		"Show what training will see of a data set: records per split, detected formats,\nduplicates, leakage, bad rows and, with a model, token lengths, the masked fraction,\ntruncation and one example rendered with the model's chat template, trained tokens marked.\nA recipe gives the data settings and the model (when its base is a GGUF file).")
+		"Show what training will see of a data set: records per split, detected formats,\nduplicates, leakage, bad rows and, with a model, token lengths, the masked fraction,\ntruncation and one example rendered with the model's chat template, trained tokens marked.\nA recipe gives the data settings and the model (its base, as train resolves it).")
 	var cfg datasets.Config
 	model := fs.String("model", "", "base model (GGUF) whose tokenizer and chat template render the data")
 	fs.StringVar(&cfg.Template, "template", "", "chat template instead of the model's: a llama.cpp built-in name (chatml, llama2, llama3, ...) or none (prompt + completion as plain text)")
@@ -107,13 +110,12 @@ func runDataInspect(args []string) error {
 		if err != nil {
 			return err
 		}
-		cfg, packing = recipeData(r)
+		cfg, packing = job.DataConfig(r), r.Data.Packing == nil || *r.Data.Packing
 		if *model == "" {
-			base := r.Resolve(r.Base)
-			if st, err := os.Stat(base); err != nil || st.IsDir() || !strings.HasSuffix(strings.ToLower(base), ".gguf") {
-				return usageErr("%s: the base %q is not a GGUF file here; give the model with --model", pos[0], r.Base)
+			// The base train uses: a file, ollama:NAME or builtin:NAME.
+			if *model, err = basemodel.Resolve(context.Background(), r.Base, r.Dir, basemodel.Options{}); err != nil {
+				return fmt.Errorf("%s: %w", pos[0], err)
 			}
-			*model = base
 		}
 	} else {
 		if len(sets) > 0 {
@@ -230,24 +232,6 @@ func (w *windowStats) addUnpacked(n int) {
 	w.Count++
 	w.used += n
 	w.Fill = float64(w.used) / float64(w.Count*w.Context)
-}
-
-// recipeData is what a recipe says about its data, paths resolved
-// against its folder.
-func recipeData(r *recipes.Recipe) (datasets.Config, bool) {
-	d := r.Data
-	cfg := datasets.Config{
-		Train: r.Resolve(d.Train), Eval: r.Resolve(d.Eval), EvalRatio: d.EvalRatio, Seed: d.Seed,
-		ReadOptions: datasets.ReadOptions{
-			Format: datasets.Format(d.Format), System: d.System,
-			Fields: datasets.Fields{Prompt: d.Fields.Prompt, Response: d.Fields.Response, System: d.Fields.System, Label: d.Fields.Label},
-		},
-		RenderOptions: datasets.RenderOptions{Template: d.Template, TrainOnInputs: d.TrainOnInputs},
-		MaxLength:     d.SeqLen,
-		Overflow:      datasets.Overflow(d.Overflow),
-		MaxBadRows:    d.MaxBadRows,
-	}
-	return cfg, d.Packing == nil || *d.Packing
 }
 
 type shownExample struct {

@@ -164,9 +164,6 @@ func TestDataInspectRecipe(t *testing.T) {
 	if r.code != 2 || !strings.Contains(r.stderr, "--set data.KEY=VALUE") {
 		t.Fatalf("a data flag with a recipe: exit %d, %q", r.code, r.stderr)
 	}
-	os.WriteFile(recipe, []byte("name: demo\nbase: builtin:tiny\ndata:\n  train: train.jsonl\n"), 0o644)
-	r = cli(t, "data", "inspect", recipe)
-	if r.code != 2 || !strings.Contains(r.stderr, "--model") {
-		t.Fatalf("a base that is not a file: exit %d, %q", r.code, r.stderr)
-	}
+	os.WriteFile(recipe, []byte("name: demo\nbase: missing.gguf\ndata:\n  train: train.jsonl\n"), 0o644)
+	wantCleanError(t, cli(t, "data", "inspect", recipe), recipe, filepath.Join(dir, "missing.gguf"), "no such file")
 }
