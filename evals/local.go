@@ -1,0 +1,412 @@
+package evals
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/finetune-dev/finetune/internal/llama"
+)
+
+// AdapterSpec is a LoRA adapter applied to a local model.
+type AdapterSpec struct {
+	Path  string  `json:"path"`
+	Scale float64 `json:"scale"` // 0: 1
+}
+
+// LocalOptions configure a model run in-process through llama.cpp.
+type LocalOptions struct {
+	Model    string // GGUF file
+	Adapters []AdapterSpec
+	Settings Settings
+	// Sequences is how many cases are decoded together, one sequence each
+	// in every decode call (0: 8; 1 turns batching off).
+	Sequences int
+	// Threads for decoding (0: every core).
+	Threads int
+	// Template renders cases that come without PromptTokens and
+	// RenderedPrompt: "" for the model's own chat template, or a llama.cpp
+	// built-in name. Cases made by datasets carry their tokens and never
+	// need it.
+	Template string
+}
+
+// Local is a GGUF model, optionally with LoRA adapters, answering in-process
+// through llama.cpp. Cases are answered in waves of Sequences: their prompts
+// are decoded together, then one token of every unfinished sequence per
+// decode call, so one pass over the weights serves them all. Each sequence
+// has its own sampler seeded with Settings.Seed, so a case's answer does not
+// depend on which cases share its wave. Close it when done.
+type Local struct {
+	name     string
+	opts     LocalOptions
+	model    *llama.Model
+	adapters []*llama.Adapter
+
+	mu       sync.Mutex // one wave at a time
+	ctx      *llama.Context
+	identity string
+}
+
+// cpu serialises waves of all local contestants: two models decoding at
+// once on the same cores only slow each other down (ggml's threads
+// spin-wait).
+var cpu sync.Mutex
+
+// NewLocal loads the model and its adapters.
+func NewLocal(name string, o LocalOptions) (*Local, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	if o.Sequences <= 0 {
+		o.Sequences = 8
+	}
+	if o.Threads <= 0 {
+		o.Threads = runtime.NumCPU()
+	}
+	o.Settings = o.Settings.withDefaults()
+	m, err := llama.LoadModel(o.Model, llama.ModelOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("contestant %s: %w", name, err)
+	}
+	l := &Local{name: name, opts: o, model: m}
+	for i, a := range o.Adapters {
+		ad, err := llama.LoadAdapter(m, a.Path)
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("contestant %s: %w", name, err)
+		}
+		l.adapters = append(l.adapters, ad)
+		if a.Scale == 0 {
+			l.opts.Adapters[i].Scale = 1
+		}
+	}
+	return l, nil
+}
+
+// Close frees the context, the adapters and the model.
+func (l *Local) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ctx != nil {
+		l.ctx.Close()
+		l.ctx = nil
+	}
+	for _, a := range l.adapters {
+		a.Close()
+	}
+	l.adapters = nil
+	if l.model != nil {
+		l.model.Close()
+		l.model = nil
+	}
+}
+
+// Name implements Contestant.
+func (l *Local) Name() string { return l.name }
+
+// Info implements Contestant. Its Identity holds the SHA-256 of the model
+// and adapter files once Start has run.
+func (l *Local) Info() Info {
+	var ads []string
+	for _, a := range l.opts.Adapters {
+		ads = append(ads, fmt.Sprintf("%s (scale %g)", a.Path, a.Scale))
+	}
+	return Info{Kind: "local", Model: l.opts.Model, Adapters: ads, Settings: l.opts.Settings, Concurrency: 1, Identity: l.identity}
+}
+
+// Start digests the model and adapter files for the response cache.
+func (l *Local) Start(ctx context.Context) error {
+	if l.identity != "" {
+		return nil
+	}
+	parts := []any{"local"}
+	d, err := fileDigest(l.opts.Model)
+	if err != nil {
+		return err
+	}
+	parts = append(parts, d)
+	for _, a := range l.opts.Adapters {
+		d, err := fileDigest(a.Path)
+		if err != nil {
+			return err
+		}
+		parts = append(parts, d, a.Scale)
+	}
+	l.identity = identity(append(parts, l.opts.Settings, l.opts.Template)...)
+	return nil
+}
+
+// BatchSize implements Batcher.
+func (l *Local) BatchSize() int { return l.opts.Sequences }
+
+// Answer implements Contestant.
+func (l *Local) Answer(ctx context.Context, c Case) (Answer, error) {
+	as, errs := l.AnswerBatch(ctx, []Case{c})
+	return as[0], errs[0]
+}
+
+// AnswerBatch implements Batcher: cases are answered in waves of
+// Sequences. An answer's latency is the time from the start of its wave to
+// its last token.
+func (l *Local) AnswerBatch(ctx context.Context, cases []Case) ([]Answer, []error) {
+	answers := make([]Answer, len(cases))
+	errs := make([]error, len(cases))
+	for i := 0; i < len(cases); i += l.opts.Sequences {
+		end := min(i+l.opts.Sequences, len(cases))
+		l.wave(ctx, cases[i:end], answers[i:end], errs[i:end])
+	}
+	return answers, errs
+}
+
+// seqState is one sequence of a wave.
+type seqState struct {
+	idx     int // into the wave's cases
+	prompt  []llama.Token
+	pos     int // next position
+	last    llama.Token
+	sampler *llama.Sampler
+	text    []byte
+	n       int // generated tokens
+	done    bool
+	end     time.Time // when the answer was complete
+}
+
+func (l *Local) wave(ctx context.Context, cases []Case, answers []Answer, errs []error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cpu.Lock()
+	defer cpu.Unlock()
+	if l.model == nil {
+		for i := range errs {
+			errs[i] = errors.New("contestant closed")
+		}
+		return
+	}
+	s := l.opts.Settings
+	var seqs []*seqState
+	longest := 0
+	for i, c := range cases {
+		toks, err := l.promptTokens(c)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		if len(toks) >= l.model.ContextLength() {
+			errs[i] = fmt.Errorf("the prompt has %d tokens but the model's context holds %d", len(toks), l.model.ContextLength())
+			continue
+		}
+		seqs = append(seqs, &seqState{idx: i, prompt: toks})
+		longest = max(longest, len(toks))
+	}
+	if len(seqs) == 0 {
+		return
+	}
+	if err := l.ensureContext(min(longest+s.MaxTokens, l.model.ContextLength())); err != nil {
+		for _, q := range seqs {
+			errs[q.idx] = err
+		}
+		return
+	}
+	// A decode that fails (or a cancelled ctx) fails the sequences still
+	// running; those already done keep their answers.
+	fail := func(err error) {
+		for _, q := range seqs {
+			if !q.done {
+				errs[q.idx] = err
+			}
+		}
+	}
+	l.ctx.Reset()
+	start := time.Now()
+	defer func() {
+		for _, q := range seqs {
+			if q.done {
+				answers[q.idx] = Answer{
+					Text:    strings.ToValidUTF8(string(q.text), "\uFFFD"),
+					Usage:   Usage{PromptTokens: len(q.prompt), CompletionTokens: q.n},
+					Latency: q.end.Sub(start),
+				}
+			}
+		}
+	}()
+	for _, q := range seqs {
+		q.sampler = llama.NewSampler(llama.SampleOptions{Temperature: float32(s.Temperature), TopP: float32(s.TopP), Seed: uint32(s.Seed)})
+		defer q.sampler.Close()
+	}
+
+	// Prompts: every sequence's tokens in as few decode calls as the batch
+	// size allows; a sequence's first token is sampled right after the
+	// call that holds its last prompt token (the next call overwrites the
+	// logits).
+	type slot struct {
+		q *seqState
+		i int
+	}
+	batch := make([]llama.BatchToken, 0, l.ctx.BatchSize())
+	var sample []slot
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := l.ctx.Decode(batch); err != nil {
+			return err
+		}
+		for _, sl := range sample {
+			l.accept(sl.q, sl.q.sampler.Sample(l.ctx, sl.i))
+		}
+		batch, sample = batch[:0], sample[:0]
+		return nil
+	}
+	for si, q := range seqs {
+		for p, t := range q.prompt {
+			if len(batch) == cap(batch) {
+				if err := flush(); err != nil {
+					fail(err)
+					return
+				}
+			}
+			isLast := p == len(q.prompt)-1
+			batch = append(batch, llama.BatchToken{Token: t, Pos: p, Seq: si, Logits: isLast})
+			if isLast {
+				sample = append(sample, slot{q, len(batch) - 1})
+			}
+		}
+		q.pos = len(q.prompt)
+	}
+	if err := flush(); err != nil {
+		fail(err)
+		return
+	}
+	// Generation: one token of every unfinished sequence per decode call.
+	for {
+		batch = batch[:0]
+		sample = sample[:0]
+		for si, q := range seqs {
+			if q.done {
+				continue
+			}
+			if q.pos >= l.ctx.Size() {
+				l.finish(q) // the context is full
+				continue
+			}
+			batch = append(batch, llama.BatchToken{Token: q.last, Pos: q.pos, Seq: si, Logits: true})
+			sample = append(sample, slot{q, len(batch) - 1})
+			q.pos++
+		}
+		if len(batch) == 0 {
+			break
+		}
+		if err := flush(); err != nil {
+			fail(err)
+			return
+		}
+	}
+}
+
+// accept records a sampled token: the end of the answer (end-of-generation
+// token, a stop string, MaxTokens) or one more token to decode.
+func (l *Local) accept(q *seqState, tok llama.Token) {
+	s := l.opts.Settings
+	if l.model.IsEndOfGeneration(tok) {
+		l.finish(q)
+		return
+	}
+	q.n++
+	q.text = append(q.text, l.model.Piece(tok, false)...)
+	q.last = tok
+	if len(s.Stop) > 0 {
+		text := string(q.text)
+		cut := -1
+		for _, stop := range s.Stop {
+			if i := strings.Index(text, stop); i >= 0 && stop != "" && (cut < 0 || i < cut) {
+				cut = i
+			}
+		}
+		if cut >= 0 {
+			q.text = q.text[:cut]
+			l.finish(q)
+			return
+		}
+	}
+	if q.n >= s.MaxTokens {
+		l.finish(q)
+	}
+}
+
+// finish marks q done.
+func (l *Local) finish(q *seqState) {
+	q.done = true
+	q.end = time.Now()
+}
+
+// promptTokens are the tokens decoded for c: PromptTokens as datasets made
+// them, else RenderedPrompt tokenized, else Prompt rendered with the
+// model's chat template (or Template).
+func (l *Local) promptTokens(c Case) ([]llama.Token, error) {
+	if len(c.PromptTokens) > 0 {
+		n := l.model.VocabSize()
+		for _, t := range c.PromptTokens {
+			if t < 0 || int(t) >= n {
+				return nil, fmt.Errorf("prompt token %d is outside the vocabulary of %s (%d tokens): the case was rendered for another model", t, l.opts.Model, n)
+			}
+		}
+		return c.PromptTokens, nil
+	}
+	text := c.RenderedPrompt
+	if text == "" {
+		if len(c.Prompt) == 0 {
+			return nil, errors.New("the case has no prompt")
+		}
+		msgs := make([]llama.Message, len(c.Prompt))
+		for i, m := range c.Prompt {
+			msgs[i] = llama.Message{Role: m.Role, Content: m.Content}
+		}
+		var err error
+		if text, err = l.model.ApplyChatTemplate(l.opts.Template, msgs, true); err != nil {
+			return nil, err
+		}
+	}
+	toks, err := l.model.Tokenize(text, true, true)
+	if err != nil {
+		return nil, err
+	}
+	if len(toks) == 0 {
+		return nil, errors.New("the prompt is empty")
+	}
+	return toks, nil
+}
+
+// ensureContext makes sure the context holds n positions per sequence,
+// growing it in steps of 256 (a context is sized for the longest wave yet,
+// not for the model's full context length: its KV cache would be Sequences
+// times that).
+func (l *Local) ensureContext(n int) error {
+	if l.ctx != nil && l.ctx.Size() >= n {
+		return nil
+	}
+	n = min((n+255)/256*256, l.model.ContextLength())
+	if l.ctx != nil {
+		l.ctx.Close()
+		l.ctx = nil
+	}
+	ctx, err := llama.NewContext(l.model, llama.ContextOptions{Context: n, Sequences: l.opts.Sequences, Threads: l.opts.Threads, Batch: 512})
+	if err != nil {
+		return err
+	}
+	for i, a := range l.adapters {
+		if err := ctx.SetAdapter(a, float32(l.opts.Adapters[i].Scale)); err != nil {
+			ctx.Close()
+			return err
+		}
+	}
+	l.ctx = ctx
+	return nil
+}

@@ -1,0 +1,906 @@
+package evals
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/charmbracelet/log"
+)
+
+// Suite is what every contestant is asked and how answers are scored.
+type Suite struct {
+	Cases   []Case
+	Metrics []Metric
+}
+
+// RunOptions tune a run.
+type RunOptions struct {
+	// Base names the contestant every other is compared with (default:
+	// the first).
+	Base string
+	// CacheDir keeps every answer on disk ("" turns the cache off).
+	CacheDir string
+	// Progress, when not nil, is told of every answer (one call at a
+	// time).
+	Progress func(Progress)
+	// Bootstrap is the number of bootstrap resamples (0: 2000).
+	Bootstrap int
+	// Seed of the bootstrap's resampling (results are reproducible).
+	Seed uint64
+	// MaxConsecutiveFailures: a contestant whose cases fail this many
+	// times in a row, retries spent, is given up (0: 5).
+	MaxConsecutiveFailures int
+}
+
+// Progress reports one more answer (or judge verdict).
+type Progress struct {
+	Phase      string // "answer" or "judge"
+	Contestant string
+	Done       int // answered, failed or cached so far, of Total
+	Total      int
+	Cached     int
+	Failed     int
+	Err        error // the error of this case, if it failed
+}
+
+// Results are everything a run found. results.json is this value.
+type Results struct {
+	Created     time.Time          `json:"created"`
+	WallSeconds float64            `json:"wall_seconds"`
+	Base        string             `json:"base"`
+	Metrics     []MetricInfo       `json:"metrics"`
+	Contestants []ContestantResult `json:"contestants"`
+	// Comparisons hold every pair of contestants on every column, each
+	// contestant against the base first.
+	Comparisons []Comparison  `json:"comparisons"`
+	Judges      []JudgeResult `json:"judges,omitempty"`
+	Cases       []CaseResult  `json:"cases"`
+	Bootstrap   int           `json:"bootstrap_resamples"`
+}
+
+// MetricInfo describes a metric in results.
+type MetricInfo struct {
+	Name      string     `json:"name"`
+	Kind      MetricKind `json:"kind"`
+	Columns   []string   `json:"columns"`
+	Normalize []string   `json:"normalize,omitempty"`
+	Pattern   string     `json:"pattern,omitempty"`
+	JSONField string     `json:"json_field,omitempty"`
+	Judge     string     `json:"judge,omitempty"`
+	Rubric    string     `json:"rubric,omitempty"`
+	Against   string     `json:"against,omitempty"`
+	// Max is the best possible score (1, or 5 for rubric grades).
+	Max float64 `json:"max"`
+}
+
+// Score is a column's value for one contestant, with its bootstrap 95%
+// confidence interval, over N cases.
+type Score struct {
+	Value float64 `json:"value"`
+	Low   float64 `json:"ci_low"`
+	High  float64 `json:"ci_high"`
+	N     int     `json:"n"`
+}
+
+// Confusion is a label metric's confusion matrix: Counts[i][j] cases of
+// reference label Labels[i] answered with Predicted[j] (the reference
+// labels, then "(other)" for anything else, an unextracted label included).
+type Confusion struct {
+	Labels    []string `json:"labels"`
+	Predicted []string `json:"predicted"`
+	Counts    [][]int  `json:"counts"`
+}
+
+// ContestantResult sums up one contestant.
+type ContestantResult struct {
+	Name string `json:"name"`
+	Info
+	// Status is "ok" or "failed" (Error says why; its answers so far are
+	// kept and scored).
+	Status   string `json:"status"`
+	Error    string `json:"error,omitempty"`
+	Answered int    `json:"answered"`
+	Failed   int    `json:"failed"`
+	Cached   int    `json:"cached"`
+	Usage    Usage  `json:"usage"`
+	// Cost is the price of every answer; Spent, of those not taken from
+	// the cache in this run.
+	Cost         float64               `json:"cost_usd"`
+	Spent        float64               `json:"spent_usd"`
+	LatencyP50MS float64               `json:"latency_p50_ms"`
+	LatencyP95MS float64               `json:"latency_p95_ms"`
+	Scores       map[string]Score      `json:"scores"`
+	Confusion    map[string]*Confusion `json:"confusion,omitempty"`
+}
+
+// Comparison is Contestant minus Against on one column, over the N cases
+// both answered, with a paired bootstrap 95% confidence interval, and how
+// often Contestant scored higher, equal or lower case by case (for columns
+// scored per case).
+type Comparison struct {
+	Contestant string  `json:"contestant"`
+	Against    string  `json:"against"`
+	Column     string  `json:"column"`
+	Diff       float64 `json:"diff"`
+	Low        float64 `json:"ci_low"`
+	High       float64 `json:"ci_high"`
+	N          int     `json:"n"`
+	Wins       int     `json:"wins"`
+	Ties       int     `json:"ties"`
+	Losses     int     `json:"losses"`
+}
+
+// Significant reports whether the confidence interval excludes 0.
+func (c Comparison) Significant() bool { return c.N > 0 && (c.Low > 0 || c.High < 0) }
+
+// JudgeResult sums up a judge's work.
+type JudgeResult struct {
+	Name   string  `json:"name"`
+	Kind   string  `json:"kind"`
+	Model  string  `json:"model"`
+	Calls  int     `json:"calls"`
+	Cached int     `json:"cached"`
+	Failed int     `json:"failed"`
+	Usage  Usage   `json:"usage"`
+	Cost   float64 `json:"cost_usd"`
+	Error  string  `json:"error,omitempty"`
+}
+
+// CaseResult is one case with every contestant's answer.
+type CaseResult struct {
+	Index     int          `json:"index"`
+	Source    string       `json:"source,omitempty"`
+	Prompt    []Message    `json:"prompt"`
+	Reference string       `json:"reference"`
+	Label     string       `json:"label,omitempty"`
+	Answers   []CaseAnswer `json:"answers"`
+}
+
+// CaseAnswer is one contestant's answer to a case and its scores.
+type CaseAnswer struct {
+	Contestant string             `json:"contestant"`
+	Text       string             `json:"text"`
+	Error      string             `json:"error,omitempty"`
+	Usage      Usage              `json:"usage"`
+	LatencyMS  float64            `json:"latency_ms"`
+	Cached     bool               `json:"cached,omitempty"`
+	Retries    int                `json:"retries,omitempty"`
+	Scores     map[string]float64 `json:"scores,omitempty"`
+	// Details say what a score was made of: the extracted label, the
+	// judge's reply, why a score is missing.
+	Details map[string]string `json:"details,omitempty"`
+	ok      bool
+}
+
+// Contestant returns the named contestant's result, or nil.
+func (r *Results) Contestant(name string) *ContestantResult {
+	for i := range r.Contestants {
+		if r.Contestants[i].Name == name {
+			return &r.Contestants[i]
+		}
+	}
+	return nil
+}
+
+// Compare returns the comparison of a with b on column, or nil.
+func (r *Results) Compare(a, b, column string) *Comparison {
+	for i := range r.Comparisons {
+		c := &r.Comparisons[i]
+		if c.Contestant == a && c.Against == b && c.Column == column {
+			return c
+		}
+	}
+	return nil
+}
+
+// Run asks every contestant every case of s, judges and scores the answers
+// and compares the contestants. Contestants run concurrently, each with its
+// own concurrency limit. A contestant that cannot start, or fails for good
+// (a rejected key, or MaxConsecutiveFailures failures in a row), is marked
+// failed in the results with its error; the others go on. Run returns an
+// error only for an invalid suite or when ctx is cancelled; the answers
+// received until then are in the cache, and the next run resumes from them.
+func Run(ctx context.Context, s Suite, cs []Contestant, o RunOptions) (*Results, error) {
+	start := time.Now()
+	if len(cs) == 0 {
+		return nil, errors.New("no contestants")
+	}
+	if len(s.Cases) == 0 {
+		return nil, errors.New("no eval cases")
+	}
+	seen := map[string]bool{}
+	for _, c := range cs {
+		if err := checkName(c.Name()); err != nil {
+			return nil, fmt.Errorf("contestant %w", err)
+		}
+		if seen[c.Name()] {
+			return nil, fmt.Errorf("two contestants are named %q", c.Name())
+		}
+		seen[c.Name()] = true
+	}
+	if o.Base == "" {
+		o.Base = cs[0].Name()
+	}
+	if !seen[o.Base] {
+		return nil, fmt.Errorf("the base contestant %q is not among the contestants", o.Base)
+	}
+	if o.Bootstrap <= 0 {
+		o.Bootstrap = 2000
+	}
+	if o.MaxConsecutiveFailures <= 0 {
+		o.MaxConsecutiveFailures = 5
+	}
+	metrics := make([]Metric, len(s.Metrics))
+	copy(metrics, s.Metrics)
+	columns := map[string]bool{}
+	for i := range metrics {
+		m := &metrics[i]
+		if err := m.prepare(); err != nil {
+			return nil, err
+		}
+		if m.Kind == JudgePairwise {
+			if m.Against == "" {
+				m.Against = o.Base
+			}
+			if !seen[m.Against] {
+				return nil, fmt.Errorf("metric %s: compares with %q, which is not a contestant", m.Name, m.Against)
+			}
+		}
+		for _, col := range m.Columns() {
+			if columns[col] {
+				return nil, fmt.Errorf("two metrics make a column named %q", col)
+			}
+			columns[col] = true
+		}
+	}
+	if len(metrics) == 0 {
+		return nil, errors.New("no metrics")
+	}
+
+	r := &runner{opts: o, cases: s.Cases, metrics: metrics}
+	if o.CacheDir != "" {
+		r.cache = &cache{dir: o.CacheDir}
+	}
+	// Answers.
+	r.answers = make([][]CaseAnswer, len(cs))
+	r.askers = make([]*asker, len(cs))
+	var wg sync.WaitGroup
+	for ci, c := range cs {
+		r.answers[ci] = make([]CaseAnswer, len(s.Cases))
+		a := r.askerFor(c)
+		r.askers[ci] = a
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.ask(ctx, "answer", s.Cases, func(i int, res reply) {
+				ca := &r.answers[ci][i]
+				*ca = CaseAnswer{Contestant: c.Name(), Text: res.answer.Text, Usage: res.answer.Usage,
+					LatencyMS: ms(res.answer.Latency), Cached: res.cached, Retries: res.answer.Retries, ok: res.err == nil}
+				if res.err != nil {
+					ca.Text, ca.Error = "", res.err.Error()
+				}
+			})
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// Judges.
+	scores := r.score(cs)
+	if err := r.judge(ctx, cs, scores); err != nil {
+		return nil, err
+	}
+	res := r.results(cs, scores)
+	res.Created = start.UTC()
+	res.WallSeconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// runner holds a run's state.
+type runner struct {
+	opts    RunOptions
+	cases   []Case
+	metrics []Metric
+	cache   *cache
+	askers  []*asker // one per contestant
+	judges  []*asker // judges that are not contestants
+	answers [][]CaseAnswer
+	mu      sync.Mutex // serialises Progress
+}
+
+func (r *runner) askerFor(c Contestant) *asker {
+	for _, a := range append(r.askers, r.judges...) {
+		if a != nil && a.c == c {
+			return a
+		}
+	}
+	return &asker{c: c, r: r}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// reply is the outcome of one request.
+type reply struct {
+	answer Answer
+	cached bool
+	err    error
+}
+
+// asker asks one contestant: start, cache, concurrency or batching,
+// failure accounting.
+type asker struct {
+	c       Contestant
+	r       *runner
+	started bool
+	info    Info
+	err     error // why the contestant failed for good
+	calls   int
+	cached  int
+	failed  int
+	usage   Usage
+	spent   Usage
+}
+
+// ask answers cases through the contestant, calling done once per case
+// (from any goroutine, one call at a time).
+func (a *asker) ask(ctx context.Context, phase string, cases []Case, done func(int, reply)) {
+	var mu sync.Mutex
+	total, finished, cachedN, failedN := len(cases), 0, 0, 0
+	report := func(i int, res reply) {
+		mu.Lock()
+		defer mu.Unlock()
+		finished++
+		a.calls++
+		if res.cached {
+			cachedN++
+			a.cached++
+		}
+		if res.err != nil {
+			failedN++
+			a.failed++
+		} else {
+			a.usage.add(res.answer.Usage)
+			if !res.cached {
+				a.spent.add(res.answer.Usage)
+			}
+		}
+		done(i, res)
+		if p := a.r.opts.Progress; p != nil {
+			a.r.mu.Lock()
+			p(Progress{Phase: phase, Contestant: a.c.Name(), Done: finished, Total: total, Cached: cachedN, Failed: failedN, Err: res.err})
+			a.r.mu.Unlock()
+		}
+	}
+	if !a.started {
+		a.started = true
+		if st, ok := a.c.(Starter); ok {
+			if err := st.Start(ctx); err != nil {
+				a.err = err
+			}
+		}
+		a.info = a.c.Info()
+		if a.info.Concurrency < 1 {
+			a.info.Concurrency = 1
+		}
+		if a.err != nil && ctx.Err() == nil {
+			log.Warn("contestant failed", "contestant", a.c.Name(), "err", a.err)
+		}
+	}
+	if a.err != nil {
+		for i := range cases {
+			report(i, reply{err: fmt.Errorf("not asked: %s failed: %w", a.c.Name(), a.err)})
+		}
+		return
+	}
+	cache := a.r.cache
+	if a.info.Identity == "" {
+		cache = nil
+	}
+	keys := make([]string, len(cases))
+	var pending []int
+	for i := range cases {
+		if cache != nil {
+			keys[i] = cacheKey(a.info.Identity, &cases[i])
+			if ans, ok := cache.get(keys[i]); ok {
+				report(i, reply{answer: ans, cached: true})
+				continue
+			}
+		}
+		pending = append(pending, i)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var fmu sync.Mutex
+	consecutive := 0
+	record := func(i int, ans Answer, err error) {
+		fmu.Lock()
+		gaveUp := a.err
+		if err == nil {
+			consecutive = 0
+		} else if gaveUp == nil && ctx.Err() == nil {
+			consecutive++
+			var fe *FatalError
+			if errors.As(err, &fe) {
+				a.err = err
+			} else if consecutive >= a.r.opts.MaxConsecutiveFailures {
+				a.err = fmt.Errorf("gave up after %d failures in a row; the last: %w", consecutive, err)
+			}
+			if a.err != nil {
+				log.Warn("contestant failed", "contestant", a.c.Name(), "err", a.err)
+				cancel()
+			}
+		}
+		fmu.Unlock()
+		if err != nil && gaveUp != nil {
+			err = fmt.Errorf("not asked: %s failed: %w", a.c.Name(), gaveUp)
+		}
+		if err == nil && cache != nil {
+			if cerr := cache.put(keys[i], a.info, a.c.Name(), ans); cerr != nil {
+				log.Warn("response cache", "err", cerr)
+			}
+		}
+		report(i, reply{answer: ans, err: err})
+	}
+	if b, ok := a.c.(Batcher); ok && b.BatchSize() > 1 {
+		n := b.BatchSize()
+		for lo := 0; lo < len(pending); lo += n {
+			idx := pending[lo:min(lo+n, len(pending))]
+			if cctx.Err() != nil {
+				for _, i := range idx {
+					record(i, Answer{}, cctx.Err())
+				}
+				continue
+			}
+			batch := make([]Case, len(idx))
+			for k, i := range idx {
+				batch[k] = cases[i]
+			}
+			answers, errs := b.AnswerBatch(cctx, batch)
+			for k, i := range idx {
+				record(i, answers[k], errs[k])
+			}
+		}
+		return
+	}
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(a.info.Concurrency, max(len(pending), 1)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				if cctx.Err() != nil {
+					record(i, Answer{}, cctx.Err())
+					continue
+				}
+				ans, err := a.c.Answer(cctx, cases[i])
+				record(i, ans, err)
+			}
+		}()
+	}
+	for _, i := range pending {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+}
+
+// scoreTable holds every per-case score: [metric column][contestant][case],
+// NaN where there is none.
+type scoreTable map[string][][]float64
+
+// score scores every answer on the metrics that need no judge.
+func (r *runner) score(cs []Contestant) scoreTable {
+	t := scoreTable{}
+	for mi := range r.metrics {
+		m := &r.metrics[mi]
+		t[m.Name] = make([][]float64, len(cs))
+		for ci := range cs {
+			vals := make([]float64, len(r.cases))
+			for i := range vals {
+				vals[i] = math.NaN()
+				ca := &r.answers[ci][i]
+				if !ca.ok || m.isJudge() {
+					continue
+				}
+				v, detail, ok := m.score(ca.Text, &r.cases[i])
+				if ok {
+					vals[i] = v
+					ca.setScore(m.Name, v)
+				}
+				if detail != "" || (m.Kind == Label) {
+					ca.setDetail(m.Name, detail)
+				}
+			}
+			t[m.Name][ci] = vals
+		}
+	}
+	return t
+}
+
+func (ca *CaseAnswer) setScore(col string, v float64) {
+	if ca.Scores == nil {
+		ca.Scores = map[string]float64{}
+	}
+	ca.Scores[col] = v
+}
+
+func (ca *CaseAnswer) setDetail(col, d string) {
+	if ca.Details == nil {
+		ca.Details = map[string]string{}
+	}
+	ca.Details[col] = d
+}
+
+// judgeReq is one question to a judge.
+type judgeReq struct {
+	metric, contestant, caseIdx int
+	order                       int // pairwise: 0 contestant shown as A, 1 as B
+}
+
+// judge asks the judges of the judge metrics and fills their scores.
+func (r *runner) judge(ctx context.Context, cs []Contestant, t scoreTable) error {
+	index := map[string]int{}
+	for ci, c := range cs {
+		index[c.Name()] = ci
+	}
+	type job struct {
+		a    *asker
+		reqs []judgeReq
+		qs   []Case
+	}
+	var jobs []*job
+	jobFor := func(j Contestant) *job {
+		a := r.askerFor(j)
+		for _, jb := range jobs {
+			if jb.a == a {
+				return jb
+			}
+		}
+		if !contains(r.askers, a) && !contains(r.judges, a) {
+			r.judges = append(r.judges, a)
+		}
+		jb := &job{a: a}
+		jobs = append(jobs, jb)
+		return jb
+	}
+	for mi := range r.metrics {
+		m := &r.metrics[mi]
+		if !m.isJudge() {
+			continue
+		}
+		jb := jobFor(m.Judge)
+		for ci := range cs {
+			against := -1
+			if m.Kind == JudgePairwise {
+				against = index[m.Against]
+				if ci == against {
+					continue
+				}
+			}
+			for i := range r.cases {
+				ca := &r.answers[ci][i]
+				c := &r.cases[i]
+				if !ca.ok {
+					continue
+				}
+				if m.Kind == JudgeRubric {
+					jb.reqs = append(jb.reqs, judgeReq{mi, ci, i, 0})
+					jb.qs = append(jb.qs, rubricPrompt(m.Rubric, c, ca.Text))
+					continue
+				}
+				other := &r.answers[against][i]
+				if !other.ok {
+					ca.setDetail(m.Name, "no score: "+m.Against+" has no answer to compare with")
+					continue
+				}
+				jb.reqs = append(jb.reqs, judgeReq{mi, ci, i, 0}, judgeReq{mi, ci, i, 1})
+				jb.qs = append(jb.qs, pairwisePrompt(c, ca.Text, other.Text), pairwisePrompt(c, other.Text, ca.Text))
+			}
+		}
+	}
+	// Pairwise verdicts arrive in any order; both are kept until the pair
+	// is complete.
+	type pairKey struct{ metric, contestant, caseIdx int }
+	halves := map[pairKey][2]*float64{}
+	replies := map[pairKey][2]string{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, jb := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			jb.a.ask(ctx, "judge", jb.qs, func(k int, res reply) {
+				q := jb.reqs[k]
+				m := &r.metrics[q.metric]
+				ca := &r.answers[q.contestant][q.caseIdx]
+				mu.Lock()
+				defer mu.Unlock()
+				if m.Kind == JudgeRubric {
+					if res.err != nil {
+						ca.setDetail(m.Name, "no score: the judge failed: "+res.err.Error())
+						return
+					}
+					ca.setDetail(m.Name, res.answer.Text)
+					if v, ok := parseScore(res.answer.Text); ok {
+						t[m.Name][q.contestant][q.caseIdx] = v
+						ca.setScore(m.Name, v)
+					} else {
+						ca.setDetail(m.Name, "no score: the judge's reply has no grade: "+clipText(res.answer.Text, 300))
+					}
+					return
+				}
+				pk := pairKey{q.metric, q.contestant, q.caseIdx}
+				h, rep := halves[pk], replies[pk]
+				pos := [2]string{"A", "B"}[q.order]
+				if res.err != nil {
+					rep[q.order] = "the judge failed: " + res.err.Error()
+				} else if v, ok := parseVerdict(res.answer.Text); ok {
+					p := preference(v, pos)
+					h[q.order] = &p
+					rep[q.order] = res.answer.Text
+				} else {
+					rep[q.order] = "no verdict in: " + clipText(res.answer.Text, 300)
+				}
+				halves[pk], replies[pk] = h, rep
+				if rep[0] == "" || rep[1] == "" {
+					return
+				}
+				detail := fmt.Sprintf("shown as A: %s\n\nshown as B: %s", rep[0], rep[1])
+				if h[0] == nil || h[1] == nil {
+					ca.setDetail(m.Name, "no score: "+detail)
+					return
+				}
+				v := (*h[0] + *h[1]) / 2
+				t[m.Name][q.contestant][q.caseIdx] = v
+				ca.setScore(m.Name, v)
+				ca.setDetail(m.Name, detail)
+			})
+		}()
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+func contains(as []*asker, a *asker) bool {
+	for _, x := range as {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+// column is one reported number: a metric's mean, or a label metric's
+// macro-F1.
+type column struct {
+	name    string
+	metric  *Metric
+	perCase bool
+}
+
+func (r *runner) columns() []column {
+	var cols []column
+	for mi := range r.metrics {
+		m := &r.metrics[mi]
+		cols = append(cols, column{m.Name, m, true})
+		if m.Kind == Label {
+			cols = append(cols, column{m.Name + "_macro_f1", m, false})
+		}
+	}
+	return cols
+}
+
+// aggregate is a column's value for contestant ci over the cases idx.
+func (r *runner) aggregate(t scoreTable, col column, ci int, idx []int) float64 {
+	if col.perCase {
+		vals := t[col.metric.Name][ci]
+		s := 0.0
+		for _, i := range idx {
+			s += vals[i]
+		}
+		return s / float64(len(idx))
+	}
+	gold, pred := make([]string, len(idx)), make([]string, len(idx))
+	for k, i := range idx {
+		gold[k] = col.metric.gold(&r.cases[i])
+		pred[k] = r.answers[ci][i].Details[col.metric.Name]
+	}
+	return macroF1(gold, pred)
+}
+
+// scored lists the cases with a score for every contestant given.
+func scored(t scoreTable, col column, cis ...int) []int {
+	vals := t[col.metric.Name]
+	var idx []int
+	for i := range vals[cis[0]] {
+		ok := true
+		for _, ci := range cis {
+			ok = ok && !math.IsNaN(vals[ci][i])
+		}
+		if ok {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// results assembles the Results.
+func (r *runner) results(cs []Contestant, t scoreTable) *Results {
+	res := &Results{Base: r.opts.Base, Bootstrap: r.opts.Bootstrap}
+	for mi := range r.metrics {
+		m := &r.metrics[mi]
+		info := MetricInfo{Name: m.Name, Kind: m.Kind, Columns: m.Columns(), Normalize: m.Normalize, Pattern: m.Pattern,
+			JSONField: m.JSONField, Rubric: m.Rubric, Against: m.Against, Max: 1}
+		if m.Judge != nil {
+			info.Judge = m.Judge.Name()
+		}
+		if m.Kind == JudgeRubric {
+			info.Max = 5
+		}
+		res.Metrics = append(res.Metrics, info)
+	}
+	cols := r.columns()
+	boot := newBootstrap(r.opts.Bootstrap, r.opts.Seed)
+	base := 0
+	for ci, c := range cs {
+		if c.Name() == r.opts.Base {
+			base = ci
+		}
+		a := r.askers[ci]
+		cr := ContestantResult{Name: c.Name(), Info: a.info, Status: "ok", Scores: map[string]Score{}}
+		if a.err != nil {
+			cr.Status, cr.Error = "failed", a.err.Error()
+		}
+		var lat []float64
+		for i := range r.cases {
+			ca := &r.answers[ci][i]
+			switch {
+			case ca.ok:
+				cr.Answered++
+				cr.Usage.add(ca.Usage)
+				cost := cr.Price.Cost(ca.Usage)
+				cr.Cost += cost
+				if !ca.Cached {
+					cr.Spent += cost
+				}
+				lat = append(lat, ca.LatencyMS)
+			default:
+				cr.Failed++
+			}
+			if ca.Cached {
+				cr.Cached++
+			}
+		}
+		cr.LatencyP50MS, cr.LatencyP95MS = percentile(lat, 50), percentile(lat, 95)
+		for _, col := range cols {
+			idx := scored(t, col, ci)
+			if len(idx) == 0 {
+				continue
+			}
+			v := r.aggregate(t, col, ci, idx)
+			lo, hi := boot.ci(idx, func(sample []int) float64 { return r.aggregate(t, col, ci, sample) })
+			cr.Scores[col.name] = Score{Value: v, Low: lo, High: hi, N: len(idx)}
+		}
+		for mi := range r.metrics {
+			if m := &r.metrics[mi]; m.Kind == Label {
+				if cr.Confusion == nil {
+					cr.Confusion = map[string]*Confusion{}
+				}
+				cr.Confusion[m.Name] = r.confusion(m, ci)
+			}
+		}
+		res.Contestants = append(res.Contestants, cr)
+	}
+	// Comparisons: everyone against the base, then every other pair.
+	var pairs [][2]int
+	for ci := range cs {
+		if ci != base {
+			pairs = append(pairs, [2]int{ci, base})
+		}
+	}
+	for a := range cs {
+		for b := a + 1; b < len(cs); b++ {
+			if a != base && b != base {
+				pairs = append(pairs, [2]int{b, a})
+			}
+		}
+	}
+	for _, p := range pairs {
+		a, b := p[0], p[1]
+		for _, col := range cols {
+			cmp := Comparison{Contestant: cs[a].Name(), Against: cs[b].Name(), Column: col.name}
+			idx := scored(t, col, a, b)
+			cmp.N = len(idx)
+			if cmp.N > 0 {
+				diff := func(sample []int) float64 {
+					return r.aggregate(t, col, a, sample) - r.aggregate(t, col, b, sample)
+				}
+				cmp.Diff = diff(idx)
+				cmp.Low, cmp.High = boot.ci(idx, diff)
+				if col.perCase {
+					va, vb := t[col.metric.Name][a], t[col.metric.Name][b]
+					for _, i := range idx {
+						switch {
+						case va[i] > vb[i]:
+							cmp.Wins++
+						case va[i] < vb[i]:
+							cmp.Losses++
+						default:
+							cmp.Ties++
+						}
+					}
+				}
+			}
+			res.Comparisons = append(res.Comparisons, cmp)
+		}
+	}
+	for _, a := range r.judges {
+		jr := JudgeResult{Name: a.c.Name(), Kind: a.info.Kind, Model: a.info.Model, Calls: a.calls, Cached: a.cached, Failed: a.failed,
+			Usage: a.usage, Cost: a.info.Price.Cost(a.usage)}
+		if a.err != nil {
+			jr.Error = a.err.Error()
+		}
+		res.Judges = append(res.Judges, jr)
+	}
+	for ci, a := range r.askers {
+		if a.calls > len(r.cases) { // also judged
+			jr := JudgeResult{Name: cs[ci].Name(), Kind: a.info.Kind, Model: a.info.Model, Calls: a.calls - len(r.cases)}
+			judged := a.usage
+			judged.PromptTokens -= res.Contestants[ci].Usage.PromptTokens
+			judged.CompletionTokens -= res.Contestants[ci].Usage.CompletionTokens
+			jr.Usage, jr.Cost = judged, a.info.Price.Cost(judged)
+			jr.Cached = a.cached - res.Contestants[ci].Cached
+			jr.Failed = a.failed - res.Contestants[ci].Failed
+			res.Judges = append(res.Judges, jr)
+		}
+	}
+	for i, c := range r.cases {
+		cr := CaseResult{Index: i, Source: c.Source, Prompt: c.Prompt, Reference: c.Reference, Label: c.Label}
+		for ci := range cs {
+			cr.Answers = append(cr.Answers, r.answers[ci][i])
+		}
+		res.Cases = append(res.Cases, cr)
+	}
+	return res
+}
+
+// confusion counts reference labels against extracted labels.
+func (r *runner) confusion(m *Metric, ci int) *Confusion {
+	set := map[string]bool{}
+	for i := range r.cases {
+		set[m.gold(&r.cases[i])] = true
+	}
+	labels := make([]string, 0, len(set))
+	for l := range set {
+		labels = append(labels, l)
+	}
+	sort.Strings(labels)
+	pos := map[string]int{}
+	for i, l := range labels {
+		pos[l] = i
+	}
+	c := &Confusion{Labels: labels, Predicted: append(append([]string{}, labels...), "(other)"), Counts: make([][]int, len(labels))}
+	for i := range c.Counts {
+		c.Counts[i] = make([]int, len(labels)+1)
+	}
+	for i := range r.cases {
+		ca := &r.answers[ci][i]
+		if !ca.ok {
+			continue
+		}
+		g := pos[m.gold(&r.cases[i])]
+		p, ok := pos[ca.Details[m.Name]]
+		if !ok {
+			p = len(labels)
+		}
+		c.Counts[g][p]++
+	}
+	return c
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds the real Ollama server from the ollama module version pinned in
+# go.mod, for the tests that talk to a real server (evals' Ollama
+# contestant), installs it as $FINETUNE_OLLAMA (default:
+# $(go env GOPATH)/bin/ollama-<version>, where the tests look) and prints
+# the path.
+#
+# Does nothing when that binary already exists. The build takes 8-10
+# minutes (it uses about one core) (see ../shared/docs/backend.md, "A real Ollama
+# server for tests"). Needs Debian's nlohmann-json3-dev and libstb-dev;
+# miniaudio, which no package provides, comes from scripts/ollama-shim.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+
+version=$(go list -m -f '{{.Version}}' github.com/ollama/ollama)
+bin=${FINETUNE_OLLAMA:-$(go env GOPATH | cut -d: -f1)/bin/ollama-$version}
+if [ -x "$bin" ]; then
+  echo "$bin"
+  exit 0
+fi
+for h in /usr/include/nlohmann/json.hpp /usr/include/stb/stb_image.h; do
+  if [ ! -f "$h" ]; then
+    echo "build-ollama: $h is missing (apt-get install nlohmann-json3-dev libstb-dev)" >&2
+    exit 1
+  fi
+done
+
+# The same SIMD flags as the Makefile: without them ggml's CPU kernels are
+# many times slower.
+SIMD_FLAGS=${SIMD_FLAGS:--O3 -march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16}
+export CGO_CFLAGS="$SIMD_FLAGS" CGO_CXXFLAGS="$SIMD_FLAGS"
+export CGO_CPPFLAGS="-I$PWD/scripts/ollama-shim"
+export CGO_ENABLED=1
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+echo "build-ollama: building ollama $version (several minutes the first time)" >&2
+GOBIN="$tmp" go install -ldflags="-X=github.com/ollama/ollama/version.Version=${version#v}" "github.com/ollama/ollama@$version"
+mkdir -p "$(dirname "$bin")"
+mv "$tmp/ollama" "$bin.tmp.$$"
+mv "$bin.tmp.$$" "$bin"
+echo "$bin"
