@@ -44,6 +44,7 @@ var commands = []command{
 	{"data", "inspect a data set as training will see it (data inspect FILE --model M)", runData},
 	{"recipe", "validate a recipe, or show it resolved with defaults", runRecipe},
 	{"train", "train a recipe's LoRA adapter into a run folder", runTrain},
+	{"eval", "evaluate base, tuned and API models on the recipe's eval suite; write reports", runEval},
 	{"version", "print the version", runVersion},
 }
 

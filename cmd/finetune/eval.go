@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/charmbracelet/log"
+
+	"github.com/finetune-dev/finetune/evals"
+	"github.com/finetune-dev/finetune/internal/job"
+	"github.com/finetune-dev/finetune/recipes"
+)
+
+func runEval(args []string) error {
+	fs := newFlags("eval", "RECIPE.yaml [--run RUN_DIR | --adapter A.gguf] [--out DIR] [--fail-under EXPR]",
+		"Run the recipe's eval suite against every contestant (base, tuned, Ollama, OpenAI-compatible APIs)\nand write results.json, report.md and report.html.")
+	runDir := fs.String("run", "", "training run folder: its adapter.gguf is the tuned adapter, its loss curve goes in the report")
+	adapter := fs.String("adapter", "", "tuned adapter file (instead of --run)")
+	out := fs.String("out", "", "report folder (default RUN_DIR/eval, or runs/<name>/eval-<timestamp>)")
+	gate := fs.String("fail-under", "", `exit non-zero unless this holds, e.g. "tuned.label_accuracy - base.label_accuracy >= 0.05"`)
+	var sets listFlag
+	fs.Var(&sets, "set", "override a recipe field (repeatable)")
+	verbose := verboseFlag(fs)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	setVerbose(*verbose)
+	if len(pos) != 1 {
+		return usageErr("eval takes one recipe file, got %d arguments", len(pos))
+	}
+	if *runDir != "" && *adapter != "" {
+		return usageErr("give --run or --adapter, not both")
+	}
+	var g *evals.Gate
+	if *gate != "" {
+		if g, err = evals.ParseGate(*gate); err != nil {
+			return usageErr("--fail-under: %v", err)
+		}
+	}
+	r, err := recipes.Load(pos[0], sets)
+	if err != nil {
+		return err
+	}
+	if *runDir != "" {
+		*adapter = filepath.Join(*runDir, job.AdapterFile)
+		if _, err := os.Stat(*adapter); err != nil {
+			return fmt.Errorf("%s: no adapter.gguf in this run folder (did the training finish?)", *runDir)
+		}
+	}
+	if *out == "" {
+		if *runDir != "" {
+			*out = filepath.Join(*runDir, "eval")
+		} else {
+			*out = filepath.Join("runs", r.Name, "eval-"+time.Now().Format("20060102-150405"))
+		}
+	}
+	loadBackends()
+	warnSIMD()
+	cx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	last := time.Time{}
+	res, err := job.Eval(cx, r, job.EvalOptions{Adapter: *adapter, Out: *out, RunDir: *runDir, Progress: func(p evals.Progress) {
+		if p.Err != nil {
+			log.Warn("case failed", "contestant", p.Contestant, "err", oneLine(p.Err.Error()))
+		}
+		if p.Done == p.Total || time.Since(last) > 5*time.Second {
+			log.Info(p.Phase, "contestant", p.Contestant, "done", fmt.Sprintf("%d/%d", p.Done, p.Total), "cached", p.Cached, "failed", p.Failed)
+			last = time.Now()
+		}
+	}})
+	if err != nil {
+		return err
+	}
+	printHeadline(res)
+	fmt.Printf("\nreport: %s\n", filepath.Join(*out, "report.html"))
+	if g != nil {
+		ok, line, err := g.Check(res)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("--fail-under not met: %s", line)
+		}
+		log.Info("gate met", "gate", line)
+	}
+	return nil
+}
+
+// printHeadline prints every contestant's scores with their 95% intervals,
+// and each contestant's difference from the base.
+func printHeadline(res *evals.Results) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprint(w, "contestant\tstatus")
+	var cols []string
+	for _, m := range res.Metrics {
+		cols = append(cols, m.Columns...)
+	}
+	for _, c := range cols {
+		fmt.Fprintf(w, "\t%s", c)
+	}
+	fmt.Fprint(w, "\tcost $\tp50 ms\n")
+	for _, c := range res.Contestants {
+		fmt.Fprintf(w, "%s\t%s", c.Name, c.Status)
+		for _, col := range cols {
+			s, ok := c.Scores[col]
+			if !ok {
+				fmt.Fprint(w, "\t-")
+				continue
+			}
+			fmt.Fprintf(w, "\t%.3f [%.3f, %.3f]", s.Value, s.Low, s.High)
+		}
+		fmt.Fprintf(w, "\t%.4f\t%.0f\n", c.Cost, c.LatencyP50MS)
+	}
+	w.Flush()
+	fmt.Println()
+	w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "difference\tcolumn\tdiff [95% CI]\twins/ties/losses")
+	for _, d := range res.Comparisons {
+		if d.Against != res.Base {
+			continue
+		}
+		mark := ""
+		if d.Significant() {
+			mark = " *"
+		}
+		fmt.Fprintf(w, "%s - %s\t%s\t%+.3f [%+.3f, %+.3f]%s\t%d/%d/%d\n", d.Contestant, d.Against, d.Column, d.Diff, d.Low, d.High, mark, d.Wins, d.Ties, d.Losses)
+	}
+	w.Flush()
+}

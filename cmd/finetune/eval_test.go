@@ -1,0 +1,67 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/finetune-dev/finetune/internal/shared"
+)
+
+// TestTrainThenEval: a run's adapter evaluated against its base through
+// the recipe's suite writes the three reports, and the gate sets the exit
+// code.
+func TestTrainThenEval(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	recipe := qaRecipe(t, model, `eval:
+  metrics:
+    - name: rouge_l
+    - name: exact_match
+  generation:
+    max_tokens: 6
+`)
+	// Evaluate on questions the adapter was trained on: this tests the
+	// plumbing, not generalisation.
+	dir := filepath.Dir(recipe)
+	train, _ := os.ReadFile(filepath.Join(dir, "train.jsonl"))
+	lines := strings.SplitAfterN(string(train), "\n", 4)
+	os.WriteFile(filepath.Join(dir, "eval.jsonl"), []byte(strings.Join(lines[:3], "")), 0o644)
+	run := filepath.Join(t.TempDir(), "run")
+	if r := cli(t, "train", recipe, "--out", run, "--set", "train.max_steps=60"); r.code != 0 {
+		t.Fatalf("train: %s", r.stderr)
+	}
+	r := cli(t, "eval", recipe, "--run", run)
+	if r.code != 0 {
+		t.Fatalf("eval: %s", r.stderr)
+	}
+	for _, f := range []string{"results.json", "report.md", "report.html"} {
+		if _, err := os.Stat(filepath.Join(run, "eval", f)); err != nil {
+			t.Fatalf("no %s", f)
+		}
+	}
+	if !strings.Contains(r.stdout, "tuned - base") || !strings.Contains(r.stdout, "report: ") {
+		t.Fatalf("headline:\n%s", r.stdout)
+	}
+	var res struct {
+		Contestants []struct {
+			Name   string
+			Scores map[string]struct{ Value float64 }
+		}
+	}
+	b, _ := os.ReadFile(filepath.Join(run, "eval", "results.json"))
+	if err := json.Unmarshal(b, &res); err != nil || len(res.Contestants) != 2 {
+		t.Fatalf("results.json: %v", err)
+	}
+	base, tuned := res.Contestants[0].Scores["rouge_l"].Value, res.Contestants[1].Scores["rouge_l"].Value
+	if tuned <= base {
+		t.Fatalf("tuned ROUGE-L %.3f is not above base %.3f", tuned, base)
+	}
+	// The gate: a demand the run cannot meet fails the command.
+	g := cli(t, "eval", recipe, "--run", run, "--fail-under", "tuned.rouge_l - base.rouge_l >= 2")
+	wantCleanError(t, g, "--fail-under not met")
+	if !strings.Contains(cli(t, "eval", recipe).stderr, "--run RUN_DIR or --adapter") {
+		t.Fatal("eval without an adapter does not say how to give one")
+	}
+}
