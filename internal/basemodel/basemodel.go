@@ -31,6 +31,10 @@ var Builtins = map[string]testmodel.Config{
 	"tiny": {Layers: 3, Embd: 128, Heads: 4, KVHeads: 2, FF: 384, Context: 2048, Type: "f32", ChatML: true, Seed: 20251126},
 }
 
+// builtinVersion changes whenever testmodel writes a builtin differently
+// for the same configuration (v2: the ChatML vocabulary's "▁" token).
+const builtinVersion = 2
+
 // Options say where to look.
 type Options struct {
 	// OllamaHost is the Ollama server (default $OLLAMA_HOST, else
@@ -80,7 +84,7 @@ func resolveBuiltin(name string, o Options) (string, error) {
 	}
 	// The file name carries a hash of the configuration, so a changed
 	// builtin is never served from an old file.
-	p := filepath.Join(dir, fmt.Sprintf("%s-%08x.gguf", name, crc32.ChecksumIEEE([]byte(fmt.Sprintf("%+v", cfg)))))
+	p := filepath.Join(dir, fmt.Sprintf("%s-%08x.gguf", name, crc32.ChecksumIEEE([]byte(fmt.Sprintf("v%d %+v", builtinVersion, cfg)))))
 	if _, err := os.Stat(p); err == nil {
 		return p, nil
 	}

@@ -33,4 +33,9 @@ func TestChatMLVocabulary(t *testing.T) {
 	if !m.IsEndOfGeneration(260) || m.EOT() != 260 {
 		t.Fatalf("<|im_end|> does not end generation (eot %d)", m.EOT())
 	}
+	// Spaces are one token that decodes back to a space.
+	toks, _ = m.Tokenize("a b", false, false)
+	if len(toks) != 3 || toks[1] != 261 || m.Detokenize(toks, false, false) != "a b" {
+		t.Fatalf("\"a b\" -> %v -> %q", toks, m.Detokenize(toks, false, false))
+	}
 }

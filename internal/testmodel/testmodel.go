@@ -28,9 +28,10 @@ type Config struct {
 	// When empty, a byte vocabulary is written: <unk>, <s>, </s> and the
 	// 256 byte tokens of SentencePiece's byte fallback.
 	VocabFrom string
-	// ChatML adds the control tokens <|im_start|> and <|im_end|> to the
-	// byte vocabulary and embeds a ChatML chat template (<|im_end|> ends a
-	// turn), so the model renders conversations as chat models do.
+	// ChatML adds the control tokens <|im_start|> and <|im_end|> and the
+	// space token "▁" to the byte vocabulary and embeds a ChatML chat
+	// template (<|im_end|> ends a turn), so the model renders and decodes
+	// conversations as chat models do.
 	ChatML bool
 	// VocabSize pads the byte vocabulary with "<extra_N>" tokens up to this
 	// size (0: the 259 byte-vocabulary tokens), for benchmark shapes.
@@ -66,8 +67,8 @@ func (c *Config) validate() error {
 	switch {
 	case !ok:
 		return fmt.Errorf("testmodel: unknown weight type %q (use one of %s)", c.Type, strings.Join(Types(), ", "))
-	case c.VocabSize != 0 && (c.VocabFrom != "" || c.VocabSize < 261):
-		return fmt.Errorf("testmodel: a vocabulary size applies to the byte vocabulary and must be at least 261")
+	case c.VocabSize != 0 && (c.VocabFrom != "" || c.VocabSize < 262):
+		return fmt.Errorf("testmodel: a vocabulary size applies to the byte vocabulary and must be at least 262")
 	case c.ChatML && c.VocabFrom != "":
 		return fmt.Errorf("testmodel: ChatML applies to the byte vocabulary")
 	case c.Layers < 1 || c.Embd < 1 || c.Heads < 1 || c.KVHeads < 1 || c.FF < 1 || c.Context < 1:
@@ -120,11 +121,13 @@ func addChatML(kv []gguf.KV) []gguf.KV {
 		switch v := kv[i].Value.(type) {
 		case []string:
 			n = len(v)
-			kv[i].Value = append(v, "<|im_start|>", "<|im_end|>")
+			// "▁" is SentencePiece's escaped space: as a token of its own it
+			// decodes back to " " (as three byte tokens it would print "▁").
+			kv[i].Value = append(v, "<|im_start|>", "<|im_end|>", "\u2581")
 		case []float32:
-			kv[i].Value = append(v, 0, 0)
+			kv[i].Value = append(v, 0, 0, 0)
 		case []int32:
-			kv[i].Value = append(v, 3, 3) // control
+			kv[i].Value = append(v, 3, 3, 1) // control, control, normal
 		}
 	}
 	// No SentencePiece "▁" before each text fragment: a chat turn's text
