@@ -186,3 +186,29 @@ func TestInterruptAndResume(t *testing.T) {
 		t.Fatalf("resumed adapter differs by %g", worst)
 	}
 }
+
+// TestShippedRecipesTrain trains each shipped recipe for a few steps on
+// stories260K (with llama.cpp's llama2 template, since stories260K has
+// none) and loads the adapter in llama.cpp.
+func TestShippedRecipesTrain(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	for _, name := range []string{"customer-support", "legal"} {
+		t.Run(name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "run")
+			r := cli(t, "train", filepath.Join("..", "..", "recipes", name+".yaml"), "--out", out,
+				"--set", "base="+model, "--set", "data.template=llama2", "--set", "data.seq_len=512",
+				"--set", "train.max_steps=2", "--set", "train.warmup_steps=0", "--set", "train.eval_every=0", "--set", "train.threads=1")
+			if r.code != 0 {
+				t.Fatalf("train %s: %s", name, r.stderr)
+			}
+			g := cli(t, "generate", "--model", model, "--adapter", filepath.Join(out, "adapter.gguf"), "--prompt", "Hello", "--max-tokens", "4", "--threads", "1")
+			if g.code != 0 {
+				t.Fatalf("llama.cpp did not load the adapter: %s", g.stderr)
+			}
+			rep, _ := os.ReadFile(filepath.Join(out, "data-report.json"))
+			if !strings.Contains(string(rep), `"records": 400`) {
+				t.Fatalf("data report does not count the 400 training records:\n%.400s", rep)
+			}
+		})
+	}
+}
