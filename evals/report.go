@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/finetune-dev/finetune/internal/atomicfile"
 )
 
 // ReportExtras add what the results do not hold to the reports.
@@ -79,17 +81,17 @@ func WriteReports(dir string, r *Results, x ReportExtras) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "results.json"), append(b, '\n')); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, "results.json"), append(b, '\n')); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "report.md"), []byte(markdown(r, x))); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, "report.md"), []byte(markdown(r, x))); err != nil {
 		return err
 	}
 	h, err := htmlReport(r, x)
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, "report.html"), h)
+	return atomicfile.Write(filepath.Join(dir, "report.html"), h)
 }
 
 // columnNames lists every score column in metric order.

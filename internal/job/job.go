@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/finetune-dev/finetune/datasets"
+	"github.com/finetune-dev/finetune/internal/atomicfile"
 	"github.com/finetune-dev/finetune/internal/basemodel"
 	"github.com/finetune-dev/finetune/internal/llama"
 	"github.com/finetune-dev/finetune/lora"
@@ -234,17 +234,17 @@ func writeRunFiles(dir string, r *recipes.Recipe, base string, d *Data) error {
 		return err
 	}
 	header := fmt.Sprintf("# Resolved from %s (defaults filled in).\n", r.Path)
-	if err := WriteFileAtomic(filepath.Join(dir, RecipeFile), append([]byte(header), y...)); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, RecipeFile), append([]byte(header), y...)); err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(filepath.Join(dir, BaseFile), []byte(base+"\n")); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, BaseFile), []byte(base+"\n")); err != nil {
 		return err
 	}
 	rep, err := json.MarshalIndent(d.Report, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(filepath.Join(dir, DataReportFile), append(rep, '\n')); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, DataReportFile), append(rep, '\n')); err != nil {
 		return err
 	}
 	var sk strings.Builder
@@ -252,7 +252,7 @@ func writeRunFiles(dir string, r *recipes.Recipe, base string, d *Data) error {
 		return err
 	}
 	if sk.Len() > 0 {
-		return WriteFileAtomic(filepath.Join(dir, SkippedFile), []byte(sk.String()))
+		return atomicfile.Write(filepath.Join(dir, SkippedFile), []byte(sk.String()))
 	}
 	return nil
 }
@@ -277,23 +277,6 @@ func NewestRun(name string) (string, error) {
 	}
 	sort.Strings(dirs)
 	return filepath.Join(root, dirs[len(dirs)-1]), nil
-}
-
-// WriteFileAtomic writes data to a temp file beside path and renames it.
-func WriteFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, strings.NewReader(string(data))); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func gib(n int64) float64 { return float64(n) / (1 << 30) }
