@@ -64,16 +64,29 @@ func main() {
 	threads := flag.Int("threads", runtime.NumCPU(), "threads")
 	cache := flag.String("cache", filepath.Join(os.TempDir(), "finetune-bench"), "folder for the generated test models")
 	only := flag.String("only", "", "run only shapes whose name contains this")
+	peakOnly := flag.Bool("peak", false, "measure the matmul peak only (child mode)")
 	flag.Parse()
+	if *peakOnly {
+		fmt.Println(matmulPeak(*threads))
+		return
+	}
 	if *child >= 0 {
 		r := runShape(shapes[*child], *steps, *threads, *cache)
 		json.NewEncoder(os.Stdout).Encode(r)
 		return
 	}
-	peak := matmulPeak(*threads)
+	// Every measurement runs in a child process of its own, so no ggml
+	// worker threads of one measurement are left to compete with the next.
+	exe, _ := os.Executable()
+	out, err := exec.Command(exe, "-peak", "-threads", fmt.Sprint(*threads)).Output()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchtrain: measuring the matmul peak:", err)
+		os.Exit(1)
+	}
+	var peak float64
+	fmt.Sscan(string(out), &peak)
 	fmt.Printf("ggml F32 matrix product (2048x2048 by 2048x256, %d threads): %.1f GFLOP/s — the practical peak\n\n", *threads, peak/1e9)
 	fmt.Printf("%-24s %12s %10s %14s %9s %10s\n", "shape", "tokens/s", "step s", "GFLOP/s", "of peak", "peak RSS")
-	exe, _ := os.Executable()
 	for i, s := range shapes {
 		if *only != "" && !contains(s.Name, *only) {
 			continue
