@@ -65,3 +65,28 @@ func TestTrainThenEval(t *testing.T) {
 		t.Fatal("eval without an adapter does not say how to give one")
 	}
 }
+
+// TestExportMerge merges a run's adapter into its base through the CLI:
+// the merged model loads in llama.cpp and greedy generation equals the base
+// with the adapter.
+func TestExportMerge(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	recipe := qaRecipe(t, model, "")
+	run := filepath.Join(t.TempDir(), "run")
+	if r := cli(t, "train", recipe, "--out", run, "--set", "train.max_steps=30"); r.code != 0 {
+		t.Fatalf("train: %s", r.stderr)
+	}
+	merged := filepath.Join(t.TempDir(), "merged.gguf")
+	if r := cli(t, "export", "merge", run, "--out", merged, "--type", "f32"); r.code != 0 {
+		t.Fatalf("export merge: %s", r.stderr)
+	}
+	prompt := "Q: Who wrote Hamlet?\nA:"
+	a := cli(t, "generate", "--model", model, "--adapter", filepath.Join(run, "adapter.gguf"), "--prompt", prompt, "--max-tokens", "12", "--threads", "1")
+	b := cli(t, "generate", "--model", merged, "--prompt", prompt, "--max-tokens", "12", "--threads", "1")
+	if a.code != 0 || b.code != 0 || a.stdout != b.stdout {
+		t.Fatalf("base+adapter said %q, merged model said %q (%s %s)", a.stdout, b.stdout, a.stderr, b.stderr)
+	}
+	if u := cli(t, "export", "merge", filepath.Join(run, "adapter.gguf"), "--out", merged); u.code != 2 || !strings.Contains(u.stderr, "--base is required") {
+		t.Fatalf("an adapter without --base: exit %d, %q", u.code, u.stderr)
+	}
+}

@@ -107,6 +107,17 @@ func (t Tensor) SetI32(v []int32) {
 	}
 }
 
+// SetBytes copies raw data (in the tensor's own type) into its backend
+// memory.
+func (t Tensor) SetBytes(b []byte) {
+	if len(b) != t.Bytes() {
+		panic(fmt.Sprintf("ggml: %d bytes into %s of %d bytes", len(b), t.Name(), t.Bytes()))
+	}
+	if len(b) > 0 {
+		C.ggml_backend_tensor_set(t.c, unsafe.Pointer(&b[0]), 0, C.size_t(len(b)))
+	}
+}
+
 // GetF32 reads an F32 tensor's values into dst (allocated when nil).
 func (t Tensor) GetF32(dst []float32) []float32 {
 	n := t.Bytes() / 4

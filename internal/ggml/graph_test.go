@@ -151,3 +151,31 @@ func TestBackwardOps(t *testing.T) {
 		return head(x, x.Mul(p, in["norm"]), in)
 	}, func(in map[string]Tensor) { in["norm"].SetF32(norm); fillHead(in) })
 }
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	vals := make([]float32, 64*3)
+	for i := range vals {
+		vals[i] = float32(rng.NormFloat64())
+	}
+	for _, c := range []struct {
+		typ Type
+		tol float64
+	}{{TypeF32, 0}, {TypeF16, 1e-3}, {TypeQ8_0, 2e-2}, {TypeQ4_0, 0.3}} {
+		enc, err := Encode(c.typ, vals, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec, err := Decode(c.typ, enc, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		worst := 0.0
+		for i := range vals {
+			worst = math.Max(worst, math.Abs(float64(dec[i]-vals[i])))
+		}
+		if worst > c.tol {
+			t.Errorf("%s: round trip moves values by %g (> %g)", c.typ, worst, c.tol)
+		}
+	}
+}
