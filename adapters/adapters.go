@@ -10,9 +10,7 @@
 package adapters
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 
@@ -63,8 +61,8 @@ func Write(path string, l *LoRA) error {
 				path, p.Base, len(p.A), len(p.B), p.NIn, p.Rank, p.Rank, p.NOut, p.NIn*p.Rank, p.Rank*p.NOut)
 		}
 		tensors = append(tensors,
-			gguf.Tensor{Name: p.Base + ".lora_a", Dims: []uint64{uint64(p.NIn), uint64(p.Rank)}, Type: gguf.F32, Data: f32Bytes(p.A)},
-			gguf.Tensor{Name: p.Base + ".lora_b", Dims: []uint64{uint64(p.Rank), uint64(p.NOut)}, Type: gguf.F32, Data: f32Bytes(p.B)})
+			gguf.Tensor{Name: p.Base + ".lora_a", Dims: []uint64{uint64(p.NIn), uint64(p.Rank)}, Type: gguf.F32, Data: gguf.F32Data(p.A)},
+			gguf.Tensor{Name: p.Base + ".lora_b", Dims: []uint64{uint64(p.Rank), uint64(p.NOut)}, Type: gguf.F32, Data: gguf.F32Data(p.B)})
 	}
 	return gguf.Write(path, kv, tensors)
 }
@@ -117,9 +115,9 @@ func Read(path string) (*LoRA, error) {
 			byBase[base] = p
 		}
 		if isA {
-			p.NIn, p.Rank, p.A = int(t.Dims[0]), int(t.Dims[1]), bytesF32(data)
+			p.NIn, p.Rank, p.A = int(t.Dims[0]), int(t.Dims[1]), gguf.F32Values(data)
 		} else {
-			p.NOut, p.B = int(t.Dims[1]), bytesF32(data)
+			p.NOut, p.B = int(t.Dims[1]), gguf.F32Values(data)
 			if p.Rank == 0 {
 				p.Rank = int(t.Dims[0])
 			}
@@ -136,20 +134,4 @@ func Read(path string) (*LoRA, error) {
 	}
 	sort.Slice(l.Pairs, func(i, j int) bool { return l.Pairs[i].Base < l.Pairs[j].Base })
 	return l, nil
-}
-
-func f32Bytes(v []float32) []byte {
-	b := make([]byte, 4*len(v))
-	for i, x := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
-	}
-	return b
-}
-
-func bytesF32(b []byte) []float32 {
-	v := make([]float32, len(b)/4)
-	for i := range v {
-		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-	}
-	return v
 }

@@ -1,9 +1,7 @@
 package lora
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
 	"slices"
 	"time"
 
@@ -35,7 +33,7 @@ func saveCheckpoint(path string, cfg *Config, st *state) error {
 	}
 	var ts []gguf.Tensor
 	add := func(name string, v []float32) {
-		ts = append(ts, gguf.Tensor{Name: name, Dims: []uint64{uint64(len(v))}, Type: gguf.F32, Data: f32bytes(v)})
+		ts = append(ts, gguf.Tensor{Name: name, Dims: []uint64{uint64(len(v))}, Type: gguf.F32, Data: gguf.F32Data(v)})
 	}
 	for i, p := range st.params.Pairs {
 		n := WeightName(p.Layer, p.Target)
@@ -93,7 +91,7 @@ func loadCheckpoint(path string, cfg *Config, e *engine) (*state, error) {
 		if len(data) != 4*n {
 			return nil, fmt.Errorf("resume: %s: %s holds %d values, expected %d", path, name, len(data)/4, n)
 		}
-		return bytesf32(data), nil
+		return gguf.F32Values(data), nil
 	}
 	st.params = &Params{Rank: cfg.Rank, Alpha: cfg.Alpha, Scale: cfg.scale()}
 	_, hasBest := f.Tensor(WeightName(e.pairs[0].layer, e.pairs[0].target) + ".best_a")
@@ -131,20 +129,4 @@ func loadCheckpoint(path string, cfg *Config, e *engine) (*state, error) {
 		}
 	}
 	return st, nil
-}
-
-func f32bytes(v []float32) []byte {
-	b := make([]byte, 4*len(v))
-	for i, x := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
-	}
-	return b
-}
-
-func bytesf32(b []byte) []float32 {
-	v := make([]float32, len(b)/4)
-	for i := range v {
-		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-	}
-	return v
 }
