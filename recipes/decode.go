@@ -1,10 +1,10 @@
 package recipes
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -327,28 +327,10 @@ func setPath(root reflect.Value, path, text string, file string) error {
 	d := &decoder{file: "--set", lines: map[string]int{}}
 	if err := d.decode(&n, v, path); err != nil {
 		var e *Error
-		if ok := asError(err, &e); ok {
+		if errors.As(err, &e) {
 			return fmt.Errorf("--set %s=%s: %s", path, text, e.Msg)
 		}
 		return err
 	}
 	return nil
-}
-
-func asError(err error, target **Error) bool {
-	e, ok := err.(*Error)
-	if ok {
-		*target = e
-	}
-	return ok
-}
-
-// sortedKeys returns m's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

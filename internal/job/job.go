@@ -6,7 +6,6 @@ package job
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,7 +38,6 @@ type Data struct {
 	Report *datasets.Report
 	Train  []lora.Window
 	Val    []lora.Window
-	Cases  []datasets.Case
 }
 
 // LoadData reads, renders and packs the recipe's data with the base
@@ -50,24 +48,13 @@ func LoadData(r *recipes.Recipe, basePath string) (*Data, error) {
 		return nil, err
 	}
 	defer m.Close()
-	cfg := DataConfig(r)
-	rend, err := datasets.NewRenderer(m, cfg.RenderOptions)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", r.Path, err)
-	}
 	var trainEx, valEx []datasets.Example
 	d := &Data{}
-	rep, err := datasets.Scan(cfg, m, func(it datasets.Item) error {
+	rep, err := datasets.Scan(DataConfig(r), m, func(it datasets.Item) error {
 		if it.Split == datasets.TrainSplit {
 			trainEx = append(trainEx, it.Examples...)
-			return nil
-		}
-		valEx = append(valEx, it.Examples...)
-		c, err := rend.Case(it.Record)
-		if err == nil {
-			d.Cases = append(d.Cases, c)
-		} else if !errors.Is(err, datasets.ErrNoCase) {
-			return err
+		} else {
+			valEx = append(valEx, it.Examples...)
 		}
 		return nil
 	})
