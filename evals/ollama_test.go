@@ -2,152 +2,14 @@ package evals
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"go/build"
-	"io"
-	"net"
-	"net/http"
-	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/ollama/ollama/api"
 
+	"github.com/finetune-dev/finetune/internal/ollamatest"
 	"github.com/finetune-dev/finetune/internal/shared"
 )
-
-// ollamaBinary finds the Ollama server scripts/build-ollama.sh builds from
-// the ollama module this build uses: $FINETUNE_OLLAMA, else
-// $GOPATH/bin/ollama-<version>.
-func ollamaBinary() (string, string) {
-	if p := os.Getenv("FINETUNE_OLLAMA"); p != "" {
-		return p, p
-	}
-	// go.mod (one folder up from the package) pins the version; test
-	// binaries carry no module build information.
-	version := "unknown"
-	if b, err := os.ReadFile("../go.mod"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "github.com/ollama/ollama" {
-				version = f[1]
-			} else if len(f) >= 3 && f[0] == "require" && f[1] == "github.com/ollama/ollama" {
-				version = f[2]
-			}
-		}
-	}
-	gopath := build.Default.GOPATH
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil && len(strings.TrimSpace(string(out))) > 0 {
-		gopath = strings.SplitN(strings.TrimSpace(string(out)), string(os.PathListSeparator), 2)[0]
-	}
-	p := filepath.Join(gopath, "bin", "ollama-"+version)
-	return p, p
-}
-
-// ollamaServer runs `ollama serve` on a free loopback port with its own
-// model store, until the test ends.
-func ollamaServer(t *testing.T) (*url.URL, *api.Client) {
-	t.Helper()
-	bin, where := ollamaBinary()
-	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("SKIPPED: no Ollama server at %s (scripts/build-ollama.sh builds it from the pinned module; or set FINETUNE_OLLAMA)", where)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	home := t.TempDir()
-	logPath := filepath.Join(home, "serve.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve")
-	cmd.Env = append(os.Environ(), "OLLAMA_HOST="+addr, "OLLAMA_MODELS="+filepath.Join(home, "models"), "HOME="+home,
-		"OLLAMA_NUM_PARALLEL=1", "OLLAMA_MAX_LOADED_MODELS=2", "OLLAMA_NOPRUNE=1")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its runners go with it
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		pgid := cmd.Process.Pid
-		syscall.Kill(-pgid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-pgid, syscall.SIGKILL)
-			<-done
-		}
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("ollama serve log:\n%s", tail(string(b), 4000))
-		}
-	})
-	u := &url.URL{Scheme: "http", Host: addr}
-	client := api.NewClient(u, http.DefaultClient)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		v, err := client.Version(ctx)
-		cancel()
-		if err == nil {
-			t.Logf("ollama %s serving on %s", v, addr)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ollama serve did not answer within 30s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return u, client
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
-}
-
-// ollamaCreate uploads files as blobs and creates a model from them.
-func ollamaCreate(t *testing.T, client *api.Client, name, model, adapter string) {
-	t.Helper()
-	ctx := context.Background()
-	blob := func(path string) string {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sum := sha256.Sum256(b)
-		d := "sha256:" + hex.EncodeToString(sum[:])
-		f, _ := os.Open(path)
-		defer f.Close()
-		if err := client.CreateBlob(ctx, d, io.Reader(f)); err != nil {
-			t.Fatalf("uploading %s: %v", path, err)
-		}
-		return d
-	}
-	req := &api.CreateRequest{Model: name, Files: map[string]string{filepath.Base(model): blob(model)}, Template: "{{ .Prompt }}"}
-	if adapter != "" {
-		req.Adapters = map[string]string{filepath.Base(adapter): blob(adapter)}
-	}
-	stream := false
-	req.Stream = &stream
-	if err := client.Create(ctx, req, func(api.ProgressResponse) error { return nil }); err != nil {
-		t.Fatalf("creating %s: %v", name, err)
-	}
-}
 
 // TestOllamaContestant serves stories260K and the adapter trained in the
 // test from a real Ollama server built from the pinned ollama module, and
@@ -156,10 +18,11 @@ func ollamaCreate(t *testing.T, client *api.Client, name, model, adapter string)
 // model the server lacks fails alone.
 func TestOllamaContestant(t *testing.T) {
 	model := shared.Path(t, "models/stories260K.gguf")
-	u, client := ollamaServer(t)
+	srv := ollamatest.Start(t, ollamatest.Options{})
+	u := srv.URL
 	adapter, _ := tunedAdapter(t, model)
-	ollamaCreate(t, client, "stories", model, "")
-	ollamaCreate(t, client, "stories-tuned", model, adapter)
+	srv.Create(t, "stories", model, "")
+	srv.Create(t, "stories-tuned", model, adapter)
 
 	// Ollama's sampler applies a repeat penalty of 1.1 unless told
 	// otherwise; the in-process contestants have none. One thread: ggml's
