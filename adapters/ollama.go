@@ -1,0 +1,540 @@
+package adapters
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ollama/ollama/api"
+	"github.com/ollama/ollama/parser"
+
+	"github.com/finetune-dev/finetune/evals"
+	"github.com/finetune-dev/finetune/internal/atomicfile"
+	"github.com/finetune-dev/finetune/internal/gguf"
+)
+
+// PublishOptions say what to publish to which Ollama server.
+type PublishOptions struct {
+	// Host is the server (default $OLLAMA_HOST, else
+	// http://127.0.0.1:11434).
+	Host string
+	// Name is the model to create, e.g. "support-bot" or
+	// "team/support-bot:v2". A model of that name is replaced only once
+	// the new one has answered.
+	Name string
+	// Base is the GGUF the adapter was trained on; BaseSHA256 its digest
+	// as training recorded it ("" skips that check).
+	Base       string
+	BaseSHA256 string
+	// FromOllama names the Ollama model the base came from: the new
+	// model is created FROM it instead of uploading the base again.
+	FromOllama string
+	Adapter    string
+	Template   TemplateSpec
+	// Case is the smoke test's conversation, with the tokens training
+	// rendered for it when it came from the run's data; nil: a greeting.
+	Case *evals.Case
+	// MaxTokens of the smoke test's answers (0: 64).
+	MaxTokens int
+	// Options are more Ollama options for the smoke request (num_thread,
+	// num_ctx, ...).
+	Options map[string]any
+	// Threads of the local model answering the smoke test (0: every core).
+	Threads int
+	// ModelfileDir, when not "", gets a Modelfile that recreates the model
+	// with `ollama create NAME -f Modelfile`.
+	ModelfileDir string
+	Log          func(msg string, kv ...any)
+	HTTPClient   *http.Client
+}
+
+// PublishResult says what was published and how its first answer compared
+// with the tuned model run in-process.
+type PublishResult struct {
+	Model    string   `json:"model"`
+	Host     string   `json:"host"`
+	From     string   `json:"from"` // the base: "sha256:…" uploaded, or an Ollama model
+	Adapter  string   `json:"adapter_digest"`
+	Uploaded []string `json:"uploaded,omitempty"` // blobs sent
+	Present  []string `json:"present,omitempty"`  // blobs the server already had
+	Template string   `json:"template"`           // where the chat template came from
+	Stop     []string `json:"stop,omitempty"`
+	Smoke    Smoke    `json:"smoke"`
+	// Modelfile is the file written, if any.
+	Modelfile string `json:"modelfile,omitempty"`
+}
+
+// Smoke is the smoke test: one chat request to the new model, and the
+// tuned model's greedy answer to the same conversation in-process.
+type Smoke struct {
+	Prompt    string  `json:"prompt"` // the conversation's last message
+	Served    string  `json:"served"`
+	Local     string  `json:"local"`
+	Identical bool    `json:"identical"`
+	Agree     int     `json:"agree"` // characters the answers share from the start
+	ServedMS  float64 `json:"served_ms"`
+}
+
+// ModelfileName is the file PublishOllama writes into ModelfileDir.
+const ModelfileName = "Modelfile"
+
+// PublishOllama creates an Ollama model that serves the base with the
+// adapter:
+//
+//  1. the adapter is loaded with the base by the bundled llama.cpp, the
+//     engine of Ollama's runner, so a broken or mismatched adapter is
+//     refused before anything is sent (Ollama itself would accept it and
+//     fail at the first request);
+//  2. the chat template is one that renders chats exactly as training did
+//     (ResolveTemplate), with its stop parameters;
+//  3. the base GGUF (unless the base is an Ollama model, checked to be the
+//     very weights trained on) and the adapter are uploaded as blobs,
+//     skipping blobs the server has, and checked to be there after;
+//  4. the model is created under a temporary name and asked one chat
+//     request; only when it answers is it copied to Name (replacing any
+//     model of that name) and the temporary name removed;
+//  5. the tuned model's greedy answer in-process is compared with the
+//     served one.
+//
+// Nothing is written before the model answers; then the Modelfile.
+func PublishOllama(ctx context.Context, o PublishOptions) (*PublishResult, error) {
+	p, err := newPublisher(o)
+	if err != nil {
+		return nil, err
+	}
+	return p.publish(ctx)
+}
+
+type publisher struct {
+	o      PublishOptions
+	host   string
+	client *api.Client
+	http   *http.Client
+	res    *PublishResult
+}
+
+func newPublisher(o PublishOptions) (*publisher, error) {
+	if o.Name == "" {
+		return nil, errors.New("publish: no model name given (--ollama NAME, or publish.ollama in the recipe)")
+	}
+	if o.Host == "" {
+		o.Host = os.Getenv("OLLAMA_HOST")
+	}
+	if o.Host == "" {
+		o.Host = "http://127.0.0.1:11434"
+	}
+	if !strings.Contains(o.Host, "://") {
+		o.Host = "http://" + o.Host
+	}
+	u, err := url.Parse(o.Host)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("publish: Ollama host %q is not a URL (give e.g. http://127.0.0.1:11434)", o.Host)
+	}
+	if o.MaxTokens <= 0 {
+		o.MaxTokens = 64
+	}
+	if o.Log == nil {
+		o.Log = func(string, ...any) {}
+	}
+	hc := o.HTTPClient
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	host := u.String()
+	return &publisher{o: o, host: host, client: api.NewClient(u, hc), http: hc, res: &PublishResult{Model: o.Name, Host: host}}, nil
+}
+
+func (p *publisher) publish(ctx context.Context) (*PublishResult, error) {
+	o := p.o
+	if _, err := p.client.Version(ctx); err != nil {
+		return nil, p.serverError("reach", err)
+	}
+
+	// 1. The adapter in the engine Ollama's runner uses.
+	local, err := evals.NewLocal("tuned", evals.LocalOptions{
+		Model: o.Base, Adapters: []evals.AdapterSpec{{Path: o.Adapter}},
+		Settings: evals.Settings{MaxTokens: o.MaxTokens, Seed: 42}, Sequences: 1, Threads: o.Threads,
+		Template: localTemplate(o.Template.Train),
+	})
+	if err != nil {
+		msg := strings.TrimPrefix(err.Error(), "contestant tuned: ")
+		return nil, fmt.Errorf("%s does not load with %s in llama.cpp, so Ollama could not serve it either: %s; nothing was uploaded", o.Adapter, o.Base, msg)
+	}
+	defer local.Close()
+
+	// The base must be the one trained on, by digest.
+	p.o.Log("hashing the base", "file", o.Base)
+	baseDigest, baseSize, err := fileSHA256(o.Base)
+	if err != nil {
+		return nil, err
+	}
+	want, recorded := o.BaseSHA256, "the run"
+	if want == "" {
+		want, recorded = trainedBase(o.Adapter), filepath.Join(filepath.Dir(o.Adapter), "adapter.json")
+	}
+	if want != "" && !strings.HasPrefix(want, "sha256:") {
+		want = "sha256:" + want
+	}
+	if want != "" && want != baseDigest {
+		return nil, fmt.Errorf("base mismatch: %s (%s) is not the base the adapter was trained on (%s, as %s records); give the base it was trained on; nothing was uploaded",
+			o.Base, short(baseDigest), short(want), recorded)
+	}
+
+	// 2. The chat template, and 3. the blobs.
+	if o.FromOllama != "" {
+		show, err := p.client.Show(ctx, &api.ShowRequest{Model: o.FromOllama})
+		if err != nil {
+			return nil, p.serverError("find the base model "+o.FromOllama+" on", err)
+		}
+		if err := p.checkOllamaBase(show, baseDigest); err != nil {
+			return nil, err
+		}
+		o.Template.Inherited, o.Template.InheritedFrom, o.Template.InheritedStop = show.Template, o.FromOllama, stopsOf(show.Parameters)
+	}
+	if o.Template.Train == "" {
+		f, err := gguf.Open(o.Base)
+		if err != nil {
+			return nil, err
+		}
+		o.Template.Model, _ = f.String("tokenizer.chat_template")
+	}
+	tmpl, err := ResolveTemplate(o.Template)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: %w", o.Name, err)
+	}
+	p.res.Template, p.res.Stop = tmpl.Source, tmpl.Stop
+	req := &api.CreateRequest{Template: tmpl.Text}
+	if len(tmpl.Stop) > 0 {
+		req.Parameters = map[string]any{"stop": tmpl.Stop}
+	}
+	if o.FromOllama != "" {
+		req.From = o.FromOllama
+		p.res.From = o.FromOllama
+	} else {
+		d, err := p.blob(ctx, "base", o.Base, baseDigest, baseSize)
+		if err != nil {
+			return nil, err
+		}
+		req.Files = map[string]string{filepath.Base(o.Base): d}
+		p.res.From = d
+	}
+	p.o.Log("hashing the adapter", "file", o.Adapter)
+	ad, adSize, err := fileSHA256(o.Adapter)
+	if err != nil {
+		return nil, err
+	}
+	if ad, err = p.blob(ctx, "adapter", o.Adapter, ad, adSize); err != nil {
+		return nil, err
+	}
+	req.Adapters = map[string]string{filepath.Base(o.Adapter): ad}
+	p.res.Adapter = ad
+
+	// 4. Create under a temporary name; ask it; then take the name.
+	tmp := fmt.Sprintf("finetune-publish-%08x", rand.Uint32())
+	req.Model = tmp
+	o.Log("creating", "model", o.Name, "template", tmpl.Source)
+	if err := p.client.Create(ctx, req, func(r api.ProgressResponse) error { return nil }); err != nil {
+		return nil, p.serverError("create the model on", err)
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			// Remove the temporary model (not its blobs: a retry
+			// reuses them).
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			p.client.Delete(dctx, &api.DeleteRequest{Model: tmp})
+		}
+	}()
+	cs := evals.Case{Prompt: []evals.Message{{Role: "user", Content: "Hello! What can you help me with?"}}}
+	if o.Case != nil {
+		cs = *o.Case
+	} else if o.Template.Train == "none" {
+		cs.RenderedPrompt = cs.Prompt[0].Content
+	}
+	if err := p.smoke(ctx, tmp, local, cs); err != nil {
+		return nil, err
+	}
+	if err := p.client.Copy(ctx, &api.CopyRequest{Source: tmp, Destination: o.Name}); err != nil {
+		return nil, p.serverError("name the model "+o.Name+" on", err)
+	}
+	if err := p.client.Delete(ctx, &api.DeleteRequest{Model: tmp}); err != nil {
+		o.Log("could not remove the temporary model", "model", tmp, "err", err)
+	}
+	keep = true
+
+	// 5. The Modelfile for `ollama create` by hand.
+	if o.ModelfileDir != "" {
+		path := filepath.Join(o.ModelfileDir, ModelfileName)
+		if err := atomicfile.Write(path, []byte(p.modelfile(tmpl))); err != nil {
+			return p.res, fmt.Errorf("published %s, but writing %s failed: %w", o.Name, path, err)
+		}
+		p.res.Modelfile = path
+	}
+	return p.res, nil
+}
+
+// localTemplate is the template Local renders a case without tokens with.
+func localTemplate(train string) string {
+	if train == "none" {
+		return ""
+	}
+	return train
+}
+
+// smoke asks the new model one question and the tuned model in-process the
+// same, greedily.
+func (p *publisher) smoke(ctx context.Context, model string, local *evals.Local, cs evals.Case) error {
+	opts := map[string]any{"repeat_penalty": 1.0}
+	for k, v := range p.o.Options {
+		opts[k] = v
+	}
+	served, err := evals.NewOllama("served", evals.OllamaOptions{
+		Host: p.host, Model: model, Settings: evals.Settings{MaxTokens: p.o.MaxTokens, Seed: 42}, Options: opts,
+		Retry: evals.Retry{Attempts: 1, Timeout: 10 * time.Minute}, HTTPClient: p.http,
+	})
+	if err != nil {
+		return err
+	}
+	p.o.Log("asking the new model", "prompt", shorten(cs.Prompt[len(cs.Prompt)-1].Content, 60))
+	sa, err := served.Answer(ctx, cs)
+	if err != nil {
+		return p.runnerError(err)
+	}
+	la, err := local.Answer(ctx, cs)
+	if err != nil {
+		return fmt.Errorf("the tuned model in-process: %w", err)
+	}
+	s := &p.res.Smoke
+	s.Prompt = cs.Prompt[len(cs.Prompt)-1].Content
+	s.Served, s.Local, s.ServedMS = sa.Text, la.Text, float64(sa.Latency.Microseconds())/1000
+	s.Identical = sa.Text == la.Text
+	for s.Agree < len(sa.Text) && s.Agree < len(la.Text) && sa.Text[s.Agree] == la.Text[s.Agree] {
+		s.Agree++
+	}
+	return nil
+}
+
+// checkOllamaBase makes sure the Ollama model is the base the adapter was
+// trained on, by the digest of its weights.
+func (p *publisher) checkOllamaBase(show *api.ShowResponse, want string) error {
+	var digest string
+	for _, line := range strings.Split(show.Modelfile, "\n") {
+		if rest, ok := strings.CutPrefix(line, "FROM "); ok {
+			if _, hex, ok := strings.Cut(filepath.Base(strings.TrimSpace(rest)), "sha256-"); ok {
+				digest = "sha256:" + hex
+			}
+		}
+	}
+	if digest == "" {
+		return fmt.Errorf("the Ollama model %s does not say which weights it has; publish with --base FILE to upload the base GGUF", p.o.FromOllama)
+	}
+	if digest != want {
+		return fmt.Errorf("base mismatch: the Ollama model %s has weights %s but the adapter was trained on %s (%s): `ollama pull` the version trained on, or publish with --base FILE to upload that base; nothing was uploaded",
+			p.o.FromOllama, short(digest), short(want), p.o.Base)
+	}
+	return nil
+}
+
+// trainedBase is the digest of the base an adapter was trained on, as the
+// adapter.json beside it records it ("" when there is none).
+func trainedBase(adapter string) string {
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(adapter), "adapter.json"))
+	if err != nil {
+		return ""
+	}
+	var meta struct {
+		Adapter string `json:"adapter"`
+		Base    struct {
+			SHA256 string `json:"sha256"`
+		} `json:"base_model"`
+	}
+	if json.Unmarshal(b, &meta) != nil || meta.Adapter != filepath.Base(adapter) {
+		return ""
+	}
+	return meta.Base.SHA256
+}
+
+// blob uploads a file of the given digest and size unless the server has
+// it, and checks that the server has it after.
+func (p *publisher) blob(ctx context.Context, what, path, d string, size int64) (string, error) {
+	has, err := p.hasBlob(ctx, d)
+	if err != nil {
+		return "", p.serverError("check blobs on", err)
+	}
+	if has {
+		p.o.Log(what+" already on the server", "digest", short(d))
+		p.res.Present = append(p.res.Present, d)
+		return d, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	p.o.Log("uploading "+what, "file", path, "size", humanBytes(size))
+	start := time.Now()
+	if err := p.client.CreateBlob(ctx, d, &progressReader{r: f, size: size, what: what, log: p.o.Log, last: start}); err != nil {
+		return "", p.serverError("upload "+path+" to", err)
+	}
+	if has, err := p.hasBlob(ctx, d); err != nil || !has {
+		return "", fmt.Errorf("the Ollama server at %s accepted %s but does not have blob %s after: check its log and disk space", p.host, path, short(d))
+	}
+	p.o.Log("uploaded "+what, "digest", short(d), "took", time.Since(start).Round(time.Millisecond))
+	p.res.Uploaded = append(p.res.Uploaded, d)
+	return d, nil
+}
+
+// hasBlob asks the server whether it has a blob (HEAD /api/blobs/DIGEST).
+func (p *publisher) hasBlob(ctx context.Context, digest string) (bool, error) {
+	u, _ := url.Parse(p.host)
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u.JoinPath("api", "blobs", digest).String(), nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return true, nil
+	case http.StatusNotFound:
+		return false, nil
+	}
+	return false, fmt.Errorf("HEAD /api/blobs: %s", resp.Status)
+}
+
+// modelfile is the Modelfile that creates the published model by hand:
+// `ollama create NAME -f Modelfile` in the run folder.
+func (p *publisher) modelfile(t OllamaTemplate) string {
+	from := p.o.FromOllama
+	if from == "" {
+		from, _ = filepath.Abs(p.o.Base)
+	}
+	adapter := p.o.Adapter
+	if rel, err := filepath.Rel(p.o.ModelfileDir, p.o.Adapter); err == nil && !strings.HasPrefix(rel, "..") {
+		adapter = "./" + filepath.ToSlash(rel)
+	} else {
+		adapter, _ = filepath.Abs(adapter)
+	}
+	mf := parser.Modelfile{Commands: []parser.Command{{Name: "model", Args: from}, {Name: "adapter", Args: adapter}, {Name: "template", Args: t.Text}}}
+	for _, s := range t.Stop {
+		mf.Commands = append(mf.Commands, parser.Command{Name: "stop", Args: s})
+	}
+	return fmt.Sprintf("# %s: the base with the LoRA adapter, as `finetune publish` created it.\n# Recreate it with: ollama create %s -f %s\n", p.o.Name, p.o.Name, ModelfileName) + mf.String()
+}
+
+// stopsOf reads the stop parameters out of /api/show's parameter lines.
+func stopsOf(params string) []string {
+	var out []string
+	for _, line := range strings.Split(params, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "stop" {
+			v := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "stop"))
+			out = append(out, strings.Trim(v, `"`))
+		}
+	}
+	return out
+}
+
+// serverError says in one line what went wrong talking to the server and
+// what to do.
+func (p *publisher) serverError(doing string, err error) error {
+	msg := err.Error()
+	var se api.StatusError
+	if errors.As(err, &se) && se.ErrorMessage != "" {
+		msg = se.ErrorMessage
+	}
+	var ne net.Error
+	var oe *net.OpError
+	switch {
+	case strings.Contains(msg, "no space left on device"):
+		return fmt.Errorf("the Ollama server at %s is out of disk space (%s): free space where it keeps models (OLLAMA_MODELS on the server) and publish again; nothing in the run folder changed", p.host, oneLine(msg))
+	case errors.As(err, &oe) || errors.As(err, &ne) || strings.Contains(msg, "connection refused"):
+		return fmt.Errorf("cannot %s the Ollama server at %s (%s): start it with `ollama serve`, or give --host", doing, p.host, oneLine(msg))
+	}
+	return fmt.Errorf("could not %s the Ollama server at %s: %s", doing, p.host, oneLine(msg))
+}
+
+// runnerError explains a failed first request to the new model.
+func (p *publisher) runnerError(err error) error {
+	msg := oneLine(err.Error())
+	switch {
+	case strings.Contains(msg, "loras are not yet implemented"), strings.Contains(msg, "lora") && strings.Contains(msg, "not"):
+		return fmt.Errorf("the Ollama server at %s cannot apply LoRA adapters to this model: it runs it on its newer engine (OLLAMA_NEW_ENGINE is set, or the architecture requires it), which has no adapter support (%s); unset OLLAMA_NEW_ENGINE on the server, or publish a merged model: `finetune export merge RUN_DIR --out merged.gguf`, then `ollama create NAME` FROM it", p.host, msg)
+	case strings.Contains(msg, "no space left on device"):
+		return p.serverError("run the model on", err)
+	}
+	return fmt.Errorf("the Ollama server at %s created the model but it failed to answer (%s): the server's log says why; nothing was kept", p.host, msg)
+}
+
+// fileSHA256 is a file's digest as Ollama names blobs, and its size.
+func fileSHA256(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// progressReader logs an upload's progress every few seconds.
+type progressReader struct {
+	r          io.Reader
+	size, done int64
+	what       string
+	log        func(string, ...any)
+	last       time.Time
+}
+
+func (r *progressReader) Read(b []byte) (int, error) {
+	n, err := r.r.Read(b)
+	r.done += int64(n)
+	if time.Since(r.last) > 5*time.Second {
+		r.last = time.Now()
+		r.log("uploading "+r.what, "done", fmt.Sprintf("%s of %s", humanBytes(r.done), humanBytes(r.size)))
+	}
+	return n, err
+}
+
+func short(digest string) string {
+	if len(digest) > 19 {
+		return digest[:19]
+	}
+	return digest
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
