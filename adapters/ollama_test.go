@@ -36,11 +36,11 @@ var facts = [][2]string{
 }
 
 var chatRun struct {
-	once                 sync.Once
-	dir, base, adapter   string
-	other                string // another base of the same shape
-	cases                []evals.Case
-	err                  error
+	once               sync.Once
+	dir, base, adapter string
+	other              string // another base of the same shape
+	cases              []evals.Case
+	err                error
 }
 
 // tunedChat writes a ChatML test model and tunes an adapter on facts,
@@ -113,7 +113,6 @@ func tunedChat(t *testing.T) (dir, base, adapter string, cases []evals.Case) {
 	}
 	return r.dir, r.base, r.adapter, r.cases
 }
-
 
 // chatml is ChatML in Ollama's template language.
 const chatml = "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
