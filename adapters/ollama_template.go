@@ -71,6 +71,9 @@ type TemplateSpec struct {
 	// Train is the recipe's data.template: "" for the model's own, a
 	// llama.cpp built-in name, template text, or "none".
 	Train string
+	// Model is the base model's own chat template (its GGUF's
+	// tokenizer.chat_template), used when Train is "".
+	Model string
 	// Given is an Ollama template text a person chose; it is checked like
 	// any other.
 	Given string
@@ -88,7 +91,7 @@ type TemplateSpec struct {
 // agrees on every one. Candidates: the given template, else the inherited
 // one, Ollama's own pick for the model's Jinja template (what `ollama
 // create` would choose), and finetune's templates for llama.cpp built-ins.
-func ResolveTemplate(m *llama.Model, s TemplateSpec) (OllamaTemplate, error) {
+func ResolveTemplate(s TemplateSpec) (OllamaTemplate, error) {
 	if s.Train == "none" {
 		if s.Given != "" {
 			return OllamaTemplate{}, errors.New(`the adapter was trained without a chat template (template "none"): the served model must get the prompt as it is, so give no Ollama template`)
@@ -97,9 +100,9 @@ func ResolveTemplate(m *llama.Model, s TemplateSpec) (OllamaTemplate, error) {
 	}
 	train := s.Train
 	if train == "" {
-		train = m.ChatTemplate()
+		train = s.Model
 		if train == "" {
-			return OllamaTemplate{}, fmt.Errorf("%s has no chat template and the recipe names none: cannot tell how the served model must render chats", m.Path)
+			return OllamaTemplate{}, errors.New("the base model has no chat template and the recipe names none: cannot tell how the served model must render chats")
 		}
 	}
 	var want []string

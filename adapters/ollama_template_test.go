@@ -44,7 +44,7 @@ func TestResolveTemplate(t *testing.T) {
 		{"mistral-v7", "finetune's mistral-v7 template", []string{"[INST]", "[/INST]", "[SYSTEM_PROMPT]"}},
 		{"none", "plain", nil},
 	} {
-		got, err := ResolveTemplate(m, TemplateSpec{Train: tc.train})
+		got, err := ResolveTemplate(TemplateSpec{Model: m.ChatTemplate(), Train: tc.train})
 		if err != nil {
 			t.Errorf("%q: %v", tc.train, err)
 			continue
@@ -53,29 +53,29 @@ func TestResolveTemplate(t *testing.T) {
 			t.Errorf("%q: got %s with stop %q, want %s with %q", tc.train, got.Source, got.Stop, tc.source, tc.stop)
 		}
 	}
-	_, err := ResolveTemplate(m, TemplateSpec{Train: "vicuna"})
+	_, err := ResolveTemplate(TemplateSpec{Model: m.ChatTemplate(), Train: "vicuna"})
 	if err == nil || !strings.Contains(err.Error(), `the training template "vicuna"`) || !strings.Contains(err.Error(), `where training has "USER: Hi\nASSISTANT:"`) || !strings.Contains(err.Error(), "--template FILE") {
 		t.Errorf("vicuna: %v", err)
 	}
 	// A given template is checked: one that forgets the newline after
 	// the role is refused, pointing at the difference.
 	bad := "{{- range .Messages }}<|im_start|>{{ .Role }}{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
-	if _, err := ResolveTemplate(m, TemplateSpec{Given: bad}); err == nil || !strings.Contains(err.Error(), `it renders "_start|>userHi<|im_end|>`) {
+	if _, err := ResolveTemplate(TemplateSpec{Model: m.ChatTemplate(), Given: bad}); err == nil || !strings.Contains(err.Error(), `it renders "_start|>userHi<|im_end|>`) {
 		t.Errorf("bad given template: %v", err)
 	}
 	good := builtinTemplates[0].Text
-	if got, err := ResolveTemplate(m, TemplateSpec{Given: good}); err != nil || got.Source != "given" {
+	if got, err := ResolveTemplate(TemplateSpec{Model: m.ChatTemplate(), Given: good}); err != nil || got.Source != "given" {
 		t.Errorf("good given template: %+v %v", got, err)
 	}
 	// The Ollama model's own template comes first when it agrees, with
 	// its stops; not when it differs.
-	if got, err := ResolveTemplate(m, TemplateSpec{Inherited: good, InheritedFrom: "base:1b", InheritedStop: []string{"X"}}); err != nil || got.Source != "the Ollama model base:1b" || got.Stop[0] != "X" {
+	if got, err := ResolveTemplate(TemplateSpec{Model: m.ChatTemplate(), Inherited: good, InheritedFrom: "base:1b", InheritedStop: []string{"X"}}); err != nil || got.Source != "the Ollama model base:1b" || got.Stop[0] != "X" {
 		t.Errorf("inherited: %+v %v", got, err)
 	}
-	if got, err := ResolveTemplate(m, TemplateSpec{Inherited: bad, InheritedFrom: "base:1b"}); err != nil || got.Source != "Ollama's chatml template" {
+	if got, err := ResolveTemplate(TemplateSpec{Model: m.ChatTemplate(), Inherited: bad, InheritedFrom: "base:1b"}); err != nil || got.Source != "Ollama's chatml template" {
 		t.Errorf("inherited, differing: %+v %v", got, err)
 	}
-	if _, err := ResolveTemplate(m, TemplateSpec{Train: "none", Given: good}); err == nil {
+	if _, err := ResolveTemplate(TemplateSpec{Model: m.ChatTemplate(), Train: "none", Given: good}); err == nil {
 		t.Error("a template given for a model trained without one was accepted")
 	}
 }

@@ -346,3 +346,65 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// TestPublishNewEngine: a server that runs Llama models on its newer
+// engine cannot apply adapters; Ollama accepts the model and fails at the
+// first request. Publishing says so and what to do, leaves no model
+// behind, and does not touch an existing model of the name.
+func TestPublishNewEngine(t *testing.T) {
+	srv := ollamatest.Start(t, ollamatest.Options{Env: []string{"OLLAMA_NEW_ENGINE=1"}})
+	dir, base, adapter, cases := tunedChat(t)
+	srv.Create(t, "tuned", base, "")
+	ctx := context.Background()
+	digest := func() string {
+		l, err := srv.Client.List(ctx)
+		if err != nil || len(l.Models) != 1 {
+			t.Fatalf("list: %v %+v", err, l)
+		}
+		return l.Models[0].Digest
+	}
+	was := digest()
+	before := snapshot(t, dir)
+	o := publishOpts(srv, "tuned", base, adapter, &cases[0])
+	o.ModelfileDir = dir
+	_, err := PublishOllama(ctx, o)
+	if err == nil || !strings.Contains(err.Error(), "cannot apply LoRA adapters") || !strings.Contains(err.Error(), "finetune export merge") {
+		t.Fatalf("publish to a new-engine server: %v", err)
+	}
+	t.Log(err)
+	if got := models(t, srv); strings.Join(got, " ") != "tuned:latest" || digest() != was {
+		t.Errorf("models after the failed publish: %v (the old tuned changed: %v)", got, digest() != was)
+	}
+	if snapshot(t, dir) != before {
+		t.Error("the failed publish changed the run folder")
+	}
+}
+
+// TestPublishDiskFull: a server whose model store fills up during the
+// upload is reported in one line naming the cause.
+func TestPublishDiskFull(t *testing.T) {
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("SKIPPED: no unshare to give the server a small file system")
+	}
+	store := filepath.Join(t.TempDir(), "models")
+	os.MkdirAll(store, 0o755)
+	probe := exec.Command("unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=512k tmpfs "+store)
+	if out, err := probe.CombinedOutput(); err != nil {
+		t.Skipf("SKIPPED: cannot mount a small file system for the server (%v: %s); needs root or user namespaces", err, strings.TrimSpace(string(out)))
+	}
+	srv := ollamatest.Start(t, ollamatest.Options{Models: store, Wrap: func(bin string, args ...string) *exec.Cmd {
+		return exec.Command("unshare", append([]string{"-m", "sh", "-c", `mount -t tmpfs -o size=512k tmpfs "$0" && exec "$@"`, store, bin}, args...)...)
+	}})
+	dir, base, adapter, cases := tunedChat(t)
+	before := snapshot(t, dir)
+	o := publishOpts(srv, "tuned", base, adapter, &cases[0])
+	o.ModelfileDir = dir
+	_, err := PublishOllama(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), "out of disk space") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("publish to a full server: %v", err)
+	}
+	t.Log(err)
+	if snapshot(t, dir) != before {
+		t.Error("the failed publish changed the run folder")
+	}
+}
