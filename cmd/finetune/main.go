@@ -45,7 +45,7 @@ var commands = []command{
 	{"recipe", "validate a recipe, or show it resolved with defaults", runRecipe},
 	{"train", "train a recipe's LoRA adapter into a run folder", runTrain},
 	{"eval", "evaluate base, tuned and API models on the recipe's eval suite; write reports", runEval},
-	{"export", "export merge: fold an adapter into its base as a plain GGUF", runExport},
+	{"export", "merge, peft, import-peft: fold an adapter into its base; convert to/from HF PEFT", runExport},
 	{"version", "print the version", runVersion},
 }
 
