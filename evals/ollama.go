@@ -138,7 +138,9 @@ func (c *Ollama) Answer(ctx context.Context, cs Case) (Answer, error) {
 		start := time.Now()
 		var text strings.Builder
 		var final *api.ChatResponse
+		chunks := 0
 		err := c.client.Chat(ctx, req, func(r api.ChatResponse) error {
+			chunks++
 			text.WriteString(r.Message.Content)
 			if r.Done {
 				final = &r
@@ -149,9 +151,15 @@ func (c *Ollama) Answer(ctx context.Context, cs Case) (Answer, error) {
 			return ollamaError(err)
 		}
 		if final == nil {
-			// The client ends silently when the connection drops
-			// mid-response.
-			return errors.New("the response ended before the server said it was done (connection dropped?)")
+			if chunks == 0 {
+				// The client ends silently when the connection
+				// drops before the (single, unstreamed) response.
+				return errors.New("the response ended before the server said it was done (connection dropped?)")
+			}
+			// Ollama cuts an answer that repeats one token more than
+			// 30 times and sends what it has without done: the
+			// answer, as the server gives it.
+			final = &api.ChatResponse{}
 		}
 		ans = Answer{
 			Text:    text.String(),

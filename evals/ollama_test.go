@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/finetune-dev/finetune/internal/ollamatest"
 	"github.com/finetune-dev/finetune/internal/shared"
 )

@@ -46,6 +46,7 @@ var commands = []command{
 	{"train", "train a recipe's LoRA adapter into a run folder", runTrain},
 	{"eval", "evaluate base, tuned and API models on the recipe's eval suite; write reports", runEval},
 	{"export", "merge, peft, import-peft: fold an adapter into its base; convert to/from HF PEFT", runExport},
+	{"publish", "create an Ollama model from base + tuned adapter, smoke-tested", runPublish},
 	{"version", "print the version", runVersion},
 }
 

@@ -95,7 +95,10 @@ func runTrain(args []string) error {
 		fmt.Fprintf(logFile, "done: %s\n", oneLine(fmt.Sprint(kv...)))
 	}
 	fmt.Println(res.Dir)
-	return nil
+	if t.Interrupted {
+		return nil
+	}
+	return publishAfterTraining(cx, res.Dir)
 }
 
 // currentRunDir is the newest folder of runs/<name>.

@@ -220,7 +220,11 @@ func writeRunFiles(dir string, r *recipes.Recipe, base string, d *Data) error {
 	if err != nil {
 		return err
 	}
-	header := fmt.Sprintf("# Resolved from %s (defaults filled in).\n", r.Path)
+	from := r.Path
+	if abs, err := filepath.Abs(r.Path); err == nil {
+		from = abs
+	}
+	header := fmt.Sprintf("%s%s (defaults filled in).\n", resolvedFrom, from)
 	if err := atomicfile.Write(filepath.Join(dir, RecipeFile), append([]byte(header), y...)); err != nil {
 		return err
 	}

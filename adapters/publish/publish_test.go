@@ -1,4 +1,4 @@
-package adapters_test
+package publish_test
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"github.com/ollama/ollama/api"
 	"github.com/ollama/ollama/parser"
 
-	. "github.com/finetune-dev/finetune/adapters"
+	. "github.com/finetune-dev/finetune/adapters/publish"
 	"github.com/finetune-dev/finetune/datasets"
 	"github.com/finetune-dev/finetune/evals"
 	"github.com/finetune-dev/finetune/internal/llama"
@@ -121,8 +121,8 @@ const chatml = "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|i
 // with the test.
 var testOptions = map[string]any{"num_thread": 1}
 
-func publishOpts(srv *ollamatest.Server, name, base, adapter string, c *evals.Case) PublishOptions {
-	return PublishOptions{Host: srv.URL.String(), Name: name, Base: base, Adapter: adapter, Case: c, MaxTokens: 16,
+func publishOpts(srv *ollamatest.Server, name, base, adapter string, c *evals.Case) Options {
+	return Options{Host: srv.URL.String(), Name: name, Base: base, Adapter: adapter, Case: c, MaxTokens: 16,
 		Options: testOptions, Threads: 1}
 }
 
@@ -174,14 +174,14 @@ func models(t *testing.T, srv *ollamatest.Server) []string {
 // answers a trained question as the tuned model does in-process (and unlike
 // the base), and the Modelfile written beside the adapter recreates the
 // same model through the real `ollama create`.
-func TestPublishOllama(t *testing.T) {
+func TestOllama(t *testing.T) {
 	srv := ollamatest.Start(t, ollamatest.Options{})
 	dir, base, adapter, cases := tunedChat(t)
 	ctx := context.Background()
 	o := publishOpts(srv, "tuned", base, adapter, &cases[0])
 	o.ModelfileDir = dir
 	o.Log = func(msg string, kv ...any) { t.Log(append([]any{msg}, kv...)...) }
-	res, err := PublishOllama(ctx, o)
+	res, err := Ollama(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestPublishOllama(t *testing.T) {
 
 	// Again: nothing to upload.
 	o.ModelfileDir = ""
-	res, err = PublishOllama(ctx, o)
+	res, err = Ollama(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +273,7 @@ func TestPublishFromOllama(t *testing.T) {
 	}
 	o := publishOpts(srv, "team/tuned:v1", base, adapter, &cases[2])
 	o.FromOllama = "chatbase"
-	res, err := PublishOllama(ctx, o)
+	res, err := Ollama(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +285,7 @@ func TestPublishFromOllama(t *testing.T) {
 	}
 	o.FromOllama = "otherbase"
 	o.Name = "mismatch"
-	_, err = PublishOllama(ctx, o)
+	_, err = Ollama(ctx, o)
 	if err == nil || !strings.Contains(err.Error(), "base mismatch: the Ollama model otherbase has weights sha256:") {
 		t.Errorf("publishing on another base: %v", err)
 	}
@@ -315,7 +315,7 @@ func TestPublishFailures(t *testing.T) {
 	// An adapter for another base: refused before upload.
 	o := publishOpts(srv, "tuned", chatRun.other, adapter, &cases[0])
 	o.ModelfileDir = dir
-	_, err := PublishOllama(ctx, o)
+	_, err := Ollama(ctx, o)
 	check("another base, same shapes", err, "base mismatch: ")
 	// A broken adapter: refused before upload.
 	broken := filepath.Join(t.TempDir(), "broken.gguf")
@@ -323,7 +323,7 @@ func TestPublishFailures(t *testing.T) {
 	os.WriteFile(broken, b[:len(b)/2], 0o644)
 	o = publishOpts(srv, "tuned", base, broken, &cases[0])
 	o.ModelfileDir = dir
-	_, err = PublishOllama(ctx, o)
+	_, err = Ollama(ctx, o)
 	check("broken adapter", err, "nothing was uploaded")
 	blobs, _ := os.ReadDir(filepath.Join(srv.Models, "blobs"))
 	if len(blobs) != 0 {
@@ -332,7 +332,7 @@ func TestPublishFailures(t *testing.T) {
 	// Nobody listening.
 	o = publishOpts(srv, "tuned", base, adapter, &cases[0])
 	o.Host = "http://127.0.0.1:1"
-	_, err = PublishOllama(ctx, o)
+	_, err = Ollama(ctx, o)
 	check("unreachable", err, "start it with `ollama serve`, or give --host")
 	if got := models(t, srv); len(got) != 0 {
 		t.Errorf("models after failures: %v", got)
@@ -367,7 +367,7 @@ func TestPublishNewEngine(t *testing.T) {
 	before := snapshot(t, dir)
 	o := publishOpts(srv, "tuned", base, adapter, &cases[0])
 	o.ModelfileDir = dir
-	_, err := PublishOllama(ctx, o)
+	_, err := Ollama(ctx, o)
 	if err == nil || !strings.Contains(err.Error(), "cannot apply LoRA adapters") || !strings.Contains(err.Error(), "finetune export merge") {
 		t.Fatalf("publish to a new-engine server: %v", err)
 	}
@@ -399,7 +399,7 @@ func TestPublishDiskFull(t *testing.T) {
 	before := snapshot(t, dir)
 	o := publishOpts(srv, "tuned", base, adapter, &cases[0])
 	o.ModelfileDir = dir
-	_, err := PublishOllama(context.Background(), o)
+	_, err := Ollama(context.Background(), o)
 	if err == nil || !strings.Contains(err.Error(), "out of disk space") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("publish to a full server: %v", err)
 	}

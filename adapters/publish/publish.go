@@ -1,4 +1,7 @@
-package adapters
+// Package publish serves tuned adapters through Ollama: it creates an
+// Ollama model from a base and a LoRA adapter, checked before upload and
+// smoke-tested after, and writes the Modelfile that recreates it.
+package publish
 
 import (
 	"context"
@@ -20,13 +23,14 @@ import (
 	"github.com/ollama/ollama/api"
 	"github.com/ollama/ollama/parser"
 
+	"github.com/finetune-dev/finetune/adapters"
 	"github.com/finetune-dev/finetune/evals"
 	"github.com/finetune-dev/finetune/internal/atomicfile"
 	"github.com/finetune-dev/finetune/internal/gguf"
 )
 
-// PublishOptions say what to publish to which Ollama server.
-type PublishOptions struct {
+// Options say what to publish to which Ollama server.
+type Options struct {
 	// Host is the server (default $OLLAMA_HOST, else
 	// http://127.0.0.1:11434).
 	Host string
@@ -42,7 +46,7 @@ type PublishOptions struct {
 	// model is created FROM it instead of uploading the base again.
 	FromOllama string
 	Adapter    string
-	Template   TemplateSpec
+	Template   adapters.TemplateSpec
 	// Case is the smoke test's conversation, with the tokens training
 	// rendered for it when it came from the run's data; nil: a greeting.
 	Case *evals.Case
@@ -60,9 +64,9 @@ type PublishOptions struct {
 	HTTPClient   *http.Client
 }
 
-// PublishResult says what was published and how its first answer compared
+// Result says what was published and how its first answer compared
 // with the tuned model run in-process.
-type PublishResult struct {
+type Result struct {
 	Model    string   `json:"model"`
 	Host     string   `json:"host"`
 	From     string   `json:"from"` // the base: "sha256:…" uploaded, or an Ollama model
@@ -79,18 +83,21 @@ type PublishResult struct {
 // Smoke is the smoke test: one chat request to the new model, and the
 // tuned model's greedy answer to the same conversation in-process.
 type Smoke struct {
-	Prompt    string  `json:"prompt"` // the conversation's last message
-	Served    string  `json:"served"`
-	Local     string  `json:"local"`
-	Identical bool    `json:"identical"`
-	Agree     int     `json:"agree"` // characters the answers share from the start
-	ServedMS  float64 `json:"served_ms"`
+	Prompt    string `json:"prompt"` // the conversation's last message
+	Served    string `json:"served"`
+	Local     string `json:"local"`
+	Identical bool   `json:"identical"`
+	// Prefix: the served answer is the start of the in-process one
+	// (Ollama stops answers that repeat one token over 30 times).
+	Prefix   bool    `json:"prefix,omitempty"`
+	Agree    int     `json:"agree"` // characters the answers share from the start
+	ServedMS float64 `json:"served_ms"`
 }
 
-// ModelfileName is the file PublishOllama writes into ModelfileDir.
+// ModelfileName is the file Ollama writes into ModelfileDir.
 const ModelfileName = "Modelfile"
 
-// PublishOllama creates an Ollama model that serves the base with the
+// Ollama creates an Ollama model that serves the base with the
 // adapter:
 //
 //  1. the adapter is loaded with the base by the bundled llama.cpp, the
@@ -109,7 +116,7 @@ const ModelfileName = "Modelfile"
 //     served one.
 //
 // Nothing is written before the model answers; then the Modelfile.
-func PublishOllama(ctx context.Context, o PublishOptions) (*PublishResult, error) {
+func Ollama(ctx context.Context, o Options) (*Result, error) {
 	p, err := newPublisher(o)
 	if err != nil {
 		return nil, err
@@ -118,14 +125,14 @@ func PublishOllama(ctx context.Context, o PublishOptions) (*PublishResult, error
 }
 
 type publisher struct {
-	o      PublishOptions
+	o      Options
 	host   string
 	client *api.Client
 	http   *http.Client
-	res    *PublishResult
+	res    *Result
 }
 
-func newPublisher(o PublishOptions) (*publisher, error) {
+func newPublisher(o Options) (*publisher, error) {
 	if o.Name == "" {
 		return nil, errors.New("publish: no model name given (--ollama NAME, or publish.ollama in the recipe)")
 	}
@@ -153,10 +160,10 @@ func newPublisher(o PublishOptions) (*publisher, error) {
 		hc = http.DefaultClient
 	}
 	host := u.String()
-	return &publisher{o: o, host: host, client: api.NewClient(u, hc), http: hc, res: &PublishResult{Model: o.Name, Host: host}}, nil
+	return &publisher{o: o, host: host, client: api.NewClient(u, hc), http: hc, res: &Result{Model: o.Name, Host: host}}, nil
 }
 
-func (p *publisher) publish(ctx context.Context) (*PublishResult, error) {
+func (p *publisher) publish(ctx context.Context) (*Result, error) {
 	o := p.o
 	if _, err := p.client.Version(ctx); err != nil {
 		return nil, p.serverError("reach", err)
@@ -210,7 +217,7 @@ func (p *publisher) publish(ctx context.Context) (*PublishResult, error) {
 		}
 		o.Template.Model, _ = f.String("tokenizer.chat_template")
 	}
-	tmpl, err := ResolveTemplate(o.Template)
+	tmpl, err := adapters.ResolveTemplate(o.Template)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", o.Name, err)
 	}
@@ -320,10 +327,14 @@ func (p *publisher) smoke(ctx context.Context, model string, local *evals.Local,
 	s := &p.res.Smoke
 	s.Prompt = cs.Prompt[len(cs.Prompt)-1].Content
 	s.Served, s.Local, s.ServedMS = sa.Text, la.Text, float64(sa.Latency.Microseconds())/1000
-	s.Identical = sa.Text == la.Text
-	for s.Agree < len(sa.Text) && s.Agree < len(la.Text) && sa.Text[s.Agree] == la.Text[s.Agree] {
+	// Bytes that are not UTF-8 (a byte-level token cut off) are dropped by
+	// Ollama's runner and kept by the in-process decoder.
+	st, lt := strings.ToValidUTF8(sa.Text, ""), strings.ToValidUTF8(la.Text, "")
+	s.Identical = st == lt
+	for s.Agree < len(st) && s.Agree < len(lt) && st[s.Agree] == lt[s.Agree] {
 		s.Agree++
 	}
+	s.Prefix = !s.Identical && st != "" && strings.HasPrefix(lt, st)
 	return nil
 }
 
@@ -420,7 +431,7 @@ func (p *publisher) hasBlob(ctx context.Context, digest string) (bool, error) {
 
 // modelfile is the Modelfile that creates the published model by hand:
 // `ollama create NAME -f Modelfile` in the run folder.
-func (p *publisher) modelfile(t OllamaTemplate) string {
+func (p *publisher) modelfile(t adapters.OllamaTemplate) string {
 	from := p.o.FromOllama
 	if from == "" {
 		from, _ = filepath.Abs(p.o.Base)
@@ -517,6 +528,13 @@ func (r *progressReader) Read(b []byte) (int, error) {
 		r.log("uploading "+r.what, "done", fmt.Sprintf("%s of %s", humanBytes(r.done), humanBytes(r.size)))
 	}
 	return n, err
+}
+
+func shorten(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }
 
 func short(digest string) string {

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+
+	"github.com/charmbracelet/log"
+
+	"github.com/finetune-dev/finetune/adapters"
+	"github.com/finetune-dev/finetune/adapters/publish"
+	"github.com/finetune-dev/finetune/internal/job"
+)
+
+func runPublish(args []string) error {
+	fs := newFlags("publish", "RUN_DIR|ADAPTER.gguf [--ollama NAME] [--host URL] [--base FILE|ollama:NAME] [--template FILE]",
+		"Create an Ollama model that serves the base with the tuned adapter. The adapter is checked\n"+
+			"against its base with llama.cpp before anything is sent; base and adapter go up as blobs\n"+
+			"(skipped when the server has them); the chat template and stops are ones that render chats\n"+
+			"exactly as training did; the new model answers one eval case before it takes the name, and\n"+
+			"its answer is compared with the tuned model's in-process. A run folder gets a Modelfile\n"+
+			"(for `ollama create NAME -f Modelfile`) and publish.json.")
+	name := fs.String("ollama", "", "model name to create, e.g. support-bot or team/support-bot:v2 (default: the recipe's publish.ollama)")
+	host := fs.String("host", "", "Ollama server (default: the recipe's publish.host, $OLLAMA_HOST, http://127.0.0.1:11434)")
+	base := fs.String("base", "", "base model: a GGUF file, or ollama:NAME to create FROM that Ollama model (default: the run's base)")
+	tmplFile := fs.String("template", "", "file holding the Ollama chat template to serve with (checked against training's)")
+	verbose := verboseFlag(fs)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	setVerbose(*verbose)
+	if len(pos) != 1 {
+		return usageErr("publish takes one run folder or adapter file, got %d arguments", len(pos))
+	}
+	var tmpl string
+	if *tmplFile != "" {
+		b, err := os.ReadFile(*tmplFile)
+		if err != nil {
+			return fmt.Errorf("--template: %w", err)
+		}
+		tmpl = string(b)
+	}
+	loadBackends()
+	warnSIMD()
+	cx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	o := job.PublishOptions{Name: *name, Host: *host, Base: *base, Template: tmpl, Log: func(msg string, kv ...any) { log.Info(msg, kv...) }}
+
+	target := pos[0]
+	if st, err := os.Stat(target); err == nil && st.IsDir() {
+		run, err := job.OpenRun(target)
+		if err != nil {
+			return err
+		}
+		res, err := job.Publish(cx, run, o)
+		if err != nil {
+			return err
+		}
+		printPublished(os.Stdout, res)
+		return nil
+	}
+	// A lone adapter file: the base must be given.
+	if _, err := os.Stat(target); err != nil {
+		return fmt.Errorf("%s: no such run folder or adapter file", target)
+	}
+	if *base == "" {
+		return usageErr("--base is required with an adapter file")
+	}
+	if *name == "" {
+		return usageErr("--ollama NAME is required with an adapter file")
+	}
+	po := publish.Options{Name: *name, Host: *host, Adapter: target, Template: adapters.TemplateSpec{Given: tmpl}, Log: o.Log}
+	if n, ok := strings.CutPrefix(*base, "ollama:"); ok {
+		return usageErr("with an adapter file, give --base as the GGUF file trained on (ollama:%s needs a run folder, which records the file)", n)
+	}
+	po.Base = *base
+	res, err := publish.Ollama(cx, po)
+	if err != nil {
+		return err
+	}
+	printPublished(os.Stdout, res)
+	return nil
+}
+
+// printPublished tells a person what was published and how its first
+// answer compared.
+func printPublished(w io.Writer, r *publish.Result) {
+	fmt.Fprintf(w, "published %s to %s\n", r.Model, r.Host)
+	state := func(d string) string {
+		for _, u := range r.Uploaded {
+			if u == d {
+				return "uploaded"
+			}
+		}
+		return "already on the server"
+	}
+	if strings.HasPrefix(r.From, "sha256:") {
+		fmt.Fprintf(w, "  base       %s (%s)\n", r.From[:19], state(r.From))
+	} else {
+		fmt.Fprintf(w, "  base       Ollama model %s\n", r.From)
+	}
+	fmt.Fprintf(w, "  adapter    %s (%s)\n", r.Adapter[:19], state(r.Adapter))
+	fmt.Fprintf(w, "  template   %s", r.Template)
+	if len(r.Stop) > 0 {
+		fmt.Fprintf(w, "; stop %s", strings.Join(quoteAll(r.Stop), " "))
+	}
+	fmt.Fprintln(w)
+	s := r.Smoke
+	fmt.Fprintf(w, "  asked      %q\n  served     %q (%.0f ms)\n  in-process %q\n", s.Prompt, s.Served, s.ServedMS, s.Local)
+	switch {
+	case s.Identical:
+		fmt.Fprintln(w, "  check      identical answers")
+	case s.Prefix:
+		fmt.Fprintln(w, "  check      identical as far as the served answer goes (Ollama stops answers that repeat one token over 30 times)")
+	default:
+		fmt.Fprintf(w, "  check      answers differ after %d characters (numerics of another device or build can do this; look if it is early)\n", s.Agree)
+	}
+	if r.Modelfile != "" {
+		fmt.Fprintf(w, "  Modelfile  %s\n", r.Modelfile)
+	}
+	fmt.Fprintf(w, "run it: ollama run %s\n", r.Model)
+}
+
+func quoteAll(xs []string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = fmt.Sprintf("%q", x)
+	}
+	return out
+}
+
+// publishAfterTraining publishes a run when its recipe has a publish
+// section; a failure keeps the run and says how to retry.
+func publishAfterTraining(cx context.Context, dir string) error {
+	run, err := job.OpenRun(dir)
+	if err != nil {
+		return err
+	}
+	if run.Recipe == nil || run.Recipe.Publish.Ollama == "" {
+		return nil
+	}
+	log.Info("publishing", "ollama", run.Recipe.Publish.Ollama)
+	res, err := job.Publish(cx, run, job.PublishOptions{Log: func(msg string, kv ...any) { log.Info(msg, kv...) }})
+	if err != nil {
+		return fmt.Errorf("training finished (%s), but publishing failed: %w; retry with: finetune publish %s", dir, err, filepath.Clean(dir))
+	}
+	printPublished(os.Stderr, res)
+	return nil
+}

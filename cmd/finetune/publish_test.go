@@ -1,0 +1,86 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/finetune-dev/finetune/adapters/publish"
+	"github.com/finetune-dev/finetune/internal/ollamatest"
+	"github.com/finetune-dev/finetune/internal/shared"
+)
+
+// TestTrainPublishes: a recipe with a publish section is published to a
+// real Ollama server after training (Modelfile and publish.json in the run
+// folder, the model on the server, smoke-tested on the first eval case);
+// `finetune publish` publishes the run again under another name without
+// uploading anything; a failed publish is one line and changes nothing.
+func TestTrainPublishes(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	srv := ollamatest.Start(t, ollamatest.Options{})
+	recipe := qaRecipe(t, model, fmt.Sprintf("publish:\n  ollama: qa-tuned\n  host: %s\n", srv.URL))
+	out := filepath.Join(t.TempDir(), "run")
+	r := cli(t, "train", recipe, "--out", out)
+	if r.code != 0 || strings.TrimSpace(r.stdout) != out {
+		t.Fatalf("train (%d) printed %q:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "published qa-tuned to "+srv.URL.String()) || !strings.Contains(r.stderr, `asked      "Q: Which planet is red?\nA:"`) {
+		t.Errorf("train's publish output:\n%s", r.stderr)
+	}
+	var res publish.Result
+	b, err := os.ReadFile(filepath.Join(out, "publish.json"))
+	if err != nil || json.Unmarshal(b, &res) != nil {
+		t.Fatalf("publish.json: %v %s", err, b)
+	}
+	if res.Model != "qa-tuned" || len(res.Uploaded) != 2 || res.Template != "plain" || !(res.Smoke.Identical || res.Smoke.Prefix) || res.Smoke.Served == "" {
+		t.Errorf("publish.json: %+v", res)
+	}
+	mf, _ := os.ReadFile(filepath.Join(out, "Modelfile"))
+	if !strings.Contains(string(mf), "FROM "+model) || !strings.Contains(string(mf), "ADAPTER ./adapter.gguf") || !strings.Contains(string(mf), "TEMPLATE {{ .Prompt }}") {
+		t.Errorf("Modelfile:\n%s", mf)
+	}
+
+	before := snapshotDir(t, out)
+	r = cli(t, "publish", out, "--ollama", "qa-again", "--host", srv.URL.String())
+	if r.code != 0 || strings.Count(r.stdout, "(already on the server)") != 2 || !strings.Contains(r.stdout, "check      identical") || !strings.Contains(r.stdout, "run it: ollama run qa-again") {
+		t.Fatalf("publish again (%d):\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	before = snapshotDir(t, out) // publish.json and the Modelfile were rewritten
+	r = cli(t, "publish", out, "--ollama", "qa-nowhere", "--host", "http://127.0.0.1:1")
+	wantCleanError(t, r, "cannot reach the Ollama server at http://127.0.0.1:1", "start it with `ollama serve`, or give --host")
+	r = cli(t, "publish", out, "--ollama", "qa-other", "--host", srv.URL.String(), "--base", filepath.Join(filepath.Dir(model), "..", "models", "stories260K.gguf.missing"))
+	wantCleanError(t, r, "stories260K.gguf.missing")
+	if after := snapshotDir(t, out); after != before {
+		t.Errorf("failed publishes changed the run folder:\n%s\nwas\n%s", after, before)
+	}
+	l, err := srv.Client.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range l.Models {
+		names = append(names, m.Name)
+	}
+	sort.Strings(names)
+	if strings.Join(names, " ") != "qa-again:latest qa-tuned:latest" {
+		t.Errorf("models on the server: %v", names)
+	}
+}
+
+func snapshotDir(t *testing.T, dir string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		fi, _ := e.Info()
+		out = append(out, fmt.Sprintf("%s %d %d", e.Name(), fi.Size(), fi.ModTime().UnixNano()))
+	}
+	return strings.Join(out, "\n")
+}
