@@ -2,9 +2,12 @@ package recipes
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/ollama/ollama/types/model"
 )
 
 // The projections LoRA can adapt (lora.Targets; repeated here so recipes
@@ -251,6 +254,14 @@ func (r *Recipe) check() error {
 	}
 	if g := r.Eval.Generation; g.MaxTokens < 0 || *g.Temperature < 0 {
 		return r.errAt("eval.generation", "max_tokens and temperature must not be negative")
+	}
+	if p := r.Publish; p.Ollama != "" && !model.ParseName(p.Ollama).IsValid() {
+		return r.errAt("publish.ollama", "%q is not an Ollama model name (like support-bot, team/support-bot or support-bot:v2)", p.Ollama)
+	}
+	if h := r.Publish.Host; h != "" {
+		if u, err := url.Parse(h); err != nil || (strings.Contains(h, "://") && u.Host == "") {
+			return r.errAt("publish.host", "%q is not a URL (like http://127.0.0.1:11434)", h)
+		}
 	}
 	return nil
 }

@@ -120,6 +120,16 @@ func TestErrorsNameTheLine(t *testing.T) {
 	}
 }
 
+// TestPublishSection: publish.ollama must be a name Ollama takes.
+func TestPublishSection(t *testing.T) {
+	if _, err := Load(write(t, good), []string{"publish.ollama=team/support-bot:v2", "publish.host=http://127.0.0.1:11434"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(write(t, good), []string{"publish.ollama=support bot!"}); err == nil || !strings.Contains(err.Error(), `publish.ollama: "support bot!" is not an Ollama model name`) {
+		t.Fatalf("bad name: %v", err)
+	}
+}
+
 func TestMissingFileAndEmpty(t *testing.T) {
 	if _, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), nil); err == nil || !strings.Contains(err.Error(), "no such recipe file") {
 		t.Fatalf("missing file: %v", err)

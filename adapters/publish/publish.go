@@ -22,6 +22,7 @@ import (
 
 	"github.com/ollama/ollama/api"
 	"github.com/ollama/ollama/parser"
+	"github.com/ollama/ollama/types/model"
 
 	"github.com/finetune-dev/finetune/adapters"
 	"github.com/finetune-dev/finetune/evals"
@@ -135,6 +136,9 @@ type publisher struct {
 func newPublisher(o Options) (*publisher, error) {
 	if o.Name == "" {
 		return nil, errors.New("publish: no model name given (--ollama NAME, or publish.ollama in the recipe)")
+	}
+	if !model.ParseName(o.Name).IsValid() {
+		return nil, fmt.Errorf("publish: %q is not an Ollama model name (like support-bot, team/support-bot or support-bot:v2)", o.Name)
 	}
 	if o.Host == "" {
 		o.Host = os.Getenv("OLLAMA_HOST")

@@ -329,6 +329,10 @@ func TestPublishFailures(t *testing.T) {
 	if len(blobs) != 0 {
 		t.Errorf("the server got %d blobs from refused publishes", len(blobs))
 	}
+	// A name Ollama does not take.
+	o = publishOpts(srv, "bad name!", base, adapter, &cases[0])
+	_, err = Ollama(ctx, o)
+	check("bad name", err, `"bad name!" is not an Ollama model name`)
 	// Nobody listening.
 	o = publishOpts(srv, "tuned", base, adapter, &cases[0])
 	o.Host = "http://127.0.0.1:1"
