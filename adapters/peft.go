@@ -68,10 +68,10 @@ func hfModule(weight string) (string, error) {
 	if weight == "output.weight" {
 		return "lm_head", nil
 	}
-	rest, _ := strings.CutPrefix(weight, "blk.")
+	rest, isBlock := strings.CutPrefix(weight, "blk.")
 	n, name, _ := strings.Cut(rest, ".")
 	name, isWeight := strings.CutSuffix(name, ".weight")
-	if _, err := strconv.ParseUint(n, 10, 31); err == nil && isWeight && strings.HasPrefix(weight, "blk.") {
+	if _, err := strconv.ParseUint(n, 10, 31); err == nil && isBlock && isWeight {
 		for _, m := range blockModules {
 			if m[0] == name {
 				return "model.layers." + n + "." + m[1], nil
@@ -181,6 +181,9 @@ func checkFits(l *LoRA, base *gguf.File, path string) error {
 	}
 	for _, p := range l.Pairs {
 		w, ok := base.Tensor(p.Base)
+		if !ok && p.Base == "output.weight" {
+			return fmt.Errorf("%s: adapts the output head (lm_head), but the base model %s ties it to the token embedding, which llama.cpp cannot adapt; train without lm_head", path, base.Path)
+		}
 		if !ok {
 			return fmt.Errorf("%s: adapts %s, which the base model %s does not have (wrong base model?)", path, p.Base, base.Path)
 		}
@@ -349,7 +352,7 @@ func prepareOutDir(dir string) error {
 // writeFiles writes each file to a temporary file in dir, syncs them all,
 // then renames them into place, so that a failure leaves the folder as it
 // was and a reader never sees a partly written file.
-func writeFiles(dir string, files map[string][]byte) (err error) {
+func writeFiles(dir string, files map[string][]byte) error {
 	tmps := map[string]string{}
 	defer func() {
 		for _, tmp := range tmps {
@@ -465,11 +468,10 @@ func readSafetensors(path string) (map[string]stValue, error) {
 		}
 		count := int64(1)
 		for _, d := range e.Shape {
-			if d < 0 || d > len(data) {
-				return nil, fmt.Errorf("%s: tensor %s has shape %v, which the file cannot hold", path, name, e.Shape)
+			if d < 0 || d > 0 && count > int64(len(data))/int64(d) {
+				return nil, fmt.Errorf("%s: tensor %s has shape %v, which the file cannot hold (corrupt file?)", path, name, e.Shape)
 			}
 			count *= int64(d)
-			count = min(count, int64(len(data))+1) // no overflow; still too big
 		}
 		begin, end := e.Offsets[0], e.Offsets[1]
 		if begin < 0 || end < begin || end > int64(len(data)) || end-begin != count*int64(st.size) {

@@ -2,6 +2,8 @@ package adapters
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -14,8 +16,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ollama/ollama/api"
+
 	"github.com/finetune-dev/finetune/internal/ggml"
 	"github.com/finetune-dev/finetune/internal/gguf"
+	"github.com/finetune-dev/finetune/internal/ollamatest"
+	"github.com/finetune-dev/finetune/internal/shared"
 	"github.com/finetune-dev/finetune/internal/testmodel"
 )
 
@@ -745,7 +751,201 @@ func TestExportPEFTErrors(t *testing.T) {
 	wantErr(t, ExportPEFT(embd, base, filepath.Join(t.TempDir(), "p"), ExportOptions{}), embd, "token_embd.weight", "no Hugging Face name")
 	deep := writeAdapter(t, &LoRA{Architecture: "llama", Alpha: 8, Pairs: []Pair{randomPair(rng, "blk.5.attn_v.weight", 64, 32, 4, 0.1)}})
 	wantErr(t, ExportPEFT(deep, base, filepath.Join(t.TempDir(), "p"), ExportOptions{}), deep, "blk.5.attn_v.weight", "wrong base model")
+	tied := filepath.Join(t.TempDir(), "tied.gguf")
+	if err := testmodel.Write(tied, testmodel.Config{Layers: 2, Embd: 64, Heads: 4, KVHeads: 2, FF: 96, TiedOutput: true}); err != nil {
+		t.Fatal(err)
+	}
+	head := writeAdapter(t, &LoRA{Architecture: "llama", Alpha: 8, Pairs: []Pair{randomPair(rng, "output.weight", 64, 259, 4, 0.1)}})
+	wantErr(t, ExportPEFT(head, tied, filepath.Join(t.TempDir(), "p"), ExportOptions{}), head, "ties it to the token embedding", "without lm_head")
 	notDir := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(notDir, nil, 0o644)
 	wantErr(t, ExportPEFT(writeAdapter(t, randomAdapter(rng, 8)), base, notDir, ExportOptions{}), notDir, "new or empty folder")
+}
+
+// f16Adapter is a random adapter on stories260K's blocks for the given
+// weights, B divided by div, with values exact in F16 (Ollama's converter
+// stores PEFT tensors as F16).
+func f16Adapter(rng *rand.Rand, div float32, weights ...string) *LoRA {
+	shapes := map[string][2]int{"attn_q": {64, 64}, "attn_k": {64, 32}, "attn_v": {64, 32}, "attn_output": {64, 64},
+		"ffn_gate": {64, 172}, "ffn_up": {64, 172}, "ffn_down": {172, 64}}
+	l := &LoRA{Architecture: "llama", Alpha: 8}
+	for b := 0; b < 5; b++ {
+		for _, w := range weights {
+			s := shapes[w]
+			p := Pair{Base: fmt.Sprintf("blk.%d.%s.weight", b, w), NIn: s[0], NOut: s[1], Rank: 4, A: exactRandom(rng, 4*s[0]), B: exactRandom(rng, 4*s[1])}
+			for i := range p.B {
+				p.B[i] /= div
+			}
+			l.Pairs = append(l.Pairs, p)
+		}
+	}
+	sort.Slice(l.Pairs, func(i, j int) bool { return l.Pairs[i].Base < l.Pairs[j].Base })
+	return l
+}
+
+// uploadBlob uploads a file to the server and returns its digest.
+func uploadBlob(t *testing.T, srv *ollamatest.Server, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := fmt.Sprintf("sha256:%x", sha256.Sum256(data))
+	if err := srv.Client.CreateBlob(context.Background(), d, bytes.NewReader(data)); err != nil {
+		t.Fatalf("uploading %s: %v", path, err)
+	}
+	return d
+}
+
+// createFromPEFT creates a model from a GGUF base and a PEFT adapter
+// folder, which Ollama converts with its own safetensors adapter code.
+func createFromPEFT(t *testing.T, srv *ollamatest.Server, name, base, dir string) {
+	t.Helper()
+	stream := false
+	req := &api.CreateRequest{Model: name, Stream: &stream, Template: "{{ .Prompt }}",
+		Files: map[string]string{filepath.Base(base): uploadBlob(t, srv, base)},
+		Adapters: map[string]string{
+			PEFTWeightsFile: uploadBlob(t, srv, filepath.Join(dir, PEFTWeightsFile)),
+			PEFTConfigFile:  uploadBlob(t, srv, filepath.Join(dir, PEFTConfigFile)),
+		}}
+	if err := srv.Client.Create(context.Background(), req, func(api.ProgressResponse) error { return nil }); err != nil {
+		t.Fatalf("creating %s from the PEFT adapter: %v", name, err)
+	}
+}
+
+// greedy returns a model's greedy continuation of a prompt and the log
+// probability of each token it chose.
+func greedy(t *testing.T, srv *ollamatest.Server, model string) (string, []float64) {
+	t.Helper()
+	stream := false
+	req := &api.GenerateRequest{Model: model, Prompt: "Once upon a time", Stream: &stream, Logprobs: true,
+		Options: map[string]any{"temperature": 0, "repeat_penalty": 1, "num_thread": 1, "num_predict": 32, "seed": 1}}
+	var text string
+	var lps []float64
+	err := srv.Client.Generate(context.Background(), req, func(r api.GenerateResponse) error {
+		text += r.Response
+		for _, lp := range r.Logprobs {
+			lps = append(lps, lp.Logprob)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("generating with %s: %v", model, err)
+	}
+	return text, lps
+}
+
+// ollamaAdapter returns the GGUF adapter Ollama made for a model, as
+// float32 tensors by name, and its alpha.
+func ollamaAdapter(t *testing.T, srv *ollamatest.Server, model string) (map[string][]float32, float64) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(srv.Models, "manifests", "registry.ollama.ai", "library", model, "latest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Layers []struct{ MediaType, Digest string }
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range m.Layers {
+		if l.MediaType != "application/vnd.ollama.image.adapter" {
+			continue
+		}
+		f, err := gguf.Open(filepath.Join(srv.Models, "blobs", strings.Replace(l.Digest, ":", "-", 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string][]float32{}
+		for _, ti := range f.Tensors {
+			data, err := f.ReadTensorData(ti.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out[ti.Name], err = ggml.Decode(ggml.Type(ti.Type), data, int(ti.Dims[0])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		alpha, _ := f.Float("adapter.lora.alpha")
+		return out, alpha
+	}
+	t.Fatalf("%s has no adapter layer", model)
+	return nil, 0
+}
+
+// TestPEFTOllama hands exported PEFT adapters to a real Ollama server,
+// whose own converter turns them into GGUF adapters, and compares the
+// model's greedy answer with the same adapter given as GGUF. On v, o and
+// the feed-forward weights the two must agree. On q and k, Ollama's
+// converter permutes lora_A where PEFT's layout needs lora_B permuted (and
+// takes head_count_kv from a key PEFT does not write): that is measured
+// and logged, not asserted.
+func TestPEFTOllama(t *testing.T) {
+	base := shared.Path(t, "models/stories260K.gguf")
+	srv := ollamatest.Start(t, ollamatest.Options{})
+	srv.Create(t, "plain", base, "")
+	plain, _ := greedy(t, srv, "plain")
+	rng := rand.New(rand.NewPCG(10, 10))
+	// B is scaled so that the adapter changes the story but leaves it a story.
+	for _, c := range []struct {
+		name    string
+		div     float32
+		weights []string
+		assert  bool
+	}{
+		{"v-o-ffn", 64, []string{"attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}, true},
+		{"q-k", 32, []string{"attn_q", "attn_k"}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l := f16Adapter(rng, c.div, c.weights...)
+			adapter := writeAdapter(t, l)
+			dir := filepath.Join(t.TempDir(), "peft")
+			if err := ExportPEFT(adapter, base, dir, ExportOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			srv.Create(t, "gguf-"+c.name, base, adapter)
+			createFromPEFT(t, srv, "peft-"+c.name, base, dir)
+			// What Ollama's converter made of the PEFT files, against the GGUF.
+			conv, alpha := ollamaAdapter(t, srv, "peft-"+c.name)
+			dA, dB := map[string]float64{}, map[string]float64{}
+			for _, p := range l.Pairs {
+				kind := strings.Split(p.Base, ".")[2]
+				dA[kind] = math.Max(dA[kind], maxDiff(conv[p.Base+".lora_a"], p.A))
+				dB[kind] = math.Max(dB[kind], maxDiff(conv[p.Base+".lora_b"], p.B))
+				if len(conv[p.Base+".lora_a"]) != len(p.A) || len(conv[p.Base+".lora_b"]) != len(p.B) {
+					t.Fatalf("%s: Ollama made lora_a of %d values and lora_b of %d, want %d and %d", p.Base, len(conv[p.Base+".lora_a"]), len(conv[p.Base+".lora_b"]), len(p.A), len(p.B))
+				}
+			}
+			t.Logf("Ollama's conversion: alpha %g (GGUF %g); max |Δ| against the GGUF adapter: lora_a %v, lora_b %v", alpha, l.Alpha, dA, dB)
+			if c.assert {
+				for k := range dA {
+					if dA[k] != 0 || dB[k] != 0 || alpha != float64(l.Alpha) {
+						t.Errorf("%s: Ollama's tensors differ from the GGUF adapter's", k)
+					}
+				}
+			}
+			want, wantLP := greedy(t, srv, "gguf-"+c.name)
+			got, gotLP := greedy(t, srv, "peft-"+c.name)
+			same := 0
+			for same < min(len(got), len(want)) && got[same] == want[same] {
+				same++
+			}
+			d := 0.0
+			for i := range min(len(gotLP), len(wantLP)) {
+				d = math.Max(d, math.Abs(gotLP[i]-wantLP[i]))
+			}
+			t.Logf("base alone:     %q", plain)
+			t.Logf("GGUF adapter:   %q", want)
+			t.Logf("PEFT adapter:   %q", got)
+			t.Logf("%s: answers equal %v (first %d of %d bytes agree); max |Δ logprob| of chosen tokens %.2e over %d tokens",
+				c.name, got == want, same, len(want), d, min(len(gotLP), len(wantLP)))
+			if want == plain {
+				t.Fatalf("the adapter does not change the answer: the comparison would prove nothing")
+			}
+			if c.assert && got != want {
+				t.Fatalf("Ollama's answer with the PEFT adapter differs from the GGUF adapter's")
+			}
+		})
+	}
 }
