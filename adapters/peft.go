@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -303,7 +304,7 @@ func exportConfig(alpha float32, ranks map[string]int, baseName string) peftConf
 	c := peftConfig{
 		PeftType: "LORA", TaskType: "CAUSAL_LM", BaseModel: baseName,
 		R: common, LoraAlpha: json.Number(strconv.FormatFloat(float64(alpha), 'g', -1, 32)),
-		TargetModules: sortedKeys(targets), RankPattern: map[string]int{}, AlphaPattern: map[string]float64{},
+		TargetModules: slices.Sorted(maps.Keys(targets)), RankPattern: map[string]int{}, AlphaPattern: map[string]float64{},
 		Bias: "none", InferenceMode: true,
 	}
 	if alpha == 0 {
@@ -319,15 +320,6 @@ func exportConfig(alpha float32, ranks map[string]int, baseName string) peftConf
 		}
 	}
 	return c
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // prepareOutDir makes dir, or checks that it holds nothing but the files of
@@ -359,7 +351,7 @@ func writeFiles(dir string, files map[string][]byte) error {
 			os.Remove(tmp)
 		}
 	}()
-	for _, name := range sortedKeys(files) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		f, err := os.CreateTemp(dir, "."+name+".tmp-*")
 		if err != nil {
 			return err
@@ -379,7 +371,7 @@ func writeFiles(dir string, files map[string][]byte) error {
 			return fmt.Errorf("writing %s: %w", filepath.Join(dir, name), err)
 		}
 	}
-	for _, name := range sortedKeys(files) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		if err := os.Rename(tmps[name], filepath.Join(dir, name)); err != nil {
 			return fmt.Errorf("writing %s: %w", filepath.Join(dir, name), err)
 		}
@@ -692,7 +684,7 @@ func peftPairs(tensors map[string]stValue, cfg *importConfig, path string) (map[
 	}
 	type ab struct{ a, b string }
 	names := map[string]*ab{}
-	for _, name := range sortedKeys(tensors) {
+	for _, name := range slices.Sorted(maps.Keys(tensors)) {
 		module, which, err := splitPEFTName(name)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)

@@ -50,24 +50,34 @@ func NewOllama(name string, o OllamaOptions) (*Ollama, error) {
 	if o.Model == "" {
 		return nil, fmt.Errorf("contestant %s: no model given", name)
 	}
-	if o.Host == "" {
-		o.Host = os.Getenv("OLLAMA_HOST")
-	}
-	if o.Host == "" {
-		o.Host = "http://127.0.0.1:11434"
-	}
-	if !strings.Contains(o.Host, "://") {
-		o.Host = "http://" + o.Host
-	}
-	u, err := url.Parse(o.Host)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("contestant %s: Ollama host %q is not a URL", name, o.Host)
+	u, err := OllamaURL(o.Host)
+	if err != nil {
+		return nil, fmt.Errorf("contestant %s: %w", name, err)
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 1
 	}
 	o.Settings = o.Settings.withDefaults()
 	return &Ollama{name: name, opts: o, endpoint: endpoint(u), client: api.NewClient(u, httpClient(o.HTTPClient)), retry: newRetrier(name, o.Retry)}, nil
+}
+
+// OllamaURL is the URL of an Ollama server given as host: a URL, a bare
+// host:port, or "" for $OLLAMA_HOST, else http://127.0.0.1:11434.
+func OllamaURL(host string) (*url.URL, error) {
+	if host == "" {
+		host = os.Getenv("OLLAMA_HOST")
+	}
+	if host == "" {
+		host = "http://127.0.0.1:11434"
+	}
+	if !strings.Contains(host, "://") {
+		host = "http://" + host
+	}
+	u, err := url.Parse(host)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("Ollama host %q is not a URL (like http://127.0.0.1:11434)", host)
+	}
+	return u, nil
 }
 
 // Name implements Contestant.

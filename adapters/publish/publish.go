@@ -140,18 +140,9 @@ func newPublisher(o Options) (*publisher, error) {
 	if !model.ParseName(o.Name).IsValid() {
 		return nil, fmt.Errorf("publish: %q is not an Ollama model name (like support-bot, team/support-bot or support-bot:v2)", o.Name)
 	}
-	if o.Host == "" {
-		o.Host = os.Getenv("OLLAMA_HOST")
-	}
-	if o.Host == "" {
-		o.Host = "http://127.0.0.1:11434"
-	}
-	if !strings.Contains(o.Host, "://") {
-		o.Host = "http://" + o.Host
-	}
-	u, err := url.Parse(o.Host)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("publish: Ollama host %q is not a URL (give e.g. http://127.0.0.1:11434)", o.Host)
+	u, err := evals.OllamaURL(o.Host)
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
 	}
 	if o.MaxTokens <= 0 {
 		o.MaxTokens = 64

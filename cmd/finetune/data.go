@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -253,7 +255,7 @@ func printInspection(w io.Writer, in *dataInspection, cfg datasets.Config, color
 		row("eval split", "%s", rep.EvalSplit)
 	}
 	var formats []string
-	for _, f := range sortedKeys(stringKeys(rep.Formats)) {
+	for _, f := range slices.Sorted(maps.Keys(stringKeys(rep.Formats))) {
 		formats = append(formats, fmt.Sprintf("%s (%d records)", f, rep.Formats[datasets.Format(f)]))
 	}
 	row("format", "%s", orDash(strings.Join(formats, ", ")))

@@ -3,8 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -87,7 +89,7 @@ func printInfo(in *modelinfo.Info) {
 	if len(in.ArchKeys) > 0 {
 		fmt.Println("\narchitecture keys")
 		w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-		for _, k := range sortedKeys(in.ArchKeys) {
+		for _, k := range slices.Sorted(maps.Keys(in.ArchKeys)) {
 			fmt.Fprintf(w, "  %s.%s\t%v\n", in.Architecture, k, in.ArchKeys[k])
 		}
 		w.Flush()

@@ -14,7 +14,6 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
-	"sort"
 	"strings"
 	"sync"
 
@@ -195,13 +194,4 @@ func runVersion(args []string) error {
 	f, o, l := versions()
 	fmt.Printf("finetune %s\nollama module %s\nllama.cpp/ggml %s\n", f, o, l)
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
