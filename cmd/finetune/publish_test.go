@@ -84,3 +84,34 @@ func snapshotDir(t *testing.T, dir string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestTrainPublishesFromOllama: a recipe whose base is a model pulled into
+// Ollama trains on that model's GGUF and publishes FROM it: only the
+// adapter is uploaded, and the Modelfile names the Ollama model.
+func TestTrainPublishesFromOllama(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	srv := ollamatest.Start(t, ollamatest.Options{})
+	srv.Create(t, "stories", model, "")
+	t.Setenv("OLLAMA_HOST", srv.URL.Host)
+	recipe := qaRecipe(t, "ollama:stories", "publish:\n  ollama: stories-qa\n")
+	out := filepath.Join(t.TempDir(), "run")
+	r := cli(t, "train", recipe, "--out", out)
+	if r.code != 0 {
+		t.Fatalf("train (%d):\n%s", r.code, r.stderr)
+	}
+	var res publish.Result
+	b, err := os.ReadFile(filepath.Join(out, "publish.json"))
+	if err != nil || json.Unmarshal(b, &res) != nil {
+		t.Fatalf("publish.json: %v %s\n%s", err, b, r.stderr)
+	}
+	if res.From != "stories" || len(res.Uploaded) != 1 || res.Uploaded[0] != res.Adapter || res.Template != "plain" {
+		t.Errorf("publish from Ollama: %+v", res)
+	}
+	mf, _ := os.ReadFile(filepath.Join(out, "Modelfile"))
+	if !strings.Contains(string(mf), "\nFROM stories\n") {
+		t.Errorf("Modelfile:\n%s", mf)
+	}
+	if !strings.Contains(r.stderr, "base       Ollama model stories") {
+		t.Errorf("train's publish output:\n%s", r.stderr)
+	}
+}
