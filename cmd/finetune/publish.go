@@ -134,15 +134,12 @@ func quoteAll(xs []string) []string {
 	return out
 }
 
-// publishAfterTraining publishes a run when its recipe has a publish
-// section; a failure keeps the run and says how to retry.
+// publishAfterTraining publishes a run whose recipe has a publish section;
+// a failure keeps the run and says how to retry.
 func publishAfterTraining(cx context.Context, dir string) error {
 	run, err := job.OpenRun(dir)
 	if err != nil {
 		return err
-	}
-	if run.Recipe == nil || run.Recipe.Publish.Ollama == "" {
-		return nil
 	}
 	log.Info("publishing", "ollama", run.Recipe.Publish.Ollama)
 	res, err := job.Publish(cx, run, job.PublishOptions{Log: func(msg string, kv ...any) { log.Info(msg, kv...) }})

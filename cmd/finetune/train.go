@@ -95,7 +95,7 @@ func runTrain(args []string) error {
 		fmt.Fprintf(logFile, "done: %s\n", oneLine(fmt.Sprint(kv...)))
 	}
 	fmt.Println(res.Dir)
-	if t.Interrupted {
+	if t.Interrupted || res.Recipe.Publish.Ollama == "" {
 		return nil
 	}
 	return publishAfterTraining(cx, res.Dir)
