@@ -102,7 +102,7 @@ func ResolveTemplate(s TemplateSpec) (OllamaTemplate, error) {
 	if train == "" {
 		train = s.Model
 		if train == "" {
-			return OllamaTemplate{}, errors.New("the base model has no chat template and the recipe names none: cannot tell how the served model must render chats")
+			return OllamaTemplate{}, errors.New("the base model has no chat template and none is named for the adapter: say which one training used (the recipe's data.template, or --chat-template NAME, or --chat-template none for plain prompt and completion)")
 		}
 	}
 	var want []string

@@ -49,6 +49,17 @@ func TestTrainPublishes(t *testing.T) {
 	if r.code != 0 || strings.Count(r.stdout, "(already on the server)") != 2 || !strings.Contains(r.stdout, "check      identical") || !strings.Contains(r.stdout, "run it: ollama run qa-again") {
 		t.Fatalf("publish again (%d):\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
+	// A lone adapter file with its base.
+	r = cli(t, "publish", filepath.Join(out, "adapter.gguf"), "--base", model, "--ollama", "qa-file", "--host", srv.URL.String())
+	wantCleanError(t, r, "the base model has no chat template", "--chat-template none")
+	r = cli(t, "publish", filepath.Join(out, "adapter.gguf"), "--base", model, "--ollama", "qa-file", "--host", srv.URL.String(), "--chat-template", "none")
+	if r.code != 0 || !strings.Contains(r.stdout, "published qa-file") || strings.Contains(r.stdout, "Modelfile") {
+		t.Fatalf("publish an adapter file (%d):\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	r = cli(t, "publish", filepath.Join(out, "adapter.gguf"), "--ollama", "qa-file")
+	if r.code != 2 || !strings.Contains(r.stderr, "--base is required with an adapter file") {
+		t.Errorf("adapter file without --base (%d): %s", r.code, r.stderr)
+	}
 	before = snapshotDir(t, out) // publish.json and the Modelfile were rewritten
 	r = cli(t, "publish", out, "--ollama", "qa-nowhere", "--host", "http://127.0.0.1:1")
 	wantCleanError(t, r, "cannot reach the Ollama server at http://127.0.0.1:1", "start it with `ollama serve`, or give --host")
@@ -66,7 +77,7 @@ func TestTrainPublishes(t *testing.T) {
 		names = append(names, m.Name)
 	}
 	sort.Strings(names)
-	if strings.Join(names, " ") != "qa-again:latest qa-tuned:latest" {
+	if strings.Join(names, " ") != "qa-again:latest qa-file:latest qa-tuned:latest" {
 		t.Errorf("models on the server: %v", names)
 	}
 }

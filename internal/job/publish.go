@@ -72,9 +72,12 @@ type PublishOptions struct {
 	// Template is an Ollama template text to serve with, checked against
 	// training's.
 	Template string
-	Options  map[string]any // Ollama options for the smoke request
-	Threads  int
-	Log      func(msg string, kv ...any)
+	// ChatTemplate overrides the chat template training used (the
+	// recipe's data.template).
+	ChatTemplate string
+	Options      map[string]any // Ollama options for the smoke request
+	Threads      int
+	Log          func(msg string, kv ...any)
 }
 
 // Publish publishes a run's adapter to Ollama (adapters.PublishOllama):
@@ -107,6 +110,9 @@ func Publish(ctx context.Context, run *Run, o PublishOptions) (*publish.Result, 
 		po.FromOllama = strings.TrimPrefix(o.Base, "ollama:")
 	case o.Base != "":
 		po.Base, po.FromOllama = o.Base, ""
+	}
+	if o.ChatTemplate != "" {
+		po.Template.Train = o.ChatTemplate
 	}
 	if po.Name == "" {
 		return nil, fmt.Errorf("%s: no Ollama model name: give --ollama NAME, or set publish.ollama in the recipe", run.Dir)
