@@ -61,8 +61,12 @@ type Options struct {
 	// ModelfileDir, when not "", gets a Modelfile that recreates the model
 	// with `ollama create NAME -f Modelfile`.
 	ModelfileDir string
-	Log          func(msg string, kv ...any)
-	HTTPClient   *http.Client
+	// ModelfileOnly checks the adapter and the template and writes the
+	// Modelfile without a server: nothing is uploaded or created, and a
+	// base from Ollama is not checked against the server's model.
+	ModelfileOnly bool
+	Log           func(msg string, kv ...any)
+	HTTPClient    *http.Client
 }
 
 // Result says what was published and how its first answer compared
@@ -160,8 +164,13 @@ func newPublisher(o Options) (*publisher, error) {
 
 func (p *publisher) publish(ctx context.Context) (*Result, error) {
 	o := p.o
-	if _, err := p.client.Version(ctx); err != nil {
-		return nil, p.serverError("reach", err)
+	if o.ModelfileOnly && o.ModelfileDir == "" {
+		return nil, errors.New("publish: a Modelfile needs a folder to go to (a run folder)")
+	}
+	if !o.ModelfileOnly {
+		if _, err := p.client.Version(ctx); err != nil {
+			return nil, p.serverError("reach", err)
+		}
 	}
 
 	// 1. The adapter in the engine Ollama's runner uses.
@@ -195,7 +204,7 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 	}
 
 	// 2. The chat template, and 3. the blobs.
-	if o.FromOllama != "" {
+	if o.FromOllama != "" && !o.ModelfileOnly {
 		show, err := p.client.Show(ctx, &api.ShowRequest{Model: o.FromOllama})
 		if err != nil {
 			return nil, p.serverError("find the base model "+o.FromOllama+" on", err)
@@ -217,6 +226,13 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("publish %s: %w", o.Name, err)
 	}
 	p.res.Template, p.res.Stop = tmpl.Source, tmpl.Stop
+	if o.ModelfileOnly {
+		p.res.Host, p.res.From = "", o.FromOllama
+		if p.res.From == "" {
+			p.res.From = baseDigest
+		}
+		return p.res, p.writeModelfile(tmpl)
+	}
 	req := &api.CreateRequest{Template: tmpl.Text}
 	if len(tmpl.Stop) > 0 {
 		req.Parameters = map[string]any{"stop": tmpl.Stop}
@@ -278,14 +294,23 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 	keep = true
 
 	// 5. The Modelfile for `ollama create` by hand.
-	if o.ModelfileDir != "" {
-		path := filepath.Join(o.ModelfileDir, ModelfileName)
-		if err := atomicfile.Write(path, []byte(p.modelfile(tmpl))); err != nil {
-			return p.res, fmt.Errorf("published %s, but writing %s failed: %w", o.Name, path, err)
-		}
-		p.res.Modelfile = path
+	if err := p.writeModelfile(tmpl); err != nil {
+		return p.res, fmt.Errorf("published %s, but %w", o.Name, err)
 	}
 	return p.res, nil
+}
+
+// writeModelfile writes the Modelfile into ModelfileDir, if one is given.
+func (p *publisher) writeModelfile(t adapters.OllamaTemplate) error {
+	if p.o.ModelfileDir == "" {
+		return nil
+	}
+	path := filepath.Join(p.o.ModelfileDir, ModelfileName)
+	if err := atomicfile.Write(path, []byte(p.modelfile(t))); err != nil {
+		return fmt.Errorf("writing %s failed: %w", path, err)
+	}
+	p.res.Modelfile = path
+	return nil
 }
 
 // localTemplate is the template Local renders a case without tokens with.

@@ -17,7 +17,7 @@ import (
 )
 
 func runPublish(args []string) error {
-	fs := newFlags("publish", "RUN_DIR|ADAPTER.gguf [--ollama NAME] [--host URL] [--base FILE|ollama:NAME] [--chat-template NAME|none] [--template FILE]",
+	fs := newFlags("publish", "RUN_DIR|ADAPTER.gguf [--ollama NAME] [--host URL] [--base FILE|ollama:NAME] [--chat-template NAME|none] [--template FILE] [--modelfile-only]",
 		"Create an Ollama model that serves the base with the tuned adapter. The adapter is checked\n"+
 			"against its base with llama.cpp before anything is sent; base and adapter go up as blobs\n"+
 			"(skipped when the server has them); the chat template and stops are ones that render chats\n"+
@@ -28,6 +28,7 @@ func runPublish(args []string) error {
 	host := fs.String("host", "", "Ollama server (default: the recipe's publish.host, $OLLAMA_HOST, http://127.0.0.1:11434)")
 	base := fs.String("base", "", "base model: a GGUF file, or ollama:NAME to create FROM that Ollama model (default: the run's base)")
 	tmplFile := fs.String("template", "", "file holding the Ollama chat template to serve with (checked against training's)")
+	mfOnly := fs.Bool("modelfile-only", false, "check the adapter and the template and write the run folder's Modelfile, without a server")
 	chatTmpl := fs.String("chat-template", "", "the chat template training used: a llama.cpp built-in name or none (default: the recipe's data.template, else the base's own)")
 	verbose := verboseFlag(fs)
 	pos, err := parseInterleaved(fs, args)
@@ -50,7 +51,7 @@ func runPublish(args []string) error {
 	warnSIMD()
 	cx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	o := job.PublishOptions{Name: *name, Host: *host, Base: *base, Template: tmpl, ChatTemplate: *chatTmpl, Log: func(msg string, kv ...any) { log.Info(msg, kv...) }}
+	o := job.PublishOptions{Name: *name, Host: *host, Base: *base, Template: tmpl, ChatTemplate: *chatTmpl, ModelfileOnly: *mfOnly, Log: func(msg string, kv ...any) { log.Info(msg, kv...) }}
 
 	target := pos[0]
 	if st, err := os.Stat(target); err == nil && st.IsDir() {
@@ -62,8 +63,15 @@ func runPublish(args []string) error {
 		if err != nil {
 			return err
 		}
+		if *mfOnly {
+			fmt.Printf("wrote %s (template: %s)\ncreate the model with: ollama create %s -f %s\n", res.Modelfile, res.Template, res.Model, res.Modelfile)
+			return nil
+		}
 		printPublished(os.Stdout, res)
 		return nil
+	}
+	if *mfOnly {
+		return usageErr("--modelfile-only writes into a run folder: give one")
 	}
 	// A lone adapter file: the base must be given.
 	if _, err := os.Stat(target); err != nil {

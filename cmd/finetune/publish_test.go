@@ -40,6 +40,12 @@ func TestTrainPublishes(t *testing.T) {
 		t.Errorf("publish.json: %+v", res)
 	}
 	mf, _ := os.ReadFile(filepath.Join(out, "Modelfile"))
+	// Without a server, --modelfile-only writes the same Modelfile.
+	os.Remove(filepath.Join(out, "Modelfile"))
+	r = cli(t, "publish", out, "--modelfile-only", "--host", "http://127.0.0.1:1")
+	if again, _ := os.ReadFile(filepath.Join(out, "Modelfile")); r.code != 0 || string(again) != string(mf) || !strings.Contains(r.stdout, "ollama create qa-tuned -f") {
+		t.Errorf("--modelfile-only (%d): %s%s\n%s\nwant\n%s", r.code, r.stdout, r.stderr, again, mf)
+	}
 	if !strings.Contains(string(mf), "FROM "+model) || !strings.Contains(string(mf), "ADAPTER ./adapter.gguf") || !strings.Contains(string(mf), "TEMPLATE {{ .Prompt }}") {
 		t.Errorf("Modelfile:\n%s", mf)
 	}

@@ -75,9 +75,11 @@ type PublishOptions struct {
 	// ChatTemplate overrides the chat template training used (the
 	// recipe's data.template).
 	ChatTemplate string
-	Options      map[string]any // Ollama options for the smoke request
-	Threads      int
-	Log          func(msg string, kv ...any)
+	// ModelfileOnly writes the Modelfile without a server.
+	ModelfileOnly bool
+	Options       map[string]any // Ollama options for the smoke request
+	Threads       int
+	Log           func(msg string, kv ...any)
 }
 
 // Publish publishes a run's adapter to Ollama (adapters.PublishOllama):
@@ -91,7 +93,7 @@ func Publish(ctx context.Context, run *Run, o PublishOptions) (*publish.Result, 
 	}
 	po := publish.Options{Name: o.Name, Host: o.Host, Base: run.Base, Adapter: run.Adapter,
 		Template: adapters.TemplateSpec{Given: o.Template}, Options: o.Options, Threads: o.Threads,
-		ModelfileDir: run.Dir, Log: o.Log}
+		ModelfileDir: run.Dir, ModelfileOnly: o.ModelfileOnly, Log: o.Log}
 	r := run.Recipe
 	if r != nil {
 		if po.Name == "" {
@@ -114,8 +116,14 @@ func Publish(ctx context.Context, run *Run, o PublishOptions) (*publish.Result, 
 	if o.ChatTemplate != "" {
 		po.Template.Train = o.ChatTemplate
 	}
+	if po.Name == "" && o.ModelfileOnly && r != nil {
+		po.Name = r.Name
+	}
 	if po.Name == "" {
 		return nil, fmt.Errorf("%s: no Ollama model name: give --ollama NAME, or set publish.ollama in the recipe", run.Dir)
+	}
+	if o.ModelfileOnly {
+		return publish.Ollama(ctx, po)
 	}
 	if r != nil {
 		cases, err := Cases(r, po.Base)
