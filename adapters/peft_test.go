@@ -70,11 +70,10 @@ func writeAdapter(t *testing.T, l *LoRA) string {
 	return path
 }
 
-// TestPEFTRoundTrip: GGUF → PEFT → GGUF gives back the adapter exactly,
-// while the PEFT file holds the q and k lora_B rows in another order.
-func TestPEFTRoundTrip(t *testing.T) {
-	base := gqaBase(t)
-	l := randomAdapter(rand.New(rand.NewPCG(1, 1)), 16)
+// roundTrip exports l to PEFT and imports it back; it returns the adapter
+// read back and the PEFT folder.
+func roundTrip(t *testing.T, l *LoRA, base string) (*LoRA, string) {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "peft")
 	if err := ExportPEFT(writeAdapter(t, l), base, dir, ExportOptions{}); err != nil {
 		t.Fatal(err)
@@ -87,6 +86,15 @@ func TestPEFTRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return got, dir
+}
+
+// TestPEFTRoundTrip: GGUF → PEFT → GGUF gives back the adapter exactly,
+// while the PEFT file holds the q and k lora_B rows in another order.
+func TestPEFTRoundTrip(t *testing.T) {
+	base := gqaBase(t)
+	l := randomAdapter(rand.New(rand.NewPCG(1, 1)), 16)
+	got, dir := roundTrip(t, l, base)
 	if !reflect.DeepEqual(got, l) {
 		for i := range l.Pairs {
 			t.Logf("%s: max |Δ| A %g, B %g", l.Pairs[i].Base, maxDiff(got.Pairs[i].A, l.Pairs[i].A), maxDiff(got.Pairs[i].B, l.Pairs[i].B))
@@ -430,18 +438,7 @@ func TestPEFTFiles(t *testing.T) {
 func TestPEFTAlphaZero(t *testing.T) {
 	base := gqaBase(t)
 	l := randomAdapter(rand.New(rand.NewPCG(5, 5)), 0)
-	dir := filepath.Join(t.TempDir(), "peft")
-	if err := ExportPEFT(writeAdapter(t, l), base, dir, ExportOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	back := filepath.Join(t.TempDir(), "back.gguf")
-	if err := ImportPEFT(dir, base, back); err != nil {
-		t.Fatal(err)
-	}
-	got, err := Read(back)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got, _ := roundTrip(t, l, base)
 	for i, p := range l.Pairs {
 		d := maxDiff(effect(got, got.Pairs[i]), effect(l, p))
 		if d > 1e-6 {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/finetune-dev/finetune/internal/filehash"
 	"github.com/finetune-dev/finetune/internal/llama"
 )
 
@@ -125,13 +126,13 @@ func (l *Local) Start(ctx context.Context) error {
 		return nil
 	}
 	parts := []any{"local"}
-	d, err := fileDigest(l.opts.Model)
+	d, _, err := filehash.SHA256(l.opts.Model)
 	if err != nil {
 		return err
 	}
 	parts = append(parts, d)
 	for _, a := range l.opts.Adapters {
-		d, err := fileDigest(a.Path)
+		d, _, err := filehash.SHA256(a.Path)
 		if err != nil {
 			return err
 		}

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/ollama/ollama/api"
+
+	"github.com/finetune-dev/finetune/internal/ollamahost"
 )
 
 // OllamaOptions configure a contestant served by an Ollama server.
@@ -50,7 +50,7 @@ func NewOllama(name string, o OllamaOptions) (*Ollama, error) {
 	if o.Model == "" {
 		return nil, fmt.Errorf("contestant %s: no model given", name)
 	}
-	u, err := OllamaURL(o.Host)
+	u, err := ollamahost.URL(o.Host)
 	if err != nil {
 		return nil, fmt.Errorf("contestant %s: %w", name, err)
 	}
@@ -59,25 +59,6 @@ func NewOllama(name string, o OllamaOptions) (*Ollama, error) {
 	}
 	o.Settings = o.Settings.withDefaults()
 	return &Ollama{name: name, opts: o, endpoint: endpoint(u), client: api.NewClient(u, httpClient(o.HTTPClient)), retry: newRetrier(name, o.Retry)}, nil
-}
-
-// OllamaURL is the URL of an Ollama server given as host: a URL, a bare
-// host:port, or "" for $OLLAMA_HOST, else http://127.0.0.1:11434.
-func OllamaURL(host string) (*url.URL, error) {
-	if host == "" {
-		host = os.Getenv("OLLAMA_HOST")
-	}
-	if host == "" {
-		host = "http://127.0.0.1:11434"
-	}
-	if !strings.Contains(host, "://") {
-		host = "http://" + host
-	}
-	u, err := url.Parse(host)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("Ollama host %q is not a URL (like http://127.0.0.1:11434)", host)
-	}
-	return u, nil
 }
 
 // Name implements Contestant.

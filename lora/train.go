@@ -3,12 +3,9 @@ package lora
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -17,6 +14,7 @@ import (
 
 	"github.com/finetune-dev/finetune/adapters"
 	"github.com/finetune-dev/finetune/internal/atomicfile"
+	"github.com/finetune-dev/finetune/internal/filehash"
 )
 
 // Data is what a run trains and validates on.
@@ -454,7 +452,7 @@ func (m *metricsFile) Close() error { return m.f.Close() }
 
 // writeMeta writes adapter.json: what the adapter is and how it was made.
 func writeMeta(path, basePath string, cfg *Config, res *Result) error {
-	sum, err := fileSHA256(basePath)
+	sum, _, err := filehash.SHA256(basePath)
 	if err != nil {
 		return err
 	}
@@ -473,17 +471,4 @@ func writeMeta(path, basePath string, cfg *Config, res *Result) error {
 		return err
 	}
 	return atomicfile.Write(path, append(b, '\n'))
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -5,8 +5,6 @@ package publish
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,7 +25,9 @@ import (
 	"github.com/finetune-dev/finetune/adapters"
 	"github.com/finetune-dev/finetune/evals"
 	"github.com/finetune-dev/finetune/internal/atomicfile"
+	"github.com/finetune-dev/finetune/internal/filehash"
 	"github.com/finetune-dev/finetune/internal/gguf"
+	"github.com/finetune-dev/finetune/internal/ollamahost"
 )
 
 // Options say what to publish to which Ollama server.
@@ -39,10 +39,9 @@ type Options struct {
 	// "team/support-bot:v2". A model of that name is replaced only once
 	// the new one has answered.
 	Name string
-	// Base is the GGUF the adapter was trained on; BaseSHA256 its digest
-	// as training recorded it ("" skips that check).
-	Base       string
-	BaseSHA256 string
+	// Base is the GGUF the adapter was trained on, checked against the
+	// digest the adapter.json beside the adapter records, when there is one.
+	Base string
 	// FromOllama names the Ollama model the base came from: the new
 	// model is created FROM it instead of uploading the base again.
 	FromOllama string
@@ -144,7 +143,7 @@ func newPublisher(o Options) (*publisher, error) {
 	if !model.ParseName(o.Name).IsValid() {
 		return nil, fmt.Errorf("publish: %q is not an Ollama model name (like support-bot, team/support-bot or support-bot:v2)", o.Name)
 	}
-	u, err := evals.OllamaURL(o.Host)
+	u, err := ollamahost.URL(o.Host)
 	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
@@ -187,20 +186,13 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 
 	// The base must be the one trained on, by digest.
 	p.o.Log("hashing the base", "file", o.Base)
-	baseDigest, baseSize, err := fileSHA256(o.Base)
+	baseDigest, baseSize, err := blobDigest(o.Base)
 	if err != nil {
 		return nil, err
 	}
-	want, recorded := o.BaseSHA256, "the run"
-	if want == "" {
-		want, recorded = trainedBase(o.Adapter), filepath.Join(filepath.Dir(o.Adapter), "adapter.json")
-	}
-	if want != "" && !strings.HasPrefix(want, "sha256:") {
-		want = "sha256:" + want
-	}
-	if want != "" && want != baseDigest {
+	if want := trainedBase(o.Adapter); want != "" && "sha256:"+want != baseDigest {
 		return nil, fmt.Errorf("base mismatch: %s (%s) is not the base the adapter was trained on (%s, as %s records); give the base it was trained on; nothing was uploaded",
-			o.Base, short(baseDigest), short(want), recorded)
+			o.Base, short(baseDigest), short("sha256:"+want), filepath.Join(filepath.Dir(o.Adapter), "adapter.json"))
 	}
 
 	// 2. The chat template, and 3. the blobs.
@@ -249,7 +241,7 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 		p.res.From = d
 	}
 	p.o.Log("hashing the adapter", "file", o.Adapter)
-	ad, adSize, err := fileSHA256(o.Adapter)
+	ad, adSize, err := blobDigest(o.Adapter)
 	if err != nil {
 		return nil, err
 	}
@@ -361,15 +353,9 @@ func (p *publisher) smoke(ctx context.Context, model string, local *evals.Local,
 // checkOllamaBase makes sure the Ollama model is the base the adapter was
 // trained on, by the digest of its weights.
 func (p *publisher) checkOllamaBase(show *api.ShowResponse, want string) error {
-	var digest string
-	for _, line := range strings.Split(show.Modelfile, "\n") {
-		if rest, ok := strings.CutPrefix(line, "FROM "); ok {
-			if _, hex, ok := strings.Cut(filepath.Base(strings.TrimSpace(rest)), "sha256-"); ok {
-				digest = "sha256:" + hex
-			}
-		}
-	}
-	if digest == "" {
+	_, hex, ok := strings.Cut(filepath.Base(ollamahost.FromPath(show.Modelfile)), "sha256-")
+	digest := "sha256:" + hex
+	if !ok {
 		return fmt.Errorf("the Ollama model %s does not say which weights it has; publish with --base FILE to upload the base GGUF", p.o.FromOllama)
 	}
 	if digest != want {
@@ -516,19 +502,10 @@ func (p *publisher) runnerError(err error) error {
 	return fmt.Errorf("the Ollama server at %s created the model but it failed to answer (%s): the server's log says why; nothing was kept", p.host, msg)
 }
 
-// fileSHA256 is a file's digest as Ollama names blobs, and its size.
-func fileSHA256(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", 0, fmt.Errorf("%s: %w", path, err)
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), n, nil
+// blobDigest is a file's digest as Ollama names blobs, and its size.
+func blobDigest(path string) (string, int64, error) {
+	d, n, err := filehash.SHA256(path)
+	return "sha256:" + d, n, err
 }
 
 // progressReader logs an upload's progress every few seconds.

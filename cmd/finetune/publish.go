@@ -83,12 +83,11 @@ func runPublish(args []string) error {
 	if *name == "" {
 		return usageErr("--ollama NAME is required with an adapter file")
 	}
-	po := publish.Options{Name: *name, Host: *host, Adapter: target, Template: adapters.TemplateSpec{Given: tmpl, Train: *chatTmpl}, Log: o.Log}
 	if n, ok := strings.CutPrefix(*base, "ollama:"); ok {
 		return usageErr("with an adapter file, give --base as the GGUF file trained on (ollama:%s needs a run folder, which records the file)", n)
 	}
-	po.Base = *base
-	res, err := publish.Ollama(cx, po)
+	res, err := publish.Ollama(cx, publish.Options{Name: *name, Host: *host, Base: *base, Adapter: target,
+		Template: adapters.TemplateSpec{Given: tmpl, Train: *chatTmpl}, Log: o.Log})
 	if err != nil {
 		return err
 	}

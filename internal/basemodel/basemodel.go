@@ -11,12 +11,12 @@ import (
 	"fmt"
 	"hash/crc32"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/finetune-dev/finetune/internal/ollamahost"
 	"github.com/finetune-dev/finetune/internal/testmodel"
 )
 
@@ -127,17 +127,7 @@ func resolveOllama(ctx context.Context, name string, o Options) (string, error) 
 // fromServer asks a running Ollama for the model's GGUF blob (the FROM line
 // of its Modelfile), for servers on this machine.
 func fromServer(ctx context.Context, name string, o Options) (string, error) {
-	host := o.OllamaHost
-	if host == "" {
-		host = os.Getenv("OLLAMA_HOST")
-	}
-	if host == "" {
-		host = "127.0.0.1:11434"
-	}
-	if !strings.Contains(host, "://") {
-		host = "http://" + host
-	}
-	u, err := url.Parse(host)
+	u, err := ollamahost.URL(o.OllamaHost)
 	if err != nil {
 		return "", err
 	}
@@ -163,12 +153,9 @@ func fromServer(ctx context.Context, name string, o Options) (string, error) {
 	if err := json.NewDecoder(resp.Body).Decode(&show); err != nil {
 		return "", err
 	}
-	for _, line := range strings.Split(show.Modelfile, "\n") {
-		if rest, ok := strings.CutPrefix(line, "FROM "); ok {
-			p := strings.TrimSpace(rest)
-			if _, err := os.Stat(p); err == nil {
-				return p, nil
-			}
+	if p := ollamahost.FromPath(show.Modelfile); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
 		}
 	}
 	return "", errors.New("ollama: the model's GGUF is not on this machine")

@@ -5,10 +5,7 @@ package ollamatest
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"go/build"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -21,6 +18,9 @@ import (
 	"time"
 
 	"github.com/ollama/ollama/api"
+
+	"github.com/finetune-dev/finetune/internal/filehash"
+	"github.com/finetune-dev/finetune/internal/shared"
 )
 
 // Binary is the Ollama server tests run: $FINETUNE_OLLAMA, else
@@ -29,23 +29,14 @@ func Binary() string {
 	if p := os.Getenv("FINETUNE_OLLAMA"); p != "" {
 		return p
 	}
-	// Test binaries carry no module build information: read go.mod, found
-	// from the package's folder upwards.
+	// Test binaries carry no module build information: read go.mod.
 	version := "unknown"
-	if dir, err := os.Getwd(); err == nil {
-		for ; ; dir = filepath.Dir(dir) {
-			if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil {
-				for _, line := range strings.Split(string(b), "\n") {
-					if f := strings.Fields(line); len(f) >= 2 && f[0] == "github.com/ollama/ollama" {
-						version = f[1]
-					} else if len(f) >= 3 && f[0] == "require" && f[1] == "github.com/ollama/ollama" {
-						version = f[2]
-					}
-				}
-				break
-			}
-			if filepath.Dir(dir) == dir {
-				break
+	if b, err := os.ReadFile(filepath.Join(shared.ModuleRoot(), "go.mod")); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "github.com/ollama/ollama" {
+				version = f[1]
+			} else if len(f) >= 3 && f[0] == "require" && f[1] == "github.com/ollama/ollama" {
+				version = f[2]
 			}
 		}
 	}
@@ -168,19 +159,16 @@ func (s *Server) Create(t testing.TB, name, model, adapter string) {
 	t.Helper()
 	ctx := context.Background()
 	blob := func(path string) string {
+		sum, _, err := filehash.SHA256(path)
+		if err != nil {
+			t.Fatal(err)
+		}
 		f, err := os.Open(path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		h := sha256.New()
-		if _, err := io.Copy(h, f); err != nil {
-			t.Fatal(err)
-		}
-		d := "sha256:" + hex.EncodeToString(h.Sum(nil))
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			t.Fatal(err)
-		}
+		d := "sha256:" + sum
 		if err := s.Client.CreateBlob(ctx, d, f); err != nil {
 			t.Fatalf("uploading %s: %v", path, err)
 		}

@@ -14,17 +14,27 @@ func Dir() string {
 	if d := os.Getenv("FINETUNE_SHARED"); d != "" {
 		return d
 	}
+	root := ModuleRoot()
+	if root == "" {
+		return ""
+	}
+	d := filepath.Join(filepath.Dir(root), "shared")
+	if st, err := os.Stat(d); err == nil && st.IsDir() {
+		return d
+	}
+	return ""
+}
+
+// ModuleRoot is the folder holding go.mod, found from the working folder
+// (a test's package folder) upwards, or "".
+func ModuleRoot() string {
 	dir, err := os.Getwd()
 	if err != nil {
 		return ""
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			d := filepath.Join(filepath.Dir(dir), "shared")
-			if st, err := os.Stat(d); err == nil && st.IsDir() {
-				return d
-			}
-			return ""
+			return dir
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
