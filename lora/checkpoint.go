@@ -23,6 +23,7 @@ func saveCheckpoint(path string, cfg *Config, st *state) error {
 		{Key: "finetune.checkpoint.tokens", Value: uint64(st.tokens)},
 		{Key: "finetune.checkpoint.elapsed_ns", Value: int64(st.elapsed)},
 		{Key: "finetune.checkpoint.best_val", Value: st.bestVal},
+		{Key: "finetune.checkpoint.last_loss", Value: st.lastLoss},
 		{Key: "finetune.checkpoint.best_step", Value: uint64(st.bestStep)},
 		{Key: "finetune.checkpoint.bad_evals", Value: uint64(st.badEvals)},
 		{Key: "finetune.checkpoint.seed", Value: cfg.Seed},
@@ -83,6 +84,7 @@ func loadCheckpoint(path string, cfg *Config, e *engine) (*state, error) {
 	st.step, st.tokens, st.elapsed = int(step), int64(tokens), time.Duration(elapsed)
 	st.bestStep, st.badEvals = int(bestStep), int(bad)
 	st.bestVal, _ = f.Float("finetune.checkpoint.best_val")
+	st.lastLoss, _ = f.Float("finetune.checkpoint.last_loss")
 	read := func(name string, n int) ([]float32, error) {
 		data, err := f.ReadTensorData(name)
 		if err != nil {

@@ -34,13 +34,25 @@ type Config struct {
 	Seed            uint64
 	Threads         int // 0: every core
 
-	// OutDir receives checkpoint.gguf, adapter.gguf, adapter.json and
-	// metrics.jsonl.
-	OutDir string
-	// Resume continues from OutDir's checkpoint.
+	// Files are where the run's products go.
+	Files Files
+	// Resume continues from Files.Checkpoint.
 	Resume bool
-	// Meta is stored in adapter.json as "recipe" (the resolved recipe).
+	// BaseSHA256 is the base file's digest when the caller knows it (else
+	// Train computes it for the adapter's Info).
+	BaseSHA256 string
+	// Meta is stored in the adapter's Info as its recipe.
 	Meta any
+}
+
+// Files are the paths Train writes (the caller owns the folder and its
+// names).
+type Files struct {
+	Checkpoint string // the checkpoint, every CheckpointEvery steps and at the end
+	Metrics    string // one JSON line of Metrics per step (appended to on resume)
+	// Adapter is the adapter in llama.cpp's GGUF format; its Info goes
+	// beside it (adapters.InfoPath).
+	Adapter string
 }
 
 // Defaults fills the zero fields of c.
@@ -115,8 +127,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("lora: gradient accumulation must be at least 1")
 	case c.MaxSteps < 0 || c.Epochs < 0:
 		return fmt.Errorf("lora: max steps and epochs must not be negative")
-	case c.OutDir == "":
-		return fmt.Errorf("lora: no output folder")
+	case c.Files.Checkpoint == "" || c.Files.Metrics == "" || c.Files.Adapter == "":
+		return fmt.Errorf("lora: Files must name the checkpoint, metrics and adapter files")
 	}
 	return nil
 }

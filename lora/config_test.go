@@ -41,7 +41,7 @@ func TestConfigValidation(t *testing.T) {
 		{Config{Dropout: 1}, "dropout"},
 		{Config{LearningRate: -1}, "learning rate"},
 		{Config{Schedule: "step"}, "schedule"},
-		{Config{}, "no output folder"},
+		{Config{}, "Files must name"},
 	} {
 		cfg := c.cfg
 		cfg.Defaults()
@@ -88,7 +88,7 @@ func TestEarlyStoppingKeepsBest(t *testing.T) {
 	dir := t.TempDir()
 	var vals []float64
 	res, err := Train(context.Background(), model, Config{Rank: 8, Alpha: 16, LearningRate: 2e-2, Schedule: "constant",
-		MaxSteps: 60, EvalEvery: 2, Patience: 3, Seed: 2, Threads: 1, OutDir: dir},
+		MaxSteps: 60, EvalEvery: 2, Patience: 3, Seed: 2, Threads: 1, Files: filesIn(dir)},
 		Data{Train: pack(exs, 128), Val: storyWindows(t, model)}, func(m Metrics) {
 			if m.ValLoss != nil {
 				vals = append(vals, *m.ValLoss)
@@ -114,7 +114,7 @@ func TestDropoutIsSeededAndMatters(t *testing.T) {
 	windows := pack(qaExamples(t, model), 128)
 	run := func(dropout float64) float64 {
 		var last float64
-		_, err := Train(context.Background(), model, Config{Rank: 8, Alpha: 16, LearningRate: 1e-2, MaxSteps: 6, Dropout: dropout, Seed: 5, Threads: 1, OutDir: t.TempDir()},
+		_, err := Train(context.Background(), model, Config{Rank: 8, Alpha: 16, LearningRate: 1e-2, MaxSteps: 6, Dropout: dropout, Seed: 5, Threads: 1, Files: filesIn(t.TempDir())},
 			Data{Train: windows}, func(m Metrics) { last = m.Loss })
 		if err != nil {
 			t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/finetune-dev/finetune/adapters"
-	"github.com/finetune-dev/finetune/internal/atomicfile"
 	"github.com/finetune-dev/finetune/internal/filehash"
 )
 
@@ -56,23 +55,23 @@ type Result struct {
 
 // state is everything a checkpoint holds besides the configuration.
 type state struct {
-	params      *Params
-	m, v        [][]float32 // AdamW moments, per pair: A values then B values
-	step        int
-	tokens      int64
-	elapsed     time.Duration
-	bestVal     float64
-	bestStep    int
-	badEvals    int
-	best        *Params
-	trainLosses []float64
+	params   *Params
+	m, v     [][]float32 // AdamW moments, per pair: A values then B values
+	step     int
+	tokens   int64
+	elapsed  time.Duration
+	bestVal  float64
+	bestStep int
+	badEvals int
+	best     *Params
+	lastLoss float64 // the last step's training loss
 }
 
 // Train fine-tunes LoRA adapters for the base model at basePath on data.
-// It writes checkpoint.gguf (every CheckpointEvery steps and at the end),
-// adapter.gguf (the best adapter by validation loss, else the last),
-// adapter.json and metrics.jsonl into cfg.OutDir. progress, when not nil,
-// sees every step. Cancelling ctx stops after writing a checkpoint.
+// It writes cfg.Files: the checkpoint (every CheckpointEvery steps and at
+// the end), the metrics, and the adapter (the best by validation loss, else
+// the last) with its adapters.Info beside it. progress, when not nil, sees
+// every step. Cancelling ctx stops after writing a checkpoint.
 func Train(ctx context.Context, basePath string, cfg Config, data Data, progress func(Metrics)) (*Result, error) {
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
@@ -89,8 +88,10 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 			}
 		}
 	}
-	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
-		return nil, err
+	for _, p := range []string{cfg.Files.Checkpoint, cfg.Files.Metrics, cfg.Files.Adapter} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return nil, err
+		}
 	}
 	base, err := OpenBase(basePath)
 	if err != nil {
@@ -120,7 +121,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 		total = int(math.Ceil(cfg.Epochs * float64(len(data.Train)) / float64(cfg.GradAccum)))
 	}
 	st := &state{bestVal: math.Inf(1)}
-	ckpt := filepath.Join(cfg.OutDir, "checkpoint.gguf")
+	ckpt := cfg.Files.Checkpoint
 	if cfg.Resume {
 		if st, err = loadCheckpoint(ckpt, &cfg, e); err != nil {
 			return nil, err
@@ -133,7 +134,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 		}
 	}
 	e.setParams(st.params)
-	metrics, err := openMetrics(filepath.Join(cfg.OutDir, "metrics.jsonl"), st.step)
+	metrics, err := openMetrics(cfg.Files.Metrics, st.step)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +144,6 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 	res := &Result{TrainableVals: st.params.count()}
 	start := time.Now()
 	elapsed0 := st.elapsed
-	var lastLoss float64
 	for st.step < total {
 		if ctx.Err() != nil {
 			res.Interrupted = true
@@ -157,7 +157,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 		st.step++
 		st.tokens += int64(tokens)
 		st.elapsed = elapsed0 + time.Since(start)
-		lastLoss = loss
+		st.lastLoss = loss
 		m := Metrics{Step: st.step, TotalSteps: total, Epoch: float64(st.step*cfg.GradAccum) / float64(len(data.Train)),
 			Loss: loss, LR: t.lr, GradNorm: norm, Tokens: st.tokens, ElapsedSec: st.elapsed.Seconds(),
 			TokensPerSec: float64(tokens) / time.Since(stepStart).Seconds()}
@@ -201,11 +201,11 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 		v := st.bestVal
 		res.BestValLoss, res.BestStep = &v, st.bestStep
 	}
-	res.Adapter = filepath.Join(cfg.OutDir, "adapter.gguf")
+	res.Adapter = cfg.Files.Adapter
 	if err := adapters.Write(res.Adapter, final.Adapter()); err != nil {
 		return nil, err
 	}
-	res.Steps, res.TokensSeen, res.TrainLoss = st.step, st.tokens, lastLoss
+	res.Steps, res.TokensSeen, res.TrainLoss = st.step, st.tokens, st.lastLoss
 	if len(data.Val) > 0 && !res.Interrupted {
 		e.setParams(final)
 		v, err := t.validate()
@@ -216,7 +216,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 	}
 	res.WallTime = st.elapsed
 	res.WallSeconds = st.elapsed.Seconds()
-	if err := writeMeta(filepath.Join(cfg.OutDir, "adapter.json"), basePath, &cfg, res); err != nil {
+	if err := writeInfo(basePath, &cfg, res); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -450,25 +450,30 @@ func (m *metricsFile) write(x Metrics) error {
 
 func (m *metricsFile) Close() error { return m.f.Close() }
 
-// writeMeta writes adapter.json: what the adapter is and how it was made.
-func writeMeta(path, basePath string, cfg *Config, res *Result) error {
-	sum, _, err := filehash.SHA256(basePath)
-	if err != nil {
-		return err
+// writeInfo writes the adapter's Info: what it is and how it was made.
+func writeInfo(basePath string, cfg *Config, res *Result) error {
+	sum := cfg.BaseSHA256
+	if sum == "" {
+		var err error
+		if sum, _, err = filehash.SHA256(basePath); err != nil {
+			return err
+		}
 	}
-	meta := map[string]any{
-		"format":      "llama.cpp GGUF LoRA adapter",
-		"adapter":     filepath.Base(res.Adapter),
-		"base_model":  map[string]any{"path": basePath, "sha256": sum},
-		"lora":        map[string]any{"targets": cfg.Targets, "rank": cfg.Rank, "alpha": cfg.Alpha, "rslora": cfg.RSLoRA, "scale": cfg.scale(), "dropout": cfg.Dropout},
-		"training":    res,
-		"recipe":      cfg.Meta,
-		"optimizer":   map[string]any{"name": "adamw", "lr": cfg.LearningRate, "schedule": cfg.Schedule, "warmup_steps": cfg.WarmupSteps, "weight_decay": cfg.WeightDecay, "betas": []float64{cfg.Beta1, cfg.Beta2}, "eps": cfg.Epsilon, "grad_accum": cfg.GradAccum, "clip_norm": cfg.ClipNorm, "seed": cfg.Seed},
-		"written_utc": time.Now().UTC().Format(time.RFC3339),
+	if abs, err := filepath.Abs(basePath); err == nil {
+		basePath = abs
 	}
-	b, err := json.MarshalIndent(meta, "", "  ")
-	if err != nil {
-		return err
+	info := &adapters.Info{
+		Format:  adapters.InfoFormat,
+		Adapter: filepath.Base(res.Adapter),
+		Base:    adapters.BaseInfo{Path: basePath, SHA256: sum},
+		LoRA:    adapters.LoRAInfo{Targets: cfg.Targets, Rank: cfg.Rank, Alpha: cfg.Alpha, RSLoRA: cfg.RSLoRA, Scale: float64(cfg.scale()), Dropout: cfg.Dropout},
+		Training: adapters.Training{Steps: res.Steps, TokensSeen: res.TokensSeen, TrainLoss: res.TrainLoss, ValLoss: res.ValLoss,
+			BestValLoss: res.BestValLoss, BestStep: res.BestStep, StoppedEarly: res.StoppedEarly, Interrupted: res.Interrupted,
+			WallSeconds: res.WallSeconds, TrainableVals: res.TrainableVals},
+		Optimizer: adapters.Optimizer{Name: "adamw", LR: cfg.LearningRate, Schedule: cfg.Schedule, WarmupSteps: cfg.WarmupSteps, WeightDecay: cfg.WeightDecay,
+			Betas: []float64{cfg.Beta1, cfg.Beta2}, Eps: cfg.Epsilon, GradAccum: cfg.GradAccum, ClipNorm: cfg.ClipNorm, Seed: cfg.Seed},
+		Recipe:     cfg.Meta,
+		WrittenUTC: time.Now().UTC().Format(time.RFC3339),
 	}
-	return atomicfile.Write(path, append(b, '\n'))
+	return adapters.WriteInfo(adapters.InfoPath(res.Adapter), info)
 }

@@ -185,7 +185,7 @@ func TestLearnsAnswers(t *testing.T) {
 	var losses []float64
 	res, err := Train(context.Background(), model, Config{
 		Rank: 16, Alpha: 32, LearningRate: 1e-2, Schedule: "cosine", WarmupSteps: 10,
-		MaxSteps: 240, Seed: 1, Threads: 1, OutDir: dir,
+		MaxSteps: 240, Seed: 1, Threads: 1, Files: filesIn(dir),
 	}, Data{Train: windows}, func(m Metrics) { losses = append(losses, m.Loss) })
 	if err != nil {
 		t.Fatal(err)
@@ -262,7 +262,7 @@ func answer(t *testing.T, model, adapter string, prompt []int32) string {
 
 // resumeConfig is the run the resume tests interrupt.
 func resumeConfig(dir string) Config {
-	return Config{Rank: 4, Alpha: 8, LearningRate: 5e-3, MaxSteps: 12, GradAccum: 2, CheckpointEvery: 4, EvalEvery: 3, Seed: 3, Threads: 1, OutDir: dir}
+	return Config{Rank: 4, Alpha: 8, LearningRate: 5e-3, MaxSteps: 12, GradAccum: 2, CheckpointEvery: 4, EvalEvery: 3, Seed: 3, Threads: 1, Files: filesIn(dir)}
 }
 
 func resumeData(t *testing.T, model string) Data {
@@ -414,4 +414,9 @@ func tryCurve(path string) int {
 		return 0
 	}
 	return strings.Count(string(b), "\n")
+}
+
+// filesIn names a run's products in dir as a run folder names them.
+func filesIn(dir string) Files {
+	return Files{Checkpoint: filepath.Join(dir, "checkpoint.gguf"), Metrics: filepath.Join(dir, "metrics.jsonl"), Adapter: filepath.Join(dir, "adapter.gguf")}
 }

@@ -57,7 +57,9 @@ type Data struct {
 	Overflow      string `yaml:"overflow"` // drop (default) or truncate examples longer than seq_len
 	TrainOnInputs bool   `yaml:"train_on_inputs"`
 	MaxBadRows    int    `yaml:"max_bad_rows"` // skip and list up to this many bad rows (default 0: fail fast)
-	Seed          uint64 `yaml:"seed"`         // split and shuffle seed (default: train.seed)
+	// KeepDuplicates keeps exact duplicate records (default: removed).
+	KeepDuplicates bool   `yaml:"keep_duplicates"`
+	Seed           uint64 `yaml:"seed"` // split and shuffle seed (default: train.seed)
 }
 
 // Fields maps columns to roles.
@@ -165,6 +167,12 @@ func Load(path string, sets []string) (*Recipe, error) {
 		}
 		return nil, err
 	}
+	return Decode(path, src, sets)
+}
+
+// Decode is Load of a recipe already read: path names it in errors and
+// relative paths start at its folder.
+func Decode(path string, src []byte, sets []string) (*Recipe, error) {
 	r, err := Parse(path, src)
 	if err != nil {
 		return nil, err

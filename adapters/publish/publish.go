@@ -5,7 +5,6 @@ package publish
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -190,9 +189,9 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if want := trainedBase(o.Adapter); want != "" && "sha256:"+want != baseDigest {
+	if want := adapters.TrainedBase(o.Adapter); want != "" && "sha256:"+want != baseDigest {
 		return nil, fmt.Errorf("base mismatch: %s (%s) is not the base the adapter was trained on (%s, as %s records); give the base it was trained on; nothing was uploaded",
-			o.Base, short(baseDigest), short("sha256:"+want), filepath.Join(filepath.Dir(o.Adapter), "adapter.json"))
+			o.Base, short(baseDigest), short("sha256:"+want), adapters.InfoPath(o.Adapter))
 	}
 
 	// 2. The chat template, and 3. the blobs.
@@ -363,25 +362,6 @@ func (p *publisher) checkOllamaBase(show *api.ShowResponse, want string) error {
 			p.o.FromOllama, short(digest), short(want), p.o.Base)
 	}
 	return nil
-}
-
-// trainedBase is the digest of the base an adapter was trained on, as the
-// adapter.json beside it records it ("" when there is none).
-func trainedBase(adapter string) string {
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(adapter), "adapter.json"))
-	if err != nil {
-		return ""
-	}
-	var meta struct {
-		Adapter string `json:"adapter"`
-		Base    struct {
-			SHA256 string `json:"sha256"`
-		} `json:"base_model"`
-	}
-	if json.Unmarshal(b, &meta) != nil || meta.Adapter != filepath.Base(adapter) {
-		return ""
-	}
-	return meta.Base.SHA256
 }
 
 // blob uploads a file of the given digest and size unless the server has

@@ -99,7 +99,7 @@ func tunedChat(t *testing.T) (dir, base, adapter string, cases []evals.Case) {
 		}
 		res, err := lora.Train(context.Background(), r.base, lora.Config{
 			Rank: 16, Alpha: 32, LearningRate: 1e-2, Schedule: "cosine", WarmupSteps: 5,
-			MaxSteps: 80, Seed: 1, Threads: 1, OutDir: r.dir,
+			MaxSteps: 80, Seed: 1, Threads: 1, Files: lora.Files{Checkpoint: filepath.Join(r.dir, "checkpoint.gguf"), Metrics: filepath.Join(r.dir, "metrics.jsonl"), Adapter: filepath.Join(r.dir, "adapter.gguf")},
 		}, lora.Data{Train: windows}, nil)
 		if err != nil {
 			r.err = err

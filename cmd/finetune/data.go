@@ -11,14 +11,16 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/finetune-dev/finetune/datasets"
 	"github.com/finetune-dev/finetune/internal/basemodel"
-	"github.com/finetune-dev/finetune/internal/job"
 	"github.com/finetune-dev/finetune/internal/llama"
+	"github.com/finetune-dev/finetune/lora"
 	"github.com/finetune-dev/finetune/recipes"
+	"github.com/finetune-dev/finetune/runs"
 )
 
 func runData(args []string) error {
@@ -73,7 +75,7 @@ func runDataInspect(args []string) error {
 	fs.Var(fieldsFlag{&cfg.Fields}, "field", "map a column: prompt=COL, response=COL, system=COL or label=COL (repeatable)")
 	fs.StringVar(&cfg.System, "system", "", "system prompt for conversations that have none")
 	fs.BoolVar(&cfg.TrainOnInputs, "train-on-inputs", false, "train on prompts too, not only on the assistant's answers")
-	ctxLen := fs.Int("ctx", 0, "context length of training windows (0: the model's)")
+	ctxLen := fs.Int("ctx", 0, "context length of training windows (default: a recipe's default data.seq_len, 512)")
 	overflow := fs.String("overflow", "drop", "examples longer than the context: drop or truncate")
 	fs.IntVar(&cfg.MaxBadRows, "max-bad-rows", 0, "skip up to this many bad rows, listing them (0: stop at the first)")
 	fs.BoolVar(&cfg.KeepDuplicates, "keep-duplicates", false, "keep exact duplicate records")
@@ -95,7 +97,7 @@ func runDataInspect(args []string) error {
 	case *ctxLen < 0:
 		return usageErr("--ctx must not be negative")
 	}
-	packing := true
+	var r *recipes.Recipe
 	if ext := strings.ToLower(filepath.Ext(pos[0])); ext == ".yaml" || ext == ".yml" {
 		var given []string
 		fs.Visit(func(f *flag.Flag) {
@@ -108,11 +110,9 @@ func runDataInspect(args []string) error {
 		if len(given) > 0 {
 			return usageErr("with a recipe, change its data settings with --set data.KEY=VALUE, not %s", strings.Join(given, ", "))
 		}
-		r, err := recipes.Load(pos[0], sets)
-		if err != nil {
+		if r, err = recipes.Load(pos[0], sets); err != nil {
 			return err
 		}
-		cfg, packing = job.DataConfig(r), r.Data.Packing == nil || *r.Data.Packing
 		if *model == "" {
 			// The base train uses: a file, ollama:NAME or builtin:NAME.
 			if *model, err = basemodel.Resolve(context.Background(), r.Base, r.Dir, basemodel.Options{}); err != nil {
@@ -123,9 +123,13 @@ func runDataInspect(args []string) error {
 		if len(sets) > 0 {
 			return usageErr("--set changes a recipe, and %s is not one (.yaml)", pos[0])
 		}
-		cfg.Train, cfg.Format, cfg.Overflow = pos[0], datasets.Format(*format), datasets.Overflow(*overflow)
 		if *model == "" && (cfg.Template != "" || *ctxLen != 0 || cfg.TrainOnInputs) {
 			return usageErr("--template, --ctx and --train-on-inputs need --model")
+		}
+		// A data file is inspected as a recipe with these data settings
+		// and every other one at its default would train on it.
+		if r, err = fileRecipe(fs, pos[0], *model, cfg, *format, *overflow, *ctxLen); err != nil {
+			return err
 		}
 	}
 
@@ -135,37 +139,16 @@ func runDataInspect(args []string) error {
 			return err
 		}
 		defer m.Close()
-		if cfg.MaxLength == 0 {
-			cfg.MaxLength = *ctxLen
-		}
-		if cfg.MaxLength == 0 {
-			// A vocabulary-only load leaves llama.cpp's context length unset.
-			n, _ := m.File.Uint(m.Architecture() + ".context_length")
-			if cfg.MaxLength = int(n); n == 0 || n > 1<<24 {
-				return usageErr("%s gives no context length: set --ctx", *model)
-			}
-		}
 	}
-
 	out := dataInspection{Model: *model}
-	var packer *datasets.Packer
-	if m != nil {
-		packer = datasets.NewPacker(cfg.MaxLength)
-		out.Windows = &windowStats{Context: cfg.MaxLength, Packing: packing}
-	}
 	seen := 0
-	rep, err := datasets.Scan(cfg, m, func(it datasets.Item) error {
+	d, err := runs.ScanData(r, m, func(it datasets.Item) {
 		if it.Split != datasets.TrainSplit {
-			return nil
+			return
 		}
-		for _, ex := range it.Examples {
-			if packing {
-				out.Windows.add(packer.Add(ex))
-			} else {
-				out.Windows.addUnpacked(len(ex.Tokens))
-			}
+		for i := range it.Examples {
 			if seen++; seen == *exampleN {
-				out.ex, out.rec = &ex, &it.Record
+				out.ex, out.rec = &it.Examples[i], &it.Record
 			}
 		}
 		if m == nil {
@@ -173,25 +156,28 @@ func runDataInspect(args []string) error {
 				out.rec = &it.Record
 			}
 		}
-		return nil
 	})
 	if err != nil {
 		var re *datasets.RowError
-		if errors.As(err, &re) && cfg.MaxBadRows == 0 {
+		if errors.As(err, &re) && r.Data.MaxBadRows == 0 {
 			return fmt.Errorf("%w (--max-bad-rows N skips up to N bad rows)", err)
 		}
 		return err
 	}
-	out.Report = rep
-	if packer != nil {
-		out.Windows.add(packer.Flush())
+	out.Report = d.Report
+	if m != nil {
+		out.Windows = newWindowStats(d.Train, r.Data.SeqLen, r.Data.Packing == nil || *r.Data.Packing)
+		if n, _ := m.File.Uint(m.Architecture() + ".context_length"); n > 0 && int(n) < r.Data.SeqLen {
+			out.Warnings = append(out.Warnings, fmt.Sprintf("windows of %d tokens exceed %s's context of %d: training refuses them; lower data.seq_len (--ctx)", r.Data.SeqLen, filepath.Base(*model), n))
+		}
 	}
+	cfg = runs.DataConfig(r)
 	if out.ex != nil {
-		r, err := datasets.NewRenderer(m, cfg.RenderOptions)
+		rd, err := datasets.NewRenderer(m, cfg.RenderOptions)
 		if err != nil {
 			return err
 		}
-		out.Example = &shownExample{Source: out.ex.Source, Tokens: out.ex.Tokens, Weights: out.ex.Weights, Trained: out.ex.Trained(), Segments: r.Segments(*out.ex)}
+		out.Example = &shownExample{Source: out.ex.Source, Tokens: out.ex.Tokens, Weights: out.ex.Weights, Trained: out.ex.Trained(), Segments: rd.Segments(*out.ex)}
 	} else if out.rec != nil {
 		out.Record = out.rec
 	}
@@ -204,14 +190,57 @@ func runDataInspect(args []string) error {
 	return nil
 }
 
+// fileRecipe is the recipe that trains on a data file with the data
+// settings given as flags; the flags left out take the recipe defaults.
+func fileRecipe(fs *flag.FlagSet, file, model string, cfg datasets.Config, format, overflow string, ctxLen int) (*recipes.Recipe, error) {
+	sets := []string{"data.train=" + file}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "template":
+			sets = append(sets, "data.template="+cfg.Template)
+		case "eval":
+			sets = append(sets, "data.eval="+cfg.Eval)
+		case "eval-ratio":
+			sets = append(sets, fmt.Sprintf("data.eval_ratio=%g", cfg.EvalRatio))
+		case "seed":
+			sets = append(sets, fmt.Sprintf("data.seed=%d", cfg.Seed))
+		case "format":
+			sets = append(sets, "data.format="+format)
+		case "system":
+			sets = append(sets, "data.system="+cfg.System)
+		case "train-on-inputs":
+			sets = append(sets, fmt.Sprintf("data.train_on_inputs=%t", cfg.TrainOnInputs))
+		case "ctx":
+			sets = append(sets, fmt.Sprintf("data.seq_len=%d", ctxLen))
+		case "overflow":
+			sets = append(sets, "data.overflow="+overflow)
+		case "max-bad-rows":
+			sets = append(sets, fmt.Sprintf("data.max_bad_rows=%d", cfg.MaxBadRows))
+		case "keep-duplicates":
+			sets = append(sets, fmt.Sprintf("data.keep_duplicates=%t", cfg.KeepDuplicates))
+		}
+	})
+	for k, v := range map[string]string{"prompt": cfg.Fields.Prompt, "response": cfg.Fields.Response, "system": cfg.Fields.System, "label": cfg.Fields.Label} {
+		if v != "" {
+			sets = append(sets, "data.fields."+k+"="+v)
+		}
+	}
+	if model == "" {
+		model = "none" // never loaded: without a model only records are read
+	}
+	abs, _ := filepath.Abs(".")
+	return recipes.Decode(filepath.Join(abs, "(command line)"), []byte("name: data-inspect\nbase: "+strconv.Quote(model)+"\n"), sets)
+}
+
 type dataInspection struct {
 	*datasets.Report
-	Model   string            `json:"model,omitempty"`
-	Windows *windowStats      `json:"windows,omitempty"`
-	Example *shownExample     `json:"example,omitempty"`
-	Record  *datasets.Record  `json:"record,omitempty"` // without a model: the record shown
-	ex      *datasets.Example // the example to show
-	rec     *datasets.Record
+	Model    string            `json:"model,omitempty"`
+	Warnings []string          `json:"warnings,omitempty"`
+	Windows  *windowStats      `json:"windows,omitempty"`
+	Example  *shownExample     `json:"example,omitempty"`
+	Record   *datasets.Record  `json:"record,omitempty"` // without a model: the record shown
+	ex       *datasets.Example // the example to show
+	rec      *datasets.Record
 }
 
 // windowStats is how the training examples pack into context windows.
@@ -223,17 +252,20 @@ type windowStats struct {
 	used    int
 }
 
-func (w *windowStats) add(done []datasets.Window) {
-	for i := range done {
-		w.addUnpacked(done[i].Used())
+// newWindowStats describes the windows training gets.
+func newWindowStats(ws []lora.Window, ctx int, packing bool) *windowStats {
+	st := &windowStats{Context: ctx, Packing: packing, Count: len(ws)}
+	for i := range ws {
+		for _, s := range ws[i].Seq {
+			if s >= 0 {
+				st.used++
+			}
+		}
 	}
-}
-
-// addUnpacked counts a window holding one example of n tokens.
-func (w *windowStats) addUnpacked(n int) {
-	w.Count++
-	w.used += n
-	w.Fill = float64(w.used) / float64(w.Count*w.Context)
+	if st.Count > 0 {
+		st.Fill = float64(st.used) / float64(st.Count*ctx)
+	}
+	return st
 }
 
 type shownExample struct {
@@ -283,6 +315,9 @@ func printInspection(w io.Writer, in *dataInspection, cfg datasets.Config, color
 		split("tokens", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Tokens) })
 		split("trained tokens", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Trained) })
 		split("masked fraction", func(s *datasets.SplitReport) string { return fmt.Sprintf("%.1f%%", 100*s.MaskedFraction()) })
+	}
+	for _, warn := range in.Warnings {
+		fmt.Fprintf(w, "\nwarning: %s\n", warn)
 	}
 	if ws := in.Windows; ws != nil && ws.Packing {
 		fmt.Fprintf(w, "\ntraining packs into %d window(s) of %d tokens, %.1f%% filled\n", ws.Count, ws.Context, 100*ws.Fill)

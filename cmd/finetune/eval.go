@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -12,13 +13,15 @@ import (
 	"github.com/charmbracelet/log"
 
 	"github.com/finetune-dev/finetune/evals"
-	"github.com/finetune-dev/finetune/internal/job"
 	"github.com/finetune-dev/finetune/recipes"
+	"github.com/finetune-dev/finetune/runs"
 )
 
 func runEval(args []string) error {
-	fs := newFlags("eval", "RECIPE.yaml [--run RUN_DIR | --adapter A.gguf] [--out DIR] [--fail-under EXPR]",
-		"Run the recipe's eval suite against every contestant (base, tuned, Ollama, OpenAI-compatible APIs)\nand write results.json, report.md and report.html.")
+	fs := newFlags("eval", "RUN_DIR | RECIPE.yaml [--run RUN_DIR | --adapter A.gguf] [--out DIR] [--fail-under EXPR]",
+		"Run the eval suite against every contestant (base, tuned, Ollama, OpenAI-compatible APIs)\n"+
+			"and write results.json, report.md and report.html. A run folder brings its own recipe, base\n"+
+			"and adapter; a recipe with --run evaluates that run with the recipe's (perhaps newer) suite.")
 	runDir := fs.String("run", "", "training run folder: its adapter.gguf is the tuned adapter, its loss curve goes in the report")
 	adapter := fs.String("adapter", "", "tuned adapter file (instead of --run)")
 	out := fs.String("out", "", "report folder (default RUN_DIR/eval, or runs/<name>/eval-<timestamp>)")
@@ -32,7 +35,7 @@ func runEval(args []string) error {
 	}
 	setVerbose(*verbose)
 	if len(pos) != 1 {
-		return usageErr("eval takes one recipe file, got %d arguments", len(pos))
+		return usageErr("eval takes one run folder or recipe file, got %d arguments", len(pos))
 	}
 	if *runDir != "" && *adapter != "" {
 		return usageErr("give --run or --adapter, not both")
@@ -43,29 +46,31 @@ func runEval(args []string) error {
 			return usageErr("--fail-under: %v", err)
 		}
 	}
-	r, err := recipes.Load(pos[0], sets)
-	if err != nil {
+	var r *recipes.Recipe
+	if st, err := os.Stat(pos[0]); err == nil && st.IsDir() {
+		if *runDir != "" || *adapter != "" {
+			return usageErr("a run folder brings its adapter: leave out --run and --adapter")
+		}
+		if len(sets) > 0 {
+			return usageErr("--set changes a recipe: give the recipe with --run %s", pos[0])
+		}
+		*runDir = pos[0]
+	} else if r, err = recipes.Load(pos[0], sets); err != nil {
 		return err
 	}
+	var run *runs.Run
 	if *runDir != "" {
-		*adapter = filepath.Join(*runDir, job.AdapterFile)
-		if _, err := os.Stat(*adapter); err != nil {
-			return fmt.Errorf("%s: no adapter.gguf in this run folder (did the training finish?)", *runDir)
+		if run, err = runs.Open(*runDir); err != nil {
+			return err
 		}
-	}
-	if *out == "" {
-		if *runDir != "" {
-			*out = filepath.Join(*runDir, "eval")
-		} else {
-			*out = filepath.Join("runs", r.Name, "eval-"+time.Now().Format("20060102-150405"))
-		}
+		defer run.Close()
 	}
 	loadBackends()
 	warnSIMD()
 	cx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	last := time.Time{}
-	res, err := job.Eval(cx, r, job.EvalOptions{Adapter: *adapter, Out: *out, RunDir: *runDir, Progress: func(p evals.Progress) {
+	o := runs.EvalOptions{Recipe: r, Adapter: *adapter, Out: *out, Logger: slog.New(log.Default()), Progress: func(p evals.Progress) {
 		if p.Err != nil {
 			log.Warn("case failed", "contestant", p.Contestant, "err", oneLine(p.Err.Error()))
 		}
@@ -73,12 +78,25 @@ func runEval(args []string) error {
 			log.Info(p.Phase, "contestant", p.Contestant, "done", fmt.Sprintf("%d/%d", p.Done, p.Total), "cached", p.Cached, "failed", p.Failed)
 			last = time.Now()
 		}
-	}})
+	}}
+	var res *evals.Results
+	if run != nil {
+		if o.Out == "" {
+			o.Out = run.Path(runs.EvalDir)
+		}
+		res, err = run.Eval(cx, o)
+	} else {
+		if o.Out == "" {
+			o.Out = filepath.Join("runs", r.Name, "eval-"+time.Now().Format("20060102-150405"))
+		}
+		res, err = runs.Eval(cx, r, o)
+	}
 	if err != nil {
 		return err
 	}
 	printHeadline(res)
-	fmt.Printf("\nreport: %s\n", filepath.Join(*out, "report.html"))
+	outAbs, _ := filepath.Abs(o.Out)
+	fmt.Printf("\nreport: %s\n", displayPath(filepath.Join(outAbs, "report.html")))
 	if g != nil {
 		ok, line, err := g.Check(res)
 		if err != nil {

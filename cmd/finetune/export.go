@@ -4,13 +4,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/charmbracelet/log"
 
 	"github.com/finetune-dev/finetune/adapters"
-	"github.com/finetune-dev/finetune/internal/job"
+	"github.com/finetune-dev/finetune/runs"
 )
 
 const exportUsage = `Usage:
@@ -47,14 +45,17 @@ func runExport(args []string) error {
 // adapter and, unless base is set, the base model it was trained on.
 func adapterAndBase(arg, base string) (adapter, basePath string, err error) {
 	if st, err := os.Stat(arg); err == nil && st.IsDir() {
-		if base == "" {
-			b, err := os.ReadFile(filepath.Join(arg, job.BaseFile))
-			if err != nil {
-				return "", "", fmt.Errorf("%s: no %s naming the base model; give --base", arg, job.BaseFile)
-			}
-			base = strings.TrimSpace(string(b))
+		run, err := runs.Open(arg)
+		if err != nil {
+			return "", "", err
 		}
-		arg = filepath.Join(arg, job.AdapterFile)
+		if base == "" {
+			base = run.Base()
+		}
+		if _, err := os.Stat(run.Adapter()); err != nil {
+			return "", "", fmt.Errorf("%s: no %s in this run folder (did the training finish?)", arg, runs.AdapterFile)
+		}
+		return run.Adapter(), base, nil
 	}
 	if base == "" {
 		return "", "", usageErr("--base is required with an adapter file")

@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/finetune-dev/finetune/adapters"
-	"github.com/finetune-dev/finetune/internal/job"
 	"github.com/finetune-dev/finetune/internal/testmodel"
+	"github.com/finetune-dev/finetune/runs"
 )
 
 // peftFixture writes a GQA base model and a random adapter for it on
@@ -74,11 +74,11 @@ func TestExportPEFTCLI(t *testing.T) {
 		t.Fatalf("inspect: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
-	// A run folder names its base in base.txt.
+	// A run folder made before run.json names its base in base.txt.
 	run := t.TempDir()
 	data, _ := os.ReadFile(adapter)
-	os.WriteFile(filepath.Join(run, job.AdapterFile), data, 0o644)
-	os.WriteFile(filepath.Join(run, job.BaseFile), []byte(base+"\n"), 0o644)
+	os.WriteFile(filepath.Join(run, runs.AdapterFile), data, 0o644)
+	os.WriteFile(filepath.Join(run, runs.LegacyBaseFile), []byte(base+"\n"), 0o644)
 	dir2 := filepath.Join(t.TempDir(), "peft")
 	if r := cli(t, "export", "peft", run, "--out", dir2); r.code != 0 {
 		t.Fatalf("export peft RUN_DIR: exit %d: %s", r.code, r.stderr)

@@ -6,14 +6,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 
 	"github.com/charmbracelet/log"
 
 	"github.com/finetune-dev/finetune/adapters"
 	"github.com/finetune-dev/finetune/adapters/publish"
-	"github.com/finetune-dev/finetune/internal/job"
+	"github.com/finetune-dev/finetune/runs"
 )
 
 func runPublish(args []string) error {
@@ -51,15 +50,16 @@ func runPublish(args []string) error {
 	warnSIMD()
 	cx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	o := job.PublishOptions{Name: *name, Host: *host, Base: *base, Template: tmpl, ChatTemplate: *chatTmpl, ModelfileOnly: *mfOnly, Log: func(msg string, kv ...any) { log.Info(msg, kv...) }}
+	o := runs.PublishOptions{Name: *name, Host: *host, Base: *base, Template: tmpl, ChatTemplate: *chatTmpl, ModelfileOnly: *mfOnly, Log: func(msg string, kv ...any) { log.Info(msg, kv...) }}
 
 	target := pos[0]
 	if st, err := os.Stat(target); err == nil && st.IsDir() {
-		run, err := job.OpenRun(target)
+		run, err := runs.Open(target)
 		if err != nil {
 			return err
 		}
-		res, err := job.Publish(cx, run, o)
+		defer run.Close()
+		res, err := run.Publish(cx, o)
 		if err != nil {
 			return err
 		}
@@ -144,15 +144,12 @@ func quoteAll(xs []string) []string {
 
 // publishAfterTraining publishes a run whose recipe has a publish section;
 // a failure keeps the run and says how to retry.
-func publishAfterTraining(cx context.Context, dir string) error {
-	run, err := job.OpenRun(dir)
-	if err != nil {
-		return err
-	}
+func publishAfterTraining(cx context.Context, run *runs.Run) error {
 	log.Info("publishing", "ollama", run.Recipe.Publish.Ollama)
-	res, err := job.Publish(cx, run, job.PublishOptions{Log: func(msg string, kv ...any) { log.Info(msg, kv...) }})
+	res, err := run.Publish(cx, runs.PublishOptions{Log: func(msg string, kv ...any) { log.Info(msg, kv...) }})
 	if err != nil {
-		return fmt.Errorf("training finished (%s), but publishing failed: %w; retry with: finetune publish %s", dir, err, filepath.Clean(dir))
+		dir := displayPath(run.Dir)
+		return fmt.Errorf("training finished (%s), but publishing failed: %w; retry with: finetune publish %s", dir, err, dir)
 	}
 	printPublished(os.Stderr, res)
 	return nil

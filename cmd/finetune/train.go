@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -13,16 +14,20 @@ import (
 
 	"github.com/charmbracelet/log"
 
-	"github.com/finetune-dev/finetune/internal/job"
 	"github.com/finetune-dev/finetune/lora"
 	"github.com/finetune-dev/finetune/recipes"
+	"github.com/finetune-dev/finetune/runs"
 )
 
 func runTrain(args []string) error {
-	fs := newFlags("train", "RECIPE.yaml [--out DIR] [--resume] [--set key.path=value ...]",
-		"Train the recipe's LoRA adapter. The run folder (default runs/<name>/<timestamp>/) gets the\nresolved recipe, the data report, metrics.jsonl, checkpoints, adapter.gguf, adapter.json and\ntrain.log. Ctrl-C stops after writing a checkpoint; --resume continues the newest run.")
-	out := fs.String("out", "", "run folder (default runs/<name>/<timestamp>)")
-	resume := fs.Bool("resume", false, "continue from the newest checkpoint (of --out, or of the recipe's newest run)")
+	fs := newFlags("train", "RECIPE.yaml [--out DIR] [--set key.path=value ...] | --resume RUN_DIR | RECIPE.yaml --resume",
+		"Train the recipe's LoRA adapter into a new run folder (default runs/<name>/<timestamp>/): the\n"+
+			"recipe as trained, run.json, the data report, metrics.jsonl, checkpoints, adapter.gguf,\n"+
+			"adapter.json and train.log. Ctrl-C stops after writing a checkpoint. --resume RUN_DIR\n"+
+			"continues a run with the recipe, overrides and base it was started with; RECIPE --resume\n"+
+			"continues the recipe's newest unfinished run.")
+	out := fs.String("out", "", "run folder to make (default runs/<name>/<timestamp>); it must not exist or be empty")
+	resume := fs.Bool("resume", false, "continue a run from its checkpoint: RUN_DIR, or the newest unfinished run of RECIPE")
 	var sets listFlag
 	fs.Var(&sets, "set", "override a recipe field, e.g. --set train.learning_rate=1e-4 (repeatable)")
 	verbose := verboseFlag(fs)
@@ -31,87 +36,93 @@ func runTrain(args []string) error {
 		return err
 	}
 	setVerbose(*verbose)
-	if len(pos) != 1 {
-		return usageErr("train takes one recipe file, got %d arguments", len(pos))
+	switch {
+	case len(pos) > 1:
+		return usageErr("train takes one recipe file (or, with --resume, a run folder), got %d arguments", len(pos))
+	case len(pos) == 0 && !(*resume && *out != ""):
+		return usageErr("train takes a recipe file, or --resume RUN_DIR")
+	case *resume && len(sets) > 0:
+		return usageErr("a resumed run keeps the recipe and overrides it started with; --set starts a new run (leave out --resume)")
 	}
-	r, err := recipes.Load(pos[0], sets)
-	if err != nil {
-		return err
-	}
-	loadBackends()
-	warnSIMD()
-
+	logger := slog.New(log.Default())
 	cx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	logger := log.Default()
-	var logFile *os.File
-	var early []string // log lines from before the run folder exists
 	prog := newProgress(os.Stderr)
-	res, err := job.Train(cx, r, job.Options{
-		Out:    *out,
-		Resume: *resume,
-		Log: func(msg string, kv ...any) {
-			logger.Info(msg, kv...)
-			early = append(early, oneLine(msg+" "+fmt.Sprint(kv...)))
-		},
-		Progress: func(m lora.Metrics) {
-			if logFile == nil {
-				// The run folder exists once training starts.
-				dir := *out
-				if dir == "" {
-					dir = currentRunDir(r.Name)
-				}
-				if f, err := os.OpenFile(filepath.Join(dir, job.LogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
-					logFile = f
-					fmt.Fprintf(f, "finetune train %s (%s)\n", strings.Join(args, " "), time.Now().Format(time.RFC3339))
-					for _, l := range early {
-						fmt.Fprintln(f, l)
-					}
-				}
-			}
-			prog.update(m, logFile)
-		},
-	})
+	o := runs.TrainOptions{Out: *out, Overrides: sets, Logger: logger, Progress: prog.update,
+		Command: "finetune train " + strings.Join(args, " ")}
+
+	var run *runs.Run
+	var res *lora.Result
+	if *resume {
+		if run, err = runToResume(pos, *out); err != nil {
+			return err
+		}
+		loadBackends()
+		warnSIMD()
+		res, err = run.Resume(cx, o)
+	} else {
+		r, lerr := recipes.Load(pos[0], sets)
+		if lerr != nil {
+			return lerr
+		}
+		loadBackends()
+		warnSIMD()
+		run, res, err = runs.Start(cx, r, o)
+	}
 	prog.done()
-	if logFile != nil {
-		defer logFile.Close()
+	if run != nil {
+		defer run.Close()
 	}
 	if err != nil {
 		return err
 	}
-	t := res.Train
-	if t.Interrupted {
-		logger.Warn("interrupted: checkpoint written", "step", t.Steps, "resume", fmt.Sprintf("finetune train %s --resume --out %s", pos[0], res.Dir))
-	}
-	kv := []any{"steps", t.Steps, "tokens", t.TokensSeen, "train_loss", fmt.Sprintf("%.4f", t.TrainLoss), "wall", (time.Duration(t.WallSeconds) * time.Second).String()}
-	if t.ValLoss != nil {
-		kv = append(kv, "val_loss", fmt.Sprintf("%.4f", *t.ValLoss))
-	}
-	if t.StoppedEarly {
-		kv = append(kv, "stopped_early_at_best_step", t.BestStep)
-	}
-	logger.Info("trained", kv...)
-	if logFile != nil {
-		fmt.Fprintf(logFile, "done: %s\n", oneLine(fmt.Sprint(kv...)))
-	}
-	fmt.Println(res.Dir)
-	if t.Interrupted || res.Recipe.Publish.Ollama == "" {
+	if res.Interrupted {
+		logger.Warn("interrupted: checkpoint written", "step", res.Steps, "resume", "finetune train --resume "+displayPath(run.Dir))
 		return nil
 	}
-	return publishAfterTraining(cx, res.Dir)
+	fmt.Println(displayPath(run.Dir))
+	if run.Recipe.Publish.Ollama == "" {
+		return nil
+	}
+	return publishAfterTraining(cx, run)
 }
 
-// currentRunDir is the newest folder of runs/<name>.
-func currentRunDir(name string) string {
-	root := filepath.Join("runs", name)
-	entries, _ := os.ReadDir(root)
-	newest := ""
-	for _, e := range entries {
-		if e.IsDir() && e.Name() > newest {
-			newest = e.Name()
+// runToResume is the run a --resume names: a run folder (as the argument
+// or --out), or the newest unfinished run of a recipe.
+func runToResume(pos []string, out string) (*runs.Run, error) {
+	dir := out
+	if len(pos) == 1 {
+		if st, err := os.Stat(pos[0]); err == nil && st.IsDir() {
+			dir = pos[0]
+		} else if dir == "" {
+			r, err := recipes.Load(pos[0], nil)
+			if err != nil {
+				return nil, err
+			}
+			run, err := runs.Newest("runs", r.Name, func(run *runs.Run) bool {
+				_, err := os.Stat(run.Path(runs.CheckpointFile))
+				return run.Record.State != runs.Finished && err == nil
+			})
+			if err != nil {
+				return nil, fmt.Errorf("%w that has a checkpoint and is unfinished: nothing to resume", err)
+			}
+			return run, nil
 		}
 	}
-	return filepath.Join(root, newest)
+	return runs.Open(dir)
+}
+
+// displayPath is p relative to the working directory when it is inside
+// it, else p.
+func displayPath(p string) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return p
+	}
+	if rel, err := filepath.Rel(wd, p); err == nil && !strings.HasPrefix(rel, "..") {
+		return rel
+	}
+	return p
 }
 
 // progress shows training progress: a bar redrawn in place on a terminal,
@@ -128,15 +139,12 @@ func newProgress(w *os.File) *progress {
 	return &progress{w: w, tty: err == nil && st.Mode()&os.ModeCharDevice != 0}
 }
 
-func (p *progress) update(m lora.Metrics, logFile io.Writer) {
+func (p *progress) update(m lora.Metrics) {
 	line := fmt.Sprintf("step %d/%d  loss %.4f", m.Step, m.TotalSteps, m.Loss)
 	if m.ValLoss != nil {
 		line += fmt.Sprintf("  val %.4f", *m.ValLoss)
 	}
 	line += fmt.Sprintf("  lr %.2e  |g| %.3f  %.0f tok/s  ETA %s", m.LR, m.GradNorm, m.TokensPerSec, (time.Duration(m.ETASec) * time.Second).String())
-	if logFile != nil {
-		fmt.Fprintf(logFile, "%s  elapsed %.0fs\n", line, m.ElapsedSec)
-	}
 	if p.tty {
 		const width = 24
 		done := width * m.Step / max(1, m.TotalSteps)

@@ -215,7 +215,7 @@ func runShape(s shape, steps, threads int, cache string) (r result) {
 	out, _ := os.MkdirTemp("", "benchtrain-run-*")
 	defer os.RemoveAll(out)
 	var times []float64
-	cfg := lora.Config{Rank: 8, Alpha: 16, MaxSteps: 2 + steps, Threads: threads, OutDir: out, Seed: 1}
+	cfg := lora.Config{Rank: 8, Alpha: 16, MaxSteps: 2 + steps, Threads: threads, Seed: 1, Files: lora.Files{Checkpoint: filepath.Join(out, "checkpoint.gguf"), Metrics: filepath.Join(out, "metrics.jsonl"), Adapter: filepath.Join(out, "adapter.gguf")}}
 	_, err = lora.Train(context.Background(), path, cfg, lora.Data{Train: windows}, func(m lora.Metrics) {
 		if m.Step > 2 {
 			times = append(times, float64(T)/m.TokensPerSec)

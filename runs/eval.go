@@ -1,9 +1,10 @@
-package job
+package runs
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -52,43 +53,99 @@ func Cases(r *recipes.Recipe, basePath string) ([]datasets.Case, error) {
 	return cases, nil
 }
 
-// EvalOptions of an eval run.
+// EvalOptions of an eval.
 type EvalOptions struct {
-	Adapter  string // the adapter of "tuned" contestants
-	Out      string // report folder
-	RunDir   string // training run whose loss curve the report draws
+	// Recipe is the eval suite to run (default: the run's recipe). With a
+	// run, its contestants are asked as the recipe says, the local ones on
+	// the base the run trained on.
+	Recipe *recipes.Recipe
+	// Adapter is the adapter of "tuned" contestants (default: the run's).
+	Adapter string
+	// Out is the report folder (default: the run's eval/, else
+	// runs/<name>/eval-<timestamp>).
+	Out      string
 	Base     basemodel.Options
+	Logger   *slog.Logger
 	Progress func(evals.Progress)
 }
 
-// Eval runs the recipe's eval suite and writes the reports into o.Out.
+// Eval runs the run's eval suite (or o.Recipe's) against every contestant,
+// the tuned adapter being the run's, and writes the reports (default into
+// the run folder's eval/). The run is locked for it.
+func (run *Run) Eval(ctx context.Context, o EvalOptions) (*evals.Results, error) {
+	r := o.Recipe
+	if r == nil {
+		r = run.Recipe
+	}
+	if r == nil {
+		return nil, fmt.Errorf("%s: no %s: give the recipe whose eval suite to run", run.Dir, RecipeFile)
+	}
+	if _, err := os.Stat(run.Adapter()); err != nil {
+		return nil, fmt.Errorf("%s: no %s in this run folder (did the training finish? resume it with `finetune train --resume %s`)", run.Dir, AdapterFile, run.Dir)
+	}
+	if err := run.Lock("finetune eval", o.Logger); err != nil {
+		return nil, err
+	}
+	if o.Adapter == "" {
+		o.Adapter = run.Adapter()
+	}
+	if o.Out == "" {
+		o.Out = run.Path(EvalDir)
+	}
+	o.Logger = run.Logger()
+	return evaluate(ctx, r, run.Base(), run, o)
+}
+
+// Eval runs a recipe's eval suite without a run (the tuned contestant, if
+// any, takes o.Adapter), writing the reports into o.Out (default
+// runs/<name>/eval-<timestamp>).
 func Eval(ctx context.Context, r *recipes.Recipe, o EvalOptions) (*evals.Results, error) {
 	base, err := basemodel.Resolve(ctx, r.Base, r.Dir, o.Base)
 	if err != nil {
 		return nil, &recipes.Error{File: r.Path, Line: r.Line("base"), Path: "base", Msg: err.Error()}
 	}
-	cases, err := Cases(r, base)
-	if err != nil {
-		return nil, err
+	if o.Out == "" {
+		o.Out = filepath.Join("runs", r.Name, "eval-"+time.Now().Format("20060102-150405"))
 	}
-	var contestants []evals.Contestant
-	byName := map[string]evals.Contestant{}
-	defer func() {
-		for _, c := range contestants {
-			if l, ok := c.(*evals.Local); ok {
-				l.Close()
-			}
+	return evaluate(ctx, r, base, nil, o)
+}
+
+// EvalPlan is what an eval asks: the contestants and the metrics.
+type EvalPlan struct {
+	Contestants []evals.Contestant
+	Metrics     []evals.Metric
+}
+
+// Close releases the local contestants' models.
+func (p *EvalPlan) Close() {
+	for _, c := range p.Contestants {
+		if l, ok := c.(*evals.Local); ok {
+			l.Close()
 		}
-	}()
+	}
+}
+
+// PlanEval maps the recipe's eval section onto evals' contestants and
+// metrics: local contestants on base (with adapter for "tuned"), Ollama
+// and OpenAI-compatible ones, and each metric with its judge.
+func PlanEval(r *recipes.Recipe, base, adapter string) (*EvalPlan, error) {
+	p := &EvalPlan{}
+	byName := map[string]evals.Contestant{}
 	for i, c := range r.Eval.Contestants {
-		ec, err := contestant(r, i, c, base, o.Adapter)
+		ec, err := contestant(r, i, c, base, adapter)
 		if err != nil {
+			p.Close()
 			return nil, err
 		}
-		contestants = append(contestants, ec)
+		p.Contestants = append(p.Contestants, ec)
 		byName[c.Name] = ec
 	}
-	var metrics []evals.Metric
+	p.Metrics = metrics(r, byName)
+	return p, nil
+}
+
+func metrics(r *recipes.Recipe, byName map[string]evals.Contestant) []evals.Metric {
+	var out []evals.Metric
 	for _, m := range r.Eval.Metrics {
 		em := evals.Metric{Name: m.Name, Normalize: m.Normalize, Pattern: m.Pattern, JSONField: m.Field, Rubric: m.Rubric, Against: m.Reference}
 		switch m.Name {
@@ -103,12 +160,25 @@ func Eval(ctx context.Context, r *recipes.Recipe, o EvalOptions) (*evals.Results
 		default:
 			em.Kind = evals.MetricKind(m.Name)
 		}
-		metrics = append(metrics, em)
+		out = append(out, em)
 	}
+	return out
+}
+
+func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o EvalOptions) (*evals.Results, error) {
+	cases, err := Cases(r, base)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := PlanEval(r, base, o.Adapter)
+	if err != nil {
+		return nil, err
+	}
+	defer plan.Close()
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, err
 	}
-	res, err := evals.Run(ctx, evals.Suite{Cases: cases, Metrics: metrics}, contestants, evals.RunOptions{
+	res, err := evals.Run(ctx, evals.Suite{Cases: cases, Metrics: plan.Metrics}, plan.Contestants, evals.RunOptions{
 		Base:     r.Eval.Contestants[0].Name,
 		CacheDir: filepath.Join(o.Out, "cache"),
 		Progress: o.Progress,
@@ -118,9 +188,9 @@ func Eval(ctx context.Context, r *recipes.Recipe, o EvalOptions) (*evals.Results
 		return nil, err
 	}
 	extras := evals.ReportExtras{Title: "Evaluation: " + r.Name, Notes: []string{"recipe " + r.Path, "base " + r.Base + " (" + base + ")", time.Now().Format("2006-01-02 15:04")}}
-	if o.RunDir != "" {
-		extras.Notes = append(extras.Notes, "run "+o.RunDir)
-		if loss, err := evals.LoadLossCurve(filepath.Join(o.RunDir, MetricsFile)); err == nil {
+	if run != nil {
+		extras.Notes = append(extras.Notes, "run "+run.Dir)
+		if loss, err := evals.LoadLossCurve(run.Path(MetricsFile)); err == nil {
 			extras.Loss = loss
 		}
 	}

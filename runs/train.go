@@ -1,0 +1,338 @@
+package runs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/finetune-dev/finetune/internal/atomicfile"
+	"github.com/finetune-dev/finetune/internal/basemodel"
+	"github.com/finetune-dev/finetune/internal/filehash"
+	"github.com/finetune-dev/finetune/lora"
+	"github.com/finetune-dev/finetune/recipes"
+)
+
+// TrainOptions of Start and Resume.
+type TrainOptions struct {
+	// Out is the run folder to make (default Root/<name>/<timestamp>).
+	Out string
+	// Root holds the runs of every recipe (default "runs").
+	Root string
+	// Overrides are the --set values the recipe was loaded with; the run
+	// records them.
+	Overrides []string
+	// Command says who holds the run's lock (default "finetune train").
+	Command  string
+	Base     basemodel.Options
+	Logger   *slog.Logger
+	Progress func(lora.Metrics)
+}
+
+func (o *TrainOptions) defaults() {
+	if o.Root == "" {
+		o.Root = "runs"
+	}
+	if o.Command == "" {
+		o.Command = "finetune train"
+	}
+}
+
+// prepared is what a run needs before its folder is made: everything that
+// can be checked is checked first (base, data, memory), so a bad recipe
+// leaves no folder behind.
+type prepared struct {
+	base BaseModel
+	data *Data
+}
+
+func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.Logger) (*prepared, error) {
+	path, err := basemodel.Resolve(ctx, r.Base, r.Dir, o.Base)
+	if err != nil {
+		return nil, &recipes.Error{File: r.Path, Line: r.Line("base"), Path: "base", Msg: err.Error()}
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	log.Info("base model", "path", path)
+	if err := lora.CheckBase(path); err != nil {
+		return nil, err
+	}
+	data, err := LoadData(r, path)
+	if err != nil {
+		return nil, err
+	}
+	rep := data.Report
+	log.Info("data", "train_examples", rep.Train.Examples, "eval_examples", rep.Eval.Examples, "train_windows", len(data.Train), "val_windows", len(data.Val),
+		"dropped", rep.Train.Dropped+rep.Eval.Dropped, "truncated", rep.Train.Truncated+rep.Eval.Truncated)
+	need, err := lora.EstimateMemory(path, r.Data.SeqLen, r.LoRA.Rank, len(r.LoRA.Targets))
+	if err != nil {
+		return nil, err
+	}
+	if avail := availableMemory(); avail > 0 && need > avail {
+		return nil, fmt.Errorf("%s: the run needs about %.1f GiB but the machine has %.1f GiB available: lower data.seq_len or use a smaller or quantized base", r.Path, gib(need), gib(avail))
+	}
+	log.Info("memory", "estimated", fmt.Sprintf("%.2f GiB", gib(need)))
+	sum, _, err := filehash.SHA256(path)
+	if err != nil {
+		return nil, err
+	}
+	return &prepared{base: BaseModel{Ref: r.Base, Path: path, SHA256: sum}, data: data}, nil
+}
+
+// Start trains a recipe into a new run folder. The folder is made only
+// once the base, the data and the memory the run needs have been checked,
+// and exclusively (never two runs in one folder). The returned run holds
+// its lock until Close, also when training failed after the folder was
+// made (then the error says how to resume).
+func Start(ctx context.Context, r *recipes.Recipe, o TrainOptions) (*Run, *lora.Result, error) {
+	o.defaults()
+	early := o.Logger
+	if early == nil {
+		early = slog.New(slog.DiscardHandler)
+	}
+	p, err := prepare(ctx, r, &o, early)
+	if err != nil {
+		return nil, nil, err
+	}
+	dir, err := create(o.Out, filepath.Join(o.Root, r.Name))
+	if err != nil {
+		return nil, nil, err
+	}
+	run := &Run{Dir: dir}
+	if err := run.Lock(o.Command, o.Logger); err != nil {
+		return nil, nil, err
+	}
+	from := r.Path
+	if abs, err := filepath.Abs(r.Path); err == nil {
+		from = abs
+	}
+	now := time.Now().UTC()
+	run.Record = Record{Recipe: from, Overrides: o.Overrides, Base: p.base, State: Created, Created: now, Updated: now}
+	trained := absolutePaths(r, p.base.Path)
+	run.Recipe = trained
+	if err := run.writeStartFiles(p.data); err != nil {
+		return run, nil, err
+	}
+	run.Logger().Info("run", "dir", run.Dir, "recipe", from, "overrides", strings.Join(o.Overrides, " "), "command", o.Command)
+	res, err := run.train(ctx, p.data, false, o.Progress)
+	return run, res, err
+}
+
+// absolutePaths is the recipe as a run keeps it: every path absolute, so
+// the run folder means the same from any working directory.
+func absolutePaths(r *recipes.Recipe, base string) *recipes.Recipe {
+	c := *r
+	c.Data.Train, c.Data.Eval = r.Resolve(r.Data.Train), r.Resolve(r.Data.Eval)
+	if !strings.HasPrefix(r.Base, "ollama:") && !strings.HasPrefix(r.Base, "builtin:") {
+		c.Base = base
+	}
+	c.Eval.Contestants = append([]recipes.Contestant(nil), r.Eval.Contestants...)
+	for i := range c.Eval.Contestants {
+		ct := &c.Eval.Contestants[i]
+		if ct.Kind == "local" {
+			ct.Model = r.Resolve(ct.Model)
+			if ct.Adapter != "tuned" {
+				ct.Adapter = r.Resolve(ct.Adapter)
+			}
+		}
+	}
+	return &c
+}
+
+func (run *Run) writeStartFiles(d *Data) error {
+	r := run.Recipe
+	y, err := r.YAML()
+	if err != nil {
+		return err
+	}
+	header := fmt.Sprintf("# The recipe as trained, from %s (defaults filled in, paths absolute).\n", run.Record.Recipe)
+	if err := atomicfile.Write(run.Path(RecipeFile), append([]byte(header), y...)); err != nil {
+		return err
+	}
+	if err := run.writeRecord(); err != nil {
+		return err
+	}
+	rep, err := json.MarshalIndent(d.Report, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(run.Path(DataReportFile), append(rep, '\n')); err != nil {
+		return err
+	}
+	var sk strings.Builder
+	if err := d.Report.WriteSkipped(&sk); err != nil {
+		return err
+	}
+	if sk.Len() > 0 {
+		return atomicfile.Write(run.Path(SkippedFile), []byte(sk.String()))
+	}
+	return nil
+}
+
+// LoRAConfig maps the recipe's lora and train sections onto lora.Config,
+// writing into the run folder dir.
+func LoRAConfig(r *recipes.Recipe, dir string) lora.Config {
+	t := r.Train
+	return lora.Config{
+		Targets: r.LoRA.Targets, Rank: r.LoRA.Rank, Alpha: r.LoRA.Alpha, RSLoRA: r.LoRA.RSLoRA, Dropout: r.LoRA.Dropout,
+		LearningRate: t.LearningRate, Schedule: t.Schedule, WarmupSteps: t.WarmupSteps, WeightDecay: t.WeightDecay,
+		GradAccum: t.BatchSize, ClipNorm: t.ClipNorm, MaxSteps: t.MaxSteps, Epochs: t.Epochs,
+		EvalEvery: t.EvalEvery, Patience: t.Patience, CheckpointEvery: t.CheckpointEvery, Seed: t.Seed, Threads: t.Threads,
+		Files: lora.Files{
+			Checkpoint: filepath.Join(dir, CheckpointFile),
+			Metrics:    filepath.Join(dir, MetricsFile),
+			Adapter:    filepath.Join(dir, AdapterFile),
+		},
+		Meta: r,
+	}
+}
+
+// train runs lora.Train in the locked run folder and records the outcome.
+func (run *Run) train(ctx context.Context, d *Data, resume bool, progress func(lora.Metrics)) (*lora.Result, error) {
+	cfg := LoRAConfig(run.Recipe, run.Dir)
+	cfg.Resume = resume
+	cfg.BaseSHA256 = run.Record.Base.SHA256
+	if err := run.setState(Training, run.Record.Steps, nil); err != nil {
+		return nil, err
+	}
+	log := run.Logger()
+	res, err := lora.Train(ctx, run.Base(), cfg, lora.Data{Train: d.Train, Val: d.Val}, func(m lora.Metrics) {
+		kv := []any{"step", m.Step, "of", m.TotalSteps, "loss", fmt.Sprintf("%.4f", m.Loss)}
+		if m.ValLoss != nil {
+			kv = append(kv, "val_loss", fmt.Sprintf("%.4f", *m.ValLoss))
+		}
+		run.fileLog.Info("step", append(kv, "lr", fmt.Sprintf("%.3g", m.LR), "grad_norm", fmt.Sprintf("%.3f", m.GradNorm),
+			"tokens_per_s", fmt.Sprintf("%.0f", m.TokensPerSec), "elapsed_s", fmt.Sprintf("%.0f", m.ElapsedSec))...)
+		if progress != nil {
+			progress(m)
+		}
+	})
+	if err != nil {
+		steps := run.Record.Steps
+		if err := run.setState(Failed, steps, err); err != nil {
+			log.Warn("could not record the failure", "err", err)
+		}
+		if _, serr := os.Stat(run.Path(CheckpointFile)); serr == nil {
+			return nil, fmt.Errorf("%w (the run keeps its last checkpoint: `finetune train --resume %s`)", err, run.Dir)
+		}
+		return nil, err
+	}
+	state := Finished
+	if res.Interrupted {
+		state = Interrupted
+	}
+	if err := run.setState(state, res.Steps, nil); err != nil {
+		return res, err
+	}
+	kv := []any{"state", state, "steps", res.Steps, "tokens", res.TokensSeen, "train_loss", fmt.Sprintf("%.4f", res.TrainLoss), "wall", (time.Duration(res.WallSeconds) * time.Second).String()}
+	if res.ValLoss != nil {
+		kv = append(kv, "val_loss", fmt.Sprintf("%.4f", *res.ValLoss))
+	}
+	if res.StoppedEarly {
+		kv = append(kv, "stopped_early_at_best_step", res.BestStep)
+	}
+	log.Info("trained", kv...)
+	return res, nil
+}
+
+// ErrFinished is returned (wrapped) when resuming a finished run.
+var ErrFinished = errors.New("the run is finished")
+
+// Resume continues an unfinished run from its checkpoint, with the recipe
+// and overrides it was started with and on the base it was trained on
+// (checked by SHA-256). It takes the run's lock, which the run holds until
+// Close.
+func (run *Run) Resume(ctx context.Context, o TrainOptions) (*lora.Result, error) {
+	o.defaults()
+	if run.Recipe == nil {
+		return nil, fmt.Errorf("%s: no %s to resume with", run.Dir, RecipeFile)
+	}
+	if err := run.Lock(o.Command+" --resume", o.Logger); err != nil {
+		return nil, err
+	}
+	if err := resumable(run); err != nil {
+		return nil, err
+	}
+	if err := run.checkBase(ctx, o.Base); err != nil {
+		return nil, err
+	}
+	log := run.Logger()
+	log.Info("resuming", "dir", run.Dir, "step", run.Record.Steps, "state", run.Record.State, "base", run.Base())
+	d, err := LoadData(run.Recipe, run.Base())
+	if err != nil {
+		return nil, err
+	}
+	return run.train(ctx, d, true, o.Progress)
+}
+
+// resumable says why a run cannot be resumed.
+func resumable(run *Run) error {
+	if run.Record.State == Finished {
+		return fmt.Errorf("%s: %w (%d steps, its adapter is %s): nothing to resume; start a new run with `finetune train %s`",
+			run.Dir, ErrFinished, run.Record.Steps, run.Adapter(), run.Record.Recipe)
+	}
+	if _, err := os.Stat(run.Path(CheckpointFile)); err != nil {
+		return fmt.Errorf("%s: no checkpoint to resume from (the run stopped before its first one): start a new run", run.Dir)
+	}
+	return nil
+}
+
+// checkBase checks that the base the run will load is the one it trained
+// on: the recorded file, or for ollama: and builtin: bases the file the
+// reference resolves to now.
+func (run *Run) checkBase(ctx context.Context, o basemodel.Options) error {
+	b := run.Record.Base
+	path := b.Path
+	if _, err := os.Stat(path); err != nil && b.Ref != "" && b.Ref != b.Path {
+		if p, rerr := basemodel.Resolve(ctx, b.Ref, filepath.Dir(run.Record.Recipe), o); rerr == nil {
+			path = p
+		}
+	}
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("%s: the base model it trained on, %s, is gone: restore it to resume", run.Dir, b.Path)
+	}
+	if b.SHA256 == "" {
+		return nil
+	}
+	sum, _, err := filehash.SHA256(path)
+	if err != nil {
+		return err
+	}
+	if sum != b.SHA256 {
+		return fmt.Errorf("%s: the base model %s is not the one the run trained on (sha256:%s, now sha256:%s): restore that file, or start a new run",
+			run.Dir, path, short(b.SHA256), short(sum))
+	}
+	run.Record.Base.Path = path
+	return nil
+}
+
+func short(digest string) string {
+	if len(digest) > 12 {
+		return digest[:12]
+	}
+	return digest
+}
+
+func gib(n int64) float64 { return float64(n) / (1 << 30) }
+
+// availableMemory is MemAvailable from /proc/meminfo (0 when unknown).
+func availableMemory() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
+			return kb * 1024
+		}
+	}
+	return 0
+}
