@@ -92,11 +92,13 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 // made (then the error says how to resume).
 func Start(ctx context.Context, r *recipes.Recipe, o TrainOptions) (*Run, *lora.Result, error) {
 	o.defaults()
-	early := o.Logger
-	if early == nil {
-		early = slog.New(slog.DiscardHandler)
+	// Lines logged before the folder exists go to train.log once it does.
+	var early recorder
+	log := slog.New(&early)
+	if o.Logger != nil {
+		log = slog.New(slog.NewMultiHandler(o.Logger.Handler(), &early))
 	}
-	p, err := prepare(ctx, r, &o, early)
+	p, err := prepare(ctx, r, &o, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -119,7 +121,8 @@ func Start(ctx context.Context, r *recipes.Recipe, o TrainOptions) (*Run, *lora.
 	if err := run.writeStartFiles(p.data); err != nil {
 		return run, nil, err
 	}
-	run.Logger().Info("run", "dir", run.Dir, "recipe", from, "overrides", strings.Join(o.Overrides, " "), "command", o.Command)
+	run.fileLog.Info("run", "dir", run.Dir, "recipe", from, "overrides", strings.Join(o.Overrides, " "), "command", o.Command)
+	early.replay(ctx, run.fileLog.Handler())
 	res, err := run.train(ctx, p.data, false, o.Progress)
 	return run, res, err
 }
@@ -173,6 +176,23 @@ func (run *Run) writeStartFiles(d *Data) error {
 		return atomicfile.Write(run.Path(SkippedFile), []byte(sk.String()))
 	}
 	return nil
+}
+
+// recorder is a slog.Handler that keeps the records it is given.
+type recorder struct{ records []slog.Record }
+
+func (h *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (h *recorder) Handle(_ context.Context, r slog.Record) error {
+	h.records = append(h.records, r.Clone())
+	return nil
+}
+func (h *recorder) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *recorder) WithGroup(string) slog.Handler      { return h }
+
+func (h *recorder) replay(ctx context.Context, to slog.Handler) {
+	for _, r := range h.records {
+		to.Handle(ctx, r)
+	}
 }
 
 // LoRAConfig maps the recipe's lora and train sections onto lora.Config,

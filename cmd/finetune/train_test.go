@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -70,7 +72,7 @@ func TestTrainRunFolder(t *testing.T) {
 	if strings.TrimSpace(r.stdout) != out {
 		t.Fatalf("train printed %q, want the run folder %q", r.stdout, out)
 	}
-	for _, f := range []string{"recipe.yaml", "data-report.json", "metrics.jsonl", "checkpoint.gguf", "adapter.gguf", "adapter.json", "train.log", "base.txt"} {
+	for _, f := range []string{"recipe.yaml", "data-report.json", "metrics.jsonl", "checkpoint.gguf", "adapter.gguf", "adapter.json", "train.log", "run.json"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("run folder lacks %s", f)
 		}
@@ -83,9 +85,13 @@ func TestTrainRunFolder(t *testing.T) {
 	if !strings.Contains(string(resolved), "schedule: cosine") {
 		t.Fatalf("recipe.yaml is not resolved:\n%s", resolved)
 	}
+	// train.log has every line, as key=value pairs, the ones from before
+	// the folder existed included.
 	log, _ := os.ReadFile(filepath.Join(out, "train.log"))
-	if !strings.Contains(string(log), "step 12/12") || !strings.Contains(string(log), "data") {
-		t.Fatalf("train.log:\n%s", log)
+	for _, want := range []string{"msg=\"base model\" path=" + model, "msg=data train_examples=", " eval_examples=", "msg=step step=12 of=12 loss=", "msg=trained state=finished steps=12"} {
+		if !strings.Contains(string(log), want) {
+			t.Fatalf("train.log lacks %q:\n%s", want, log)
+		}
 	}
 	// llama.cpp loads the adapter.
 	g := cli(t, "generate", "--model", model, "--adapter", filepath.Join(out, "adapter.gguf"), "--prompt", "Q: Who wrote Hamlet?\nA:", "--max-tokens", "4", "--threads", "1")
@@ -162,8 +168,16 @@ func TestInterruptAndResume(t *testing.T) {
 	if n := strings.Count(string(b), "\n"); n >= 40 {
 		t.Fatalf("the run finished (%d steps) before Ctrl-C arrived", n)
 	}
-	if r := cli(t, "train", recipe, "--out", cut, "--resume", "--set", "train.max_steps=40"); r.code != 0 {
-		t.Fatalf("resume: %s", r.stderr)
+	// The resume command printed after Ctrl-C works as printed: the run
+	// keeps the --set it was started with.
+	_, hint, ok := strings.Cut(stderr.String(), "resume=\"")
+	hint, _, _ = strings.Cut(hint, "\"")
+	args := strings.Fields(hint)
+	if !ok || len(args) < 3 || args[0] != "finetune" {
+		t.Fatalf("no resume command after Ctrl-C:\n%s", stderr.String())
+	}
+	if r := cli(t, args[1:]...); r.code != 0 {
+		t.Fatalf("%s: %s", hint, r.stderr)
 	}
 	a, err := adapters.Read(filepath.Join(full, "adapter.gguf"))
 	if err != nil {
@@ -185,6 +199,89 @@ func TestInterruptAndResume(t *testing.T) {
 	if worst > 1e-6 {
 		t.Fatalf("resumed adapter differs by %g", worst)
 	}
+
+	// A finished run says so, and its adapter.json keeps its figures.
+	info, _ := os.ReadFile(filepath.Join(cut, "adapter.json"))
+	r := cli(t, "train", "--resume", cut)
+	wantCleanError(t, r, cut, "finished", "nothing to resume")
+	if after, _ := os.ReadFile(filepath.Join(cut, "adapter.json")); !bytes.Equal(after, info) {
+		t.Fatalf("resuming a finished run rewrote adapter.json:\n%s\n%s", info, after)
+	}
+}
+
+// TestRunFoldersAreExclusive: two runs of one recipe started at once get
+// a folder each; --out of an existing run is refused, leaving it as it was.
+func TestRunFoldersAreExclusive(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	recipe := qaRecipe(t, model, "")
+	work := t.TempDir()
+	exe, _ := os.Executable()
+	ranks := []string{"4", "8"}
+	cmds := make([]*exec.Cmd, len(ranks))
+	outs := make([]bytes.Buffer, len(ranks))
+	for i, rank := range ranks {
+		cmds[i] = exec.Command(exe, "train", recipe, "--set", "lora.rank="+rank, "--set", "train.max_steps=3")
+		cmds[i].Dir, cmds[i].Env, cmds[i].Stdout = work, append(os.Environ(), "FINETUNE_AS_CLI=1"), &outs[i]
+		if err := cmds[i].Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dirs := map[string]bool{}
+	for i, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Fatalf("train %d: %v", i, err)
+		}
+		dir := filepath.Join(work, strings.TrimSpace(outs[i].String()))
+		dirs[dir] = true
+		y, _ := os.ReadFile(filepath.Join(dir, "recipe.yaml"))
+		a, err := adapters.Read(filepath.Join(dir, "adapter.gguf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(y), "rank: "+ranks[i]+"\n") || a.Pairs[0].Rank != atoi(ranks[i]) {
+			t.Fatalf("%s: recipe.yaml and adapter.gguf (rank %d) disagree with the run's rank %s", dir, a.Pairs[0].Rank, ranks[i])
+		}
+	}
+	if len(dirs) != 2 {
+		t.Fatalf("two runs shared a folder: %v", dirs)
+	}
+	for dir := range dirs {
+		before, _ := os.ReadFile(filepath.Join(dir, "adapter.gguf"))
+		r := cli(t, "train", recipe, "--out", dir)
+		wantCleanError(t, r, "already holds a run", "--resume")
+		if after, _ := os.ReadFile(filepath.Join(dir, "adapter.gguf")); !bytes.Equal(before, after) {
+			t.Fatal("train --out of a finished run changed its adapter")
+		}
+		break
+	}
+}
+
+// TestRunFolderPathsAreAbsolute: a run trained from a relative recipe path
+// with a relative base is exported from another working directory.
+func TestRunFolderPathsAreAbsolute(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	recipe := qaRecipe(t, model, "")
+	dir := filepath.Dir(recipe)
+	src, _ := os.ReadFile(recipe)
+	b, _ := os.ReadFile(model)
+	os.WriteFile(filepath.Join(dir, "base.gguf"), b, 0o644)
+	os.WriteFile(recipe, []byte(strings.Replace(string(src), model, "base.gguf", 1)), 0o644)
+	exe, _ := os.Executable()
+	train := exec.Command(exe, "train", filepath.Join(filepath.Base(dir), "recipe.yaml"), "--out", "run", "--set", "train.max_steps=2")
+	train.Dir, train.Env = filepath.Dir(dir), append(os.Environ(), "FINETUNE_AS_CLI=1")
+	if out, err := train.CombinedOutput(); err != nil {
+		t.Fatalf("train: %v\n%s", err, out)
+	}
+	run := filepath.Join(filepath.Dir(dir), "run")
+	merged := filepath.Join(t.TempDir(), "merged.gguf")
+	if r := cli(t, "export", "merge", run, "--out", merged); r.code != 0 {
+		t.Fatalf("export merge from another folder: %s", r.stderr)
+	}
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }
 
 // TestShippedRecipesTrain trains each shipped recipe for a few steps on

@@ -1,0 +1,340 @@
+package runs
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/finetune-dev/finetune/evals"
+	"github.com/finetune-dev/finetune/internal/filehash"
+	"github.com/finetune-dev/finetune/internal/shared"
+	"github.com/finetune-dev/finetune/recipes"
+)
+
+// recipe decodes a recipe held in a string, in dir.
+func recipe(t *testing.T, dir, body string, sets ...string) *recipes.Recipe {
+	t.Helper()
+	r, err := recipes.Decode(filepath.Join(dir, "recipe.yaml"), []byte(body), sets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+const minimal = "name: unit\nbase: base.gguf\ndata:\n  train: data/train.jsonl\n"
+
+func TestCreateIsExclusive(t *testing.T) {
+	root := t.TempDir()
+	seen := map[string]bool{}
+	for range 3 { // within one second: the names get -2, -3
+		dir, err := create("", root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[dir] {
+			t.Fatalf("%s made twice", dir)
+		}
+		seen[dir] = true
+	}
+	// --out: a new or empty folder is taken, one holding anything is not.
+	out := filepath.Join(t.TempDir(), "run")
+	if _, err := create(out, ""); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(out, RunFile), []byte("{}"), 0o644)
+	if _, err := create(out, ""); err == nil || !strings.Contains(err.Error(), "already holds a run") || !strings.Contains(err.Error(), "--resume") {
+		t.Fatalf("create over a run: %v", err)
+	}
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "notes.txt"), nil, 0o644)
+	if _, err := create(other, ""); err == nil || !strings.Contains(err.Error(), "not a run") {
+		t.Fatalf("create over other files: %v", err)
+	}
+}
+
+func TestLockNamesTheHolder(t *testing.T) {
+	dir := t.TempDir()
+	a, b := &Run{Dir: dir}, &Run{Dir: dir}
+	if err := a.Lock("finetune train recipe.yaml", nil); err != nil {
+		t.Fatal(err)
+	}
+	err := b.Lock("finetune train --resume", nil)
+	if err == nil || !strings.Contains(err.Error(), "in use by finetune train recipe.yaml (pid ") {
+		t.Fatalf("second lock: %v", err)
+	}
+	a.Close()
+	if err := b.Lock("finetune eval", nil); err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	b.Close()
+}
+
+func TestLockCleansTemporaries(t *testing.T) {
+	dir := t.TempDir()
+	stale := filepath.Join(dir, ".checkpoint.gguf.tmp-123456")
+	os.WriteFile(stale, []byte("half"), 0o644)
+	keep := filepath.Join(dir, "checkpoint.gguf")
+	os.WriteFile(keep, []byte("whole"), 0o644)
+	r := &Run{Dir: dir}
+	if err := r.Lock("finetune train", nil); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := os.Stat(stale); err == nil {
+		t.Fatal("the killed run's temporary checkpoint is still there")
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Fatal("the checkpoint went too")
+	}
+}
+
+// fakeRun writes a run folder in state st on base, with a checkpoint.
+func fakeRun(t *testing.T, st State, base string) *Run {
+	t.Helper()
+	dir := t.TempDir()
+	sum, _, err := filehash.SHA256(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Run{Dir: dir, Record: Record{Recipe: filepath.Join(dir, "src.yaml"), Base: BaseModel{Ref: base, Path: base, SHA256: sum}, State: st, Steps: 7, Created: time.Now()}}
+	r.Recipe = recipe(t, dir, strings.Replace(minimal, "base.gguf", base, 1))
+	y, _ := r.Recipe.YAML()
+	os.WriteFile(r.Path(RecipeFile), y, 0o644)
+	if err := r.writeRecord(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(r.Path(CheckpointFile), []byte("ckpt"), 0o644)
+	return r
+}
+
+func TestResumeRules(t *testing.T) {
+	base := filepath.Join(t.TempDir(), "base.gguf")
+	os.WriteFile(base, []byte("the base trained on"), 0o644)
+	ctx := context.Background()
+
+	// A finished run is not resumed.
+	fin := fakeRun(t, Finished, base)
+	run, err := Open(fin.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = run.Resume(ctx, TrainOptions{})
+	run.Close()
+	if !errors.Is(err, ErrFinished) || !strings.Contains(err.Error(), "nothing to resume") {
+		t.Fatalf("resume of a finished run: %v", err)
+	}
+
+	// Without a checkpoint there is nothing to resume from.
+	nock := fakeRun(t, Interrupted, base)
+	os.Remove(nock.Path(CheckpointFile))
+	run, _ = Open(nock.Dir)
+	_, err = run.Resume(ctx, TrainOptions{})
+	run.Close()
+	if err == nil || !strings.Contains(err.Error(), "no checkpoint") {
+		t.Fatalf("resume without a checkpoint: %v", err)
+	}
+
+	// A base that changed (same name, other weights) is refused.
+	moved := fakeRun(t, Interrupted, base)
+	os.WriteFile(base, []byte("another model of the same shape"), 0o644)
+	run, _ = Open(moved.Dir)
+	_, err = run.Resume(ctx, TrainOptions{})
+	run.Close()
+	if err == nil || !strings.Contains(err.Error(), "is not the one the run trained on") {
+		t.Fatalf("resume on another base: %v", err)
+	}
+
+	// A run another process holds is refused, naming the holder.
+	held := fakeRun(t, Training, base)
+	holder := &Run{Dir: held.Dir}
+	if err := holder.Lock("finetune train held.yaml", nil); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	run, _ = Open(held.Dir)
+	_, err = run.Resume(ctx, TrainOptions{})
+	run.Close()
+	if err == nil || !strings.Contains(err.Error(), "in use by finetune train held.yaml") {
+		t.Fatalf("resume of a run in use: %v", err)
+	}
+}
+
+func TestOpenAndNewest(t *testing.T) {
+	base := filepath.Join(t.TempDir(), "base.gguf")
+	os.WriteFile(base, []byte("weights"), 0o644)
+	root := t.TempDir()
+	var made []*Run
+	for i, st := range []State{Interrupted, Finished, Interrupted, Finished} {
+		r := fakeRun(t, st, base)
+		r.Record.Created = time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC)
+		r.writeRecord()
+		dst := filepath.Join(root, "unit", filepath.Base(r.Dir))
+		os.MkdirAll(filepath.Dir(dst), 0o755)
+		if err := os.Rename(r.Dir, dst); err != nil {
+			t.Fatal(err)
+		}
+		r.Dir = dst
+		made = append(made, r)
+	}
+	got, err := Newest(root, "unit", nil)
+	if err != nil || got.Dir != made[3].Dir {
+		t.Fatalf("newest: %v %v, want %s", got, err, made[3].Dir)
+	}
+	got, err = Newest(root, "unit", func(r *Run) bool { return r.Record.State != Finished })
+	if err != nil || got.Dir != made[2].Dir {
+		t.Fatalf("newest unfinished: %v %v", got, err)
+	}
+	if got.Base() != base || got.Recipe == nil || got.Recipe.Name != "unit" {
+		t.Fatalf("opened run: base %q recipe %+v", got.Base(), got.Recipe)
+	}
+	if _, err := Newest(root, "other", nil); err == nil {
+		t.Fatal("a run of a recipe that has none")
+	}
+}
+
+func TestOpenLegacyRun(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, LegacyBaseFile), []byte("/models/base.gguf\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, AdapterFile), []byte("GGUF"), 0o644)
+	os.WriteFile(filepath.Join(dir, RecipeFile), []byte("# Resolved from /recipes/old.yaml (defaults filled in).\n"+minimal), 0o644)
+	r, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Base() != "/models/base.gguf" || r.Record.State != Finished || r.Recipe.Dir != "/recipes" || r.Recipe.Resolve(r.Recipe.Data.Train) != "/recipes/data/train.jsonl" {
+		t.Fatalf("legacy run: base %q state %s recipe dir %q", r.Base(), r.Record.State, r.Recipe.Dir)
+	}
+	if _, err := Open(t.TempDir()); err == nil || !strings.Contains(err.Error(), "not a run folder") {
+		t.Fatalf("empty folder: %v", err)
+	}
+}
+
+func TestAbsolutePaths(t *testing.T) {
+	dir := t.TempDir()
+	r := recipe(t, dir, minimal+`eval:
+  contestants:
+    - {name: base}
+    - {name: tuned, adapter: tuned}
+    - {name: other, adapter: other.gguf, model: other-base.gguf}
+`)
+	c := absolutePaths(r, filepath.Join(dir, "base.gguf"))
+	if c.Base != filepath.Join(dir, "base.gguf") || c.Data.Train != filepath.Join(dir, "data/train.jsonl") {
+		t.Fatalf("base %q train %q", c.Base, c.Data.Train)
+	}
+	ct := c.Eval.Contestants
+	if ct[1].Adapter != "tuned" || ct[2].Adapter != filepath.Join(dir, "other.gguf") || ct[2].Model != filepath.Join(dir, "other-base.gguf") {
+		t.Fatalf("contestants %+v", ct)
+	}
+	if r.Eval.Contestants[2].Adapter != "other.gguf" {
+		t.Fatal("absolutePaths changed the recipe it was given")
+	}
+	o := recipe(t, dir, strings.Replace(minimal, "base.gguf", "ollama:llama3.2:1b", 1))
+	if c := absolutePaths(o, "/blobs/sha256-x"); c.Base != "ollama:llama3.2:1b" {
+		t.Fatalf("an Ollama base became %q", c.Base)
+	}
+}
+
+func TestLoRAConfig(t *testing.T) {
+	r := recipe(t, t.TempDir(), minimal+`lora: {rank: 4, alpha: 12, targets: [attn_q, attn_v], dropout: 0.1, rslora: true}
+train: {learning_rate: 1e-3, batch_size: 3, max_steps: 9, warmup_steps: 2, schedule: linear, weight_decay: 0.01, clip_norm: 0, eval_every: 3, patience: 2, checkpoint_every: 4, seed: 7, threads: 2}
+`)
+	c := LoRAConfig(r, "/run")
+	switch {
+	case c.Rank != 4 || c.Alpha != 12 || !c.RSLoRA || c.Dropout != 0.1 || strings.Join(c.Targets, ",") != "attn_q,attn_v":
+		t.Fatalf("lora settings %+v", c)
+	case c.LearningRate != 1e-3 || c.GradAccum != 3 || c.MaxSteps != 9 || c.WarmupSteps != 2 || c.Schedule != "linear" || c.WeightDecay != 0.01:
+		t.Fatalf("optimizer settings %+v", c)
+	case c.ClipNorm != -1:
+		t.Fatalf("clip_norm 0 turns clipping off, got %g", c.ClipNorm)
+	case c.EvalEvery != 3 || c.Patience != 2 || c.CheckpointEvery != 4 || c.Seed != 7 || c.Threads != 2:
+		t.Fatalf("loop settings %+v", c)
+	case c.Files.Checkpoint != "/run/"+CheckpointFile || c.Files.Metrics != "/run/"+MetricsFile || c.Files.Adapter != "/run/"+AdapterFile:
+		t.Fatalf("files %+v", c.Files)
+	}
+}
+
+func TestPlanEval(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	dir := t.TempDir()
+	r := recipe(t, dir, minimal+`eval:
+  generation: {max_tokens: 32, stop: ["\n"]}
+  contestants:
+    - {name: base}
+    - {name: tuned, adapter: tuned}
+    - {name: served, kind: ollama, model: support-bot, host: "http://127.0.0.1:1"}
+    - {name: api, kind: openai, model: gpt-x, base_url: "http://127.0.0.1:1/v1", api_key_env: FINETUNE_UNIT_KEY}
+  metrics:
+    - {name: label_accuracy}
+    - {name: judge, judge: api, rubric: "is it right?"}
+    - {name: judge, judge: api, mode: pairwise, reference: base, rubric: "which is better?"}
+    - {name: rouge_l}
+`)
+	if _, err := PlanEval(r, model, ""); err == nil || !strings.Contains(err.Error(), "--run RUN_DIR") {
+		t.Fatalf("a tuned contestant without an adapter: %v", err)
+	}
+	r.Eval.Contestants = append(r.Eval.Contestants[:1:1], r.Eval.Contestants[2:]...) // without the tuned one
+	t.Setenv("FINETUNE_UNIT_KEY", "sk-unit")
+	p, err := PlanEval(r, model, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, ok := p.Contestants[0].(*evals.Local); !ok || p.Contestants[0].Name() != "base" {
+		t.Fatalf("contestant 0: %T %s", p.Contestants[0], p.Contestants[0].Name())
+	}
+	if _, ok := p.Contestants[1].(*evals.Ollama); !ok {
+		t.Fatalf("contestant 1: %T", p.Contestants[1])
+	}
+	if _, ok := p.Contestants[2].(*evals.OpenAI); !ok {
+		t.Fatalf("contestant 2: %T", p.Contestants[2])
+	}
+	m := p.Metrics
+	if len(m) != 4 || m[0].Kind != evals.Label || m[1].Kind != evals.JudgeRubric || m[1].Name != "judge_rubric" || m[1].Judge != p.Contestants[2] ||
+		m[2].Kind != evals.JudgePairwise || m[2].Against != "base" || m[3].Kind != evals.MetricKind("rouge_l") {
+		t.Fatalf("metrics %+v", m)
+	}
+
+	// A contestant's generation settings override the suite's.
+	temp, seed := 0.5, int64(3)
+	s := settings(recipes.Generation{MaxTokens: 8, Temperature: &temp}, recipes.Generation{MaxTokens: 32, Stop: []string{"\n"}, Temperature: new(float64), Seed: &seed})
+	if s.MaxTokens != 8 || s.Temperature != 0.5 || s.Seed != 3 || len(s.Stop) != 1 {
+		t.Fatalf("settings %+v", s)
+	}
+}
+
+func TestPublishOptionsPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	run := &Run{Dir: dir, Record: Record{Base: BaseModel{Path: "/models/base.gguf"}}}
+	run.Recipe = recipe(t, dir, minimal+"publish: {ollama: recipe-name, host: \"http://recipe-host:11434\"}\n", "data.template=chatml")
+
+	po, err := publishOptions(run, PublishOptions{})
+	if err != nil || po.Name != "recipe-name" || po.Host != "http://recipe-host:11434" || po.Base != "/models/base.gguf" ||
+		po.Adapter != filepath.Join(dir, AdapterFile) || po.Template.Train != "chatml" || po.FromOllama != "" || po.ModelfileDir != dir {
+		t.Fatalf("from the recipe: %+v %v", po, err)
+	}
+	po, _ = publishOptions(run, PublishOptions{Name: "flag-name", Host: "http://flag-host:1", ChatTemplate: "llama3", Base: "/other.gguf"})
+	if po.Name != "flag-name" || po.Host != "http://flag-host:1" || po.Template.Train != "llama3" || po.Base != "/other.gguf" {
+		t.Fatalf("flags win: %+v", po)
+	}
+	run.Recipe.Base = "ollama:llama3.2:1b"
+	if po, _ = publishOptions(run, PublishOptions{}); po.FromOllama != "llama3.2:1b" {
+		t.Fatalf("an Ollama base publishes FROM it: %+v", po)
+	}
+	if po, _ = publishOptions(run, PublishOptions{Base: "/file.gguf"}); po.FromOllama != "" || po.Base != "/file.gguf" {
+		t.Fatalf("--base FILE uploads that file: %+v", po)
+	}
+	if po, _ = publishOptions(run, PublishOptions{Base: "ollama:other"}); po.FromOllama != "other" {
+		t.Fatalf("--base ollama:NAME: %+v", po)
+	}
+	run.Recipe.Publish.Ollama = ""
+	if _, err := publishOptions(run, PublishOptions{}); err == nil || !strings.Contains(err.Error(), "--ollama NAME") {
+		t.Fatalf("no name: %v", err)
+	}
+	if po, err = publishOptions(run, PublishOptions{ModelfileOnly: true}); err != nil || po.Name != "unit" {
+		t.Fatalf("a Modelfile without a name takes the recipe's: %+v %v", po, err)
+	}
+}
