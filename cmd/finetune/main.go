@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -55,6 +56,8 @@ var errUsage = errors.New("usage")
 func main() {
 	log.SetOutput(os.Stderr)
 	log.SetReportTimestamp(false)
+	// The C libraries' lines, at debug level (-v shows them).
+	ggml.SetLogger(slog.New(log.Default()))
 	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
 		usage(os.Stdout)
 		if len(os.Args) < 2 {

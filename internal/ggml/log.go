@@ -7,32 +7,32 @@ void ft_log_sink(enum ggml_log_level level, const char * text, void * user_data)
 import "C"
 
 import (
+	"log/slog"
 	"strings"
 	"sync"
 	"unsafe"
-
-	"github.com/charmbracelet/log"
 )
 
-// C libraries log in fragments; lines are assembled here, sent to the Go
-// logger at debug level (shown with --verbose), and warnings and errors are
-// kept so a failed C call can say why it failed.
+// C libraries log in fragments, through one process-wide callback; lines
+// are assembled here, sent to the logger SetLogger gives at debug level
+// (cmd/finetune shows them with -v; none is kept before it is set), and
+// warnings and errors are kept so a failed C call can say why it failed.
 var logState struct {
 	sync.Mutex
-	logger  *log.Logger
+	logger  *slog.Logger
 	partial strings.Builder
 	level   int
 	recent  []string // warnings and errors since the last TakeMessages
 }
 
 func init() {
-	logState.logger = log.Default()
+	logState.logger = slog.New(slog.DiscardHandler)
 	C.ggml_log_set(C.ggml_log_callback(C.ft_log_sink), nil)
 }
 
 // SetLogger sends the C libraries' log lines to l (at debug level; warnings
 // and errors at debug too, since finetune reports failures itself).
-func SetLogger(l *log.Logger) {
+func SetLogger(l *slog.Logger) {
 	logState.Lock()
 	logState.logger = l
 	logState.Unlock()
