@@ -13,7 +13,7 @@ start=$(date +%s)
 echo
 run=$("$bin" train "$recipe" "$@")
 echo "run folder: $run"
-"$bin" eval "$recipe" --run "$run"
+"$bin" eval "$run"
 echo
 echo "demo finished in $(( $(date +%s) - start ))s"
 echo "open $run/eval/report.html"
