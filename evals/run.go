@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/charmbracelet/log"
 )
 
 // Suite is what every contestant is asked and how answers are scored.
@@ -35,6 +34,10 @@ type RunOptions struct {
 	// MaxConsecutiveFailures: a contestant whose cases fail this many
 	// times in a row, retries spent, is given up (0: 5).
 	MaxConsecutiveFailures int
+	// Logger is told of contestants given up and of answers the cache
+	// could not keep (warnings), and of API requests retried (debug);
+	// nil logs nothing.
+	Logger *slog.Logger
 }
 
 // Progress reports one more answer (or judge verdict).
@@ -235,6 +238,10 @@ func Run(ctx context.Context, s Suite, cs []Contestant, o RunOptions) (*Results,
 	if o.MaxConsecutiveFailures <= 0 {
 		o.MaxConsecutiveFailures = 5
 	}
+	if o.Logger == nil {
+		o.Logger = discardLogger
+	}
+	ctx = withLogger(ctx, o.Logger)
 	metrics := make([]Metric, len(s.Metrics))
 	copy(metrics, s.Metrics)
 	columns := map[string]bool{}
@@ -389,7 +396,7 @@ func (a *asker) ask(ctx context.Context, phase string, cases []Case, done func(i
 			a.info.Concurrency = 1
 		}
 		if a.err != nil && ctx.Err() == nil {
-			log.Warn("contestant failed", "contestant", a.c.Name(), "err", a.err)
+			a.r.opts.Logger.Warn("contestant failed", "contestant", a.c.Name(), "err", a.err)
 		}
 	}
 	if a.err != nil {
@@ -432,7 +439,7 @@ func (a *asker) ask(ctx context.Context, phase string, cases []Case, done func(i
 				a.err = fmt.Errorf("gave up after %d failures in a row; the last: %w", consecutive, err)
 			}
 			if a.err != nil {
-				log.Warn("contestant failed", "contestant", a.c.Name(), "err", a.err)
+				a.r.opts.Logger.Warn("contestant failed", "contestant", a.c.Name(), "err", a.err)
 				cancel()
 			}
 		}
@@ -442,7 +449,7 @@ func (a *asker) ask(ctx context.Context, phase string, cases []Case, done func(i
 		}
 		if err == nil && cache != nil {
 			if cerr := cache.put(keys[i], a.info, a.c.Name(), ans); cerr != nil {
-				log.Warn("response cache", "err", cerr)
+				a.r.opts.Logger.Warn("response cache", "err", cerr)
 			}
 		}
 		report(i, reply{answer: ans, err: err})

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -65,7 +66,7 @@ func runEval(args []string) error {
 	cx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	last := time.Time{}
-	res, err := job.Eval(cx, r, job.EvalOptions{Adapter: *adapter, Out: *out, RunDir: *runDir, Progress: func(p evals.Progress) {
+	res, err := job.Eval(cx, r, job.EvalOptions{Adapter: *adapter, Out: *out, RunDir: *runDir, Logger: slog.New(log.Default()), Progress: func(p evals.Progress) {
 		if p.Err != nil {
 			log.Warn("case failed", "contestant", p.Contestant, "err", oneLine(p.Err.Error()))
 		}

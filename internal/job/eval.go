@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -59,6 +60,7 @@ type EvalOptions struct {
 	RunDir   string // training run whose loss curve the report draws
 	Base     basemodel.Options
 	Progress func(evals.Progress)
+	Logger   *slog.Logger // evals.RunOptions.Logger
 }
 
 // Eval runs the recipe's eval suite and writes the reports into o.Out.
@@ -113,6 +115,7 @@ func Eval(ctx context.Context, r *recipes.Recipe, o EvalOptions) (*evals.Results
 		CacheDir: filepath.Join(o.Out, "cache"),
 		Progress: o.Progress,
 		Seed:     r.Train.Seed,
+		Logger:   o.Logger,
 	})
 	if err != nil {
 		return nil, err
