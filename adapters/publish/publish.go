@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -64,8 +65,10 @@ type Options struct {
 	// Modelfile without a server: nothing is uploaded or created, and a
 	// base from Ollama is not checked against the server's model.
 	ModelfileOnly bool
-	Log           func(msg string, kv ...any)
-	HTTPClient    *http.Client
+	// Logger is told, at info level, of each step: hashing, uploading,
+	// creating, asking (nil logs nothing).
+	Logger     *slog.Logger
+	HTTPClient *http.Client
 }
 
 // Result says what was published and how its first answer compared
@@ -150,8 +153,8 @@ func newPublisher(o Options) (*publisher, error) {
 	if o.MaxTokens <= 0 {
 		o.MaxTokens = 64
 	}
-	if o.Log == nil {
-		o.Log = func(string, ...any) {}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	hc := o.HTTPClient
 	if hc == nil {
@@ -185,7 +188,7 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 	defer local.Close()
 
 	// The base must be the one trained on, by digest.
-	p.o.Log("hashing the base", "file", o.Base)
+	p.o.Logger.Info("hashing the base", "file", o.Base)
 	baseDigest, baseSize, err := blobDigest(o.Base)
 	if err != nil {
 		return nil, err
@@ -240,7 +243,7 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 		req.Files = map[string]string{filepath.Base(o.Base): d}
 		p.res.From = d
 	}
-	p.o.Log("hashing the adapter", "file", o.Adapter)
+	p.o.Logger.Info("hashing the adapter", "file", o.Adapter)
 	ad, adSize, err := blobDigest(o.Adapter)
 	if err != nil {
 		return nil, err
@@ -254,7 +257,7 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 	// 4. Create under a temporary name; ask it; then take the name.
 	tmp := fmt.Sprintf("finetune-publish-%08x", rand.Uint32())
 	req.Model = tmp
-	o.Log("creating", "model", o.Name, "template", tmpl.Source)
+	o.Logger.Info("creating", "model", o.Name, "template", tmpl.Source)
 	if err := p.client.Create(ctx, req, func(r api.ProgressResponse) error { return nil }); err != nil {
 		return nil, p.serverError("create the model on", err)
 	}
@@ -281,7 +284,7 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 		return nil, p.serverError("name the model "+o.Name+" on", err)
 	}
 	if err := p.client.Delete(ctx, &api.DeleteRequest{Model: tmp}); err != nil {
-		o.Log("could not remove the temporary model", "model", tmp, "err", err)
+		o.Logger.Info("could not remove the temporary model", "model", tmp, "err", err)
 	}
 	keep = true
 
@@ -327,7 +330,7 @@ func (p *publisher) smoke(ctx context.Context, model string, local *evals.Local,
 	if err != nil {
 		return err
 	}
-	p.o.Log("asking the new model", "prompt", shorten(cs.Prompt[len(cs.Prompt)-1].Content, 60))
+	p.o.Logger.Info("asking the new model", "prompt", shorten(cs.Prompt[len(cs.Prompt)-1].Content, 60))
 	sa, err := served.Answer(ctx, cs)
 	if err != nil {
 		return p.runnerError(err)
@@ -392,7 +395,7 @@ func (p *publisher) blob(ctx context.Context, what, path, d string, size int64) 
 		return "", p.serverError("check blobs on", err)
 	}
 	if has {
-		p.o.Log(what+" already on the server", "digest", short(d))
+		p.o.Logger.Info(what+" already on the server", "digest", short(d))
 		p.res.Present = append(p.res.Present, d)
 		return d, nil
 	}
@@ -401,15 +404,15 @@ func (p *publisher) blob(ctx context.Context, what, path, d string, size int64) 
 		return "", err
 	}
 	defer f.Close()
-	p.o.Log("uploading "+what, "file", path, "size", humanBytes(size))
+	p.o.Logger.Info("uploading "+what, "file", path, "size", humanBytes(size))
 	start := time.Now()
-	if err := p.client.CreateBlob(ctx, d, &progressReader{r: f, size: size, what: what, log: p.o.Log, last: start}); err != nil {
+	if err := p.client.CreateBlob(ctx, d, &progressReader{r: f, size: size, what: what, log: p.o.Logger, last: start}); err != nil {
 		return "", p.serverError("upload "+path+" to", err)
 	}
 	if has, err := p.hasBlob(ctx, d); err != nil || !has {
 		return "", fmt.Errorf("the Ollama server at %s accepted %s but does not have blob %s after: check its log and disk space", p.host, path, short(d))
 	}
-	p.o.Log("uploaded "+what, "digest", short(d), "took", time.Since(start).Round(time.Millisecond))
+	p.o.Logger.Info("uploaded "+what, "digest", short(d), "took", time.Since(start).Round(time.Millisecond))
 	p.res.Uploaded = append(p.res.Uploaded, d)
 	return d, nil
 }
@@ -513,7 +516,7 @@ type progressReader struct {
 	r          io.Reader
 	size, done int64
 	what       string
-	log        func(string, ...any)
+	log        *slog.Logger
 	last       time.Time
 }
 
@@ -522,7 +525,7 @@ func (r *progressReader) Read(b []byte) (int, error) {
 	r.done += int64(n)
 	if time.Since(r.last) > 5*time.Second {
 		r.last = time.Now()
-		r.log("uploading "+r.what, "done", fmt.Sprintf("%s of %s", humanBytes(r.done), humanBytes(r.size)))
+		r.log.Info("uploading "+r.what, "done", fmt.Sprintf("%s of %s", humanBytes(r.done), humanBytes(r.size)))
 	}
 	return n, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -51,7 +52,7 @@ func runPublish(args []string) error {
 	warnSIMD()
 	cx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	o := job.PublishOptions{Name: *name, Host: *host, Base: *base, Template: tmpl, ChatTemplate: *chatTmpl, ModelfileOnly: *mfOnly, Log: func(msg string, kv ...any) { log.Info(msg, kv...) }}
+	o := job.PublishOptions{Name: *name, Host: *host, Base: *base, Template: tmpl, ChatTemplate: *chatTmpl, ModelfileOnly: *mfOnly, Logger: slog.New(log.Default())}
 
 	target := pos[0]
 	if st, err := os.Stat(target); err == nil && st.IsDir() {
@@ -87,7 +88,7 @@ func runPublish(args []string) error {
 		return usageErr("with an adapter file, give --base as the GGUF file trained on (ollama:%s needs a run folder, which records the file)", n)
 	}
 	res, err := publish.Ollama(cx, publish.Options{Name: *name, Host: *host, Base: *base, Adapter: target,
-		Template: adapters.TemplateSpec{Given: tmpl, Train: *chatTmpl}, Log: o.Log})
+		Template: adapters.TemplateSpec{Given: tmpl, Train: *chatTmpl}, Logger: o.Logger})
 	if err != nil {
 		return err
 	}
@@ -150,7 +151,7 @@ func publishAfterTraining(cx context.Context, dir string) error {
 		return err
 	}
 	log.Info("publishing", "ollama", run.Recipe.Publish.Ollama)
-	res, err := job.Publish(cx, run, job.PublishOptions{Log: func(msg string, kv ...any) { log.Info(msg, kv...) }})
+	res, err := job.Publish(cx, run, job.PublishOptions{Logger: slog.New(log.Default())})
 	if err != nil {
 		return fmt.Errorf("training finished (%s), but publishing failed: %w; retry with: finetune publish %s", dir, err, filepath.Clean(dir))
 	}

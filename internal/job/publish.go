@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,7 +80,7 @@ type PublishOptions struct {
 	ModelfileOnly bool
 	Options       map[string]any // Ollama options for the smoke request
 	Threads       int
-	Log           func(msg string, kv ...any)
+	Logger        *slog.Logger // publish.Options.Logger
 }
 
 // Publish publishes a run's adapter to Ollama (adapters.PublishOllama):
@@ -88,12 +89,12 @@ type PublishOptions struct {
 // smoke test, and writing the Modelfile and publish.json into the run
 // folder once the model has answered.
 func Publish(ctx context.Context, run *Run, o PublishOptions) (*publish.Result, error) {
-	if o.Log == nil {
-		o.Log = func(string, ...any) {}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	po := publish.Options{Name: o.Name, Host: o.Host, Base: run.Base, Adapter: run.Adapter,
 		Template: adapters.TemplateSpec{Given: o.Template}, Options: o.Options, Threads: o.Threads,
-		ModelfileDir: run.Dir, ModelfileOnly: o.ModelfileOnly, Log: o.Log}
+		ModelfileDir: run.Dir, ModelfileOnly: o.ModelfileOnly, Logger: o.Logger}
 	r := run.Recipe
 	if r != nil {
 		if po.Name == "" {
@@ -128,7 +129,7 @@ func Publish(ctx context.Context, run *Run, o PublishOptions) (*publish.Result, 
 	if r != nil {
 		cases, err := Cases(r, po.Base)
 		if err != nil {
-			o.Log("the smoke test asks a greeting: the run's eval cases are not readable", "err", err)
+			o.Logger.Info("the smoke test asks a greeting: the run's eval cases are not readable", "err", err)
 		} else {
 			po.Case = &cases[0]
 			po.MaxTokens = min(r.Eval.Generation.MaxTokens, 128)
