@@ -1,6 +1,8 @@
 // Package publish serves tuned adapters through Ollama: it creates an
 // Ollama model from a base and a LoRA adapter, checked before upload and
-// smoke-tested after, and writes the Modelfile that recreates it.
+// smoke-tested after, and writes the Modelfile that recreates it
+// (publish.go), with a chat template in Ollama's language that renders
+// chats exactly as training did (template.go).
 package publish
 
 import (
@@ -23,7 +25,6 @@ import (
 	"github.com/ollama/ollama/parser"
 	"github.com/ollama/ollama/types/model"
 
-	"github.com/finetune-dev/finetune/adapters"
 	"github.com/finetune-dev/finetune/evals"
 	"github.com/finetune-dev/finetune/internal/atomicfile"
 	"github.com/finetune-dev/finetune/internal/filehash"
@@ -47,7 +48,7 @@ type Options struct {
 	// model is created FROM it instead of uploading the base again.
 	FromOllama string
 	Adapter    string
-	Template   adapters.TemplateSpec
+	Template   TemplateSpec
 	// Case is the smoke test's conversation, with the tokens training
 	// rendered for it when it came from the run's data; nil: a greeting.
 	Case *evals.Case
@@ -216,7 +217,7 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 		}
 		o.Template.Model, _ = f.String("tokenizer.chat_template")
 	}
-	tmpl, err := adapters.ResolveTemplate(o.Template)
+	tmpl, err := ResolveTemplate(o.Template)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", o.Name, err)
 	}
@@ -296,7 +297,7 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 }
 
 // writeModelfile writes the Modelfile into ModelfileDir, if one is given.
-func (p *publisher) writeModelfile(t adapters.OllamaTemplate) error {
+func (p *publisher) writeModelfile(t OllamaTemplate) error {
 	if p.o.ModelfileDir == "" {
 		return nil
 	}
@@ -440,7 +441,7 @@ func (p *publisher) hasBlob(ctx context.Context, digest string) (bool, error) {
 
 // modelfile is the Modelfile that creates the published model by hand:
 // `ollama create NAME -f Modelfile` in the run folder.
-func (p *publisher) modelfile(t adapters.OllamaTemplate) string {
+func (p *publisher) modelfile(t OllamaTemplate) string {
 	from := p.o.FromOllama
 	if from == "" {
 		from, _ = filepath.Abs(p.o.Base)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/charmbracelet/log"
 
-	"github.com/finetune-dev/finetune/adapters"
 	"github.com/finetune-dev/finetune/adapters/publish"
 	"github.com/finetune-dev/finetune/internal/job"
 )
@@ -88,7 +87,7 @@ func runPublish(args []string) error {
 		return usageErr("with an adapter file, give --base as the GGUF file trained on (ollama:%s needs a run folder, which records the file)", n)
 	}
 	res, err := publish.Ollama(cx, publish.Options{Name: *name, Host: *host, Base: *base, Adapter: target,
-		Template: adapters.TemplateSpec{Given: tmpl, Train: *chatTmpl}, Logger: o.Logger})
+		Template: publish.TemplateSpec{Given: tmpl, Train: *chatTmpl}, Logger: o.Logger})
 	if err != nil {
 		return err
 	}

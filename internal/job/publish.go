@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/finetune-dev/finetune/adapters"
 	"github.com/finetune-dev/finetune/adapters/publish"
 	"github.com/finetune-dev/finetune/internal/atomicfile"
 	"github.com/finetune-dev/finetune/recipes"
@@ -93,7 +92,7 @@ func Publish(ctx context.Context, run *Run, o PublishOptions) (*publish.Result, 
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	po := publish.Options{Name: o.Name, Host: o.Host, Base: run.Base, Adapter: run.Adapter,
-		Template: adapters.TemplateSpec{Given: o.Template}, Options: o.Options, Threads: o.Threads,
+		Template: publish.TemplateSpec{Given: o.Template}, Options: o.Options, Threads: o.Threads,
 		ModelfileDir: run.Dir, ModelfileOnly: o.ModelfileOnly, Logger: o.Logger}
 	r := run.Recipe
 	if r != nil {

@@ -1,4 +1,4 @@
-package adapters
+package publish
 
 import (
 	"errors"
@@ -189,10 +189,4 @@ func renderDiff(text string, msgs [][]llama.Message, want []string) (diff string
 // firstDiff is s from a little before position i.
 func firstDiff(s string, i int) string {
 	return shorten(s[max(0, i-12):], 40)
-}
-func shorten(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }

@@ -1,4 +1,4 @@
-package adapters
+package publish
 
 import (
 	"path/filepath"
