@@ -30,6 +30,7 @@ import (
 	"github.com/finetune-dev/finetune/internal/filehash"
 	"github.com/finetune-dev/finetune/internal/gguf"
 	"github.com/finetune-dev/finetune/internal/ollamahost"
+	"github.com/finetune-dev/finetune/internal/textfmt"
 )
 
 // Options say what to publish to which Ollama server.
@@ -331,7 +332,7 @@ func (p *publisher) smoke(ctx context.Context, model string, local *evals.Local,
 	if err != nil {
 		return err
 	}
-	p.o.Logger.Info("asking the new model", "prompt", shorten(cs.Prompt[len(cs.Prompt)-1].Content, 60))
+	p.o.Logger.Info("asking the new model", "prompt", textfmt.Shorten(cs.Prompt[len(cs.Prompt)-1].Content, 60))
 	sa, err := served.Answer(ctx, cs)
 	if err != nil {
 		return p.runnerError(err)
@@ -405,7 +406,7 @@ func (p *publisher) blob(ctx context.Context, what, path, d string, size int64) 
 		return "", err
 	}
 	defer f.Close()
-	p.o.Logger.Info("uploading "+what, "file", path, "size", humanBytes(size))
+	p.o.Logger.Info("uploading "+what, "file", path, "size", textfmt.HumanFileSize(size))
 	start := time.Now()
 	if err := p.client.CreateBlob(ctx, d, &progressReader{r: f, size: size, what: what, log: p.o.Logger, last: start}); err != nil {
 		return "", p.serverError("upload "+path+" to", err)
@@ -484,16 +485,16 @@ func (p *publisher) serverError(doing string, err error) error {
 	var oe *net.OpError
 	switch {
 	case strings.Contains(msg, "no space left on device"):
-		return fmt.Errorf("the Ollama server at %s is out of disk space (%s): free space where it keeps models (OLLAMA_MODELS on the server) and publish again; nothing in the run folder changed", p.host, oneLine(msg))
+		return fmt.Errorf("the Ollama server at %s is out of disk space (%s): free space where it keeps models (OLLAMA_MODELS on the server) and publish again; nothing in the run folder changed", p.host, textfmt.OneLine(msg))
 	case errors.As(err, &oe) || errors.As(err, &ne) || strings.Contains(msg, "connection refused"):
-		return fmt.Errorf("cannot %s the Ollama server at %s (%s): start it with `ollama serve`, or give --host", doing, p.host, oneLine(msg))
+		return fmt.Errorf("cannot %s the Ollama server at %s (%s): start it with `ollama serve`, or give --host", doing, p.host, textfmt.OneLine(msg))
 	}
-	return fmt.Errorf("could not %s the Ollama server at %s: %s", doing, p.host, oneLine(msg))
+	return fmt.Errorf("could not %s the Ollama server at %s: %s", doing, p.host, textfmt.OneLine(msg))
 }
 
 // runnerError explains a failed first request to the new model.
 func (p *publisher) runnerError(err error) error {
-	msg := oneLine(err.Error())
+	msg := textfmt.OneLine(err.Error())
 	if strings.HasPrefix(msg, "gave up after ") {
 		_, msg, _ = strings.Cut(msg, ": ")
 	}
@@ -526,16 +527,9 @@ func (r *progressReader) Read(b []byte) (int, error) {
 	r.done += int64(n)
 	if time.Since(r.last) > 5*time.Second {
 		r.last = time.Now()
-		r.log.Info("uploading "+r.what, "done", fmt.Sprintf("%s of %s", humanBytes(r.done), humanBytes(r.size)))
+		r.log.Info("uploading "+r.what, "done", fmt.Sprintf("%s of %s", textfmt.HumanFileSize(r.done), textfmt.HumanFileSize(r.size)))
 	}
 	return n, err
-}
-
-func shorten(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }
 
 func short(digest string) string {
@@ -543,20 +537,4 @@ func short(digest string) string {
 		return digest[:19]
 	}
 	return digest
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/finetune-dev/finetune/evals"
 	"github.com/finetune-dev/finetune/internal/job"
+	"github.com/finetune-dev/finetune/internal/textfmt"
 	"github.com/finetune-dev/finetune/recipes"
 )
 
@@ -68,7 +69,7 @@ func runEval(args []string) error {
 	last := time.Time{}
 	res, err := job.Eval(cx, r, job.EvalOptions{Adapter: *adapter, Out: *out, RunDir: *runDir, Logger: slog.New(log.Default()), Progress: func(p evals.Progress) {
 		if p.Err != nil {
-			log.Warn("case failed", "contestant", p.Contestant, "err", oneLine(p.Err.Error()))
+			log.Warn("case failed", "contestant", p.Contestant, "err", textfmt.OneLine(p.Err.Error()))
 		}
 		if p.Done == p.Total || time.Since(last) > 5*time.Second {
 			log.Info(p.Phase, "contestant", p.Contestant, "done", fmt.Sprintf("%d/%d", p.Done, p.Total), "cached", p.Cached, "failed", p.Failed)
