@@ -210,19 +210,45 @@ func (r *Results) Compare(a, b, column string) *Comparison {
 // received until then are in the cache, and the next run resumes from them.
 func Run(ctx context.Context, s Suite, cs []Contestant, o RunOptions) (*Results, error) {
 	start := time.Now()
+	o, metrics, err := prepareRun(s, cs, o)
+	if err != nil {
+		return nil, err
+	}
+	ctx = withLogger(ctx, o.Logger)
+	r := &runner{opts: o, cases: s.Cases, metrics: metrics}
+	if o.CacheDir != "" {
+		r.cache = &cache{dir: o.CacheDir}
+	}
+	r.answer(ctx, cs)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	scores := r.score(cs)
+	if err := r.judge(ctx, cs, scores); err != nil {
+		return nil, err
+	}
+	res := r.results(cs, scores)
+	res.Created = start.UTC()
+	res.WallSeconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// prepareRun checks the suite, the contestants and the options, and returns
+// the options with their defaults filled in and the prepared metrics.
+func prepareRun(s Suite, cs []Contestant, o RunOptions) (RunOptions, []Metric, error) {
 	if len(cs) == 0 {
-		return nil, errors.New("no contestants")
+		return o, nil, errors.New("no contestants")
 	}
 	if len(s.Cases) == 0 {
-		return nil, errors.New("no eval cases")
+		return o, nil, errors.New("no eval cases")
 	}
 	seen := map[string]bool{}
 	for _, c := range cs {
 		if err := checkName(c.Name()); err != nil {
-			return nil, fmt.Errorf("contestant %w", err)
+			return o, nil, fmt.Errorf("contestant %w", err)
 		}
 		if seen[c.Name()] {
-			return nil, fmt.Errorf("two contestants are named %q", c.Name())
+			return o, nil, fmt.Errorf("two contestants are named %q", c.Name())
 		}
 		seen[c.Name()] = true
 	}
@@ -230,7 +256,7 @@ func Run(ctx context.Context, s Suite, cs []Contestant, o RunOptions) (*Results,
 		o.Base = cs[0].Name()
 	}
 	if !seen[o.Base] {
-		return nil, fmt.Errorf("the base contestant %q is not among the contestants", o.Base)
+		return o, nil, fmt.Errorf("the base contestant %q is not among the contestants", o.Base)
 	}
 	if o.Bootstrap <= 0 {
 		o.Bootstrap = 2000
@@ -241,50 +267,48 @@ func Run(ctx context.Context, s Suite, cs []Contestant, o RunOptions) (*Results,
 	if o.Logger == nil {
 		o.Logger = discardLogger
 	}
-	ctx = withLogger(ctx, o.Logger)
 	metrics := make([]Metric, len(s.Metrics))
 	copy(metrics, s.Metrics)
 	columns := map[string]bool{}
 	for i := range metrics {
 		m := &metrics[i]
 		if err := m.prepare(); err != nil {
-			return nil, err
+			return o, nil, err
 		}
 		if m.Kind == JudgePairwise {
 			if m.Against == "" {
 				m.Against = o.Base
 			}
 			if !seen[m.Against] {
-				return nil, fmt.Errorf("metric %s: compares with %q, which is not a contestant", m.Name, m.Against)
+				return o, nil, fmt.Errorf("metric %s: compares with %q, which is not a contestant", m.Name, m.Against)
 			}
 		}
 		for _, col := range m.Columns() {
 			if columns[col] {
-				return nil, fmt.Errorf("two metrics make a column named %q", col)
+				return o, nil, fmt.Errorf("two metrics make a column named %q", col)
 			}
 			columns[col] = true
 		}
 	}
 	if len(metrics) == 0 {
-		return nil, errors.New("no metrics")
+		return o, nil, errors.New("no metrics")
 	}
+	return o, metrics, nil
+}
 
-	r := &runner{opts: o, cases: s.Cases, metrics: metrics}
-	if o.CacheDir != "" {
-		r.cache = &cache{dir: o.CacheDir}
-	}
-	// Answers.
+// answer asks every contestant every case, the contestants concurrently.
+func (r *runner) answer(ctx context.Context, cs []Contestant) {
 	r.answers = make([][]CaseAnswer, len(cs))
 	r.askers = make([]*asker, len(cs))
 	var wg sync.WaitGroup
 	for ci, c := range cs {
-		r.answers[ci] = make([]CaseAnswer, len(s.Cases))
+		r.answers[ci] = make([]CaseAnswer, len(r.cases))
 		a := r.askerFor(c)
 		r.askers[ci] = a
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a.ask(ctx, "answer", s.Cases, func(i int, res reply) {
+			a.ask(ctx, "answer", r.cases, func(i int, res reply) {
 				ca := &r.answers[ci][i]
 				*ca = CaseAnswer{Contestant: c.Name(), Text: res.answer.Text, Usage: res.answer.Usage,
 					LatencyMS: ms(res.answer.Latency), Cached: res.cached, Retries: res.answer.Retries, ok: res.err == nil}
@@ -295,18 +319,6 @@ func Run(ctx context.Context, s Suite, cs []Contestant, o RunOptions) (*Results,
 		}()
 	}
 	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	// Judges.
-	scores := r.score(cs)
-	if err := r.judge(ctx, cs, scores); err != nil {
-		return nil, err
-	}
-	res := r.results(cs, scores)
-	res.Created = start.UTC()
-	res.WallSeconds = time.Since(start).Seconds()
-	return res, nil
 }
 
 // runner holds a run's state.
