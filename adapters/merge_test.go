@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/finetune-dev/finetune/internal/llama"
+	"github.com/finetune-dev/finetune/internal/llamatest"
 	"github.com/finetune-dev/finetune/internal/shared"
 )
 
@@ -15,34 +16,8 @@ import (
 // position's logits.
 func logitsOf(t *testing.T, model, adapter string, tokens []int32) []float32 {
 	t.Helper()
-	m, err := llama.LoadModel(model, llama.ModelOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	ctx, err := llama.NewContext(m, llama.ContextOptions{Context: 64, Threads: 1, F32Cache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctx.Close()
-	if adapter != "" {
-		a, err := llama.LoadAdapter(m, adapter)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		if err := ctx.SetAdapter(a, 1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var batch []llama.BatchToken
-	for i, tok := range tokens {
-		batch = append(batch, llama.BatchToken{Token: tok, Pos: i, Logits: i == len(tokens)-1})
-	}
-	if err := ctx.Decode(batch); err != nil {
-		t.Fatal(err)
-	}
-	return append([]float32(nil), ctx.Logits(len(tokens)-1)...)
+	logits := llamatest.Logits(t, model, adapter, tokens)
+	return logits[len(logits)-1]
 }
 
 // TestMergeEqualsAdapter: a merged model's logits equal the base's with

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,8 +16,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/charmbracelet/log"
 )
 
 const (
@@ -125,19 +124,10 @@ func (f *flakyAPI) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// captureLogs sends the package's logs (and ggml's) to a buffer at debug
-// level for the test's duration.
-func captureLogs(t *testing.T) *syncBuffer {
+// captureLogs is a logger that writes to a buffer at debug level.
+func captureLogs() (*slog.Logger, *syncBuffer) {
 	buf := &syncBuffer{}
-	l := log.Default()
-	lvl := l.GetLevel()
-	l.SetOutput(buf)
-	l.SetLevel(log.DebugLevel)
-	t.Cleanup(func() {
-		l.SetOutput(os.Stderr)
-		l.SetLevel(lvl)
-	})
-	return buf
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
 
 type syncBuffer struct {
@@ -166,7 +156,7 @@ func (s *syncBuffer) String() string {
 // in logs, results, reports or the cache.
 func TestOpenAIRetriesAndCache(t *testing.T) {
 	api, srv := newFlakyAPI(t)
-	logs := captureLogs(t)
+	logger, logs := captureLogs()
 	t.Setenv("FT_TEST_OPENAI_KEY", goodKey)
 	t.Setenv("FT_TEST_BAD_KEY", badKey)
 	const n = 12
@@ -195,7 +185,7 @@ func TestOpenAIRetriesAndCache(t *testing.T) {
 	cacheDir, out := t.TempDir(), t.TempDir()
 	var progress []Progress
 	start := time.Now()
-	res, err := Run(context.Background(), suite, []Contestant{newGood(), bad}, RunOptions{CacheDir: cacheDir,
+	res, err := Run(context.Background(), suite, []Contestant{newGood(), bad}, RunOptions{CacheDir: cacheDir, Logger: logger,
 		Progress: func(p Progress) { progress = append(progress, p) }})
 	if err != nil {
 		t.Fatal(err)
@@ -263,7 +253,7 @@ func TestOpenAIRetriesAndCache(t *testing.T) {
 
 	// Again: everything from the cache, no request.
 	before := api.requests.Load()
-	res2, err := Run(context.Background(), suite, []Contestant{newGood()}, RunOptions{CacheDir: cacheDir})
+	res2, err := Run(context.Background(), suite, []Contestant{newGood()}, RunOptions{CacheDir: cacheDir, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package evals
 import (
 	"bufio"
 	"bytes"
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -152,20 +153,39 @@ func mdCell(s string) string {
 // matrices, and the cases where contestants disagree.
 func markdown(r *Results, x ReportExtras) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# %s\n\n", x.Title)
+	mdTitle(&b, r, x)
+	mdHeadline(&b, r)
+	mdContestants(&b, r)
+	mdComparisons(&b, r)
+	mdConfusions(&b, r)
+	mdJudges(&b, r)
+	mdDifferingCases(&b, r)
+	return b.String()
+}
+
+// mdTitle writes the title, the notes, what the run compared and which
+// contestants failed.
+func mdTitle(b *strings.Builder, r *Results, x ReportExtras) {
+	fmt.Fprintf(b, "# %s\n\n", x.Title)
 	for _, n := range x.Notes {
-		fmt.Fprintf(&b, "%s  \n", n)
+		fmt.Fprintf(b, "%s  \n", n)
 	}
-	fmt.Fprintf(&b, "%d cases, %d contestants, base **%s**; 95%% confidence intervals from %d paired bootstrap resamples (* : the interval excludes 0). Created %s.\n\n",
+	fmt.Fprintf(b, "%d cases, %d contestants, base **%s**; 95%% confidence intervals from %d paired bootstrap resamples (* : the interval excludes 0). Created %s.\n\n",
 		len(r.Cases), len(r.Contestants), r.Base, r.Bootstrap, r.Created.Format("2006-01-02 15:04 UTC"))
 	for _, c := range r.Contestants {
 		if c.Status != "ok" {
-			fmt.Fprintf(&b, "> **%s failed**: %s\n\n", c.Name, c.Error)
+			fmt.Fprintf(b, "> **%s failed**: %s\n\n", c.Name, c.Error)
 		}
 	}
+}
+
+// mdHeadline writes the headline table: every column's score per
+// contestant and its difference from the base, then status, answers, cost,
+// tokens, latency and cache use.
+func mdHeadline(b *strings.Builder, r *Results) {
 	b.WriteString("## Headline\n\n| metric |")
 	for _, c := range r.Contestants {
-		fmt.Fprintf(&b, " %s |", mdCell(c.Name))
+		fmt.Fprintf(b, " %s |", mdCell(c.Name))
 	}
 	b.WriteString("\n|---|")
 	for range r.Contestants {
@@ -173,26 +193,26 @@ func markdown(r *Results, x ReportExtras) string {
 	}
 	b.WriteString("\n")
 	for _, col := range r.columnNames() {
-		fmt.Fprintf(&b, "| %s |", col)
+		fmt.Fprintf(b, "| %s |", col)
 		for _, c := range r.Contestants {
 			s, ok := c.Scores[col]
-			fmt.Fprintf(&b, " %s |", fmtScore(s, ok))
+			fmt.Fprintf(b, " %s |", fmtScore(s, ok))
 		}
 		b.WriteString("\n")
-		fmt.Fprintf(&b, "| Δ %s vs %s |", col, r.Base)
+		fmt.Fprintf(b, "| Δ %s vs %s |", col, r.Base)
 		for _, c := range r.Contestants {
 			if c.Name == r.Base {
 				b.WriteString(" |")
 				continue
 			}
-			fmt.Fprintf(&b, " %s |", fmtDiff(r.Compare(c.Name, r.Base, col)))
+			fmt.Fprintf(b, " %s |", fmtDiff(r.Compare(c.Name, r.Base, col)))
 		}
 		b.WriteString("\n")
 	}
 	row := func(label string, f func(c *ContestantResult) string) {
-		fmt.Fprintf(&b, "| %s |", label)
+		fmt.Fprintf(b, "| %s |", label)
 		for i := range r.Contestants {
-			fmt.Fprintf(&b, " %s |", f(&r.Contestants[i]))
+			fmt.Fprintf(b, " %s |", f(&r.Contestants[i]))
 		}
 		b.WriteString("\n")
 	}
@@ -206,6 +226,11 @@ func markdown(r *Results, x ReportExtras) string {
 		return fmt.Sprintf("%.0f / %.0f ms", c.LatencyP50MS, c.LatencyP95MS)
 	})
 	row("from cache", func(c *ContestantResult) string { return fmt.Sprint(c.Cached) })
+}
+
+// mdContestants writes what each contestant is: kind, model and adapters,
+// settings.
+func mdContestants(b *strings.Builder, r *Results) {
 	b.WriteString("\n## Contestants\n\n| name | kind | model | settings |\n|---|---|---|---|\n")
 	for _, c := range r.Contestants {
 		model := c.Model
@@ -213,8 +238,13 @@ func markdown(r *Results, x ReportExtras) string {
 			model += " + " + strings.Join(c.Adapters, " + ")
 		}
 		set, _ := json.Marshal(c.Settings)
-		fmt.Fprintf(&b, "| %s | %s | %s | `%s` |\n", mdCell(c.Name), c.Kind, mdCell(model), set)
+		fmt.Fprintf(b, "| %s | %s | %s | `%s` |\n", mdCell(c.Name), c.Kind, mdCell(model), set)
 	}
+}
+
+// mdComparisons writes every pair's difference on every column with its
+// interval, and wins, ties and losses where a column is scored per case.
+func mdComparisons(b *strings.Builder, r *Results) {
 	b.WriteString("\n## Comparisons\n\n| contestant | against | column | difference [95% CI] | wins / ties / losses | cases |\n|---|---|---|---|---|---|\n")
 	for i := range r.Comparisons {
 		c := &r.Comparisons[i]
@@ -225,8 +255,13 @@ func markdown(r *Results, x ReportExtras) string {
 		if m := r.metricOf(c.Column); m != nil && c.Column != m.Name {
 			wtl = "–"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %d |\n", mdCell(c.Contestant), mdCell(c.Against), c.Column, fmtDiff(c), wtl, c.N)
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %d |\n", mdCell(c.Contestant), mdCell(c.Against), c.Column, fmtDiff(c), wtl, c.N)
 	}
+}
+
+// mdConfusions writes the confusion matrix of every label metric for
+// every contestant.
+func mdConfusions(b *strings.Builder, r *Results) {
 	for _, m := range r.Metrics {
 		if m.Kind != Label {
 			continue
@@ -236,9 +271,9 @@ func markdown(r *Results, x ReportExtras) string {
 			if cm == nil {
 				continue
 			}
-			fmt.Fprintf(&b, "\n### Confusion matrix: %s, %s\n\n| reference \\ answer |", m.Name, mdCell(c.Name))
+			fmt.Fprintf(b, "\n### Confusion matrix: %s, %s\n\n| reference \\ answer |", m.Name, mdCell(c.Name))
 			for _, p := range cm.Predicted {
-				fmt.Fprintf(&b, " %s |", mdCell(p))
+				fmt.Fprintf(b, " %s |", mdCell(p))
 			}
 			b.WriteString("\n|---|")
 			for range cm.Predicted {
@@ -246,59 +281,82 @@ func markdown(r *Results, x ReportExtras) string {
 			}
 			b.WriteString("\n")
 			for i, l := range cm.Labels {
-				fmt.Fprintf(&b, "| %s |", mdCell(l))
+				fmt.Fprintf(b, "| %s |", mdCell(l))
 				for _, n := range cm.Counts[i] {
-					fmt.Fprintf(&b, " %d |", n)
+					fmt.Fprintf(b, " %d |", n)
 				}
 				b.WriteString("\n")
 			}
 		}
 	}
-	if len(r.Judges) > 0 {
-		b.WriteString("\n## Judges\n\n| judge | model | calls | from cache | failed | tokens in / out | cost |\n|---|---|---|---|---|---|---|\n")
-		for _, j := range r.Judges {
-			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d / %d | %s |\n", mdCell(j.Name), mdCell(j.Model), j.Calls, j.Cached, j.Failed, j.Usage.PromptTokens, j.Usage.CompletionTokens, fmtCost(j.Cost))
+}
+
+// mdJudges writes what the judges were asked and what they cost, if there
+// were any.
+func mdJudges(b *strings.Builder, r *Results) {
+	if len(r.Judges) == 0 {
+		return
+	}
+	b.WriteString("\n## Judges\n\n| judge | model | calls | from cache | failed | tokens in / out | cost |\n|---|---|---|---|---|---|---|\n")
+	for _, j := range r.Judges {
+		fmt.Fprintf(b, "| %s | %s | %d | %d | %d | %d / %d | %s |\n", mdCell(j.Name), mdCell(j.Model), j.Calls, j.Cached, j.Failed, j.Usage.PromptTokens, j.Usage.CompletionTokens, fmtCost(j.Cost))
+	}
+}
+
+// mdDifferingCases writes the cases where the first column tells the
+// contestants apart (the first 20), each with every answer.
+func mdDifferingCases(b *strings.Builder, r *Results) {
+	cols := r.columnNames()
+	if len(cols) == 0 {
+		return
+	}
+	col := cols[0]
+	differ := differingCases(r, col)
+	fmt.Fprintf(b, "\n## Cases where %s differs (%d of %d)\n\n", col, len(differ), len(r.Cases))
+	const shown = 20
+	for k, i := range differ {
+		if k == shown {
+			fmt.Fprintf(b, "… and %d more: report.html and results.json hold every case.\n", len(differ)-shown)
+			break
+		}
+		mdCase(b, r.Cases[i], i, col)
+	}
+}
+
+// differingCases lists the cases whose answers do not all have the same
+// score on col (or lack one alike).
+func differingCases(r *Results, col string) []int {
+	var differ []int
+	for i, c := range r.Cases {
+		seen := map[string]bool{}
+		for _, a := range c.Answers {
+			v, ok := a.Scores[col]
+			seen[fmt.Sprint(ok, v)] = true
+		}
+		if len(seen) > 1 {
+			differ = append(differ, i)
 		}
 	}
-	// Cases where the first column tells the contestants apart.
-	if cols := r.columnNames(); len(cols) > 0 {
-		col := cols[0]
-		var differ []int
-		for i, c := range r.Cases {
-			seen := map[string]bool{}
-			for _, a := range c.Answers {
-				v, ok := a.Scores[col]
-				seen[fmt.Sprint(ok, v)] = true
-			}
-			if len(seen) > 1 {
-				differ = append(differ, i)
-			}
+	return differ
+}
+
+// mdCase writes case i: its prompt and reference, and each answer with
+// its score on col.
+func mdCase(b *strings.Builder, c CaseResult, i int, col string) {
+	fmt.Fprintf(b, "**Case %d** (%s): %s  \nreference: %s\n\n", i+1, c.Source, mdCell(clipText(promptText(c.Prompt), 300)), mdCell(clipText(c.Reference, 300)))
+	b.WriteString("| contestant | " + col + " | answer |\n|---|---|---|\n")
+	for _, a := range c.Answers {
+		v := "–"
+		if s, ok := a.Scores[col]; ok {
+			v = fmt.Sprintf("%.3g", s)
 		}
-		fmt.Fprintf(&b, "\n## Cases where %s differs (%d of %d)\n\n", col, len(differ), len(r.Cases))
-		const shown = 20
-		for k, i := range differ {
-			if k == shown {
-				fmt.Fprintf(&b, "… and %d more: report.html and results.json hold every case.\n", len(differ)-shown)
-				break
-			}
-			c := r.Cases[i]
-			fmt.Fprintf(&b, "**Case %d** (%s): %s  \nreference: %s\n\n", i+1, c.Source, mdCell(clipText(promptText(c.Prompt), 300)), mdCell(clipText(c.Reference, 300)))
-			b.WriteString("| contestant | " + col + " | answer |\n|---|---|---|\n")
-			for _, a := range c.Answers {
-				v := "–"
-				if s, ok := a.Scores[col]; ok {
-					v = fmt.Sprintf("%.3g", s)
-				}
-				text := a.Text
-				if a.Error != "" {
-					text = "error: " + a.Error
-				}
-				fmt.Fprintf(&b, "| %s | %s | %s |\n", mdCell(a.Contestant), v, mdCell(clipText(text, 300)))
-			}
-			b.WriteString("\n")
+		text := a.Text
+		if a.Error != "" {
+			text = "error: " + a.Error
 		}
+		fmt.Fprintf(b, "| %s | %s | %s |\n", mdCell(a.Contestant), v, mdCell(clipText(text, 300)))
 	}
-	return b.String()
+	b.WriteString("\n")
 }
 
 func promptText(msgs []Message) string {
@@ -391,6 +449,8 @@ func sigOf(c *Comparison) int {
 	return -1
 }
 
+// htmlReport is report.html: htmlData filled from the results, through
+// reportTemplate.
 func htmlReport(r *Results, x ReportExtras) ([]byte, error) {
 	d := htmlData{Title: x.Title, Notes: x.Notes, Created: r.Created.Format("2006-01-02 15:04 UTC"), Base: r.Base, Tuned: x.Tuned,
 		NCases: len(r.Cases), Bootstrap: r.Bootstrap, Contestants: r.Contestants, Judges: r.Judges, Columns: r.columnNames()}
@@ -399,7 +459,35 @@ func htmlReport(r *Results, x ReportExtras) ([]byte, error) {
 			d.Failures = append(d.Failures, c)
 		}
 	}
-	for _, col := range d.Columns {
+	d.Headline, d.Charts = htmlHeadline(r, d.Columns)
+	d.Stats = htmlStats(r)
+	if len(x.Loss) > 1 {
+		d.Loss = lossChart(x.Loss)
+	}
+	d.Comparisons = htmlComparisons(r)
+	for _, m := range r.Metrics {
+		for _, c := range r.Contestants {
+			if cm := c.Confusion[m.Name]; cm != nil {
+				d.Confusions = append(d.Confusions, confusionView{m.Name, c.Name, cm})
+			}
+		}
+	}
+	for _, c := range r.Cases {
+		d.Cases = append(d.Cases, htmlCase(r, c, d.Columns))
+	}
+	var buf bytes.Buffer
+	if err := reportTemplate.Execute(&buf, d); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// htmlHeadline is the headline table's rows, each column's score per
+// contestant with its difference from the base, and each column's chart.
+func htmlHeadline(r *Results, columns []string) ([]headRow, []template.HTML) {
+	var rows []headRow
+	var charts []template.HTML
+	for _, col := range columns {
 		row := headRow{Column: col}
 		for _, c := range r.Contestants {
 			s, ok := c.Scores[col]
@@ -410,15 +498,22 @@ func htmlReport(r *Results, x ReportExtras) ([]byte, error) {
 			}
 			row.Cells = append(row.Cells, cell)
 		}
-		d.Headline = append(d.Headline, row)
-		d.Charts = append(d.Charts, barChart(r, col))
+		rows = append(rows, row)
+		charts = append(charts, barChart(r, col))
 	}
+	return rows, charts
+}
+
+// htmlStats are the rows under the headline: answers, cost, tokens,
+// latency and cache use per contestant.
+func htmlStats(r *Results) []statRow {
+	var rows []statRow
 	stat := func(label string, f func(c *ContestantResult) string) {
 		row := statRow{Label: label}
 		for i := range r.Contestants {
 			row.Cells = append(row.Cells, f(&r.Contestants[i]))
 		}
-		d.Stats = append(d.Stats, row)
+		rows = append(rows, row)
 	}
 	stat("answered / failed", func(c *ContestantResult) string { return fmt.Sprintf("%d / %d", c.Answered, c.Failed) })
 	stat("cost (spent this run)", func(c *ContestantResult) string { return fmt.Sprintf("%s (%s)", fmtCost(c.Cost), fmtCost(c.Spent)) })
@@ -429,9 +524,12 @@ func htmlReport(r *Results, x ReportExtras) ([]byte, error) {
 		return fmt.Sprintf("%.0f / %.0f ms", c.LatencyP50MS, c.LatencyP95MS)
 	})
 	stat("from cache", func(c *ContestantResult) string { return fmt.Sprint(c.Cached) })
-	if len(x.Loss) > 1 {
-		d.Loss = lossChart(x.Loss)
-	}
+	return rows
+}
+
+// htmlComparisons are the comparisons over at least one case.
+func htmlComparisons(r *Results) []cmpRow {
+	var rows []cmpRow
 	for i := range r.Comparisons {
 		c := r.Comparisons[i]
 		if c.N == 0 {
@@ -441,56 +539,53 @@ func htmlReport(r *Results, x ReportExtras) ([]byte, error) {
 		if m := r.metricOf(c.Column); m != nil && c.Column != m.Name {
 			row.WTL = "–"
 		}
-		d.Comparisons = append(d.Comparisons, row)
+		rows = append(rows, row)
 	}
-	for _, m := range r.Metrics {
-		for _, c := range r.Contestants {
-			if cm := c.Confusion[m.Name]; cm != nil {
-				d.Confusions = append(d.Confusions, confusionView{m.Name, c.Name, cm})
+	return rows
+}
+
+// htmlCase is one case with every answer, its differences from the
+// reference marked, its scores on columns as badges and the scores' details.
+func htmlCase(r *Results, c CaseResult, columns []string) caseView {
+	cv := caseView{Index: c.Index + 1, Source: c.Source, Prompt: c.Prompt, Reference: c.Reference, Label: c.Label}
+	scores := map[string]map[string]float64{}
+	for _, a := range c.Answers {
+		scores[a.Contestant] = a.Scores
+		av := answerView{Contestant: a.Contestant, Error: a.Error, Text: highlight(a.Text, c.Reference)}
+		av.Meta = fmt.Sprintf("%d+%d tokens, %.0f ms", a.Usage.PromptTokens, a.Usage.CompletionTokens, a.LatencyMS)
+		if a.Cached {
+			av.Meta += ", cached"
+		}
+		if a.Retries > 0 {
+			av.Meta += fmt.Sprintf(", %d retries", a.Retries)
+		}
+		for _, col := range columns {
+			if v, ok := a.Scores[col]; ok {
+				av.Scores = append(av.Scores, scoreBadge{col, fmt.Sprintf("%.3g", v), badgeClass(r.metricOf(col), v)})
+			}
+			if t, ok := a.Details[col]; ok {
+				av.Details = append(av.Details, detailView{col, t})
 			}
 		}
+		cv.Answers = append(cv.Answers, av)
 	}
-	for _, c := range r.Cases {
-		cv := caseView{Index: c.Index + 1, Source: c.Source, Prompt: c.Prompt, Reference: c.Reference, Label: c.Label}
-		scores := map[string]map[string]float64{}
-		for _, a := range c.Answers {
-			scores[a.Contestant] = a.Scores
-			av := answerView{Contestant: a.Contestant, Error: a.Error, Text: highlight(a.Text, c.Reference)}
-			av.Meta = fmt.Sprintf("%d+%d tokens, %.0f ms", a.Usage.PromptTokens, a.Usage.CompletionTokens, a.LatencyMS)
-			if a.Cached {
-				av.Meta += ", cached"
-			}
-			if a.Retries > 0 {
-				av.Meta += fmt.Sprintf(", %d retries", a.Retries)
-			}
-			for _, col := range d.Columns {
-				if v, ok := a.Scores[col]; ok {
-					cls := "mid"
-					if m := r.metricOf(col); m != nil {
-						switch {
-						case v >= m.Max:
-							cls = "good"
-						case v <= 0 || (m.Max > 1 && v <= 1):
-							cls = "bad"
-						}
-					}
-					av.Scores = append(av.Scores, scoreBadge{col, fmt.Sprintf("%.3g", v), cls})
-				}
-				if t, ok := a.Details[col]; ok {
-					av.Details = append(av.Details, detailView{col, t})
-				}
-			}
-			cv.Answers = append(cv.Answers, av)
+	b, _ := json.Marshal(scores)
+	cv.ScoresJSON = string(b)
+	return cv
+}
+
+// badgeClass colours a score v of metric m: "good" at the best score,
+// "bad" at none (or the worst grade), else "mid".
+func badgeClass(m *MetricInfo, v float64) string {
+	if m != nil {
+		switch {
+		case v >= m.Max:
+			return "good"
+		case v <= 0 || (m.Max > 1 && v <= 1):
+			return "bad"
 		}
-		b, _ := json.Marshal(scores)
-		cv.ScoresJSON = string(b)
-		d.Cases = append(d.Cases, cv)
 	}
-	var buf bytes.Buffer
-	if err := reportTemplate.Execute(&buf, d); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return "mid"
 }
 
 // highlight escapes an answer and marks its words that are not in the
@@ -636,126 +731,9 @@ func lossChart(pts []LossPoint) template.HTML {
 	return template.HTML(b.String())
 }
 
-var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap{"base": filepath.Base}).Parse(`<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{.Title}}</title>
-<script>
-window.addEventListener("error", function (e) {
-  document.documentElement.setAttribute("data-errors", (document.documentElement.getAttribute("data-errors") || "") + e.message + "; ");
-});
-</script>
-<style>
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1200px; padding: 0 16px; color: #222; }
-h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 32px; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 8px 0; } th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f4f4f4; } td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
-.diff { display: block; font-size: 12px; color: #555; } .up { color: #137333; font-weight: 600; } .down { color: #b3261e; font-weight: 600; }
-.failed { background: #fdecea; border: 1px solid #f5c2bd; padding: 8px 12px; margin: 8px 0; }
-.note { color: #555; margin: 2px 0; }
-.chart { margin: 4px 16px 4px 0; } .ct { font-size: 13px; font-weight: 600; } .cl { font-size: 12px; } .ci { stroke: #222; stroke-width: 1.3; } .axis { stroke: #999; }
-.charts { display: flex; flex-wrap: wrap; }
-.controls { position: sticky; top: 0; background: #fff; padding: 8px 0; border-bottom: 1px solid #ddd; z-index: 1; }
-.case { border: 1px solid #ddd; border-radius: 6px; margin: 12px 0; padding: 8px 12px; }
-.case[hidden] { display: none; }
-.msg { white-space: pre-wrap; margin: 2px 0; } .role { color: #777; font-size: 12px; text-transform: uppercase; }
-.answers { display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 8px; margin-top: 8px; }
-.ans { background: #fafafa; border: 1px solid #eee; padding: 6px 8px; border-radius: 4px; }
-.ans pre, .ref pre { white-space: pre-wrap; word-break: break-word; margin: 4px 0; font: 13px/1.4 ui-monospace, monospace; }
-.ref { background: #eef5ff; border: 1px solid #d4e4fb; padding: 6px 8px; border-radius: 4px; margin-top: 6px; }
-mark { background: #ffe08a; }
-.badge { display: inline-block; font-size: 11px; padding: 0 6px; border-radius: 8px; margin-right: 4px; background: #eee; }
-.badge.good { background: #d7f0dc; } .badge.bad { background: #f9d6d3; }
-.err { color: #b3261e; white-space: pre-wrap; } .meta { color: #777; font-size: 11px; }
-details { font-size: 12px; color: #444; } details pre { white-space: pre-wrap; }
-</style>
-</head>
-<body>
-<h1>{{.Title}}</h1>
-{{range .Notes}}<p class="note">{{.}}</p>{{end}}
-<p class="note">{{.NCases}} cases · base <b>{{.Base}}</b> · 95% confidence intervals from {{.Bootstrap}} paired bootstrap resamples (differences in <span class="up">green</span> or <span class="down">red</span> exclude 0) · {{.Created}}</p>
-{{range .Failures}}<div class="failed"><b>{{.Name}} failed:</b> {{.Error}} ({{.Answered}} answered, {{.Failed}} failed; its scores cover only what it answered)</div>{{end}}
+// reportHTML is report.html's template: the data is an htmlData.
+//
+//go:embed report.html.tmpl
+var reportHTML string
 
-<h2>Headline</h2>
-<table id="headline">
-<thead><tr><th>metric</th>{{range .Contestants}}<th>{{.Name}}<br><span class="meta" title="{{.Model}}{{range .Adapters}} + {{.}}{{end}}">{{.Kind}} · {{base .Model}}{{if .Adapters}} + {{len .Adapters}} adapter{{if gt (len .Adapters) 1}}s{{end}}{{end}}</span></th>{{end}}</tr></thead>
-<tbody>
-{{range .Headline}}<tr><th>{{.Column}}</th>{{range .Cells}}<td class="num">{{.Score}}{{if .Diff}}<span class="diff {{if eq .Sig 1}}up{{else if eq .Sig -1}}down{{end}}">{{.Diff}}</span>{{end}}</td>{{end}}</tr>
-{{end}}{{range .Stats}}<tr><th>{{.Label}}</th>{{range .Cells}}<td class="num">{{.}}</td>{{end}}</tr>
-{{end}}</tbody>
-</table>
-
-<h2>Charts</h2>
-<div class="charts">{{range .Charts}}{{.}}{{end}}{{if .Loss}}{{.Loss}}{{end}}</div>
-
-<h2>Comparisons</h2>
-<table id="comparisons">
-<thead><tr><th>contestant</th><th>against</th><th>column</th><th>difference [95% CI]</th><th>wins / ties / losses</th><th>cases</th></tr></thead>
-<tbody>{{range .Comparisons}}<tr><td>{{.Contestant}}</td><td>{{.Against}}</td><td>{{.Column}}</td><td class="num {{if eq .Sig 1}}up{{else if eq .Sig -1}}down{{end}}">{{.DiffText}}</td><td class="num">{{.WTL}}</td><td class="num">{{.N}}</td></tr>
-{{end}}</tbody>
-</table>
-{{range .Confusions}}{{$c := .}}
-<h3>Confusion matrix: {{.Metric}}, {{.Contestant}}</h3>
-<table class="confusion"><thead><tr><th>reference \ answer</th>{{range .Predicted}}<th>{{.}}</th>{{end}}</tr></thead>
-<tbody>{{range $i, $l := .Labels}}<tr><th>{{$l}}</th>{{range index $c.Counts $i}}<td class="num">{{.}}</td>{{end}}</tr>{{end}}</tbody></table>
-{{end}}
-{{if .Judges}}<h2>Judges</h2>
-<table><thead><tr><th>judge</th><th>model</th><th>calls</th><th>from cache</th><th>failed</th><th>tokens in / out</th><th>cost</th></tr></thead>
-<tbody>{{range .Judges}}<tr><td>{{.Name}}</td><td>{{.Model}}</td><td class="num">{{.Calls}}</td><td class="num">{{.Cached}}</td><td class="num">{{.Failed}}</td><td class="num">{{.Usage.PromptTokens}} / {{.Usage.CompletionTokens}}</td><td class="num">{{printf "$%.4f" .Cost}}</td></tr>{{end}}</tbody></table>{{end}}
-
-<h2>Cases</h2>
-<div class="controls">
-<label>show cases where <select id="who">{{range .Contestants}}<option{{if eq .Name $.Tuned}} selected{{end}}>{{.Name}}</option>{{end}}</select></label>
-<label>scores <select id="how"><option value="all">anything</option><option value="better">better than</option><option value="worse">worse than</option><option value="same">the same as</option></select></label>
-<label><b>{{.Base}}</b> on <select id="col">{{range .Columns}}<option>{{.}}</option>{{end}}</select></label>
-· <span id="shown">{{.NCases}}</span> of {{.NCases}} cases shown
-</div>
-<div id="cases" data-base="{{.Base}}">
-{{range .Cases}}<section class="case" id="case-{{.Index}}" data-scores="{{.ScoresJSON}}">
-<div class="meta">case {{.Index}}{{if .Source}} · {{.Source}}{{end}}{{if .Label}} · label <b>{{.Label}}</b>{{end}}</div>
-{{range .Prompt}}<div class="msg"><span class="role">{{.Role}}</span> {{.Content}}</div>{{end}}
-<div class="ref"><span class="role">reference</span><pre>{{.Reference}}</pre></div>
-<div class="answers">{{range .Answers}}<div class="ans" data-contestant="{{.Contestant}}"><b>{{.Contestant}}</b> {{range .Scores}}<span class="badge {{.Class}}">{{.Column}} {{.Value}}</span>{{end}}
-{{if .Error}}<div class="err">{{.Error}}</div>{{else}}<pre>{{.Text}}</pre>{{end}}
-<div class="meta">{{.Meta}}</div>
-{{range .Details}}<details><summary>{{.Column}}</summary><pre>{{.Text}}</pre></details>{{end}}
-</div>{{end}}</div>
-</section>
-{{end}}</div>
-<script>
-(function () {
-  var who = document.getElementById("who"), how = document.getElementById("how"), col = document.getElementById("col");
-  var base = document.getElementById("cases").getAttribute("data-base");
-  var cases = Array.prototype.slice.call(document.querySelectorAll("section.case"));
-  var scores = cases.map(function (c) { return JSON.parse(c.getAttribute("data-scores")); });
-  function value(s, name, column) { var m = s[name]; return m && typeof m[column] === "number" ? m[column] : null; }
-  function apply() {
-    var shown = 0;
-    cases.forEach(function (c, i) {
-      var a = value(scores[i], who.value, col.value), b = value(scores[i], base, col.value), show = true;
-      if (how.value !== "all") {
-        show = a !== null && b !== null && (how.value === "better" ? a > b : how.value === "worse" ? a < b : a === b);
-      }
-      c.hidden = !show;
-      if (show) shown++;
-    });
-    document.getElementById("shown").textContent = shown;
-    var h = "c=" + encodeURIComponent(who.value) + "&m=" + encodeURIComponent(col.value) + "&f=" + how.value;
-    if (location.hash.slice(1) !== h && how.value !== "all") history.replaceState(null, "", "#" + h);
-  }
-  // The filter can be given in the address: #c=tuned&m=accuracy&f=better
-  location.hash.slice(1).split("&").forEach(function (kv) {
-    var p = kv.split("="), v = decodeURIComponent(p[1] || "");
-    var sel = { c: who, m: col, f: how }[p[0]];
-    if (sel && Array.prototype.some.call(sel.options, function (o) { return (o.value || o.text) === v; })) sel.value = v;
-  });
-  [who, how, col].forEach(function (s) { s.addEventListener("change", apply); });
-  apply();
-  document.documentElement.setAttribute("data-ready", "1");
-})();
-</script>
-</body>
-</html>
-`))
+var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap{"base": filepath.Base}).Parse(reportHTML))

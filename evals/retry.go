@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/charmbracelet/log"
 )
 
 // Retry says how an API contestant retries a failed request: on HTTP 429,
@@ -106,13 +105,34 @@ func (r *retrier) do(ctx context.Context, attempt func(ctx context.Context) erro
 			r.mu.Unlock()
 		}
 		if n+1 < r.policy.Attempts {
-			log.Debug("retrying", "contestant", r.name, "attempt", n+2, "in", delay.Round(time.Millisecond), "err", ae.err)
+			loggerOf(ctx).Debug("retrying", "contestant", r.name, "attempt", n+2, "in", delay.Round(time.Millisecond), "err", ae.err)
 			if err := sleep(ctx, delay); err != nil {
 				return n, err
 			}
 		}
 	}
 	return r.policy.Attempts - 1, fmt.Errorf("gave up after %d attempts: %w", r.policy.Attempts, last)
+}
+
+type loggerKey struct{}
+
+// withLogger hands a run's logger to the retry loops of its contestants:
+// a contestant is made before the run and may serve several, so the
+// logger travels with the requests' context.
+func withLogger(ctx context.Context, l *slog.Logger) context.Context {
+	return context.WithValue(ctx, loggerKey{}, l)
+}
+
+// discardLogger logs nothing.
+var discardLogger = slog.New(slog.DiscardHandler)
+
+// loggerOf is the logger withLogger put in ctx; without one, a logger
+// that discards.
+func loggerOf(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok && l != nil {
+		return l
+	}
+	return discardLogger
 }
 
 // backoff is the delay after failed attempt n (0-based): uniform in

@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/charmbracelet/log"
 )
 
 // Suite is what every contestant is asked and how answers are scored.
@@ -35,6 +34,10 @@ type RunOptions struct {
 	// MaxConsecutiveFailures: a contestant whose cases fail this many
 	// times in a row, retries spent, is given up (0: 5).
 	MaxConsecutiveFailures int
+	// Logger is told of contestants given up and of answers the cache
+	// could not keep (warnings), and of API requests retried (debug);
+	// nil logs nothing.
+	Logger *slog.Logger
 }
 
 // Progress reports one more answer (or judge verdict).
@@ -207,19 +210,45 @@ func (r *Results) Compare(a, b, column string) *Comparison {
 // received until then are in the cache, and the next run resumes from them.
 func Run(ctx context.Context, s Suite, cs []Contestant, o RunOptions) (*Results, error) {
 	start := time.Now()
+	o, metrics, err := prepareRun(s, cs, o)
+	if err != nil {
+		return nil, err
+	}
+	ctx = withLogger(ctx, o.Logger)
+	r := &runner{opts: o, cases: s.Cases, metrics: metrics}
+	if o.CacheDir != "" {
+		r.cache = &cache{dir: o.CacheDir}
+	}
+	r.answer(ctx, cs)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	scores := r.score(cs)
+	if err := r.judge(ctx, cs, scores); err != nil {
+		return nil, err
+	}
+	res := r.results(cs, scores)
+	res.Created = start.UTC()
+	res.WallSeconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// prepareRun checks the suite, the contestants and the options, and returns
+// the options with their defaults filled in and the prepared metrics.
+func prepareRun(s Suite, cs []Contestant, o RunOptions) (RunOptions, []Metric, error) {
 	if len(cs) == 0 {
-		return nil, errors.New("no contestants")
+		return o, nil, errors.New("no contestants")
 	}
 	if len(s.Cases) == 0 {
-		return nil, errors.New("no eval cases")
+		return o, nil, errors.New("no eval cases")
 	}
 	seen := map[string]bool{}
 	for _, c := range cs {
 		if err := checkName(c.Name()); err != nil {
-			return nil, fmt.Errorf("contestant %w", err)
+			return o, nil, fmt.Errorf("contestant %w", err)
 		}
 		if seen[c.Name()] {
-			return nil, fmt.Errorf("two contestants are named %q", c.Name())
+			return o, nil, fmt.Errorf("two contestants are named %q", c.Name())
 		}
 		seen[c.Name()] = true
 	}
@@ -227,7 +256,7 @@ func Run(ctx context.Context, s Suite, cs []Contestant, o RunOptions) (*Results,
 		o.Base = cs[0].Name()
 	}
 	if !seen[o.Base] {
-		return nil, fmt.Errorf("the base contestant %q is not among the contestants", o.Base)
+		return o, nil, fmt.Errorf("the base contestant %q is not among the contestants", o.Base)
 	}
 	if o.Bootstrap <= 0 {
 		o.Bootstrap = 2000
@@ -235,49 +264,51 @@ func Run(ctx context.Context, s Suite, cs []Contestant, o RunOptions) (*Results,
 	if o.MaxConsecutiveFailures <= 0 {
 		o.MaxConsecutiveFailures = 5
 	}
+	if o.Logger == nil {
+		o.Logger = discardLogger
+	}
 	metrics := make([]Metric, len(s.Metrics))
 	copy(metrics, s.Metrics)
 	columns := map[string]bool{}
 	for i := range metrics {
 		m := &metrics[i]
 		if err := m.prepare(); err != nil {
-			return nil, err
+			return o, nil, err
 		}
 		if m.Kind == JudgePairwise {
 			if m.Against == "" {
 				m.Against = o.Base
 			}
 			if !seen[m.Against] {
-				return nil, fmt.Errorf("metric %s: compares with %q, which is not a contestant", m.Name, m.Against)
+				return o, nil, fmt.Errorf("metric %s: compares with %q, which is not a contestant", m.Name, m.Against)
 			}
 		}
 		for _, col := range m.Columns() {
 			if columns[col] {
-				return nil, fmt.Errorf("two metrics make a column named %q", col)
+				return o, nil, fmt.Errorf("two metrics make a column named %q", col)
 			}
 			columns[col] = true
 		}
 	}
 	if len(metrics) == 0 {
-		return nil, errors.New("no metrics")
+		return o, nil, errors.New("no metrics")
 	}
+	return o, metrics, nil
+}
 
-	r := &runner{opts: o, cases: s.Cases, metrics: metrics}
-	if o.CacheDir != "" {
-		r.cache = &cache{dir: o.CacheDir}
-	}
-	// Answers.
+// answer asks every contestant every case, the contestants concurrently.
+func (r *runner) answer(ctx context.Context, cs []Contestant) {
 	r.answers = make([][]CaseAnswer, len(cs))
 	r.askers = make([]*asker, len(cs))
 	var wg sync.WaitGroup
 	for ci, c := range cs {
-		r.answers[ci] = make([]CaseAnswer, len(s.Cases))
+		r.answers[ci] = make([]CaseAnswer, len(r.cases))
 		a := r.askerFor(c)
 		r.askers[ci] = a
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a.ask(ctx, "answer", s.Cases, func(i int, res reply) {
+			a.ask(ctx, "answer", r.cases, func(i int, res reply) {
 				ca := &r.answers[ci][i]
 				*ca = CaseAnswer{Contestant: c.Name(), Text: res.answer.Text, Usage: res.answer.Usage,
 					LatencyMS: ms(res.answer.Latency), Cached: res.cached, Retries: res.answer.Retries, ok: res.err == nil}
@@ -288,18 +319,6 @@ func Run(ctx context.Context, s Suite, cs []Contestant, o RunOptions) (*Results,
 		}()
 	}
 	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	// Judges.
-	scores := r.score(cs)
-	if err := r.judge(ctx, cs, scores); err != nil {
-		return nil, err
-	}
-	res := r.results(cs, scores)
-	res.Created = start.UTC()
-	res.WallSeconds = time.Since(start).Seconds()
-	return res, nil
 }
 
 // runner holds a run's state.
@@ -348,139 +367,193 @@ type asker struct {
 }
 
 // ask answers cases through the contestant, calling done once per case
-// (from any goroutine, one call at a time).
+// (from any goroutine, one call at a time): the contestant is started the
+// first time, answers in the cache are taken from it, and the others are
+// asked in batches or by concurrent workers.
 func (a *asker) ask(ctx context.Context, phase string, cases []Case, done func(int, reply)) {
-	var mu sync.Mutex
-	total, finished, cachedN, failedN := len(cases), 0, 0, 0
-	report := func(i int, res reply) {
-		mu.Lock()
-		defer mu.Unlock()
-		finished++
-		a.calls++
-		if res.cached {
-			cachedN++
-			a.cached++
-		}
-		if res.err != nil {
-			failedN++
-			a.failed++
-		} else {
-			a.usage.add(res.answer.Usage)
-			if !res.cached {
-				a.spent.add(res.answer.Usage)
-			}
-		}
-		done(i, res)
-		if p := a.r.opts.Progress; p != nil {
-			a.r.mu.Lock()
-			p(Progress{Phase: phase, Contestant: a.c.Name(), Done: finished, Total: total, Cached: cachedN, Failed: failedN, Err: res.err})
-			a.r.mu.Unlock()
-		}
-	}
-	if !a.started {
-		a.started = true
-		if st, ok := a.c.(Starter); ok {
-			if err := st.Start(ctx); err != nil {
-				a.err = err
-			}
-		}
-		a.info = a.c.Info()
-		if a.info.Concurrency < 1 {
-			a.info.Concurrency = 1
-		}
-		if a.err != nil && ctx.Err() == nil {
-			log.Warn("contestant failed", "contestant", a.c.Name(), "err", a.err)
-		}
-	}
+	q := &askRound{a: a, ctx: ctx, phase: phase, cases: cases, done: done}
+	a.start(ctx)
 	if a.err != nil {
 		for i := range cases {
-			report(i, reply{err: fmt.Errorf("not asked: %s failed: %w", a.c.Name(), a.err)})
+			q.report(i, reply{err: fmt.Errorf("not asked: %s failed: %w", a.c.Name(), a.err)})
 		}
 		return
 	}
-	cache := a.r.cache
-	if a.info.Identity == "" {
-		cache = nil
+	pending := q.fromCache()
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	q.cancel = cancel
+	if b, ok := a.c.(Batcher); ok && b.BatchSize() > 1 {
+		q.inBatches(cctx, b, pending)
+		return
 	}
-	keys := make([]string, len(cases))
-	var pending []int
-	for i := range cases {
-		if cache != nil {
-			keys[i] = cacheKey(a.info.Identity, &cases[i])
-			if ans, ok := cache.get(keys[i]); ok {
-				report(i, reply{answer: ans, cached: true})
+	q.concurrently(cctx, pending)
+}
+
+// start starts the contestant, once, and reads its Info.
+func (a *asker) start(ctx context.Context) {
+	if a.started {
+		return
+	}
+	a.started = true
+	if st, ok := a.c.(Starter); ok {
+		if err := st.Start(ctx); err != nil {
+			a.err = err
+		}
+	}
+	a.info = a.c.Info()
+	if a.info.Concurrency < 1 {
+		a.info.Concurrency = 1
+	}
+	if a.err != nil && ctx.Err() == nil {
+		a.r.opts.Logger.Warn("contestant failed", "contestant", a.c.Name(), "err", a.err)
+	}
+}
+
+// askRound is one call of ask: its cases, their cache keys, the progress
+// counts and the contestant's failures in a row.
+type askRound struct {
+	a     *asker
+	ctx   context.Context // the caller's
+	phase string
+	cases []Case
+	done  func(int, reply)
+	cache *cache // nil: answers are not cached
+	keys  []string
+
+	mu                       sync.Mutex // serialises report
+	finished, cached, failed int
+
+	fmu         sync.Mutex // guards consecutive and the asker's err
+	consecutive int
+	cancel      context.CancelFunc // stops asking once the contestant is given up
+}
+
+// report accounts for the reply to case i, hands it to done and tells
+// Progress.
+func (q *askRound) report(i int, res reply) {
+	a := q.a
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.finished++
+	a.calls++
+	if res.cached {
+		q.cached++
+		a.cached++
+	}
+	if res.err != nil {
+		q.failed++
+		a.failed++
+	} else {
+		a.usage.add(res.answer.Usage)
+		if !res.cached {
+			a.spent.add(res.answer.Usage)
+		}
+	}
+	q.done(i, res)
+	if p := a.r.opts.Progress; p != nil {
+		a.r.mu.Lock()
+		p(Progress{Phase: q.phase, Contestant: a.c.Name(), Done: q.finished, Total: len(q.cases), Cached: q.cached, Failed: q.failed, Err: res.err})
+		a.r.mu.Unlock()
+	}
+}
+
+// fromCache reports the cases whose answers the cache holds and returns
+// the others. A contestant without an Identity is not cached.
+func (q *askRound) fromCache() (pending []int) {
+	a := q.a
+	q.cache = a.r.cache
+	if a.info.Identity == "" {
+		q.cache = nil
+	}
+	q.keys = make([]string, len(q.cases))
+	for i := range q.cases {
+		if q.cache != nil {
+			q.keys[i] = cacheKey(a.info.Identity, &q.cases[i])
+			if ans, ok := q.cache.get(q.keys[i]); ok {
+				q.report(i, reply{answer: ans, cached: true})
 				continue
 			}
 		}
 		pending = append(pending, i)
 	}
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var fmu sync.Mutex
-	consecutive := 0
-	record := func(i int, ans Answer, err error) {
-		fmu.Lock()
-		gaveUp := a.err
-		if err == nil {
-			consecutive = 0
-		} else if gaveUp == nil && ctx.Err() == nil {
-			consecutive++
-			var fe *FatalError
-			if errors.As(err, &fe) {
-				a.err = err
-			} else if consecutive >= a.r.opts.MaxConsecutiveFailures {
-				a.err = fmt.Errorf("gave up after %d failures in a row; the last: %w", consecutive, err)
-			}
-			if a.err != nil {
-				log.Warn("contestant failed", "contestant", a.c.Name(), "err", a.err)
-				cancel()
-			}
+	return pending
+}
+
+// record takes the contestant's answer to case i: a failure counts towards
+// giving the contestant up (a FatalError at once, else
+// MaxConsecutiveFailures in a row), which stops the asking; an answer goes
+// into the cache.
+func (q *askRound) record(i int, ans Answer, err error) {
+	a := q.a
+	q.fmu.Lock()
+	gaveUp := a.err
+	if err == nil {
+		q.consecutive = 0
+	} else if gaveUp == nil && q.ctx.Err() == nil {
+		q.consecutive++
+		var fe *FatalError
+		if errors.As(err, &fe) {
+			a.err = err
+		} else if q.consecutive >= a.r.opts.MaxConsecutiveFailures {
+			a.err = fmt.Errorf("gave up after %d failures in a row; the last: %w", q.consecutive, err)
 		}
-		fmu.Unlock()
-		if err != nil && gaveUp != nil {
-			err = fmt.Errorf("not asked: %s failed: %w", a.c.Name(), gaveUp)
+		if a.err != nil {
+			a.r.opts.Logger.Warn("contestant failed", "contestant", a.c.Name(), "err", a.err)
+			q.cancel()
 		}
-		if err == nil && cache != nil {
-			if cerr := cache.put(keys[i], a.info, a.c.Name(), ans); cerr != nil {
-				log.Warn("response cache", "err", cerr)
-			}
-		}
-		report(i, reply{answer: ans, err: err})
 	}
-	if b, ok := a.c.(Batcher); ok && b.BatchSize() > 1 {
-		n := b.BatchSize()
-		for lo := 0; lo < len(pending); lo += n {
-			idx := pending[lo:min(lo+n, len(pending))]
-			if cctx.Err() != nil {
-				for _, i := range idx {
-					record(i, Answer{}, cctx.Err())
-				}
-				continue
-			}
-			batch := make([]Case, len(idx))
-			for k, i := range idx {
-				batch[k] = cases[i]
-			}
-			answers, errs := b.AnswerBatch(cctx, batch)
-			for k, i := range idx {
-				record(i, answers[k], errs[k])
-			}
-		}
-		return
+	q.fmu.Unlock()
+	if err != nil && gaveUp != nil {
+		err = fmt.Errorf("not asked: %s failed: %w", a.c.Name(), gaveUp)
 	}
+	if err == nil && q.cache != nil {
+		if cerr := q.cache.put(q.keys[i], a.info, a.c.Name(), ans); cerr != nil {
+			a.r.opts.Logger.Warn("response cache", "err", cerr)
+		}
+	}
+	q.report(i, reply{answer: ans, err: err})
+}
+
+// inBatches asks the pending cases BatchSize at a time, one batch after
+// the other.
+func (q *askRound) inBatches(ctx context.Context, b Batcher, pending []int) {
+	n := b.BatchSize()
+	for lo := 0; lo < len(pending); lo += n {
+		idx := pending[lo:min(lo+n, len(pending))]
+		if ctx.Err() != nil {
+			for _, i := range idx {
+				q.record(i, Answer{}, ctx.Err())
+			}
+			continue
+		}
+		batch := make([]Case, len(idx))
+		for k, i := range idx {
+			batch[k] = q.cases[i]
+		}
+		answers, errs := b.AnswerBatch(ctx, batch)
+		for k, i := range idx {
+			q.record(i, answers[k], errs[k])
+		}
+	}
+}
+
+// concurrently asks the pending cases one at a time each, with as many
+// workers as the contestant's Concurrency.
+func (q *askRound) concurrently(ctx context.Context, pending []int) {
 	work := make(chan int)
 	var wg sync.WaitGroup
-	for w := 0; w < min(a.info.Concurrency, max(len(pending), 1)); w++ {
+	for w := 0; w < min(q.a.info.Concurrency, max(len(pending), 1)); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				if cctx.Err() != nil {
-					record(i, Answer{}, cctx.Err())
+				if ctx.Err() != nil {
+					q.record(i, Answer{}, ctx.Err())
 					continue
 				}
-				ans, err := a.c.Answer(cctx, cases[i])
-				record(i, ans, err)
+				ans, err := q.a.c.Answer(ctx, q.cases[i])
+				q.record(i, ans, err)
 			}
 		}()
 	}
@@ -546,17 +619,38 @@ type judgeReq struct {
 
 // judge asks the judges of the judge metrics and fills their scores.
 func (r *runner) judge(ctx context.Context, cs []Contestant, t scoreTable) error {
+	jobs := r.judgeJobs(cs)
+	v := &verdicts{r: r, t: t, halves: map[pairKey][2]*float64{}, replies: map[pairKey][2]string{}}
+	var wg sync.WaitGroup
+	for _, jb := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			jb.a.ask(ctx, "judge", jb.qs, func(k int, res reply) { v.take(jb.reqs[k], res) })
+		}()
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// judgeJob is everything one judge is asked: each request and its
+// prompt.
+type judgeJob struct {
+	a    *asker
+	reqs []judgeReq
+	qs   []Case
+}
+
+// judgeJobs gathers the requests of the judge metrics, one job per judge:
+// a rubric grade of every answer, and pairwise verdicts, in both orders,
+// of every answer against the one it is compared with.
+func (r *runner) judgeJobs(cs []Contestant) []*judgeJob {
 	index := map[string]int{}
 	for ci, c := range cs {
 		index[c.Name()] = ci
 	}
-	type job struct {
-		a    *asker
-		reqs []judgeReq
-		qs   []Case
-	}
-	var jobs []*job
-	jobFor := func(j Contestant) *job {
+	var jobs []*judgeJob
+	jobFor := func(j Contestant) *judgeJob {
 		a := r.askerFor(j)
 		for _, jb := range jobs {
 			if jb.a == a {
@@ -566,7 +660,7 @@ func (r *runner) judge(ctx context.Context, cs []Contestant, t scoreTable) error
 		if !contains(r.askers, a) && !contains(r.judges, a) {
 			r.judges = append(r.judges, a)
 		}
-		jb := &job{a: a}
+		jb := &judgeJob{a: a}
 		jobs = append(jobs, jb)
 		return jb
 	}
@@ -584,88 +678,109 @@ func (r *runner) judge(ctx context.Context, cs []Contestant, t scoreTable) error
 					continue
 				}
 			}
-			for i := range r.cases {
-				ca := &r.answers[ci][i]
-				c := &r.cases[i]
-				if !ca.ok {
-					continue
-				}
-				if m.Kind == JudgeRubric {
-					jb.reqs = append(jb.reqs, judgeReq{mi, ci, i, 0})
-					jb.qs = append(jb.qs, rubricPrompt(m.Rubric, c, ca.Text))
-					continue
-				}
-				other := &r.answers[against][i]
-				if !other.ok {
-					ca.setDetail(m.Name, "no score: "+m.Against+" has no answer to compare with")
-					continue
-				}
-				jb.reqs = append(jb.reqs, judgeReq{mi, ci, i, 0}, judgeReq{mi, ci, i, 1})
-				jb.qs = append(jb.qs, pairwisePrompt(c, ca.Text, other.Text), pairwisePrompt(c, other.Text, ca.Text))
-			}
+			r.addJudgeRequests(jb, mi, ci, against)
 		}
 	}
-	// Pairwise verdicts arrive in any order; both are kept until the pair
-	// is complete.
-	type pairKey struct{ metric, contestant, caseIdx int }
-	halves := map[pairKey][2]*float64{}
-	replies := map[pairKey][2]string{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, jb := range jobs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			jb.a.ask(ctx, "judge", jb.qs, func(k int, res reply) {
-				q := jb.reqs[k]
-				m := &r.metrics[q.metric]
-				ca := &r.answers[q.contestant][q.caseIdx]
-				mu.Lock()
-				defer mu.Unlock()
-				if m.Kind == JudgeRubric {
-					if res.err != nil {
-						ca.setDetail(m.Name, "no score: the judge failed: "+res.err.Error())
-						return
-					}
-					ca.setDetail(m.Name, res.answer.Text)
-					if v, ok := parseScore(res.answer.Text); ok {
-						t[m.Name][q.contestant][q.caseIdx] = v
-						ca.setScore(m.Name, v)
-					} else {
-						ca.setDetail(m.Name, "no score: the judge's reply has no grade: "+clipText(res.answer.Text, 300))
-					}
-					return
-				}
-				pk := pairKey{q.metric, q.contestant, q.caseIdx}
-				h, rep := halves[pk], replies[pk]
-				pos := [2]string{"A", "B"}[q.order]
-				if res.err != nil {
-					rep[q.order] = "the judge failed: " + res.err.Error()
-				} else if v, ok := parseVerdict(res.answer.Text); ok {
-					p := preference(v, pos)
-					h[q.order] = &p
-					rep[q.order] = res.answer.Text
-				} else {
-					rep[q.order] = "no verdict in: " + clipText(res.answer.Text, 300)
-				}
-				halves[pk], replies[pk] = h, rep
-				if rep[0] == "" || rep[1] == "" {
-					return
-				}
-				detail := fmt.Sprintf("shown as A: %s\n\nshown as B: %s", rep[0], rep[1])
-				if h[0] == nil || h[1] == nil {
-					ca.setDetail(m.Name, "no score: "+detail)
-					return
-				}
-				v := (*h[0] + *h[1]) / 2
-				t[m.Name][q.contestant][q.caseIdx] = v
-				ca.setScore(m.Name, v)
-				ca.setDetail(m.Name, detail)
-			})
-		}()
+	return jobs
+}
+
+// addJudgeRequests adds to jb the requests of metric mi about the answers
+// of contestant ci, compared with those of contestant against for a
+// pairwise metric.
+func (r *runner) addJudgeRequests(jb *judgeJob, mi, ci, against int) {
+	m := &r.metrics[mi]
+	for i := range r.cases {
+		ca := &r.answers[ci][i]
+		c := &r.cases[i]
+		if !ca.ok {
+			continue
+		}
+		if m.Kind == JudgeRubric {
+			jb.reqs = append(jb.reqs, judgeReq{mi, ci, i, 0})
+			jb.qs = append(jb.qs, rubricPrompt(m.Rubric, c, ca.Text))
+			continue
+		}
+		other := &r.answers[against][i]
+		if !other.ok {
+			ca.setDetail(m.Name, "no score: "+m.Against+" has no answer to compare with")
+			continue
+		}
+		jb.reqs = append(jb.reqs, judgeReq{mi, ci, i, 0}, judgeReq{mi, ci, i, 1})
+		jb.qs = append(jb.qs, pairwisePrompt(c, ca.Text, other.Text), pairwisePrompt(c, other.Text, ca.Text))
 	}
-	wg.Wait()
-	return ctx.Err()
+}
+
+// pairKey names the two pairwise verdicts on one answer.
+type pairKey struct{ metric, contestant, caseIdx int }
+
+// verdicts turns the judges' replies into scores. Pairwise verdicts arrive
+// in any order; both are kept until the pair is complete.
+type verdicts struct {
+	r       *runner
+	t       scoreTable
+	mu      sync.Mutex
+	halves  map[pairKey][2]*float64
+	replies map[pairKey][2]string
+}
+
+// take scores the answer that request q was about with the judge's reply.
+func (v *verdicts) take(q judgeReq, res reply) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.r.metrics[q.metric].Kind == JudgeRubric {
+		v.grade(q, res)
+		return
+	}
+	v.pairwise(q, res)
+}
+
+// grade scores an answer with a rubric judge's grade.
+func (v *verdicts) grade(q judgeReq, res reply) {
+	m := &v.r.metrics[q.metric]
+	ca := &v.r.answers[q.contestant][q.caseIdx]
+	if res.err != nil {
+		ca.setDetail(m.Name, "no score: the judge failed: "+res.err.Error())
+		return
+	}
+	ca.setDetail(m.Name, res.answer.Text)
+	if s, ok := parseScore(res.answer.Text); ok {
+		v.t[m.Name][q.contestant][q.caseIdx] = s
+		ca.setScore(m.Name, s)
+	} else {
+		ca.setDetail(m.Name, "no score: the judge's reply has no grade: "+clipText(res.answer.Text, 300))
+	}
+}
+
+// pairwise keeps one of the two verdicts on an answer and, once both are
+// in, scores the answer with their mean preference.
+func (v *verdicts) pairwise(q judgeReq, res reply) {
+	m := &v.r.metrics[q.metric]
+	ca := &v.r.answers[q.contestant][q.caseIdx]
+	pk := pairKey{q.metric, q.contestant, q.caseIdx}
+	h, rep := v.halves[pk], v.replies[pk]
+	pos := [2]string{"A", "B"}[q.order]
+	if res.err != nil {
+		rep[q.order] = "the judge failed: " + res.err.Error()
+	} else if verdict, ok := parseVerdict(res.answer.Text); ok {
+		p := preference(verdict, pos)
+		h[q.order] = &p
+		rep[q.order] = res.answer.Text
+	} else {
+		rep[q.order] = "no verdict in: " + clipText(res.answer.Text, 300)
+	}
+	v.halves[pk], v.replies[pk] = h, rep
+	if rep[0] == "" || rep[1] == "" {
+		return
+	}
+	detail := fmt.Sprintf("shown as A: %s\n\nshown as B: %s", rep[0], rep[1])
+	if h[0] == nil || h[1] == nil {
+		ca.setDetail(m.Name, "no score: "+detail)
+		return
+	}
+	s := (*h[0] + *h[1]) / 2
+	v.t[m.Name][q.contestant][q.caseIdx] = s
+	ca.setScore(m.Name, s)
+	ca.setDetail(m.Name, detail)
 }
 
 func contains(as []*asker, a *asker) bool {
@@ -731,9 +846,38 @@ func scored(t scoreTable, col column, cis ...int) []int {
 	return idx
 }
 
-// results assembles the Results.
+// results assembles the Results: the metrics, each contestant's
+// summary, the comparisons, the judges' work and every case.
 func (r *runner) results(cs []Contestant, t scoreTable) *Results {
-	res := &Results{Base: r.opts.Base, Bootstrap: r.opts.Bootstrap}
+	res := &Results{Base: r.opts.Base, Bootstrap: r.opts.Bootstrap, Metrics: r.metricInfos()}
+	cols := r.columns()
+	boot := newBootstrap(r.opts.Bootstrap, r.opts.Seed)
+	base := 0
+	for ci, c := range cs {
+		if c.Name() == r.opts.Base {
+			base = ci
+		}
+		res.Contestants = append(res.Contestants, r.contestantResult(t, cols, boot, ci, c))
+	}
+	for _, p := range comparedPairs(len(cs), base) {
+		for _, col := range cols {
+			res.Comparisons = append(res.Comparisons, r.compare(t, col, boot, cs, p[0], p[1]))
+		}
+	}
+	res.Judges = r.judgeResults(cs, res.Contestants)
+	for i, c := range r.cases {
+		cr := CaseResult{Index: i, Source: c.Source, Prompt: c.Prompt, Reference: c.Reference, Label: c.Label}
+		for ci := range cs {
+			cr.Answers = append(cr.Answers, r.answers[ci][i])
+		}
+		res.Cases = append(res.Cases, cr)
+	}
+	return res
+}
+
+// metricInfos describes the metrics for the results.
+func (r *runner) metricInfos() []MetricInfo {
+	var infos []MetricInfo
 	for mi := range r.metrics {
 		m := &r.metrics[mi]
 		info := MetricInfo{Name: m.Name, Kind: m.Kind, Columns: m.Columns(), Normalize: m.Normalize, Pattern: m.Pattern,
@@ -744,131 +888,138 @@ func (r *runner) results(cs []Contestant, t scoreTable) *Results {
 		if m.Kind == JudgeRubric {
 			info.Max = 5
 		}
-		res.Metrics = append(res.Metrics, info)
+		infos = append(infos, info)
 	}
-	cols := r.columns()
-	boot := newBootstrap(r.opts.Bootstrap, r.opts.Seed)
-	base := 0
-	for ci, c := range cs {
-		if c.Name() == r.opts.Base {
-			base = ci
-		}
-		a := r.askers[ci]
-		cr := ContestantResult{Name: c.Name(), Info: a.info, Status: "ok", Scores: map[string]Score{}}
-		if a.err != nil {
-			cr.Status, cr.Error = "failed", a.err.Error()
-		}
-		var lat []float64
-		for i := range r.cases {
-			ca := &r.answers[ci][i]
-			switch {
-			case ca.ok:
-				cr.Answered++
-				cr.Usage.add(ca.Usage)
-				cost := cr.Price.Cost(ca.Usage)
-				cr.Cost += cost
-				if !ca.Cached {
-					cr.Spent += cost
-				}
-				lat = append(lat, ca.LatencyMS)
-			default:
-				cr.Failed++
-			}
-			if ca.Cached {
-				cr.Cached++
-			}
-		}
-		cr.LatencyP50MS, cr.LatencyP95MS = percentile(lat, 50), percentile(lat, 95)
-		for _, col := range cols {
-			idx := scored(t, col, ci)
-			if len(idx) == 0 {
-				continue
-			}
-			v := r.aggregate(t, col, ci, idx)
-			lo, hi := boot.ci(idx, func(sample []int) float64 { return r.aggregate(t, col, ci, sample) })
-			cr.Scores[col.name] = Score{Value: v, Low: lo, High: hi, N: len(idx)}
-		}
-		for mi := range r.metrics {
-			if m := &r.metrics[mi]; m.Kind == Label {
-				if cr.Confusion == nil {
-					cr.Confusion = map[string]*Confusion{}
-				}
-				cr.Confusion[m.Name] = r.confusion(m, ci)
-			}
-		}
-		res.Contestants = append(res.Contestants, cr)
+	return infos
+}
+
+// contestantResult sums up contestant ci: its status, answers, usage,
+// cost and latency, its score on every column with a confidence interval,
+// and its confusion matrices.
+func (r *runner) contestantResult(t scoreTable, cols []column, boot *bootstrap, ci int, c Contestant) ContestantResult {
+	a := r.askers[ci]
+	cr := ContestantResult{Name: c.Name(), Info: a.info, Status: "ok", Scores: map[string]Score{}}
+	if a.err != nil {
+		cr.Status, cr.Error = "failed", a.err.Error()
 	}
-	// Comparisons: everyone against the base, then every other pair.
+	var lat []float64
+	for i := range r.cases {
+		ca := &r.answers[ci][i]
+		switch {
+		case ca.ok:
+			cr.Answered++
+			cr.Usage.add(ca.Usage)
+			cost := cr.Price.Cost(ca.Usage)
+			cr.Cost += cost
+			if !ca.Cached {
+				cr.Spent += cost
+			}
+			lat = append(lat, ca.LatencyMS)
+		default:
+			cr.Failed++
+		}
+		if ca.Cached {
+			cr.Cached++
+		}
+	}
+	cr.LatencyP50MS, cr.LatencyP95MS = percentile(lat, 50), percentile(lat, 95)
+	for _, col := range cols {
+		idx := scored(t, col, ci)
+		if len(idx) == 0 {
+			continue
+		}
+		v := r.aggregate(t, col, ci, idx)
+		lo, hi := boot.ci(idx, func(sample []int) float64 { return r.aggregate(t, col, ci, sample) })
+		cr.Scores[col.name] = Score{Value: v, Low: lo, High: hi, N: len(idx)}
+	}
+	for mi := range r.metrics {
+		if m := &r.metrics[mi]; m.Kind == Label {
+			if cr.Confusion == nil {
+				cr.Confusion = map[string]*Confusion{}
+			}
+			cr.Confusion[m.Name] = r.confusion(m, ci)
+		}
+	}
+	return cr
+}
+
+// comparedPairs lists the pairs of n contestants compared, as [contestant,
+// against]: everyone against the base, then every other pair, the later
+// contestant against the earlier.
+func comparedPairs(n, base int) [][2]int {
 	var pairs [][2]int
-	for ci := range cs {
+	for ci := 0; ci < n; ci++ {
 		if ci != base {
 			pairs = append(pairs, [2]int{ci, base})
 		}
 	}
-	for a := range cs {
-		for b := a + 1; b < len(cs); b++ {
+	for a := 0; a < n; a++ {
+		for b := a + 1; b < n; b++ {
 			if a != base && b != base {
 				pairs = append(pairs, [2]int{b, a})
 			}
 		}
 	}
-	for _, p := range pairs {
-		a, b := p[0], p[1]
-		for _, col := range cols {
-			cmp := Comparison{Contestant: cs[a].Name(), Against: cs[b].Name(), Column: col.name}
-			idx := scored(t, col, a, b)
-			cmp.N = len(idx)
-			if cmp.N > 0 {
-				diff := func(sample []int) float64 {
-					return r.aggregate(t, col, a, sample) - r.aggregate(t, col, b, sample)
-				}
-				cmp.Diff = diff(idx)
-				cmp.Low, cmp.High = boot.ci(idx, diff)
-				if col.perCase {
-					va, vb := t[col.metric.Name][a], t[col.metric.Name][b]
-					for _, i := range idx {
-						switch {
-						case va[i] > vb[i]:
-							cmp.Wins++
-						case va[i] < vb[i]:
-							cmp.Losses++
-						default:
-							cmp.Ties++
-						}
-					}
-				}
+	return pairs
+}
+
+// compare compares contestant a with b on col over the cases both have a
+// score for: the difference with a paired bootstrap interval, and wins,
+// ties and losses case by case for columns scored per case.
+func (r *runner) compare(t scoreTable, col column, boot *bootstrap, cs []Contestant, a, b int) Comparison {
+	cmp := Comparison{Contestant: cs[a].Name(), Against: cs[b].Name(), Column: col.name}
+	idx := scored(t, col, a, b)
+	cmp.N = len(idx)
+	if cmp.N == 0 {
+		return cmp
+	}
+	diff := func(sample []int) float64 {
+		return r.aggregate(t, col, a, sample) - r.aggregate(t, col, b, sample)
+	}
+	cmp.Diff = diff(idx)
+	cmp.Low, cmp.High = boot.ci(idx, diff)
+	if col.perCase {
+		va, vb := t[col.metric.Name][a], t[col.metric.Name][b]
+		for _, i := range idx {
+			switch {
+			case va[i] > vb[i]:
+				cmp.Wins++
+			case va[i] < vb[i]:
+				cmp.Losses++
+			default:
+				cmp.Ties++
 			}
-			res.Comparisons = append(res.Comparisons, cmp)
 		}
 	}
+	return cmp
+}
+
+// judgeResults sums up the judges' work: the judges that are not
+// contestants, then the contestants that also judged, their judging told
+// apart from their answers (contestants, their results).
+func (r *runner) judgeResults(cs []Contestant, contestants []ContestantResult) []JudgeResult {
+	var out []JudgeResult
 	for _, a := range r.judges {
 		jr := JudgeResult{Name: a.c.Name(), Kind: a.info.Kind, Model: a.info.Model, Calls: a.calls, Cached: a.cached, Failed: a.failed,
 			Usage: a.usage, Cost: a.info.Price.Cost(a.usage)}
 		if a.err != nil {
 			jr.Error = a.err.Error()
 		}
-		res.Judges = append(res.Judges, jr)
+		out = append(out, jr)
 	}
 	for ci, a := range r.askers {
 		if a.calls > len(r.cases) { // also judged
 			jr := JudgeResult{Name: cs[ci].Name(), Kind: a.info.Kind, Model: a.info.Model, Calls: a.calls - len(r.cases)}
 			judged := a.usage
-			judged.PromptTokens -= res.Contestants[ci].Usage.PromptTokens
-			judged.CompletionTokens -= res.Contestants[ci].Usage.CompletionTokens
+			judged.PromptTokens -= contestants[ci].Usage.PromptTokens
+			judged.CompletionTokens -= contestants[ci].Usage.CompletionTokens
 			jr.Usage, jr.Cost = judged, a.info.Price.Cost(judged)
-			jr.Cached = a.cached - res.Contestants[ci].Cached
-			jr.Failed = a.failed - res.Contestants[ci].Failed
-			res.Judges = append(res.Judges, jr)
+			jr.Cached = a.cached - contestants[ci].Cached
+			jr.Failed = a.failed - contestants[ci].Failed
+			out = append(out, jr)
 		}
 	}
-	for i, c := range r.cases {
-		cr := CaseResult{Index: i, Source: c.Source, Prompt: c.Prompt, Reference: c.Reference, Label: c.Label}
-		for ci := range cs {
-			cr.Answers = append(cr.Answers, r.answers[ci][i])
-		}
-		res.Cases = append(res.Cases, cr)
-	}
-	return res
+	return out
 }
 
 // confusion counts reference labels against extracted labels.

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/finetune-dev/finetune/adapters"
-	"github.com/finetune-dev/finetune/internal/llama"
+	"github.com/finetune-dev/finetune/internal/llamatest"
 	"github.com/finetune-dev/finetune/internal/shared"
 	"github.com/finetune-dev/finetune/internal/testmodel"
 )
@@ -53,44 +53,6 @@ func engineLogits(t *testing.T, e *engine, w *Window, withLoRA bool) [][]float32
 	out := make([][]float32, len(w.Tokens))
 	for i := range out {
 		out[i] = flat[i*V : (i+1)*V]
-	}
-	return out
-}
-
-// llamaLogits runs llama.cpp's own llama_decode over tokens, with an
-// optional adapter, and returns the logits of every position.
-func llamaLogits(t *testing.T, model string, adapter string, tokens []int32) [][]float32 {
-	t.Helper()
-	m, err := llama.LoadModel(model, llama.ModelOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	ctx, err := llama.NewContext(m, llama.ContextOptions{Context: len(tokens), Batch: len(tokens), Threads: 1, F32Cache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctx.Close()
-	if adapter != "" {
-		a, err := llama.LoadAdapter(m, adapter)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		if err := ctx.SetAdapter(a, 1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	batch := make([]llama.BatchToken, len(tokens))
-	for i, tok := range tokens {
-		batch[i] = llama.BatchToken{Token: tok, Pos: i, Logits: true}
-	}
-	if err := ctx.Decode(batch); err != nil {
-		t.Fatal(err)
-	}
-	out := make([][]float32, len(tokens))
-	for i := range tokens {
-		out[i] = append([]float32(nil), ctx.Logits(i)...)
 	}
 	return out
 }
@@ -146,7 +108,7 @@ func TestForwardParity(t *testing.T) {
 			base, e := openEngine(t, c.model, Targets, 4, 64)
 			tokens := randomTokens(rng, 64, base.Hyper.VocabSize)
 			got := engineLogits(t, e, singleWindow(tokens), false)
-			want := llamaLogits(t, c.model, "", tokens)
+			want := llamatest.Logits(t, c.model, "", tokens)
 			if d := maxAbsDiff(got, want); d > c.tol {
 				t.Fatalf("max |engine - llama.cpp| = %g over 64×%d logits, want <= %g", d, base.Hyper.VocabSize, c.tol)
 			} else {
@@ -176,7 +138,7 @@ func TestAdapterParity(t *testing.T) {
 	tokens := randomTokens(rng, 64, base.Hyper.VocabSize)
 	w := singleWindow(tokens)
 	got := engineLogits(t, e, w, true)
-	want := llamaLogits(t, model, path, tokens)
+	want := llamatest.Logits(t, model, path, tokens)
 	plain := engineLogits(t, e, w, false)
 	if d := maxAbsDiff(got, plain); d < 0.05 {
 		t.Fatalf("the adapter moves the logits by only %g: the test would prove nothing", d)

@@ -65,7 +65,7 @@ type EvalOptions struct {
 	// runs/<name>/eval-<timestamp>).
 	Out      string
 	Base     basemodel.Options
-	Logger   *slog.Logger
+	Logger   *slog.Logger // the run's logger, and evals.RunOptions.Logger
 	Progress func(evals.Progress)
 }
 
@@ -183,6 +183,7 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 		CacheDir: filepath.Join(o.Out, "cache"),
 		Progress: o.Progress,
 		Seed:     r.Train.Seed,
+		Logger:   o.Logger,
 	})
 	if err != nil {
 		return nil, err

@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
-	"github.com/finetune-dev/finetune/adapters"
 	"github.com/finetune-dev/finetune/adapters/publish"
 	"github.com/finetune-dev/finetune/internal/atomicfile"
 )
@@ -28,7 +28,7 @@ type PublishOptions struct {
 	ModelfileOnly bool
 	Options       map[string]any // Ollama options for the smoke request
 	Threads       int
-	Log           func(msg string, kv ...any)
+	Logger        *slog.Logger // publish.Options.Logger
 }
 
 // publishOptions maps a run and the caller's options onto publish's:
@@ -37,8 +37,8 @@ type PublishOptions struct {
 // published FROM that model unless another base is given.
 func publishOptions(run *Run, o PublishOptions) (publish.Options, error) {
 	po := publish.Options{Name: o.Name, Host: o.Host, Base: run.Base(), Adapter: run.Adapter(),
-		Template: adapters.TemplateSpec{Given: o.Template}, Options: o.Options, Threads: o.Threads,
-		ModelfileDir: run.Dir, ModelfileOnly: o.ModelfileOnly, Log: o.Log}
+		Template: publish.TemplateSpec{Given: o.Template}, Options: o.Options, Threads: o.Threads,
+		ModelfileDir: run.Dir, ModelfileOnly: o.ModelfileOnly, Logger: o.Logger}
 	if r := run.Recipe; r != nil {
 		if po.Name == "" {
 			po.Name = r.Publish.Ollama
@@ -78,23 +78,21 @@ func (run *Run) Publish(ctx context.Context, o PublishOptions) (*publish.Result,
 	if _, err := os.Stat(run.Adapter()); err != nil {
 		return nil, fmt.Errorf("%s: no %s in this run folder (did the training finish?)", run.Dir, AdapterFile)
 	}
-	if o.Log == nil {
-		o.Log = func(string, ...any) {}
-	}
 	po, err := publishOptions(run, o)
 	if err != nil {
 		return nil, err
 	}
-	if err := run.Lock("finetune publish", nil); err != nil {
+	if err := run.Lock("finetune publish", o.Logger); err != nil {
 		return nil, err
 	}
+	po.Logger = run.Logger()
 	if o.ModelfileOnly {
 		return publish.Ollama(ctx, po)
 	}
 	if r := run.Recipe; r != nil {
 		cases, err := Cases(r, po.Base)
 		if err != nil {
-			o.Log("the smoke test asks a greeting: the run's eval cases are not readable", "err", err)
+			po.Logger.Info("the smoke test asks a greeting: the run's eval cases are not readable", "err", err)
 		} else {
 			po.Case = &cases[0]
 			po.MaxTokens = min(r.Eval.Generation.MaxTokens, 128)

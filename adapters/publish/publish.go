@@ -1,6 +1,8 @@
 // Package publish serves tuned adapters through Ollama: it creates an
 // Ollama model from a base and a LoRA adapter, checked before upload and
-// smoke-tested after, and writes the Modelfile that recreates it.
+// smoke-tested after, and writes the Modelfile that recreates it
+// (publish.go), with a chat template in Ollama's language that renders
+// chats exactly as training did (template.go).
 package publish
 
 import (
@@ -8,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -27,6 +30,7 @@ import (
 	"github.com/finetune-dev/finetune/internal/filehash"
 	"github.com/finetune-dev/finetune/internal/gguf"
 	"github.com/finetune-dev/finetune/internal/ollamahost"
+	"github.com/finetune-dev/finetune/internal/textfmt"
 )
 
 // Options say what to publish to which Ollama server.
@@ -45,7 +49,7 @@ type Options struct {
 	// model is created FROM it instead of uploading the base again.
 	FromOllama string
 	Adapter    string
-	Template   adapters.TemplateSpec
+	Template   TemplateSpec
 	// Case is the smoke test's conversation, with the tokens training
 	// rendered for it when it came from the run's data; nil: a greeting.
 	Case *evals.Case
@@ -63,8 +67,10 @@ type Options struct {
 	// Modelfile without a server: nothing is uploaded or created, and a
 	// base from Ollama is not checked against the server's model.
 	ModelfileOnly bool
-	Log           func(msg string, kv ...any)
-	HTTPClient    *http.Client
+	// Logger is told, at info level, of each step: hashing, uploading,
+	// creating, asking (nil logs nothing).
+	Logger     *slog.Logger
+	HTTPClient *http.Client
 }
 
 // Result says what was published and how its first answer compared
@@ -149,8 +155,8 @@ func newPublisher(o Options) (*publisher, error) {
 	if o.MaxTokens <= 0 {
 		o.MaxTokens = 64
 	}
-	if o.Log == nil {
-		o.Log = func(string, ...any) {}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	hc := o.HTTPClient
 	if hc == nil {
@@ -184,7 +190,7 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 	defer local.Close()
 
 	// The base must be the one trained on, by digest.
-	p.o.Log("hashing the base", "file", o.Base)
+	p.o.Logger.Info("hashing the base", "file", o.Base)
 	baseDigest, baseSize, err := blobDigest(o.Base)
 	if err != nil {
 		return nil, err
@@ -212,7 +218,7 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 		}
 		o.Template.Model, _ = f.String("tokenizer.chat_template")
 	}
-	tmpl, err := adapters.ResolveTemplate(o.Template)
+	tmpl, err := ResolveTemplate(o.Template)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", o.Name, err)
 	}
@@ -239,7 +245,7 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 		req.Files = map[string]string{filepath.Base(o.Base): d}
 		p.res.From = d
 	}
-	p.o.Log("hashing the adapter", "file", o.Adapter)
+	p.o.Logger.Info("hashing the adapter", "file", o.Adapter)
 	ad, adSize, err := blobDigest(o.Adapter)
 	if err != nil {
 		return nil, err
@@ -253,7 +259,7 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 	// 4. Create under a temporary name; ask it; then take the name.
 	tmp := fmt.Sprintf("finetune-publish-%08x", rand.Uint32())
 	req.Model = tmp
-	o.Log("creating", "model", o.Name, "template", tmpl.Source)
+	o.Logger.Info("creating", "model", o.Name, "template", tmpl.Source)
 	if err := p.client.Create(ctx, req, func(r api.ProgressResponse) error { return nil }); err != nil {
 		return nil, p.serverError("create the model on", err)
 	}
@@ -280,7 +286,7 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 		return nil, p.serverError("name the model "+o.Name+" on", err)
 	}
 	if err := p.client.Delete(ctx, &api.DeleteRequest{Model: tmp}); err != nil {
-		o.Log("could not remove the temporary model", "model", tmp, "err", err)
+		o.Logger.Info("could not remove the temporary model", "model", tmp, "err", err)
 	}
 	keep = true
 
@@ -292,7 +298,7 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 }
 
 // writeModelfile writes the Modelfile into ModelfileDir, if one is given.
-func (p *publisher) writeModelfile(t adapters.OllamaTemplate) error {
+func (p *publisher) writeModelfile(t OllamaTemplate) error {
 	if p.o.ModelfileDir == "" {
 		return nil
 	}
@@ -326,7 +332,7 @@ func (p *publisher) smoke(ctx context.Context, model string, local *evals.Local,
 	if err != nil {
 		return err
 	}
-	p.o.Log("asking the new model", "prompt", shorten(cs.Prompt[len(cs.Prompt)-1].Content, 60))
+	p.o.Logger.Info("asking the new model", "prompt", textfmt.Shorten(cs.Prompt[len(cs.Prompt)-1].Content, 60))
 	sa, err := served.Answer(ctx, cs)
 	if err != nil {
 		return p.runnerError(err)
@@ -372,7 +378,7 @@ func (p *publisher) blob(ctx context.Context, what, path, d string, size int64) 
 		return "", p.serverError("check blobs on", err)
 	}
 	if has {
-		p.o.Log(what+" already on the server", "digest", short(d))
+		p.o.Logger.Info(what+" already on the server", "digest", short(d))
 		p.res.Present = append(p.res.Present, d)
 		return d, nil
 	}
@@ -381,15 +387,15 @@ func (p *publisher) blob(ctx context.Context, what, path, d string, size int64) 
 		return "", err
 	}
 	defer f.Close()
-	p.o.Log("uploading "+what, "file", path, "size", humanBytes(size))
+	p.o.Logger.Info("uploading "+what, "file", path, "size", textfmt.HumanFileSize(size))
 	start := time.Now()
-	if err := p.client.CreateBlob(ctx, d, &progressReader{r: f, size: size, what: what, log: p.o.Log, last: start}); err != nil {
+	if err := p.client.CreateBlob(ctx, d, &progressReader{r: f, size: size, what: what, log: p.o.Logger, last: start}); err != nil {
 		return "", p.serverError("upload "+path+" to", err)
 	}
 	if has, err := p.hasBlob(ctx, d); err != nil || !has {
 		return "", fmt.Errorf("the Ollama server at %s accepted %s but does not have blob %s after: check its log and disk space", p.host, path, short(d))
 	}
-	p.o.Log("uploaded "+what, "digest", short(d), "took", time.Since(start).Round(time.Millisecond))
+	p.o.Logger.Info("uploaded "+what, "digest", short(d), "took", time.Since(start).Round(time.Millisecond))
 	p.res.Uploaded = append(p.res.Uploaded, d)
 	return d, nil
 }
@@ -417,7 +423,7 @@ func (p *publisher) hasBlob(ctx context.Context, digest string) (bool, error) {
 
 // modelfile is the Modelfile that creates the published model by hand:
 // `ollama create NAME -f Modelfile` in the run folder.
-func (p *publisher) modelfile(t adapters.OllamaTemplate) string {
+func (p *publisher) modelfile(t OllamaTemplate) string {
 	from := p.o.FromOllama
 	if from == "" {
 		from, _ = filepath.Abs(p.o.Base)
@@ -460,16 +466,16 @@ func (p *publisher) serverError(doing string, err error) error {
 	var oe *net.OpError
 	switch {
 	case strings.Contains(msg, "no space left on device"):
-		return fmt.Errorf("the Ollama server at %s is out of disk space (%s): free space where it keeps models (OLLAMA_MODELS on the server) and publish again; nothing in the run folder changed", p.host, oneLine(msg))
+		return fmt.Errorf("the Ollama server at %s is out of disk space (%s): free space where it keeps models (OLLAMA_MODELS on the server) and publish again; nothing in the run folder changed", p.host, textfmt.OneLine(msg))
 	case errors.As(err, &oe) || errors.As(err, &ne) || strings.Contains(msg, "connection refused"):
-		return fmt.Errorf("cannot %s the Ollama server at %s (%s): start it with `ollama serve`, or give --host", doing, p.host, oneLine(msg))
+		return fmt.Errorf("cannot %s the Ollama server at %s (%s): start it with `ollama serve`, or give --host", doing, p.host, textfmt.OneLine(msg))
 	}
-	return fmt.Errorf("could not %s the Ollama server at %s: %s", doing, p.host, oneLine(msg))
+	return fmt.Errorf("could not %s the Ollama server at %s: %s", doing, p.host, textfmt.OneLine(msg))
 }
 
 // runnerError explains a failed first request to the new model.
 func (p *publisher) runnerError(err error) error {
-	msg := oneLine(err.Error())
+	msg := textfmt.OneLine(err.Error())
 	if strings.HasPrefix(msg, "gave up after ") {
 		_, msg, _ = strings.Cut(msg, ": ")
 	}
@@ -493,7 +499,7 @@ type progressReader struct {
 	r          io.Reader
 	size, done int64
 	what       string
-	log        func(string, ...any)
+	log        *slog.Logger
 	last       time.Time
 }
 
@@ -502,16 +508,9 @@ func (r *progressReader) Read(b []byte) (int, error) {
 	r.done += int64(n)
 	if time.Since(r.last) > 5*time.Second {
 		r.last = time.Now()
-		r.log("uploading "+r.what, "done", fmt.Sprintf("%s of %s", humanBytes(r.done), humanBytes(r.size)))
+		r.log.Info("uploading "+r.what, "done", fmt.Sprintf("%s of %s", textfmt.HumanFileSize(r.done), textfmt.HumanFileSize(r.size)))
 	}
 	return n, err
-}
-
-func shorten(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }
 
 func short(digest string) string {
@@ -519,20 +518,4 @@ func short(digest string) string {
 		return digest[:19]
 	}
 	return digest
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }

@@ -3,6 +3,7 @@ package publish_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,6 +115,14 @@ func tunedChat(t *testing.T) (dir, base, adapter string, cases []evals.Case) {
 	return r.dir, r.base, r.adapter, r.cases
 }
 
+// testLog writes log lines to the test's log.
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(b), "\n"))
+	return len(b), nil
+}
+
 // chatml is ChatML in Ollama's template language.
 const chatml = "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
 
@@ -180,7 +189,7 @@ func TestOllama(t *testing.T) {
 	ctx := context.Background()
 	o := publishOpts(srv, "tuned", base, adapter, &cases[0])
 	o.ModelfileDir = dir
-	o.Log = func(msg string, kv ...any) { t.Log(append([]any{msg}, kv...)...) }
+	o.Logger = slog.New(slog.NewTextHandler(testLog{t}, nil))
 	res, err := Ollama(ctx, o)
 	if err != nil {
 		t.Fatal(err)

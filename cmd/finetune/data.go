@@ -18,6 +18,7 @@ import (
 	"github.com/finetune-dev/finetune/datasets"
 	"github.com/finetune-dev/finetune/internal/basemodel"
 	"github.com/finetune-dev/finetune/internal/llama"
+	"github.com/finetune-dev/finetune/internal/textfmt"
 	"github.com/finetune-dev/finetune/lora"
 	"github.com/finetune-dev/finetune/recipes"
 	"github.com/finetune-dev/finetune/runs"
@@ -186,7 +187,7 @@ func runDataInspect(args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
-	printInspection(os.Stdout, &out, cfg, isTerminal(os.Stdout))
+	printInspection(os.Stdout, &out, cfg, textfmt.IsTerminal(os.Stdout))
 	return nil
 }
 
@@ -416,10 +417,4 @@ func stringKeys(m map[datasets.Format]int) map[string]int {
 		out[string(k)] = v
 	}
 	return out
-}
-
-// isTerminal reports whether f is a terminal.
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

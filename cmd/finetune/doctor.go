@@ -9,6 +9,7 @@ import (
 
 	"github.com/finetune-dev/finetune/internal/ggml"
 	"github.com/finetune-dev/finetune/internal/llama"
+	"github.com/finetune-dev/finetune/internal/textfmt"
 )
 
 type doctorReport struct {
@@ -88,7 +89,7 @@ func runDoctor(args []string) error {
 	for _, d := range r.Devices {
 		line := fmt.Sprintf("  %-10s %-5s %s", d.Name, d.Type, d.Description)
 		if d.MemoryTotal > 0 {
-			line += fmt.Sprintf(", %s of %s free", humanBytes(d.MemoryFree), humanBytes(d.MemoryTotal))
+			line += fmt.Sprintf(", %s of %s free", textfmt.HumanBytes(d.MemoryFree), textfmt.HumanBytes(d.MemoryTotal))
 		}
 		if d.ComputeMajor > 0 {
 			line += fmt.Sprintf(", compute %d.%d", d.ComputeMajor, d.ComputeMinor)
@@ -121,17 +122,4 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
-}
-
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

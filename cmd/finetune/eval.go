@@ -13,6 +13,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"github.com/finetune-dev/finetune/evals"
+	"github.com/finetune-dev/finetune/internal/textfmt"
 	"github.com/finetune-dev/finetune/recipes"
 	"github.com/finetune-dev/finetune/runs"
 )
@@ -72,7 +73,7 @@ func runEval(args []string) error {
 	last := time.Time{}
 	o := runs.EvalOptions{Recipe: r, Adapter: *adapter, Out: *out, Logger: slog.New(log.Default()), Progress: func(p evals.Progress) {
 		if p.Err != nil {
-			log.Warn("case failed", "contestant", p.Contestant, "err", oneLine(p.Err.Error()))
+			log.Warn("case failed", "contestant", p.Contestant, "err", textfmt.OneLine(p.Err.Error()))
 		}
 		if p.Done == p.Total || time.Since(last) > 5*time.Second {
 			log.Info(p.Phase, "contestant", p.Contestant, "done", fmt.Sprintf("%d/%d", p.Done, p.Total), "cached", p.Cached, "failed", p.Failed)

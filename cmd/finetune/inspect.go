@@ -12,6 +12,7 @@ import (
 
 	"github.com/finetune-dev/finetune/internal/llama"
 	"github.com/finetune-dev/finetune/internal/modelinfo"
+	"github.com/finetune-dev/finetune/internal/textfmt"
 )
 
 func absPath(p string) (string, error) { return filepath.Abs(p) }
@@ -48,7 +49,7 @@ func printInfo(in *modelinfo.Info) {
 	row := func(k string, format string, args ...any) {
 		fmt.Fprintf(w, "%s\t%s\n", k, fmt.Sprintf(format, args...))
 	}
-	row("file", "%s (%s, GGUF v%d)", in.Path, humanBytes(uint64(in.FileSize)), in.GGUFVersion)
+	row("file", "%s (%s, GGUF v%d)", in.Path, textfmt.HumanBytes(uint64(in.FileSize)), in.GGUFVersion)
 	if in.Name != "" {
 		row("name", "%s", in.Name)
 	}
@@ -82,7 +83,7 @@ func printInfo(in *modelinfo.Info) {
 	}
 	var types []string
 	for _, t := range in.TensorTypes {
-		types = append(types, fmt.Sprintf("%s ×%d (%s)", t.Type, t.Tensors, humanBytes(t.Bytes)))
+		types = append(types, fmt.Sprintf("%s ×%d (%s)", t.Type, t.Tensors, textfmt.HumanBytes(t.Bytes)))
 	}
 	row("tensors", "%d: %s", in.TensorCount, strings.Join(types, ", "))
 	w.Flush()
@@ -98,7 +99,7 @@ func printInfo(in *modelinfo.Info) {
 		fmt.Println("\ntensors")
 		w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 		for _, t := range in.Tensors {
-			fmt.Fprintf(w, "  %s\t%s\t%v\t%s\n", t.Name, t.Type, t.Shape, humanBytes(t.Bytes))
+			fmt.Fprintf(w, "  %s\t%s\t%v\t%s\n", t.Name, t.Type, t.Shape, textfmt.HumanBytes(t.Bytes))
 		}
 		w.Flush()
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"github.com/finetune-dev/finetune/internal/ggml"
+	"github.com/finetune-dev/finetune/internal/textfmt"
 )
 
 // Set by the Makefile's -ldflags.
@@ -76,7 +77,7 @@ func main() {
 					fmt.Fprintf(os.Stderr, "finetune %s: %v\nRun 'finetune %s -h' for usage.\n", name, strings.TrimPrefix(err.Error(), "usage: "), name)
 					os.Exit(2)
 				}
-				log.Error(oneLine(err.Error()))
+				log.Error(textfmt.OneLine(err.Error()))
 				os.Exit(1)
 			}
 			return
@@ -96,7 +97,8 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "\nRun 'finetune COMMAND -h' for a command's flags.")
 }
 
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+// oneLine is textfmt.OneLine, by the name train.go calls it.
+var oneLine = textfmt.OneLine
 
 func usageErr(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))

@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 
 	"github.com/charmbracelet/log"
 
-	"github.com/finetune-dev/finetune/adapters"
 	"github.com/finetune-dev/finetune/adapters/publish"
 	"github.com/finetune-dev/finetune/runs"
 )
@@ -50,7 +50,7 @@ func runPublish(args []string) error {
 	warnSIMD()
 	cx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	o := runs.PublishOptions{Name: *name, Host: *host, Base: *base, Template: tmpl, ChatTemplate: *chatTmpl, ModelfileOnly: *mfOnly, Log: func(msg string, kv ...any) { log.Info(msg, kv...) }}
+	o := runs.PublishOptions{Name: *name, Host: *host, Base: *base, Template: tmpl, ChatTemplate: *chatTmpl, ModelfileOnly: *mfOnly, Logger: slog.New(log.Default())}
 
 	target := pos[0]
 	if st, err := os.Stat(target); err == nil && st.IsDir() {
@@ -87,7 +87,7 @@ func runPublish(args []string) error {
 		return usageErr("with an adapter file, give --base as the GGUF file trained on (ollama:%s needs a run folder, which records the file)", n)
 	}
 	res, err := publish.Ollama(cx, publish.Options{Name: *name, Host: *host, Base: *base, Adapter: target,
-		Template: adapters.TemplateSpec{Given: tmpl, Train: *chatTmpl}, Log: o.Log})
+		Template: publish.TemplateSpec{Given: tmpl, Train: *chatTmpl}, Logger: o.Logger})
 	if err != nil {
 		return err
 	}
@@ -146,7 +146,7 @@ func quoteAll(xs []string) []string {
 // a failure keeps the run and says how to retry.
 func publishAfterTraining(cx context.Context, run *runs.Run) error {
 	log.Info("publishing", "ollama", run.Recipe.Publish.Ollama)
-	res, err := run.Publish(cx, runs.PublishOptions{Log: func(msg string, kv ...any) { log.Info(msg, kv...) }})
+	res, err := run.Publish(cx, runs.PublishOptions{Logger: slog.New(log.Default())})
 	if err != nil {
 		dir := displayPath(run.Dir)
 		return fmt.Errorf("training finished (%s), but publishing failed: %w; retry with: finetune publish %s", dir, err, dir)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/charmbracelet/log"
 
+	"github.com/finetune-dev/finetune/internal/textfmt"
 	"github.com/finetune-dev/finetune/lora"
 	"github.com/finetune-dev/finetune/recipes"
 	"github.com/finetune-dev/finetune/runs"
@@ -135,8 +136,7 @@ type progress struct {
 }
 
 func newProgress(w *os.File) *progress {
-	st, err := w.Stat()
-	return &progress{w: w, tty: err == nil && st.Mode()&os.ModeCharDevice != 0}
+	return &progress{w: w, tty: textfmt.IsTerminal(w)}
 }
 
 func (p *progress) update(m lora.Metrics) {

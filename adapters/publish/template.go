@@ -1,4 +1,4 @@
-package adapters
+package publish
 
 import (
 	"errors"
@@ -9,6 +9,7 @@ import (
 	otemplate "github.com/ollama/ollama/template"
 
 	"github.com/finetune-dev/finetune/internal/llama"
+	"github.com/finetune-dev/finetune/internal/textfmt"
 )
 
 // OllamaTemplate is a chat template in Ollama's Go template language with
@@ -116,7 +117,7 @@ func ResolveTemplate(s TemplateSpec) (OllamaTemplate, error) {
 		wantMsgs = append(wantMsgs, p)
 	}
 	if len(want) == 0 {
-		return OllamaTemplate{}, fmt.Errorf("llama.cpp cannot render conversations with the training template %q", shorten(train, 60))
+		return OllamaTemplate{}, fmt.Errorf("llama.cpp cannot render conversations with the training template %q", textfmt.Shorten(train, 60))
 	}
 
 	var cands []OllamaTemplate
@@ -148,7 +149,7 @@ func ResolveTemplate(s TemplateSpec) (OllamaTemplate, error) {
 			bestSource, best, bestCommon = c.Source, diff, common
 		}
 	}
-	what := fmt.Sprintf("the training template %q", shorten(train, 60))
+	what := fmt.Sprintf("the training template %q", textfmt.Shorten(train, 60))
 	if s.Given != "" {
 		return OllamaTemplate{}, fmt.Errorf("the given Ollama template does not render chats as %s does: it %s", what, best)
 	}
@@ -188,11 +189,5 @@ func renderDiff(text string, msgs [][]llama.Message, want []string) (diff string
 
 // firstDiff is s from a little before position i.
 func firstDiff(s string, i int) string {
-	return shorten(s[max(0, i-12):], 40)
-}
-func shorten(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
+	return textfmt.Shorten(s[max(0, i-12):], 40)
 }

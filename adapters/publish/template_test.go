@@ -1,21 +1,16 @@
-package adapters
+package publish
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/finetune-dev/finetune/internal/llama"
-	"github.com/finetune-dev/finetune/internal/testmodel"
+	"github.com/finetune-dev/finetune/internal/llamatest"
 )
 
 func chatModel(t *testing.T) *llama.Model {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "chat.gguf")
-	if err := testmodel.Write(p, testmodel.Config{Layers: 1, Embd: 64, Heads: 4, KVHeads: 2, FF: 128, ChatML: true, Seed: 1}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := llama.LoadModel(p, llama.ModelOptions{VocabOnly: true})
+	m, err := llama.LoadModel(llamatest.ChatMLModel(t), llama.ModelOptions{VocabOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
