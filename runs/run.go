@@ -80,8 +80,8 @@ func (r *Run) Adapter() string { return r.Path(AdapterFile) }
 // Base is the base model file trained on.
 func (r *Run) Base() string { return r.Record.Base.Path }
 
-// Logger is the run's logger: the lines go to the logger given to Lock
-// and to the run's train.log.
+// Logger is the run's logger: the logger given to Lock, and while the run
+// trains, its train.log too.
 func (r *Run) Logger() *slog.Logger {
 	if r.log == nil {
 		return slog.New(slog.DiscardHandler)
@@ -213,9 +213,9 @@ func create(dir, root string) (string, error) {
 }
 
 // Lock takes the run folder's lock for this process, saying it does what
-// (e.g. "finetune train"), and starts the run's logger: its lines go to
-// logger and to train.log. A second process gets an error naming the
-// holder. Close releases it (so does the process's end, even by kill -9).
+// (e.g. "finetune train"); the run's Logger is logger from then on. A
+// second process gets an error naming the holder. Close releases it (so
+// does the process's end, even by kill -9).
 func (r *Run) Lock(what string, logger *slog.Logger) error {
 	if r.lock != nil {
 		return nil
@@ -243,18 +243,27 @@ func (r *Run) Lock(what string, logger *slog.Logger) error {
 	r.lock, r.lockedBy = f, what
 	r.cleanTemporaries()
 
+	r.log = logger
+	return nil
+}
+
+// openLog makes the run's logger write to train.log too (training and
+// resuming do; eval and publish record their outcome in their own files).
+func (r *Run) openLog() error {
+	if r.logFile != nil {
+		return nil
+	}
 	lf, err := os.OpenFile(r.Path(LogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		r.Close()
 		return err
 	}
 	r.logFile = lf
 	file := slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelInfo})
 	r.fileLog = slog.New(file)
-	if logger == nil {
-		r.log = slog.New(file)
+	if r.log == nil {
+		r.log = r.fileLog
 	} else {
-		r.log = slog.New(slog.NewMultiHandler(logger.Handler(), file))
+		r.log = slog.New(slog.NewMultiHandler(r.log.Handler(), file))
 	}
 	return nil
 }

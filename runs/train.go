@@ -110,6 +110,9 @@ func Start(ctx context.Context, r *recipes.Recipe, o TrainOptions) (*Run, *lora.
 	if err := run.Lock(o.Command, o.Logger); err != nil {
 		return nil, nil, err
 	}
+	if err := run.openLog(); err != nil {
+		return run, nil, err
+	}
 	from := r.Path
 	if abs, err := filepath.Abs(r.Path); err == nil {
 		from = abs
@@ -273,7 +276,10 @@ func (run *Run) Resume(ctx context.Context, o TrainOptions) (*lora.Result, error
 	if run.Recipe == nil {
 		return nil, fmt.Errorf("%s: no %s to resume with", run.Dir, RecipeFile)
 	}
-	if err := run.Lock(o.Command+" --resume", o.Logger); err != nil {
+	if err := run.Lock(o.Command, o.Logger); err != nil {
+		return nil, err
+	}
+	if err := run.openLog(); err != nil {
 		return nil, err
 	}
 	if err := resumable(run); err != nil {
