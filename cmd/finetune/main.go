@@ -97,7 +97,6 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "\nRun 'finetune COMMAND -h' for a command's flags.")
 }
 
-
 func usageErr(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
 }
