@@ -37,20 +37,12 @@ type Metrics struct {
 	ETASec       float64  `json:"eta_s"`
 }
 
-// Result summarises a finished run.
+// Result summarises a finished run: the adapter file and the figures its
+// adapters.Info records.
 type Result struct {
-	Adapter       string        `json:"adapter"`
-	Steps         int           `json:"steps"`
-	TokensSeen    int64         `json:"tokens_seen"`
-	TrainLoss     float64       `json:"final_train_loss"`
-	ValLoss       *float64      `json:"final_val_loss,omitempty"`
-	BestValLoss   *float64      `json:"best_val_loss,omitempty"`
-	BestStep      int           `json:"best_step,omitempty"`
-	StoppedEarly  bool          `json:"stopped_early"`
-	Interrupted   bool          `json:"interrupted"`
-	WallTime      time.Duration `json:"-"`
-	WallSeconds   float64       `json:"wall_seconds"`
-	TrainableVals int           `json:"trainable_parameters"`
+	Adapter string `json:"adapter"`
+	adapters.Training
+	WallTime time.Duration `json:"-"`
 }
 
 // state is everything a checkpoint holds besides the configuration.
@@ -141,7 +133,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 	defer metrics.Close()
 
 	t := &trainer{cfg: &cfg, e: e, data: data, st: st, total: total}
-	res := &Result{TrainableVals: st.params.count()}
+	res := &Result{Training: adapters.Training{TrainableVals: st.params.count()}}
 	start := time.Now()
 	elapsed0 := st.elapsed
 	for st.step < total {
@@ -467,9 +459,7 @@ func writeInfo(basePath string, cfg *Config, res *Result) error {
 		Adapter: filepath.Base(res.Adapter),
 		Base:    adapters.BaseInfo{Path: basePath, SHA256: sum},
 		LoRA:    adapters.LoRAInfo{Targets: cfg.Targets, Rank: cfg.Rank, Alpha: cfg.Alpha, RSLoRA: cfg.RSLoRA, Scale: float64(cfg.scale()), Dropout: cfg.Dropout},
-		Training: adapters.Training{Steps: res.Steps, TokensSeen: res.TokensSeen, TrainLoss: res.TrainLoss, ValLoss: res.ValLoss,
-			BestValLoss: res.BestValLoss, BestStep: res.BestStep, StoppedEarly: res.StoppedEarly, Interrupted: res.Interrupted,
-			WallSeconds: res.WallSeconds, TrainableVals: res.TrainableVals},
+		Training: res.Training,
 		Optimizer: adapters.Optimizer{Name: "adamw", LR: cfg.LearningRate, Schedule: cfg.Schedule, WarmupSteps: cfg.WarmupSteps, WeightDecay: cfg.WeightDecay,
 			Betas: []float64{cfg.Beta1, cfg.Beta2}, Eps: cfg.Epsilon, GradAccum: cfg.GradAccum, ClipNorm: cfg.ClipNorm, Seed: cfg.Seed},
 		Recipe:     cfg.Meta,

@@ -365,10 +365,21 @@ func TestResumeAfterInterrupt(t *testing.T) {
 	}
 	cfg := resumeConfig(cut)
 	cfg.Resume = true
-	if _, err := Train(context.Background(), model, cfg, data, nil); err != nil {
+	done, err := Train(context.Background(), model, cfg, data, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 	compareRuns(t, full, cut)
+
+	// Resuming a run with no step left keeps its figures (the last loss
+	// comes from the checkpoint, not from a step that did not run).
+	again, err := Train(context.Background(), model, cfg, data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Steps != done.Steps || again.TrainLoss != done.TrainLoss || again.TrainLoss == 0 {
+		t.Fatalf("resumed a finished run: %d steps, train loss %g; the run had %d, %g", again.Steps, again.TrainLoss, done.Steps, done.TrainLoss)
+	}
 }
 
 func TestResumeAfterKill(t *testing.T) {
