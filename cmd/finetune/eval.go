@@ -17,8 +17,7 @@ import (
 )
 
 func runEval(args []string) error {
-	fs := newFlags("eval", "RECIPE.yaml [--run RUN_DIR | --adapter A.gguf] [--out DIR] [--fail-under EXPR]",
-		"Run the recipe's eval suite against every contestant (base, tuned, Ollama, OpenAI-compatible APIs)\nand write results.json, report.md and report.html.")
+	fs := newFlags("eval")
 	runDir := fs.String("run", "", "training run folder: its adapter.gguf is the tuned adapter, its loss curve goes in the report")
 	adapter := fs.String("adapter", "", "tuned adapter file (instead of --run)")
 	out := fs.String("out", "", "report folder (default RUN_DIR/eval, or runs/<name>/eval-<timestamp>)")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,8 +18,7 @@ import (
 )
 
 func runTrain(args []string) error {
-	fs := newFlags("train", "RECIPE.yaml [--out DIR] [--resume] [--set key.path=value ...]",
-		"Train the recipe's LoRA adapter. The run folder (default runs/<name>/<timestamp>/) gets the\nresolved recipe, the data report, metrics.jsonl, checkpoints, adapter.gguf, adapter.json and\ntrain.log. Ctrl-C stops after writing a checkpoint; --resume continues the newest run.")
+	fs := newFlags("train")
 	out := fs.String("out", "", "run folder (default runs/<name>/<timestamp>)")
 	resume := fs.Bool("resume", false, "continue from the newest checkpoint (of --out, or of the recipe's newest run)")
 	var sets listFlag
@@ -157,22 +155,11 @@ func (p *progress) done() {
 	}
 }
 
-func runRecipe(args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(os.Stderr, "Usage: finetune recipe validate|show RECIPE.yaml [--set key.path=value ...]\n\n  validate   check a recipe (keys, types, ranges) and say what is wrong, with line numbers\n  show       print the recipe fully resolved, defaults filled in\n")
-		if len(args) == 0 {
-			return usageErr("recipe takes a command: validate or show")
-		}
-		return flag.ErrHelp
-	}
-	sub := args[0]
-	if sub != "validate" && sub != "show" {
-		return usageErr("unknown recipe command %q (want validate or show)", sub)
-	}
-	fs := newFlags("recipe "+sub, "RECIPE.yaml [--set key.path=value ...]", "Check a recipe, or print it resolved.")
+func runRecipe(sub string, args []string) error {
+	fs := newFlags("recipe " + sub)
 	var sets listFlag
 	fs.Var(&sets, "set", "override a recipe field (repeatable)")
-	pos, err := parseInterleaved(fs, args[1:])
+	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
