@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -74,11 +75,11 @@ func init() {
 				}},
 			{name: "train", args: "RECIPE.yaml [--out DIR] [--resume] [--set key.path=value ...]",
 				summary: "train a recipe's LoRA adapter into a run folder",
-				help:    "Train the recipe's LoRA adapter. The run folder (default runs/<name>/<timestamp>/) gets the\nresolved recipe, the data report, metrics.jsonl, checkpoints, adapter.gguf, adapter.json and\ntrain.log. Ctrl-C stops after writing a checkpoint; --resume continues the newest run.",
+				help:    "Train the recipe's LoRA adapter. The run folder (default runs/<name>/<timestamp>/) gets the\nresolved recipe, the data report, metrics.jsonl, checkpoints, adapter.gguf, adapter.json and\ntrain.log. Ctrl-C stops after writing a checkpoint (exit code 130); --resume continues the\nnewest run.",
 				run:     runTrain},
 			{name: "eval", args: "RECIPE.yaml [--run RUN_DIR | --adapter A.gguf] [--out DIR] [--fail-under EXPR]",
 				summary: "evaluate base, tuned and API models on the recipe's eval suite; write reports",
-				help:    "Run the recipe's eval suite against every contestant (base, tuned, Ollama, OpenAI-compatible APIs)\nand write results.json, report.md and report.html.",
+				help:    "Run the recipe's eval suite against every contestant (base, tuned, Ollama, OpenAI-compatible APIs)\nand write results.json, report.md and report.html. A --fail-under gate that is not met\nexits with code 3.",
 				run:     runEval},
 			{name: "export", args: "COMMAND [arguments]",
 				summary: "merge, peft, import-peft: fold an adapter into its base; convert to/from HF PEFT",
@@ -129,12 +130,23 @@ func init() {
 	link(root)
 }
 
-// Exit codes.
+// Exit codes, listed in `finetune help` and the README.
 const (
-	exitOK      = 0
-	exitFailure = 1 // an error: a bad file, a failed run
-	exitUsage   = 2 // the command was called wrongly
+	exitOK          = 0
+	exitFailure     = 1   // an error: a bad file, a failed run
+	exitUsage       = 2   // the command was called wrongly
+	exitGate        = 3   // eval --fail-under: the gate was not met
+	exitInterrupted = 130 // Ctrl-C stopped the command before it finished
 )
+
+const exitCodesHelp = `Exit codes:
+  0    success
+  1    error
+  2    usage error: unknown command or flag, wrong arguments
+  3    an eval gate (finetune eval --fail-under) was not met
+  130  interrupted by Ctrl-C before the command finished (train writes a
+       checkpoint first; --resume continues it)
+`
 
 // exitError ends finetune with code; err, when not nil, is reported first
 // (nil: the command has said what happened).
@@ -165,6 +177,8 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.As(err, &ee):
 		return ee.code
+	case errors.Is(err, context.Canceled):
+		return exitInterrupted // a command's Ctrl-C context ended it
 	}
 	return exitFailure
 }
@@ -252,7 +266,7 @@ func (c *command) printHelpFlags(w io.Writer, fs *flag.FlagSet) {
 	if c == root {
 		fmt.Fprintf(w, "finetune: %s\n\nUsage: finetune COMMAND [arguments]\n\nCommands:\n", strings.TrimSuffix(c.help, "."))
 		c.printSubs(w)
-		fmt.Fprint(w, "\nRun 'finetune help COMMAND' or 'finetune COMMAND -h' for a command's help and flags.\n")
+		fmt.Fprintf(w, "\n%s\nRun 'finetune help COMMAND' or 'finetune COMMAND -h' for a command's help and flags.\n", exitCodesHelp)
 		return
 	}
 	if c.run != nil {

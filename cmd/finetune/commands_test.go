@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -67,7 +68,7 @@ func TestHelpEverywhere(t *testing.T) {
 }
 
 // TestHelpOfFinetune: finetune -h, --help and help print the command list
-// to stdout (exit 0); finetune alone prints them to
+// and the exit codes to stdout (exit 0); finetune alone prints them to
 // stderr and exits 2.
 func TestHelpOfFinetune(t *testing.T) {
 	want := cli(t, "help")
@@ -77,6 +78,11 @@ func TestHelpOfFinetune(t *testing.T) {
 	for _, c := range root.subs {
 		if !strings.Contains(want.stdout, "\n  "+c.name+" ") || !strings.Contains(want.stdout, c.summary) {
 			t.Errorf("finetune help does not list %s with its summary", c.name)
+		}
+	}
+	for _, code := range []string{"0", "1", "2", "3", "130"} {
+		if !regexp.MustCompile(`\n  ` + code + ` +\S`).MatchString(want.stdout) {
+			t.Errorf("finetune help does not explain exit code %s:\n%s", code, want.stdout)
 		}
 	}
 	for _, arg := range []string{"-h", "--help"} {
@@ -131,6 +137,9 @@ func TestExitCode(t *testing.T) {
 		{errors.New("x.gguf: no such file"), 1},
 		{usageErr("--out is required"), 2},
 		{fmt.Errorf("export: %w", usageErr("--base is required")), 2},
+		{&exitError{code: exitGate, err: errors.New("--fail-under not met")}, 3},
+		{&exitError{code: exitInterrupted}, 130},
+		{fmt.Errorf("eval: %w", context.Canceled), 130},
 	} {
 		if got := exitCode(c.err); got != c.want {
 			t.Errorf("exitCode(%v) = %d, want %d", c.err, got, c.want)

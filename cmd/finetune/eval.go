@@ -84,7 +84,7 @@ func runEval(args []string) error {
 			return err
 		}
 		if !ok {
-			return fmt.Errorf("--fail-under not met: %s", line)
+			return &exitError{code: exitGate, err: fmt.Errorf("--fail-under not met: %s", line)}
 		}
 		log.Info("gate met", "gate", line)
 	}

@@ -11,8 +11,8 @@ import (
 )
 
 // TestTrainThenEval: a run's adapter evaluated against its base through
-// the recipe's suite writes the three reports, and the gate sets the exit
-// code.
+// the recipe's suite writes the three reports, and a gate not met exits
+// with code 3.
 func TestTrainThenEval(t *testing.T) {
 	model := shared.Path(t, "models/stories260K.gguf")
 	recipe := qaRecipe(t, model, `eval:
@@ -61,6 +61,9 @@ func TestTrainThenEval(t *testing.T) {
 	// The gate: a demand the run cannot meet fails the command.
 	g := cli(t, "eval", recipe, "--run", run, "--fail-under", "tuned.rouge_l - base.rouge_l >= 2")
 	wantCleanError(t, g, "--fail-under not met")
+	if g.code != exitGate {
+		t.Fatalf("a gate not met exits with %d, want %d (not 1, an error)", g.code, exitGate)
+	}
 	if !strings.Contains(cli(t, "eval", recipe).stderr, "--run RUN_DIR or --adapter") {
 		t.Fatal("eval without an adapter does not say how to give one")
 	}

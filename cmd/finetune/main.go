@@ -8,6 +8,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -51,6 +52,8 @@ func report(c *command, err error) {
 			hint = "finetune help"
 		}
 		fmt.Fprintf(os.Stderr, "%s: %s; run '%s' for usage\n", c.title(), oneLine(err.Error()), hint)
+	case ee == nil && errors.Is(err, context.Canceled):
+		log.Error("interrupted")
 	default:
 		log.Error(oneLine(err.Error()))
 	}

@@ -93,7 +93,10 @@ func runTrain(args []string) error {
 		fmt.Fprintf(logFile, "done: %s\n", oneLine(fmt.Sprint(kv...)))
 	}
 	fmt.Println(res.Dir)
-	if t.Interrupted || res.Recipe.Publish.Ollama == "" {
+	if t.Interrupted {
+		return &exitError{code: exitInterrupted} // said above, with how to resume
+	}
+	if res.Recipe.Publish.Ollama == "" {
 		return nil
 	}
 	return publishAfterTraining(cx, res.Dir)
