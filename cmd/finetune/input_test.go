@@ -1,6 +1,7 @@
 package main
 
 import (
+	"path/filepath"
 	"testing"
 
 	"github.com/finetune-dev/finetune/internal/shared"
@@ -16,5 +17,26 @@ func TestModelGivenAsRecipe(t *testing.T) {
 		if r.code != exitFailure {
 			t.Fatalf("%v: exit %d, want %d", args, r.code, exitFailure)
 		}
+	}
+}
+
+// TestAdapterGivenAsBase: a LoRA adapter where the base model goes (a
+// recipe's base:, --model) is one line that names it as an adapter, not
+// "missing llama.context_length".
+func TestAdapterGivenAsBase(t *testing.T) {
+	shared.Path(t, "models/stories260K.gguf")
+	dir := t.TempDir()
+	adapter := filepath.Join(dir, "adapter.gguf")
+	writeAdapter(t, adapter, "llama", map[string][2]uint64{"blk.0.attn_q.weight": {64, 64}}, 4)
+	recipe := qaRecipe(t, adapter, "")
+	data := filepath.Join(filepath.Dir(recipe), "train.jsonl")
+	for _, args := range [][]string{
+		{"train", recipe, "--out", filepath.Join(dir, "run")},
+		{"generate", "--model", adapter, "--prompt", "Once"},
+		{"data", "inspect", data, "--model", adapter},
+	} {
+		t.Run(args[0], func(t *testing.T) {
+			wantCleanError(t, cli(t, args...), adapter+" is a LoRA adapter, not a base model", "base:", "--adapter")
+		})
 	}
 }
