@@ -42,7 +42,7 @@ demo: build
 
 # LoRA training speed on the tracked shapes (generates test models in $TMPDIR/finetune-bench).
 bench-train:
-	$(GO) run ./internal/benchtrain $(BENCH_FLAGS)
+	$(GO) run ./lora/internal/benchtrain $(BENCH_FLAGS)
 
 # The datasets pipeline's figures: records/s and tokens/s for reading,
 # rendering and tokenizing 100k synthetic chat records, and the peak RSS of

@@ -72,12 +72,16 @@ type Renderer struct {
 	opts  RenderOptions
 	tmpl  string // the template handed to llama.cpp; "" with TemplateNone
 	about string
+	// noTemplate is the error of a conversation when the model has no chat
+	// template and none is named: plain text renders without one.
+	noTemplate error
 }
 
 // NewRenderer checks that the template renders a conversation the way
 // generation continues it, and that its assistant turns end with a token
 // that stops generation: a model trained on turns without one would not
-// stop when served.
+// stop when served. A model without a chat template renders plain text;
+// a conversation is then an error that says to name a template.
 func NewRenderer(m *llama.Model, opts RenderOptions) (*Renderer, error) {
 	r := &Renderer{m: m, opts: opts}
 	switch {
@@ -100,7 +104,9 @@ func NewRenderer(m *llama.Model, opts RenderOptions) (*Renderer, error) {
 	default:
 		r.tmpl = m.ChatTemplate()
 		if r.tmpl == "" {
-			return nil, fmt.Errorf("%s: the model has no chat template; name one of llama.cpp's built-in templates (chatml, llama2, llama3, mistral-v7, ...) or %q to train prompt and completion as plain text", m.Path, TemplateNone)
+			r.noTemplate = fmt.Errorf("%s: the model has no chat template; name one of llama.cpp's built-in templates (chatml, llama2, llama3, mistral-v7, ...) or %q to train prompt and completion as plain text", m.Path, TemplateNone)
+			r.about = "none (the model has none; plain text needs none)"
+			return r, nil
 		}
 		r.about = fmt.Sprintf("the model's (%d bytes)", len(r.tmpl))
 	}
@@ -150,6 +156,9 @@ func (r *Renderer) Render(rec Record) ([]Example, error) {
 			ex.Weights[i] = 1
 		}
 		return []Example{ex}, nil
+	}
+	if r.noTemplate != nil {
+		return nil, r.noTemplate
 	}
 	if r.tmpl == "" {
 		return r.renderPlain(rec)
@@ -314,6 +323,9 @@ func (r *Renderer) spells(tokens []int32, text string) bool {
 func (r *Renderer) Case(rec Record) (Case, error) {
 	if rec.Messages == nil {
 		return Case{}, ErrNoCase
+	}
+	if r.noTemplate != nil {
+		return Case{}, r.noTemplate
 	}
 	n := len(rec.Messages) - 1
 	c := Case{Prompt: rec.Messages[:n:n], Reference: rec.Messages[n].Content, Label: rec.Label, Source: rec.Source}

@@ -265,7 +265,6 @@ func TestRendererRefuses(t *testing.T) {
 		template string
 		want     []string
 	}{
-		{"", []string{"no chat template", "llama3", TemplateNone}},
 		{"no-such", []string{`unknown chat template "no-such"`, "chatml"}},
 		// ChatML ends turns with <|im_end|>, which the Llama-2 vocabulary
 		// does not have: a model trained on it would never stop.
@@ -288,6 +287,55 @@ func TestRendererRefuses(t *testing.T) {
 	_, err = r.Render(Record{Source: "d.jsonl:7", Messages: []Message{{Role: "user", Content: "Hi"}, {Role: "assistant", Content: "Done</s> and more"}}})
 	if err == nil || !strings.Contains(err.Error(), "d.jsonl:7") || !strings.Contains(err.Error(), "inside its text") {
 		t.Fatalf("an answer holding </s>: %v", err)
+	}
+}
+
+// TestPlainTextNeedsNoTemplate: on a model without a chat template, plain
+// text renders with no template named; a conversation is refused, saying
+// to name one.
+func TestPlainTextNeedsNoTemplate(t *testing.T) {
+	m := llama2Model(t)
+	r, err := NewRenderer(m, RenderOptions{})
+	if err != nil {
+		t.Fatalf("no template named, for plain text: %v", err)
+	}
+	text := "Once upon a time there was a cat."
+	exs, err := r.Render(Record{Text: text, Source: "t.jsonl:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := m.Tokenize(text, true, false)
+	if want = append(want, m.EOS()); !slices.Equal(exs[0].Tokens, want) {
+		t.Fatalf("text tokens %v, want BOS, the text and EOS: %v", exs[0].Tokens, want)
+	}
+	if _, err := r.Case(Record{Text: text}); !errors.Is(err, ErrNoCase) {
+		t.Fatalf("Case of plain text: %v, want ErrNoCase", err)
+	}
+	chat := Record{Messages: []Message{{Role: "user", Content: "Hi"}, {Role: "assistant", Content: "Hello"}}, Source: "t.jsonl:2"}
+	_, rerr := r.Render(chat)
+	_, cerr := r.Case(chat)
+	for _, err := range []error{rerr, cerr} {
+		var re *RowError
+		if err == nil || errors.As(err, &re) {
+			t.Fatalf("a conversation without a template: %v, want an error that is not a bad row (skipping would not help)", err)
+		}
+		for _, w := range []string{m.Path, "no chat template", "llama3", TemplateNone} {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("error %q lacks %q", err, w)
+			}
+		}
+	}
+
+	// Through Scan: a text data set; a chat data set stops the scan even
+	// when bad rows may be skipped.
+	cfg := Config{Train: writeFile(t, "text.jsonl", `{"text": "one cat"}`+"\n"+`{"text": "two cats"}`+"\n"), MaxLength: 64}
+	rep, err := Scan(cfg, m, nil)
+	if err != nil || rep.Train.Examples != 2 {
+		t.Fatalf("text data set: %v, report %+v", err, rep)
+	}
+	cfg.Train, cfg.MaxBadRows = writeFile(t, "chat.jsonl", `{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}`+"\n"), 5
+	if _, err := Scan(cfg, m, nil); err == nil || !strings.Contains(err.Error(), "no chat template") {
+		t.Fatalf("a conversation in the data: %v", err)
 	}
 }
 

@@ -281,12 +281,15 @@ func editDistance(a, b string) int {
 }
 
 // setPath sets the field at a dotted path from a YAML scalar text (a
-// --set override).
-func setPath(root reflect.Value, path, text string, file string) error {
+// --set override). An empty text (or null) clears the field: a string
+// becomes "", a number, list or section its zero, so that the default
+// applies; cleared says so.
+func setPath(root reflect.Value, path, text string, file string) (cleared bool, err error) {
 	var n yaml.Node
 	if err := yaml.Unmarshal([]byte(text), &n); err != nil {
-		return fmt.Errorf("--set %s=%s: %v", path, text, err)
+		return false, fmt.Errorf("--set %s=%s: %v", path, text, err)
 	}
+	cleared = len(n.Content) == 0 || n.Content[0].Kind == yaml.ScalarNode && n.Content[0].Tag == "!!null"
 	v := root
 	parts := strings.Split(path, ".")
 	for i, p := range parts {
@@ -305,32 +308,40 @@ func setPath(root reflect.Value, path, text string, file string) error {
 				if s := suggest(p, names); s != "" {
 					msg += fmt.Sprintf(" (did you mean %q?)", s)
 				}
-				return fmt.Errorf("%s", msg)
+				return false, fmt.Errorf("%s", msg)
 			}
 			v = v.Field(fi)
 		case reflect.Map:
 			if v.IsNil() {
 				v.Set(reflect.MakeMap(v.Type()))
 			}
-			rest := strings.Join(parts[i:], ".")
+			rest := reflect.ValueOf(strings.Join(parts[i:], "."))
+			if cleared {
+				v.SetMapIndex(rest, reflect.Value{})
+				return true, nil
+			}
 			elem := reflect.New(v.Type().Elem()).Elem()
 			d := &decoder{file: "--set", lines: map[string]int{}}
 			if err := d.decode(&n, elem, path); err != nil {
-				return err
+				return false, err
 			}
-			v.SetMapIndex(reflect.ValueOf(rest), elem)
-			return nil
+			v.SetMapIndex(rest, elem)
+			return false, nil
 		default:
-			return fmt.Errorf("--set %s: %q is not a section", path, strings.Join(parts[:i], "."))
+			return false, fmt.Errorf("--set %s: %q is not a section", path, strings.Join(parts[:i], "."))
 		}
+	}
+	if cleared {
+		v.Set(reflect.Zero(v.Type()))
+		return true, nil
 	}
 	d := &decoder{file: "--set", lines: map[string]int{}}
 	if err := d.decode(&n, v, path); err != nil {
 		var e *Error
 		if errors.As(err, &e) {
-			return fmt.Errorf("--set %s=%s: %s", path, text, e.Msg)
+			return false, fmt.Errorf("--set %s=%s: %s", path, text, e.Msg)
 		}
-		return err
+		return false, err
 	}
-	return nil
+	return false, nil
 }

@@ -8,8 +8,11 @@
 package recipes
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -33,7 +36,8 @@ type Recipe struct {
 	Eval    Eval    `yaml:"eval"`
 	Publish Publish `yaml:"publish"`
 
-	// Path is the recipe file; Dir the folder relative paths start from.
+	// Path is the recipe file as given; Dir the absolute folder relative
+	// paths start from.
 	Path string `yaml:"-"`
 	Dir  string `yaml:"-"`
 
@@ -160,11 +164,8 @@ type Publish struct {
 // Load reads, decodes, defaults and checks a recipe; sets are "key.path=value"
 // overrides applied before the checks.
 func Load(path string, sets []string) (*Recipe, error) {
-	src, err := os.ReadFile(path)
+	src, err := readRecipe(path)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%s: no such recipe file", path)
-		}
 		return nil, err
 	}
 	return Decode(path, src, sets)
@@ -182,11 +183,21 @@ func Decode(path string, src []byte, sets []string) (*Recipe, error) {
 		if !ok || strings.TrimSpace(key) == "" {
 			return nil, fmt.Errorf("--set %q: write key.path=value", s)
 		}
-		if err := setPath(reflect.ValueOf(r).Elem(), strings.TrimSpace(key), val, path); err != nil {
+		key = strings.TrimSpace(key)
+		cleared, err := setPath(reflect.ValueOf(r).Elem(), key, val, path)
+		if err != nil {
 			return nil, err
 		}
-		delete(r.lines, strings.TrimSpace(key)) // the value no longer comes from the file
-		r.given[strings.TrimSpace(key)] = true
+		// The value no longer comes from the file; a cleared one (and
+		// what was under it) is not given at all, so its default applies.
+		under := func(p string) bool {
+			return p == key || cleared && (strings.HasPrefix(p, key+".") || strings.HasPrefix(p, key+"["))
+		}
+		maps.DeleteFunc(r.lines, func(p string, _ int) bool { return under(p) })
+		maps.DeleteFunc(r.given, func(p string, _ bool) bool { return under(p) })
+		if !cleared {
+			r.given[key] = true
+		}
 	}
 	r.defaults()
 	if err := r.check(); err != nil {
@@ -195,13 +206,66 @@ func Decode(path string, src []byte, sets []string) (*Recipe, error) {
 	return r, nil
 }
 
-// Parse decodes a recipe without defaults or checks.
+// readRecipe reads a recipe file, looking at its first bytes before
+// reading the rest: a model given where the recipe goes can be gigabytes.
+func readRecipe(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: no such recipe file", path)
+		}
+		return nil, err
+	}
+	defer f.Close()
+	head := make([]byte, sniffLen)
+	n, err := io.ReadFull(f, head)
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return nil, err
+	}
+	if err := notText(path, head[:n]); err != nil {
+		return nil, err
+	}
+	rest, err := io.ReadAll(f)
+	if err != nil {
+		return nil, err
+	}
+	return append(head[:n], rest...), nil
+}
+
+// sniffLen is how much of a file notText looks at.
+const sniffLen = 8 << 10
+
+// notText says what a file is when its first bytes show it is not YAML
+// text: a GGUF model (magic "GGUF"), or another binary file (a NUL byte).
+func notText(path string, head []byte) error {
+	head = head[:min(len(head), sniffLen)]
+	switch {
+	case bytes.HasPrefix(head, []byte("GGUF")):
+		return fmt.Errorf("%s is a GGUF model file, not a recipe: name it as `base:` in a recipe (see recipes/customer-support.yaml)", path)
+	case bytes.HasPrefix(head, []byte{0xFF, 0xFE}) || bytes.HasPrefix(head, []byte{0xFE, 0xFF}):
+		return nil // UTF-16 text, which YAML reads
+	case bytes.IndexByte(head, 0) >= 0:
+		return fmt.Errorf("%s is a binary file, not a recipe: a recipe is a YAML text file (see recipes/customer-support.yaml)", path)
+	}
+	return nil
+}
+
+// Parse decodes a recipe without defaults or checks. Path stays as given;
+// Dir is the absolute folder of the recipe, so paths resolved from it do
+// not depend on the working folder.
 func Parse(path string, src []byte) (*Recipe, error) {
+	if err := notText(path, src); err != nil {
+		return nil, err
+	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(src, &doc); err != nil {
 		return nil, fmt.Errorf("%s: %v", path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	r := &Recipe{Path: path, Dir: filepath.Dir(path)}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	r := &Recipe{Path: path, Dir: dir}
 	d := &decoder{file: path, lines: map[string]int{}}
 	if len(doc.Content) == 0 {
 		return nil, &Error{File: path, Msg: "the recipe is empty"}

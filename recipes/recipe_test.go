@@ -163,3 +163,82 @@ func TestOverrides(t *testing.T) {
 		}
 	}
 }
+
+// TestNotARecipe: a model (or another binary file) given where a recipe
+// goes says what it is and what to do, not what the YAML parser makes of
+// it.
+func TestNotARecipe(t *testing.T) {
+	dir := t.TempDir()
+	model := filepath.Join(dir, "model.gguf")
+	os.WriteFile(model, append([]byte("GGUF\x03\x00\x00\x00"), make([]byte, 64)...), 0o644)
+	zip := filepath.Join(dir, "data.zip")
+	os.WriteFile(zip, []byte("PK\x03\x04\x14\x00\x00\x00\x08\x00 name: x"), 0o644)
+	for _, c := range []struct {
+		path string
+		want []string
+	}{
+		{model, []string{model + " is a GGUF model file, not a recipe", "`base:`", "recipes/customer-support.yaml"}},
+		{zip, []string{zip + " is a binary file, not a recipe", "YAML"}},
+	} {
+		_, err := Load(c.path, nil)
+		for _, w := range c.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Fatalf("Load(%s) = %v, want it to say %q", filepath.Base(c.path), err, w)
+			}
+		}
+		src, _ := os.ReadFile(c.path)
+		if _, perr := Parse(c.path, src); perr == nil || perr.Error() != err.Error() {
+			t.Fatalf("Parse(%s) = %v, want %v", filepath.Base(c.path), perr, err)
+		}
+	}
+}
+
+// TestSetClears: --set key= (nothing after "=") clears the field, so that
+// the default applies, for text, numbers, lists and sections alike.
+func TestSetClears(t *testing.T) {
+	p := write(t, good)
+	r, err := Load(p, []string{"data.eval=", "lora.rank=", "lora.targets=", "train.learning_rate= ", "eval.contestants=null"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Data.Eval != "" || r.Data.EvalRatio != 0.1 {
+		t.Errorf("data.eval= left eval %q, eval_ratio %g; want no eval file and the default ratio 0.1", r.Data.Eval, r.Data.EvalRatio)
+	}
+	if r.LoRA.Rank != 8 || r.LoRA.Alpha != 16 || len(r.LoRA.Targets) != 7 {
+		t.Errorf("lora.rank= and lora.targets= give %+v; want the defaults (rank 8, alpha 16, seven targets)", r.LoRA)
+	}
+	if r.Train.LearningRate != 2e-4 {
+		t.Errorf("train.learning_rate= gives %g, want the default 2e-4", r.Train.LearningRate)
+	}
+	if len(r.Eval.Contestants) != 2 || r.Eval.Contestants[1].Adapter != "tuned" || r.Eval.Contestants[0].Name != "base" {
+		t.Errorf("eval.contestants=null gives %+v, want the default base and tuned", r.Eval.Contestants)
+	}
+	// A required value cleared is missing, not of the wrong type.
+	if _, err := Load(p, []string{"data.train="}); err == nil || !strings.Contains(err.Error(), "data.train: missing") {
+		t.Fatalf("data.train=: %v", err)
+	}
+	// With eval cleared, a ratio may be given again.
+	if r, err := Load(p, []string{"data.eval=", "data.eval_ratio=0.25"}); err != nil || r.Data.EvalRatio != 0.25 {
+		t.Fatalf("data.eval= then data.eval_ratio=0.25: %v", err)
+	}
+}
+
+// TestDirIsAbsolute: a recipe given by a relative path keeps that path,
+// but resolves its files from the absolute folder, whatever the working
+// folder is later.
+func TestDirIsAbsolute(t *testing.T) {
+	dir := filepath.Dir(write(t, good))
+	t.Chdir(dir)
+	r, err := Load("recipe.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Path != "recipe.yaml" || !filepath.IsAbs(r.Dir) {
+		t.Fatalf("Path %q, Dir %q; want the path as given and an absolute folder", r.Path, r.Dir)
+	}
+	want := filepath.Join(dir, "data", "train.jsonl")
+	t.Chdir(t.TempDir())
+	if got := r.Resolve(r.Data.Train); got != want {
+		t.Fatalf("data.train resolves to %s, want %s", got, want)
+	}
+}

@@ -24,21 +24,6 @@ import (
 	"github.com/finetune-dev/finetune/runs"
 )
 
-func runData(args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(os.Stderr, "Usage: finetune data inspect FILE [flags]\n\nCommands:\n  inspect    what training will see of a data file: counts, lengths, rendered example\n")
-		if len(args) == 0 {
-			return usageErr("data takes a command: inspect")
-		}
-		return flag.ErrHelp
-	}
-	switch args[0] {
-	case "inspect":
-		return runDataInspect(args[1:])
-	}
-	return usageErr("unknown data command %q (want inspect)", args[0])
-}
-
 // fieldsFlag collects --field KEY=COLUMN.
 type fieldsFlag struct{ f *datasets.Fields }
 
@@ -64,8 +49,7 @@ func (f fieldsFlag) Set(v string) error {
 }
 
 func runDataInspect(args []string) error {
-	fs := newFlags("data inspect", "FILE|FOLDER|GLOB|RECIPE.yaml [--model M.gguf] [flags]",
-		"Show what training will see of a data set: records per split, detected formats,\nduplicates, leakage, bad rows and, with a model, token lengths, the masked fraction,\ntruncation and one example rendered with the model's chat template, trained tokens marked.\nA recipe gives the data settings and the model (its base, as train resolves it).")
+	fs := newFlags("data inspect")
 	var cfg datasets.Config
 	model := fs.String("model", "", "base model (GGUF) whose tokenizer and chat template render the data")
 	fs.StringVar(&cfg.Template, "template", "", "chat template instead of the model's: a llama.cpp built-in name (chatml, llama2, llama3, ...) or none (prompt + completion as plain text)")

@@ -31,7 +31,7 @@ type doctorReport struct {
 }
 
 func runDoctor(args []string) error {
-	fs := newFlags("doctor", "[--json]", "Show what this build of finetune and this machine can do: versions,\nthe CPU features ggml was compiled with and the CPU offers, threads,\nand the GPU devices ggml sees.")
+	fs := newFlags("doctor")
 	asJSON := fs.Bool("json", false, "print JSON")
 	verbose := verboseFlag(fs)
 	if _, err := parseInterleaved(fs, args); err != nil {

@@ -19,10 +19,7 @@ import (
 )
 
 func runEval(args []string) error {
-	fs := newFlags("eval", "RUN_DIR | RECIPE.yaml [--run RUN_DIR | --adapter A.gguf] [--out DIR] [--fail-under EXPR]",
-		"Run the eval suite against every contestant (base, tuned, Ollama, OpenAI-compatible APIs)\n"+
-			"and write results.json, report.md and report.html. A run folder brings its own recipe, base\n"+
-			"and adapter; a recipe with --run evaluates that run with the recipe's (perhaps newer) suite.")
+	fs := newFlags("eval")
 	runDir := fs.String("run", "", "training run folder: its adapter.gguf is the tuned adapter, its loss curve goes in the report")
 	adapter := fs.String("adapter", "", "tuned adapter file (instead of --run)")
 	out := fs.String("out", "", "report folder (default RUN_DIR/eval, or runs/<name>/eval-<timestamp>)")
@@ -104,7 +101,7 @@ func runEval(args []string) error {
 			return err
 		}
 		if !ok {
-			return fmt.Errorf("--fail-under not met: %s", line)
+			return &exitError{code: exitGate, err: fmt.Errorf("--fail-under not met: %s", line)}
 		}
 		log.Info("gate met", "gate", line)
 	}

@@ -11,8 +11,8 @@ import (
 )
 
 // TestTrainThenEval: a run's adapter evaluated against its base through
-// the recipe's suite writes the three reports, and the gate sets the exit
-// code.
+// the recipe's suite writes the three reports, and a gate not met exits
+// with code 3.
 func TestTrainThenEval(t *testing.T) {
 	model := shared.Path(t, "models/stories260K.gguf")
 	recipe := qaRecipe(t, model, `eval:
@@ -61,14 +61,20 @@ func TestTrainThenEval(t *testing.T) {
 	// The gate: a demand the run cannot meet fails the command.
 	g := cli(t, "eval", recipe, "--run", run, "--fail-under", "tuned.rouge_l - base.rouge_l >= 2")
 	wantCleanError(t, g, "--fail-under not met")
+	if g.code != exitGate {
+		t.Fatalf("a gate not met exits with %d, want %d (not 1, an error)", g.code, exitGate)
+	}
 	if !strings.Contains(cli(t, "eval", recipe).stderr, "--run RUN_DIR or --adapter") {
 		t.Fatal("eval without an adapter does not say how to give one")
 	}
 }
 
 // TestExportMerge merges a run's adapter into its base through the CLI:
-// the merged model loads in llama.cpp and greedy generation equals the base
-// with the adapter.
+// the merged model loads in llama.cpp and greedy generation starts as the
+// base with the adapter does, not as the base alone. (W + s·B·A)·x and
+// W·x + s·B·(A·x) round differently, so a longer greedy continuation
+// parts at the first near-tie; adapters.TestMergeEqualsAdapter compares
+// the logits.
 func TestExportMerge(t *testing.T) {
 	model := shared.Path(t, "models/stories260K.gguf")
 	recipe := qaRecipe(t, model, "")
@@ -81,10 +87,13 @@ func TestExportMerge(t *testing.T) {
 		t.Fatalf("export merge: %s", r.stderr)
 	}
 	prompt := "Q: Who wrote Hamlet?\nA:"
-	a := cli(t, "generate", "--model", model, "--adapter", filepath.Join(run, "adapter.gguf"), "--prompt", prompt, "--max-tokens", "12", "--threads", "1")
-	b := cli(t, "generate", "--model", merged, "--prompt", prompt, "--max-tokens", "12", "--threads", "1")
+	a := cli(t, "generate", "--model", model, "--adapter", filepath.Join(run, "adapter.gguf"), "--prompt", prompt, "--max-tokens", "6", "--threads", "1")
+	b := cli(t, "generate", "--model", merged, "--prompt", prompt, "--max-tokens", "6", "--threads", "1")
 	if a.code != 0 || b.code != 0 || a.stdout != b.stdout {
 		t.Fatalf("base+adapter said %q, merged model said %q (%s %s)", a.stdout, b.stdout, a.stderr, b.stderr)
+	}
+	if plain := cli(t, "generate", "--model", model, "--prompt", prompt, "--max-tokens", "6", "--threads", "1"); plain.stdout == b.stdout {
+		t.Fatalf("the merged model says what the base says (%q): the adapter was not folded in", b.stdout)
 	}
 	if u := cli(t, "export", "merge", filepath.Join(run, "adapter.gguf"), "--out", merged); u.code != 2 || !strings.Contains(u.stderr, "--base is required") {
 		t.Fatalf("an adapter without --base: exit %d, %q", u.code, u.stderr)

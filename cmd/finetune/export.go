@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"os"
 
@@ -10,36 +9,6 @@ import (
 	"github.com/finetune-dev/finetune/adapters"
 	"github.com/finetune-dev/finetune/runs"
 )
-
-const exportUsage = `Usage:
-  finetune export merge RUN_DIR|ADAPTER.gguf --out M.gguf [--base B.gguf] [--type f16|q8_0|f32] [--scale S]
-  finetune export peft RUN_DIR|ADAPTER.gguf --out DIR [--base B.gguf] [--base-name NAME]
-  finetune export import-peft DIR --base M.gguf --out A.gguf
-
-  merge        fold the adapter into the base: a plain GGUF that llama.cpp and Ollama load
-  peft         write the adapter as a Hugging Face PEFT adapter (adapter_model.safetensors
-               and adapter_config.json) for transformers/PEFT, vLLM or Ollama
-  import-peft  convert a Hugging Face PEFT LoRA adapter into a GGUF adapter for its base
-`
-
-func runExport(args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(os.Stderr, exportUsage)
-		if len(args) == 0 {
-			return usageErr("export takes a command: merge, peft or import-peft")
-		}
-		return flag.ErrHelp
-	}
-	switch args[0] {
-	case "merge":
-		return runExportMerge(args[1:])
-	case "peft":
-		return runExportPEFT(args[1:])
-	case "import-peft":
-		return runImportPEFT(args[1:])
-	}
-	return usageErr("unknown export command %q (want merge, peft or import-peft)", args[0])
-}
 
 // adapterAndBase resolves the adapter argument: a run folder gives its
 // adapter and, unless base is set, the base model it was trained on.
@@ -64,8 +33,7 @@ func adapterAndBase(arg, base string) (adapter, basePath string, err error) {
 }
 
 func runExportMerge(args []string) error {
-	fs := newFlags("export merge", "RUN_DIR|ADAPTER.gguf --out M.gguf [flags]",
-		"Fold a LoRA adapter into its base model (W + scale·alpha/r·B·A) and write a plain GGUF\nthat llama.cpp and Ollama load without the adapter.")
+	fs := newFlags("export merge")
 	out := fs.String("out", "", "merged model file")
 	base := fs.String("base", "", "base model (default: the run folder's base)")
 	typ := fs.String("type", "f16", "type of the merged weights: f16, q8_0 or f32 (other tensors are copied as they are)")
@@ -92,10 +60,7 @@ func runExportMerge(args []string) error {
 }
 
 func runExportPEFT(args []string) error {
-	fs := newFlags("export peft", "RUN_DIR|ADAPTER.gguf --out DIR [flags]",
-		"Write a Llama LoRA adapter as a Hugging Face PEFT adapter: DIR gets adapter_model.safetensors\n"+
-			"(F32, Hugging Face tensor names and row order) and adapter_config.json. DIR must be new,\n"+
-			"empty or an earlier export; its two files are replaced.")
+	fs := newFlags("export peft")
 	out := fs.String("out", "", "output folder")
 	base := fs.String("base", "", "base model the adapter was trained on (default: the run folder's base)")
 	name := fs.String("base-name", "", "base_model_name_or_path to write, e.g. a Hugging Face repo id (default: the base's general.name)")
@@ -121,9 +86,7 @@ func runExportPEFT(args []string) error {
 }
 
 func runImportPEFT(args []string) error {
-	fs := newFlags("export import-peft", "DIR --base M.gguf --out A.gguf",
-		"Convert the Hugging Face PEFT LoRA adapter in DIR (adapter_config.json and\n"+
-			"adapter_model.safetensors, F32, F16 or BF16) into a GGUF adapter for the Llama base model M.gguf.")
+	fs := newFlags("export import-peft")
 	out := fs.String("out", "", "GGUF adapter to write")
 	base := fs.String("base", "", "GGUF base model the adapter was trained on (required)")
 	verbose := verboseFlag(fs)

@@ -111,7 +111,7 @@ func TestExportPEFTCLIErrors(t *testing.T) {
 		{"import without base", []string{"export", "import-peft", t.TempDir(), "--out", "x.gguf"}, "--base is required"},
 		{"import two folders", []string{"export", "import-peft", "a", "b", "--base", base, "--out", "x.gguf"}, "one PEFT adapter folder"},
 		{"unknown command", []string{"export", "lora"}, "want merge, peft or import-peft"},
-		{"no command", []string{"export"}, "merge, peft or import-peft"},
+		{"no command", []string{"export"}, "finetune export import-peft DIR --base M.gguf --out A.gguf"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := cli(t, c.args...)
@@ -132,7 +132,7 @@ func TestExportPEFTCLIErrors(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) { wantCleanError(t, cli(t, c.args...), c.want...) })
 	}
-	if r := cli(t, "export", "-h"); r.code != 0 || !strings.Contains(r.stderr, "import-peft DIR --base M.gguf --out A.gguf") {
-		t.Fatalf("export -h: exit %d\n%s", r.code, r.stderr)
+	if r := cli(t, "export", "-h"); r.code != 0 || !strings.Contains(r.stdout, "import-peft DIR --base M.gguf --out A.gguf") {
+		t.Fatalf("export -h: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }

@@ -21,8 +21,7 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func runGenerate(args []string) error {
-	fs := newFlags("generate", "--model M.gguf --prompt TEXT [flags]",
-		"Generate text in-process through llama.cpp, optionally with LoRA adapters.\nTokens stream to stdout; speed goes to stderr.")
+	fs := newFlags("generate")
 	model := fs.String("model", "", "base model (GGUF file)")
 	var adapters, scales listFlag
 	fs.Var(&adapters, "adapter", "LoRA adapter (GGUF); repeat for several")

@@ -18,7 +18,7 @@ import (
 func absPath(p string) (string, error) { return filepath.Abs(p) }
 
 func runInspect(args []string) error {
-	fs := newFlags("inspect", "MODEL.gguf [--json] [--tensors]", "Describe a GGUF model or LoRA adapter from its metadata: architecture,\nhyper-parameters, tensor types, parameter count, vocabulary and chat template.")
+	fs := newFlags("inspect")
 	asJSON := fs.Bool("json", false, "print JSON")
 	tensors := fs.Bool("tensors", false, "list every tensor")
 	verbose := verboseFlag(fs)

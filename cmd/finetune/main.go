@@ -8,10 +8,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"runtime/debug"
@@ -31,107 +31,35 @@ var (
 	buildFlags  = ""
 )
 
-type command struct {
-	name    string
-	summary string
-	run     func(args []string) error
-}
-
-var commands = []command{
-	{"doctor", "show versions, CPU features, threads and GPU devices", runDoctor},
-	{"inspect", "describe a GGUF model or adapter (--json for machines)", runInspect},
-	{"generate", "generate text with a model, optionally with LoRA adapters", runGenerate},
-	{"testmodel", "write a random-initialised Llama GGUF model for tests", runTestmodel},
-	{"data", "inspect a data set as training will see it (data inspect FILE --model M)", runData},
-	{"recipe", "validate a recipe, or show it resolved with defaults", runRecipe},
-	{"train", "train a recipe's LoRA adapter into a run folder", runTrain},
-	{"eval", "evaluate base, tuned and API models on the recipe's eval suite; write reports", runEval},
-	{"export", "merge, peft, import-peft: fold an adapter into its base; convert to/from HF PEFT", runExport},
-	{"publish", "create an Ollama model from base + tuned adapter, smoke-tested", runPublish},
-	{"version", "print the version", runVersion},
-}
-
-// errUsage marks an error in how the command was called (exit code 2).
-var errUsage = errors.New("usage")
-
 func main() {
 	log.SetOutput(os.Stderr)
 	log.SetReportTimestamp(false)
 	// The C libraries' lines, at debug level (-v shows them).
 	ggml.SetLogger(slog.New(log.Default()))
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
-		usage(os.Stdout)
-		if len(os.Args) < 2 {
-			os.Exit(2)
-		}
+	c, err := root.dispatch(os.Args[1:])
+	report(c, err)
+	os.Exit(exitCode(err))
+}
+
+// report says on stderr why the command c failed: a usage error as one
+// line naming the command and where its help is, any other error as one
+// log line.
+func report(c *command, err error) {
+	var ee *exitError
+	if exitCode(err) == exitOK || errors.As(err, &ee) && ee.err == nil {
 		return
 	}
-	name := os.Args[1]
-	for _, c := range commands {
-		if c.name == name {
-			if err := c.run(os.Args[2:]); err != nil {
-				if errors.Is(err, flag.ErrHelp) {
-					return
-				}
-				if errors.Is(err, errUsage) {
-					fmt.Fprintf(os.Stderr, "finetune %s: %v\nRun 'finetune %s -h' for usage.\n", name, strings.TrimPrefix(err.Error(), "usage: "), name)
-					os.Exit(2)
-				}
-				log.Error(textfmt.OneLine(err.Error()))
-				os.Exit(1)
-			}
-			return
+	switch {
+	case exitCode(err) == exitUsage:
+		hint := c.title() + " -h"
+		if c == root || c.name == "help" {
+			hint = "finetune help"
 		}
-	}
-	fmt.Fprintf(os.Stderr, "finetune: unknown command %q\n\n", name)
-	usage(os.Stderr)
-	os.Exit(2)
-}
-
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "finetune: LoRA fine-tuning and evaluation of Llama-family models on llama.cpp/ggml")
-	fmt.Fprintln(w, "\nUsage: finetune COMMAND [arguments]\n\nCommands:")
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
-	}
-	fmt.Fprintln(w, "\nRun 'finetune COMMAND -h' for a command's flags.")
-}
-
-func usageErr(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
-}
-
-// newFlags makes a flag set whose -h prints the command's usage line.
-func newFlags(name, args, about string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: finetune %s %s\n\n%s\n\nFlags:\n", name, args, about)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parseInterleaved parses flags that may come before or after positional
-// arguments ("inspect M.gguf --json"), returning the positional ones.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, fmt.Errorf("%w: %v", errUsage, err)
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		if rest[0] == "--" {
-			return append(pos, rest[1:]...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
+		fmt.Fprintf(os.Stderr, "%s: %s; run '%s' for usage\n", c.title(), textfmt.OneLine(err.Error()), hint)
+	case ee == nil && errors.Is(err, context.Canceled):
+		log.Error("interrupted")
+	default:
+		log.Error(textfmt.OneLine(err.Error()))
 	}
 }
 
@@ -189,7 +117,7 @@ func versions() (finetune, ollama, llamacpp string) {
 }
 
 func runVersion(args []string) error {
-	fs := newFlags("version", "", "Print finetune's version and the versions of its engine.")
+	fs := newFlags("version")
 	if _, err := parseInterleaved(fs, args); err != nil {
 		return err
 	}

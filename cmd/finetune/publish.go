@@ -16,13 +16,7 @@ import (
 )
 
 func runPublish(args []string) error {
-	fs := newFlags("publish", "RUN_DIR|ADAPTER.gguf [--ollama NAME] [--host URL] [--base FILE|ollama:NAME] [--chat-template NAME|none] [--template FILE] [--modelfile-only]",
-		"Create an Ollama model that serves the base with the tuned adapter. The adapter is checked\n"+
-			"against its base with llama.cpp before anything is sent; base and adapter go up as blobs\n"+
-			"(skipped when the server has them); the chat template and stops are ones that render chats\n"+
-			"exactly as training did; the new model answers one eval case before it takes the name, and\n"+
-			"its answer is compared with the tuned model's in-process. A run folder gets a Modelfile\n"+
-			"(for `ollama create NAME -f Modelfile`) and publish.json.")
+	fs := newFlags("publish")
 	name := fs.String("ollama", "", "model name to create, e.g. support-bot or team/support-bot:v2 (default: the recipe's publish.ollama)")
 	host := fs.String("host", "", "Ollama server (default: the recipe's publish.host, $OLLAMA_HOST, http://127.0.0.1:11434)")
 	base := fs.String("base", "", "base model: a GGUF file, or ollama:NAME to create FROM that Ollama model (default: the run's base)")

@@ -10,8 +10,7 @@ import (
 )
 
 func runTestmodel(args []string) error {
-	fs := newFlags("testmodel", "--out M.gguf [flags]",
-		"Write a random-initialised Llama-architecture GGUF model that llama.cpp\nloads and runs, for tests and benchmarks.")
+	fs := newFlags("testmodel")
 	out := fs.String("out", "", "output GGUF file")
 	layers := fs.Int("layers", 2, "transformer blocks")
 	embd := fs.Int("embd", 64, "hidden size")

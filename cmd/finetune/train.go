@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,12 +20,7 @@ import (
 )
 
 func runTrain(args []string) error {
-	fs := newFlags("train", "RECIPE.yaml [--out DIR] [--set key.path=value ...] | --resume RUN_DIR | RECIPE.yaml --resume",
-		"Train the recipe's LoRA adapter into a new run folder (default runs/<name>/<timestamp>/): the\n"+
-			"recipe as trained, run.json, the data report, metrics.jsonl, checkpoints, adapter.gguf,\n"+
-			"adapter.json and train.log. Ctrl-C stops after writing a checkpoint. --resume RUN_DIR\n"+
-			"continues a run with the recipe, overrides and base it was started with; RECIPE --resume\n"+
-			"continues the recipe's newest unfinished run.")
+	fs := newFlags("train")
 	out := fs.String("out", "", "run folder to make (default runs/<name>/<timestamp>); it must not exist or be empty")
 	resume := fs.Bool("resume", false, "continue a run from its checkpoint: RUN_DIR, or the newest unfinished run of RECIPE")
 	var sets listFlag
@@ -79,7 +73,8 @@ func runTrain(args []string) error {
 	}
 	if res.Interrupted {
 		logger.Warn("interrupted: checkpoint written", "step", res.Steps, "resume", "finetune train --resume "+displayPath(run.Dir))
-		return nil
+		fmt.Println(displayPath(run.Dir))
+		return &exitError{code: exitInterrupted} // said above, with how to resume
 	}
 	fmt.Println(displayPath(run.Dir))
 	if run.Recipe.Publish.Ollama == "" {
@@ -165,22 +160,11 @@ func (p *progress) done() {
 	}
 }
 
-func runRecipe(args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(os.Stderr, "Usage: finetune recipe validate|show RECIPE.yaml [--set key.path=value ...]\n\n  validate   check a recipe (keys, types, ranges) and say what is wrong, with line numbers\n  show       print the recipe fully resolved, defaults filled in\n")
-		if len(args) == 0 {
-			return usageErr("recipe takes a command: validate or show")
-		}
-		return flag.ErrHelp
-	}
-	sub := args[0]
-	if sub != "validate" && sub != "show" {
-		return usageErr("unknown recipe command %q (want validate or show)", sub)
-	}
-	fs := newFlags("recipe "+sub, "RECIPE.yaml [--set key.path=value ...]", "Check a recipe, or print it resolved.")
+func runRecipe(sub string, args []string) error {
+	fs := newFlags("recipe " + sub)
 	var sets listFlag
 	fs.Var(&sets, "set", "override a recipe field (repeatable)")
-	pos, err := parseInterleaved(fs, args[1:])
+	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}

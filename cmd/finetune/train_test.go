@@ -127,8 +127,9 @@ func TestTrainRefusesBadInputBeforeWork(t *testing.T) {
 	}
 }
 
-// TestInterruptAndResume stops a run with Ctrl-C (SIGINT) and resumes it:
-// the adapter equals the one of an uninterrupted run.
+// TestInterruptAndResume stops a run with Ctrl-C (SIGINT), which exits with
+// code 130, and resumes it: the adapter equals the one of an uninterrupted
+// run.
 func TestInterruptAndResume(t *testing.T) {
 	model := shared.Path(t, "models/stories260K.gguf")
 	recipe := qaRecipe(t, model, "")
@@ -140,8 +141,8 @@ func TestInterruptAndResume(t *testing.T) {
 	exe, _ := os.Executable()
 	cmd := exec.Command(exe, "train", recipe, "--out", cut, "--set", "train.max_steps=40")
 	cmd.Env = append(os.Environ(), "FINETUNE_AS_CLI=1")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -158,8 +159,12 @@ func TestInterruptAndResume(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	cmd.Process.Signal(syscall.SIGINT)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("the interrupted run exited with %v:\n%s", err, stderr.String())
+	// Stopped before it finished: exit code 130, the run folder printed.
+	if err := cmd.Wait(); cmd.ProcessState.ExitCode() != exitInterrupted {
+		t.Fatalf("the interrupted run exited with %v, want exit code %d:\n%s", err, exitInterrupted, stderr.String())
+	}
+	if strings.TrimSpace(stdout.String()) != cut {
+		t.Fatalf("the interrupted run printed %q, want its run folder %q", stdout.String(), cut)
 	}
 	if !strings.Contains(stderr.String(), "interrupted") || !strings.Contains(stderr.String(), "--resume") {
 		t.Fatalf("no resume hint after Ctrl-C:\n%s", stderr.String())

@@ -30,10 +30,14 @@ type Hyper struct {
 }
 
 // ParseHyper reads the hyper-parameters, with llama.cpp's defaults for the
-// optional ones, and checks they are consistent.
+// optional ones, and checks they are consistent. A file that is not a model
+// (a LoRA adapter given where a base model goes) is an error that says so.
 func ParseHyper(f *gguf.File) (Hyper, error) {
 	arch := f.Architecture()
 	h := Hyper{Architecture: arch, RopeFreqBase: 10000, RMSEpsilon: 1e-5}
+	if err := CheckModel(f); err != nil {
+		return h, err
+	}
 	if arch == "" {
 		return h, fmt.Errorf("%s: no general.architecture", f.Path)
 	}
@@ -80,6 +84,27 @@ func ParseHyper(f *gguf.File) (Hyper, error) {
 		h.VocabSize = int(v)
 	}
 	return h, nil
+}
+
+// isAdapter reports whether f is a LoRA adapter (general.type "adapter",
+// as llama.cpp writes it).
+func isAdapter(f *gguf.File) bool {
+	t, _ := f.String("general.type")
+	return t == "adapter"
+}
+
+// CheckModel refuses a GGUF file that is not a model: a LoRA adapter, or a
+// file whose general.type says it is something else (models have "model"
+// or none).
+func CheckModel(f *gguf.File) error {
+	t, _ := f.String("general.type")
+	switch {
+	case t == "" || t == "model":
+		return nil
+	case isAdapter(f):
+		return fmt.Errorf("%s is a LoRA adapter, not a base model: give the base model it was trained on instead (a recipe's base:, --model, --base), and the adapter where an adapter goes (--adapter, --run, a contestant's adapter:)", f.Path)
+	}
+	return fmt.Errorf("%s is not a model (general.type is %q): give a base model GGUF file", f.Path, t)
 }
 
 // shortest32 rounds a value stored as float32 to the shortest decimal that
@@ -192,7 +217,7 @@ func Describe(f *gguf.File, withTensors bool) *Info {
 			}
 		}
 	}
-	if t, _ := f.String("general.type"); t == "adapter" {
+	if isAdapter(f) {
 		a := &AdapterInfo{}
 		a.Type, _ = f.String("adapter.type")
 		a.Alpha, _ = f.Float("adapter.lora.alpha")

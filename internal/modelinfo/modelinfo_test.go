@@ -117,3 +117,51 @@ func TestCheckLlamaRejects(t *testing.T) {
 		})
 	}
 }
+
+// TestAdapterIsNotABase: a LoRA adapter where a base model goes is named
+// as one, not reported as a model missing its hyper-parameters.
+func TestAdapterIsNotABase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "adapter.gguf")
+	a := make([]byte, 64*4*4)
+	err := gguf.Write(path, []gguf.KV{
+		{Key: "general.architecture", Value: "llama"},
+		{Key: "general.type", Value: "adapter"},
+		{Key: "adapter.type", Value: "lora"},
+		{Key: "adapter.lora.alpha", Value: float32(16)},
+	}, []gguf.Tensor{
+		{Name: "blk.0.attn_q.weight.lora_a", Dims: []uint64{64, 4}, Type: gguf.F32, Data: a},
+		{Name: "blk.0.attn_q.weight.lora_b", Dims: []uint64{4, 64}, Type: gguf.F32, Data: a},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, check := range map[string]func(*gguf.File) error{
+		"ParseHyper": func(f *gguf.File) error { _, err := ParseHyper(f); return err },
+		"CheckLlama": CheckLlama,
+	} {
+		err := check(f)
+		if err == nil || !strings.HasPrefix(err.Error(), path+" is a LoRA adapter, not a base model") || !strings.Contains(err.Error(), "base:") {
+			t.Errorf("%s: %v; want it to name the file as a LoRA adapter and say where the base goes", name, err)
+		}
+	}
+	if in := Describe(f, false); in.Adapter == nil || in.Adapter.Rank != 4 {
+		t.Errorf("Describe: adapter %+v, want rank 4", in.Adapter)
+	}
+	stories := shared.Path(t, "models/stories260K.gguf")
+	ckpt := rewrite(t, stories, func(kv []gguf.KV, ts []gguf.Tensor) ([]gguf.KV, []gguf.Tensor) {
+		return append(kv, gguf.KV{Key: "general.type", Value: "finetune-checkpoint"}), ts
+	})
+	if err := CheckLlama(ckpt); err == nil || !strings.Contains(err.Error(), `is not a model (general.type is "finetune-checkpoint")`) {
+		t.Errorf("a checkpoint: %v", err)
+	}
+	model := rewrite(t, stories, func(kv []gguf.KV, ts []gguf.Tensor) ([]gguf.KV, []gguf.Tensor) {
+		return append(kv, gguf.KV{Key: "general.type", Value: "model"}), ts
+	})
+	if err := CheckLlama(model); err != nil {
+		t.Errorf("general.type model: %v", err)
+	}
+}
