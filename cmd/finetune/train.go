@@ -88,9 +88,13 @@ func runTrain(args []string) error {
 func runToResume(pos []string, out string) (*runs.Run, error) {
 	dir := out
 	if len(pos) == 1 {
-		if st, err := os.Stat(pos[0]); err == nil && st.IsDir() {
+		st, err := os.Stat(pos[0])
+		switch ext := strings.ToLower(filepath.Ext(pos[0])); {
+		case err == nil && st.IsDir():
 			dir = pos[0]
-		} else if dir == "" {
+		case err != nil && ext != ".yaml" && ext != ".yml":
+			return nil, fmt.Errorf("%s: no such run folder", pos[0])
+		case dir == "":
 			r, err := recipes.Load(pos[0], nil)
 			if err != nil {
 				return nil, err
