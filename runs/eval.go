@@ -93,6 +93,9 @@ func (run *Run) Eval(ctx context.Context, o EvalOptions) (*evals.Results, error)
 		o.Out = run.Path(EvalDir)
 	}
 	o.Logger = run.Logger()
+	if st := run.Record.State; st != Finished && st != "" {
+		o.Logger.Warn("the run is not finished: evaluating its adapter as it was at the last stop", "state", st, "steps", run.Record.Steps, "resume", "finetune train --resume "+run.Dir)
+	}
 	return evaluate(ctx, r, run.Base(), run, o)
 }
 
