@@ -23,10 +23,9 @@ type Suite struct {
 
 // Selection says how a suite's cases were chosen from a larger set.
 type Selection struct {
-	// Method is "all" (every case), "first" (the first Chosen), "random"
-	// (a seeded random sample) or "stratified" (a seeded random sample
-	// with each stratum's share kept, every stratum represented when
-	// Chosen allows).
+	// Method is "all" (every case), "random" (a seeded random sample) or
+	// "stratified" (a seeded random sample with each stratum's share
+	// kept, every stratum represented when Chosen allows).
 	Method string `json:"method"`
 	Chosen int    `json:"chosen"`
 	Of     int    `json:"of"` // cases to choose from
@@ -42,8 +41,6 @@ func (s *Selection) String() string {
 	switch s.Method {
 	case "all":
 		return fmt.Sprintf("all %d cases of the eval split", s.Of)
-	case "first":
-		return fmt.Sprintf("the first %d of the eval split's %d cases", s.Chosen, s.Of)
 	case "random":
 		return fmt.Sprintf("a random sample of %d of the eval split's %d cases (seed %d)", s.Chosen, s.Of, s.Seed)
 	case "stratified":
