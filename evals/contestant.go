@@ -79,6 +79,10 @@ type Info struct {
 	Settings    Settings `json:"settings"`
 	Concurrency int      `json:"concurrency"` // cases in flight at once (at least 1)
 	Price       Price    `json:"price"`
+	// Retry is how patient Run is with an API contestant (nil: a
+	// contestant that makes no requests); its Budget bounds the time Run
+	// spends asking it.
+	Retry *Retry `json:"retry,omitempty"`
 	// Identity is what makes two contestants give the same answers (model
 	// digest, adapter digests and scales, endpoint, settings). The response
 	// cache is keyed by it and the prompt; "" turns caching off. It is

@@ -19,8 +19,9 @@
 // validity, and LLM judges: rubric scores and position-balanced pairwise
 // preference), and compares every contestant with the base contestant with
 // paired bootstrap 95% confidence intervals and wins, ties and losses.
-// A contestant that fails is reported as failed, with its error, and the
-// others' results stand.
+// Each contestant's status says what happened: ok (every case answered),
+// partial or failed, with why; scores and comparisons say over how many
+// cases, and the others' results stand.
 //
 // [WriteReports] writes results.json (every case, answer, score, usage and
 // latency), report.md and report.html (one self-contained file: headline
@@ -28,5 +29,6 @@
 // a CI gate such as "tuned.accuracy - base.accuracy >= 0.05".
 //
 // API keys are read from the environment variable a contestant names and
-// never appear in logs, results, reports or cache files.
+// are removed, wherever a server echoes them, from every answer, error, log
+// line, result, report and cache file.
 package evals

@@ -54,8 +54,11 @@ func ParseGate(expr string) (*Gate, error) {
 
 // Check evaluates the gate on r. It returns whether the gate passes and a
 // line that shows the values ("tuned.accuracy - base.accuracy = 0.0625 >=
-// 0.05"); an error when the gate names a contestant or column r does not
-// have, or a value that is missing (a contestant that failed every case).
+// 0.05"), which names the contestants that answered only some of the cases
+// (a partial contestant's values cover those); an error when the gate
+// names a contestant or column r does not have, a value that is missing,
+// or a contestant that failed (a *FailedError: none of its values, not
+// even its cost or latency, says anything about the model).
 func (g *Gate) Check(r *Results) (bool, string, error) {
 	l, err := g.left.eval(r)
 	if err != nil {
@@ -84,7 +87,42 @@ func (g *Gate) Check(r *Results) (bool, string, error) {
 	if !ok {
 		verdict = "fails"
 	}
-	return ok, fmt.Sprintf("%s: %s = %.4g %s %.4g: %s", g.Expr, g.left, l, g.op, rv, verdict), nil
+	line := fmt.Sprintf("%s: %s = %.4g %s %.4g: %s", g.Expr, g.left, l, g.op, rv, verdict)
+	seen := map[string]bool{}
+	for _, n := range append(refs(g.left), refs(g.right)...) {
+		if c := r.Contestant(n.contestant); c != nil && c.Status == "partial" && !seen[c.Name] {
+			seen[c.Name] = true
+			line += fmt.Sprintf(" (%s is partial: %d of %d cases answered)", c.Name, c.Answered, c.Asked)
+		}
+	}
+	return ok, line, nil
+}
+
+// FailedError is the error of a gate that names a contestant that
+// answered no case.
+type FailedError struct {
+	Contestant, Column string
+	Reason             string // the contestant's error
+	Asked              int
+}
+
+func (e *FailedError) Error() string {
+	return fmt.Sprintf("%s has no %s score (status failed: %s): it answered none of the %d cases", e.Contestant, e.Column, e.Reason, e.Asked)
+}
+
+// refs lists the CONTESTANT.COLUMN values of an expression.
+func refs(n node) []refNode {
+	switch n := n.(type) {
+	case refNode:
+		return []refNode{n}
+	case binNode:
+		return append(refs(n.l), refs(n.r)...)
+	case parenNode:
+		return refs(n.n)
+	case negNode:
+		return refs(n.n)
+	}
+	return nil
 }
 
 type node interface {
@@ -109,6 +147,9 @@ func (n refNode) eval(r *Results) (float64, error) {
 			names = append(names, c.Name)
 		}
 		return 0, fmt.Errorf("no contestant %q (there are: %s)", n.contestant, strings.Join(names, ", "))
+	}
+	if c.Status == "failed" {
+		return 0, &FailedError{Contestant: c.Name, Column: n.column, Reason: c.Error, Asked: c.Asked}
 	}
 	switch n.column {
 	case "cost_usd":

@@ -58,6 +58,7 @@ func NewOllama(name string, o OllamaOptions) (*Ollama, error) {
 		o.Concurrency = 1
 	}
 	o.Settings = o.Settings.withDefaults()
+	o.Retry = o.Retry.withDefaults()
 	return &Ollama{name: name, opts: o, endpoint: endpoint(u), client: api.NewClient(u, httpClient(o.HTTPClient)), retry: newRetrier(name, o.Retry)}, nil
 }
 
@@ -67,9 +68,10 @@ func (c *Ollama) Name() string { return c.name }
 // Info implements Contestant. Its Identity holds the model's digest once
 // Start has run, so a model re-created under the same name is asked again.
 func (c *Ollama) Info() Info {
+	rt := c.opts.Retry
 	return Info{
 		Kind: "ollama", Model: c.opts.Model, Endpoint: c.endpoint, Settings: c.opts.Settings,
-		Concurrency: c.opts.Concurrency, Price: c.opts.Price,
+		Concurrency: c.opts.Concurrency, Price: c.opts.Price, Retry: &rt,
 		Identity: identity("ollama", c.opts.Model, c.digest, c.opts.Settings, c.opts.Options),
 	}
 }

@@ -87,3 +87,45 @@ func TestOllamaContestant(t *testing.T) {
 		t.Errorf("ollama_tuned vs base: %+v", c)
 	}
 }
+
+// TestOpenAIOnOllama asks a real OpenAI-compatible server nobody here
+// wrote, the Ollama server's /v1 endpoint, for greedy answers through the
+// openai contestant: it sends temperature 0 itself (a tiny positive
+// temperature makes llama.cpp's sampler abort the runner), and its answers
+// are those the same model gives through /api/chat.
+func TestOpenAIOnOllama(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	srv := ollamatest.Start(t, ollamatest.Options{})
+	// One thread: ggml's threads spin-wait on 2 cores. /v1 takes no
+	// options, so the model's parameters say it, for both endpoints.
+	srv.CreateWithParameters(t, "stories", model, "", map[string]any{"num_thread": 1})
+	retry := Retry{Attempts: 2, Base: 100 * time.Millisecond, Timeout: time.Minute}
+	viaChat, err := NewOllama("ollama", OllamaOptions{Host: srv.URL.String(), Model: "stories", Settings: qaSettings, Retry: retry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaV1, err := NewOpenAI("openai", OpenAIOptions{BaseURL: srv.URL.String() + "/v1", Model: "stories", Settings: qaSettings, Concurrency: 1, Retry: retry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := qaCases(t, model)[:8]
+	res, err := Run(context.Background(), Suite{Cases: cases, Metrics: []Metric{{Name: "exact", Kind: ExactMatch}}}, []Contestant{viaChat, viaV1}, RunOptions{Bootstrap: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range res.Contestants {
+		if c.Status != "ok" {
+			t.Fatalf("%s: %s (%d of %d answered): %s\n%s", c.Name, c.Status, c.Answered, c.Asked, c.Error, srv.LogTail(3000))
+		}
+	}
+	for i, c := range res.Cases {
+		a, b := c.Answers[0].Text, c.Answers[1].Text
+		if a != b || strings.TrimSpace(a) == "" {
+			t.Errorf("case %d: /api/chat answered %q, /v1 %q", i, a, b)
+		}
+	}
+	if log := srv.LogTail(1 << 20); strings.Contains(log, "Assertion") || strings.Contains(log, "unexpectedly stopped") {
+		t.Errorf("the runner failed:\n%s", srv.LogTail(3000))
+	}
+	t.Logf("%d cases, the same answers through /api/chat and /v1; case 0: %q", len(cases), res.Cases[0].Answers[1].Text)
+}

@@ -1,10 +1,12 @@
 package evals
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -42,8 +44,11 @@ type OpenAI struct {
 	name     string
 	opts     OpenAIOptions
 	endpoint string
-	client   *openai.Client
+	url      string // the chat completions URL
+	key      string
+	client   *http.Client
 	retry    *retrier
+	red      *redactor // removes the key from what the server says
 }
 
 // NewOpenAI makes an OpenAI-compatible contestant. It fails when the named
@@ -76,11 +81,15 @@ func NewOpenAI(name string, o OpenAIOptions) (*OpenAI, error) {
 		o.Concurrency = 4
 	}
 	o.Settings = o.Settings.withDefaults()
-	cfg := openai.DefaultConfig(key)
-	cfg.BaseURL = strings.TrimRight(o.BaseURL, "/")
-	cfg.HTTPClient = httpClient(o.HTTPClient)
-	return &OpenAI{name: name, opts: o, endpoint: endpoint(u), client: openai.NewClientWithConfig(cfg), retry: newRetrier(name, o.Retry)}, nil
+	o.Retry = o.Retry.withDefaults()
+	red := &redactor{}
+	red.add(key)
+	return &OpenAI{name: name, opts: o, endpoint: endpoint(u), url: strings.TrimRight(o.BaseURL, "/") + "/chat/completions", key: key,
+		client: httpClient(o.HTTPClient), retry: newRetrier(name, o.Retry), red: red}, nil
 }
+
+// secrets implements secretKeeper: Run removes the key from everything.
+func (c *OpenAI) secrets() []string { return []string{c.key} }
 
 // endpoint is a URL as reports show it: no user, query or fragment, where
 // a key could hide.
@@ -95,53 +104,71 @@ func (c *OpenAI) Name() string { return c.name }
 
 // Info implements Contestant.
 func (c *OpenAI) Info() Info {
+	rt := c.opts.Retry
 	return Info{
 		Kind: "openai", Model: c.opts.Model, Endpoint: c.endpoint, Settings: c.opts.Settings,
-		Concurrency: c.opts.Concurrency, Price: c.opts.Price,
+		Concurrency: c.opts.Concurrency, Price: c.opts.Price, Retry: &rt,
 		Identity: identity("openai", c.opts.BaseURL, c.opts.Model, c.opts.Settings, c.opts.MaxCompletionTokens),
 	}
 }
 
+// chatRequest is the body of a chat completion request. It is written
+// here rather than by go-openai, whose request type omits a temperature
+// of 0: servers then sample at their default (1), and a tiny positive
+// stand-in makes llama.cpp's sampler divide the logits by it and abort.
+type chatRequest struct {
+	Model               string        `json:"model"`
+	Messages            []chatMessage `json:"messages"`
+	Temperature         float64       `json:"temperature"` // always sent: 0 is greedy
+	TopP                float64       `json:"top_p,omitempty"`
+	MaxTokens           int           `json:"max_tokens,omitempty"`
+	MaxCompletionTokens int           `json:"max_completion_tokens,omitempty"`
+	Stop                []string      `json:"stop,omitempty"`
+	Seed                *int64        `json:"seed,omitempty"`
+}
+
+type chatMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// maxResponseBytes bounds what is read of a response.
+const maxResponseBytes = 64 << 20
+
 // Answer implements Contestant: one chat completion, retried as Retry says.
 func (c *OpenAI) Answer(ctx context.Context, cs Case) (Answer, error) {
 	s := c.opts.Settings
-	req := openai.ChatCompletionRequest{Model: c.opts.Model, Stop: s.Stop}
+	req := chatRequest{Model: c.opts.Model, Stop: s.Stop, Temperature: max(s.Temperature, 0), Seed: &s.Seed}
 	for _, m := range cs.Prompt {
-		req.Messages = append(req.Messages, openai.ChatCompletionMessage{Role: m.Role, Content: m.Content})
+		req.Messages = append(req.Messages, chatMessage{Role: m.Role, Content: m.Content})
 	}
 	if len(req.Messages) == 0 {
 		return Answer{}, errors.New("the case has no prompt messages")
 	}
-	// go-openai omits a zero temperature, and servers then use their
-	// default (1): the smallest positive float32 is its documented way to
-	// ask for greedy decoding.
-	req.Temperature = float32(s.Temperature)
-	if s.Temperature <= 0 {
-		req.Temperature = math.SmallestNonzeroFloat32
-	}
 	if s.TopP > 0 && s.TopP < 1 {
-		req.TopP = float32(s.TopP)
+		req.TopP = s.TopP
 	}
 	if c.opts.MaxCompletionTokens {
 		req.MaxCompletionTokens = s.MaxTokens
 	} else {
 		req.MaxTokens = s.MaxTokens
 	}
-	seed := int(s.Seed)
-	req.Seed = &seed
-
+	body, err := json.Marshal(req)
+	if err != nil {
+		return Answer{}, err
+	}
 	var ans Answer
 	retries, err := c.retry.do(ctx, func(ctx context.Context) error {
 		start := time.Now()
-		resp, err := c.client.CreateChatCompletion(ctx, req)
+		resp, err := c.post(ctx, body)
 		if err != nil {
-			return openAIError(err)
+			return err
 		}
 		if len(resp.Choices) == 0 {
 			return errors.New("the response has no choices")
 		}
 		ans = Answer{
-			Text:    resp.Choices[0].Message.Content,
+			Text:    c.red.text(resp.Choices[0].Message.Content),
 			Usage:   Usage{PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens},
 			Latency: time.Since(start),
 		}
@@ -151,17 +178,73 @@ func (c *OpenAI) Answer(ctx context.Context, cs Case) (Answer, error) {
 	return ans, err
 }
 
-// openAIError turns go-openai's HTTP errors into statusError.
-func openAIError(err error) error {
-	var ae *openai.APIError
-	var re *openai.RequestError
-	switch {
-	case errors.As(err, &ae) && ae.HTTPStatusCode > 0:
-		return &statusError{code: ae.HTTPStatusCode, msg: ae.Message}
-	case errors.As(err, &re) && re.HTTPStatusCode > 0:
-		return &statusError{code: re.HTTPStatusCode, msg: strings.TrimSpace(clipText(string(re.Body), 200))}
+// post sends one chat completion request and reads its response: an HTTP
+// error status becomes a statusError with the server's message, a body cut
+// off or not JSON an error that says so, each with the key removed.
+func (c *OpenAI) post(ctx context.Context, body []byte) (*openai.ChatCompletionResponse, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
 	}
-	return err
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if c.key != "" {
+		req.Header.Set("Authorization", "Bearer "+c.key)
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, c.transportError(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("HTTP %d: the response was cut off after %d bytes: %s", resp.StatusCode, len(data), c.red.errText(err.Error()))
+	}
+	if resp.StatusCode >= 400 {
+		return nil, &statusError{code: resp.StatusCode, msg: c.errorMessage(data)}
+	}
+	var out openai.ChatCompletionResponse
+	if err := json.Unmarshal(data, &out); err != nil {
+		trimmed := bytes.TrimSpace(data)
+		if len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
+			// Truncated or garbled JSON: worth another attempt.
+			return nil, fmt.Errorf("HTTP %d: the response is not valid JSON (%s): %s", resp.StatusCode, err, c.clip(data))
+		}
+		// A web page or plain text: the base URL names something that is
+		// not an OpenAI-compatible API, and no retry changes that.
+		return nil, &FatalError{fmt.Errorf("HTTP %d with a body that is not a chat completion (Content-Type %q; is base_url the API's, ending in /v1?): %s",
+			resp.StatusCode, resp.Header.Get("Content-Type"), c.clip(data))}
+	}
+	return &out, nil
+}
+
+// errorMessage is the message of an error response: the JSON error's
+// message, else the body, clipped, the key removed.
+func (c *OpenAI) errorMessage(data []byte) string {
+	var er openai.ErrorResponse
+	if json.Unmarshal(data, &er) == nil && er.Error != nil && er.Error.Message != "" {
+		return clipText(c.red.errText(er.Error.Message), 300)
+	}
+	return c.clip(data)
+}
+
+// clip is a response body for an error text: the key removed first (so
+// that clipping cannot leave half of it), white space folded, at most 200
+// characters.
+func (c *OpenAI) clip(data []byte) string {
+	return clipText(strings.Join(strings.Fields(c.red.errText(string(data))), " "), 200)
+}
+
+// transportError is err from the HTTP client, the key removed (a URL in
+// the error may hold one).
+func (c *OpenAI) transportError(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return c.red.err(err)
 }
 
 func clipText(s string, n int) string {

@@ -223,8 +223,8 @@ func TestOpenAIRetriesAndCache(t *testing.T) {
 	}
 	// What was sent.
 	b := api.bodies[0]
-	if temp, ok := b["temperature"].(float64); !ok || temp > 1e-30 {
-		t.Errorf("temperature sent %v, want (about) 0: greedy", b["temperature"])
+	if temp, ok := b["temperature"].(float64); !ok || temp != 0 {
+		t.Errorf("temperature sent %v, want 0 (greedy), written out", b["temperature"])
 	}
 	if b["max_tokens"] != float64(64) || b["seed"] != float64(7) || fmt.Sprint(b["stop"]) != "[\n\n]" || b["model"] != "gpt-test" {
 		t.Errorf("request %v", b)

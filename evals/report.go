@@ -65,8 +65,11 @@ func LoadLossCurve(path string) ([]LossPoint, error) {
 }
 
 // WriteReports writes results.json, report.md and report.html into dir
-// (created if needed), each atomically.
+// (created if needed), each atomically. Credentials that look like header
+// values or URL key parameters are removed from the error texts first (Run
+// has removed its contestants' keys from everything).
 func WriteReports(dir string, r *Results, x ReportExtras) error {
+	(&redactor{}).results(r)
 	if x.Title == "" {
 		x.Title = "Evaluation"
 	}
@@ -119,9 +122,38 @@ func fmtScore(s Score, ok bool) string {
 	if !ok || s.N == 0 {
 		return "–"
 	}
-	return fmt.Sprintf("%.3f [%.3f, %.3f]", s.Value, s.Low, s.High)
+	return fmt.Sprintf("%.3f [%.3f, %.3f]", s.Value, s.Low, s.High) + fmtShort(s.N, s.Asked)
 }
 
+// fmtShort marks a score or comparison over fewer cases than were asked:
+// " (n=9 of 12)", else "".
+func fmtShort(n, asked int) string {
+	if asked == 0 || n >= asked {
+		return ""
+	}
+	return fmt.Sprintf(" (n=%d of %d)", n, asked)
+}
+
+// fmtN is the number of cases a comparison covers: "12", or "9 of 12
+// (incomplete)".
+func fmtN(n, asked int) string {
+	if asked == 0 || n >= asked {
+		return fmt.Sprint(n)
+	}
+	return fmt.Sprintf("%d of %d (incomplete)", n, asked)
+}
+
+// fmtStatus is a contestant's status with its counts when not ok:
+// "partial: 2 of 3 answered".
+func fmtStatus(c *ContestantResult) string {
+	if c.Status == "ok" {
+		return "ok"
+	}
+	return fmt.Sprintf("%s: %d of %d answered", c.Status, c.Answered, c.Asked)
+}
+
+// fmtDiff is a comparison's difference and interval, "–" when it covers
+// no case.
 func fmtDiff(c *Comparison) string {
 	if c == nil || c.N == 0 {
 		return "–"
@@ -172,9 +204,13 @@ func mdTitle(b *strings.Builder, r *Results, x ReportExtras) {
 	}
 	fmt.Fprintf(b, "%d cases, %d contestants, base **%s**; 95%% confidence intervals from %d paired bootstrap resamples (* : the interval excludes 0). Created %s.\n\n",
 		len(r.Cases), len(r.Contestants), r.Base, r.Bootstrap, r.Created.Format("2006-01-02 15:04 UTC"))
-	for _, c := range r.Contestants {
-		if c.Status != "ok" {
-			fmt.Fprintf(b, "> **%s failed**: %s\n\n", c.Name, c.Error)
+	if r.Selection != nil {
+		fmt.Fprintf(b, "Cases: %s.\n\n", r.Selection)
+	}
+	for i := range r.Contestants {
+		if c := &r.Contestants[i]; c.Status != "ok" {
+			fmt.Fprintf(b, "> **%s %s**: %s (%d of %d cases answered, %d failed; its scores and comparisons cover only what it answered)\n\n",
+				mdCell(c.Name), c.Status, mdCell(c.Error), c.Answered, c.Asked, c.Failed)
 		}
 	}
 }
@@ -205,7 +241,12 @@ func mdHeadline(b *strings.Builder, r *Results) {
 				b.WriteString(" |")
 				continue
 			}
-			fmt.Fprintf(b, " %s |", fmtDiff(r.Compare(c.Name, r.Base, col)))
+			cmp := r.Compare(c.Name, r.Base, col)
+			d := fmtDiff(cmp)
+			if cmp != nil && cmp.N > 0 {
+				d += fmtShort(cmp.N, cmp.Asked)
+			}
+			fmt.Fprintf(b, " %s |", d)
 		}
 		b.WriteString("\n")
 	}
@@ -216,7 +257,7 @@ func mdHeadline(b *strings.Builder, r *Results) {
 		}
 		b.WriteString("\n")
 	}
-	row("status", func(c *ContestantResult) string { return c.Status })
+	row("status", fmtStatus)
 	row("answered / failed", func(c *ContestantResult) string { return fmt.Sprintf("%d / %d", c.Answered, c.Failed) })
 	row("cost (this run)", func(c *ContestantResult) string { return fmt.Sprintf("%s (%s)", fmtCost(c.Cost), fmtCost(c.Spent)) })
 	row("tokens in / out", func(c *ContestantResult) string {
@@ -229,34 +270,47 @@ func mdHeadline(b *strings.Builder, r *Results) {
 }
 
 // mdContestants writes what each contestant is: kind, model and adapters,
-// settings.
+// settings, and how patient the run was with its requests.
 func mdContestants(b *strings.Builder, r *Results) {
-	b.WriteString("\n## Contestants\n\n| name | kind | model | settings |\n|---|---|---|---|\n")
+	b.WriteString("\n## Contestants\n\n| name | kind | model | settings | requests |\n|---|---|---|---|---|\n")
 	for _, c := range r.Contestants {
 		model := c.Model
 		if len(c.Adapters) > 0 {
 			model += " + " + strings.Join(c.Adapters, " + ")
 		}
 		set, _ := json.Marshal(c.Settings)
-		fmt.Fprintf(b, "| %s | %s | %s | `%s` |\n", mdCell(c.Name), c.Kind, mdCell(model), set)
+		fmt.Fprintf(b, "| %s | %s | %s | `%s` | %s |\n", mdCell(c.Name), c.Kind, mdCell(model), set, fmtRetry(c.Retry))
 	}
 }
 
+// fmtRetry is a contestant's request policy in words, "–" for one that
+// makes no requests.
+func fmtRetry(rt *Retry) string {
+	if rt == nil {
+		return "–"
+	}
+	return rt.String()
+}
+
 // mdComparisons writes every pair's difference on every column with its
-// interval, and wins, ties and losses where a column is scored per case.
+// interval, wins, ties and losses where a column is scored per case, and
+// the cases compared, marked when fewer than were asked; a pair with no
+// case both answered shows no difference.
 func mdComparisons(b *strings.Builder, r *Results) {
 	b.WriteString("\n## Comparisons\n\n| contestant | against | column | difference [95% CI] | wins / ties / losses | cases |\n|---|---|---|---|---|---|\n")
 	for i := range r.Comparisons {
 		c := &r.Comparisons[i]
-		if c.N == 0 {
-			continue // a contestant without answers; its failure is reported above
-		}
-		wtl := fmt.Sprintf("%d / %d / %d", c.Wins, c.Ties, c.Losses)
-		if m := r.metricOf(c.Column); m != nil && c.Column != m.Name {
-			wtl = "–"
-		}
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %d |\n", mdCell(c.Contestant), mdCell(c.Against), c.Column, fmtDiff(c), wtl, c.N)
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s |\n", mdCell(c.Contestant), mdCell(c.Against), c.Column, fmtDiff(c), fmtWTL(r, c), fmtN(c.N, c.Asked))
 	}
+}
+
+// fmtWTL is a comparison's wins / ties / losses, "–" for a column not
+// scored per case or a comparison of no case.
+func fmtWTL(r *Results, c *Comparison) string {
+	if m := r.metricOf(c.Column); c.N == 0 || m != nil && c.Column != m.Name {
+		return "–"
+	}
+	return fmt.Sprintf("%d / %d / %d", c.Wins, c.Ties, c.Losses)
 }
 
 // mdConfusions writes the confusion matrix of every label metric for
@@ -370,6 +424,7 @@ func promptText(msgs []Message) string {
 
 type htmlData struct {
 	Title, Created, Base, Tuned string
+	Selection                   string
 	Notes                       []string
 	NCases                      int
 	Bootstrap                   int
@@ -403,8 +458,8 @@ type statRow struct {
 
 type cmpRow struct {
 	Comparison
-	DiffText, WTL string
-	Sig           int
+	DiffText, WTL, NText string
+	Sig                  int
 }
 
 type confusionView struct {
@@ -454,6 +509,9 @@ func sigOf(c *Comparison) int {
 func htmlReport(r *Results, x ReportExtras) ([]byte, error) {
 	d := htmlData{Title: x.Title, Notes: x.Notes, Created: r.Created.Format("2006-01-02 15:04 UTC"), Base: r.Base, Tuned: x.Tuned,
 		NCases: len(r.Cases), Bootstrap: r.Bootstrap, Contestants: r.Contestants, Judges: r.Judges, Columns: r.columnNames()}
+	if r.Selection != nil {
+		d.Selection = r.Selection.String()
+	}
 	for _, c := range r.Contestants {
 		if c.Status != "ok" {
 			d.Failures = append(d.Failures, c)
@@ -495,6 +553,9 @@ func htmlHeadline(r *Results, columns []string) ([]headRow, []template.HTML) {
 			if c.Name != r.Base {
 				cmp := r.Compare(c.Name, r.Base, col)
 				cell.Diff, cell.Sig = "Δ "+fmtDiff(cmp), sigOf(cmp)
+				if cmp != nil && cmp.N > 0 {
+					cell.Diff += fmtShort(cmp.N, cmp.Asked)
+				}
 			}
 			row.Cells = append(row.Cells, cell)
 		}
@@ -515,7 +576,9 @@ func htmlStats(r *Results) []statRow {
 		}
 		rows = append(rows, row)
 	}
+	stat("status", fmtStatus)
 	stat("answered / failed", func(c *ContestantResult) string { return fmt.Sprintf("%d / %d", c.Answered, c.Failed) })
+	stat("requests", func(c *ContestantResult) string { return fmtRetry(c.Retry) })
 	stat("cost (spent this run)", func(c *ContestantResult) string { return fmt.Sprintf("%s (%s)", fmtCost(c.Cost), fmtCost(c.Spent)) })
 	stat("tokens in / out", func(c *ContestantResult) string {
 		return fmt.Sprintf("%d / %d", c.Usage.PromptTokens, c.Usage.CompletionTokens)
@@ -527,19 +590,13 @@ func htmlStats(r *Results) []statRow {
 	return rows
 }
 
-// htmlComparisons are the comparisons over at least one case.
+// htmlComparisons are the comparisons, those over fewer cases than were
+// asked marked.
 func htmlComparisons(r *Results) []cmpRow {
 	var rows []cmpRow
 	for i := range r.Comparisons {
 		c := r.Comparisons[i]
-		if c.N == 0 {
-			continue
-		}
-		row := cmpRow{Comparison: c, DiffText: fmtDiff(&c), Sig: sigOf(&c), WTL: fmt.Sprintf("%d / %d / %d", c.Wins, c.Ties, c.Losses)}
-		if m := r.metricOf(c.Column); m != nil && c.Column != m.Name {
-			row.WTL = "–"
-		}
-		rows = append(rows, row)
+		rows = append(rows, cmpRow{Comparison: c, DiffText: fmtDiff(&c), Sig: sigOf(&c), WTL: fmtWTL(r, &c), NText: fmtN(c.N, c.Asked)})
 	}
 	return rows
 }

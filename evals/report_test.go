@@ -234,3 +234,67 @@ func head(s string) string {
 	}
 	return s
 }
+
+// TestReportsMarkIncomplete: a contestant that answered some cases is
+// partial in every report, its scores and comparisons say over how many
+// of the cases asked, a comparison with one that answered none shows no
+// difference (not a tie), and the reports say how the cases were chosen.
+func TestReportsMarkIncomplete(t *testing.T) {
+	var cases []Case
+	for i := 0; i < 4; i++ {
+		cases = append(cases, qaCase(fmt.Sprintf("q%d", i), "yes", ""))
+	}
+	yes := newScripted("base", func(Case) (string, error) { return "yes", nil })
+	some := newScripted("some", func(c Case) (string, error) {
+		if lastUser(c) == "q3" {
+			return "", &statusError{code: 500, msg: "boom"}
+		}
+		return "yes", nil
+	})
+	none := newScripted("none", func(Case) (string, error) { return "", &FatalError{errors.New("HTTP 403 Forbidden")} })
+	sel := &Selection{Method: "stratified", Chosen: 4, Of: 40, Seed: 9, By: "label", Strata: 2}
+	res, err := Run(context.Background(), Suite{Cases: cases, Metrics: []Metric{{Name: "em", Kind: ExactMatch}}, Selection: sel},
+		[]Contestant{yes, some, none}, RunOptions{Bootstrap: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := res.Contestant("some")
+	if s.Status != "partial" || s.Answered != 3 || s.Asked != 4 || s.Error != "HTTP 500 Internal Server Error: boom" || s.FirstError != s.Error {
+		t.Fatalf("some: %+v", s)
+	}
+	if sc := s.Scores["em"]; sc.N != 3 || sc.Asked != 4 || !sc.Incomplete {
+		t.Errorf("some's score %+v", sc)
+	}
+	if n := res.Contestant("none"); n.Status != "failed" || n.Error != "HTTP 403 Forbidden" {
+		t.Errorf("none: %+v", n)
+	}
+	dir := t.TempDir()
+	if err := WriteReports(dir, res, ReportExtras{}); err != nil {
+		t.Fatal(err)
+	}
+	js, _ := os.ReadFile(filepath.Join(dir, "results.json"))
+	md, _ := os.ReadFile(filepath.Join(dir, "report.md"))
+	html, _ := os.ReadFile(filepath.Join(dir, "report.html"))
+	for file, wants := range map[string][]string{
+		"results.json": {`"status": "partial"`, `"asked": 4`, `"incomplete": true`, `"method": "stratified"`, `"first_error": "HTTP 500 Internal Server Error: boom"`},
+		"report.md": {
+			"Cases: a random sample of 4 of the eval split's 40 cases, stratified by label (2 strata; seed 9).",
+			"> **some partial**: HTTP 500 Internal Server Error: boom (3 of 4 cases answered, 1 failed;",
+			"| em | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] (n=3 of 4) | – |",
+			"| status | ok | partial: 3 of 4 answered | failed: 0 of 4 answered |",
+			"| some | base | em | +0.000 [+0.000, +0.000] | 0 / 3 / 0 | 3 of 4 (incomplete) |",
+			"| none | base | em | – | – | 0 of 4 (incomplete) |",
+		},
+		"report.html": {"Cases: a random sample of 4", "<b>some partial:</b> HTTP 500 Internal Server Error: boom (3 of 4 cases answered", `<td class="num incomplete">0 of 4 (incomplete)</td>`},
+	} {
+		b := map[string][]byte{"results.json": js, "report.md": md, "report.html": html}[file]
+		for _, w := range wants {
+			if !bytes.Contains(b, []byte(w)) {
+				t.Errorf("%s lacks %q", file, w)
+			}
+		}
+	}
+	if t.Failed() {
+		t.Logf("report.md:\n%s", md)
+	}
+}

@@ -2,6 +2,7 @@ package evals
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,21 +14,43 @@ import (
 	"time"
 )
 
-// Retry says how an API contestant retries a failed request: on HTTP 429,
-// 408 and 5xx, timeouts, refused or dropped connections and truncated or
-// malformed responses, with exponential backoff and full jitter, or after
-// the delay the server asks for (Retry-After, retry-after-ms).
+// Retry says how patient Run is with an API contestant. A failed request
+// is tried again on HTTP 429, 408, 409 and 5xx, no answer within Timeout,
+// refused or dropped connections and truncated responses, with exponential
+// backoff and full jitter, or after the delay the server asks for
+// (Retry-After, retry-after-ms).
 type Retry struct {
-	Attempts int           // attempts in all, first included (0: 6)
+	Attempts int           // attempts per request, the first included (0: DefaultAttempts)
 	Base     time.Duration // first backoff ceiling (0: 1s)
 	Max      time.Duration // backoff ceiling (0: 1 minute)
-	// Timeout bounds one attempt (0: 5 minutes).
+	// Timeout is how long a request waits for the server to answer (0:
+	// DefaultTimeout). The clock starts again whenever the server answers
+	// another request of the same contestant, so a server working through
+	// a queue is not taken for a dead one. A request is not sent a third
+	// time after going unanswered twice, and a server that has answered
+	// nothing at all by then fails the contestant: a dead endpoint ends in
+	// about 2 × Timeout.
 	Timeout time.Duration
+	// Budget bounds the time Run spends asking the contestant, its answers
+	// and its judge verdicts together (0: no limit). Once it is spent the
+	// requests in flight are stopped and the cases not answered fail; the
+	// contestant's status says so.
+	Budget time.Duration
 }
+
+// The defaults of Retry.
+const (
+	DefaultAttempts = 3
+	DefaultTimeout  = 30 * time.Second
+)
+
+// maxUnanswered is how many times one request may go unanswered for
+// Timeout before it is given up.
+const maxUnanswered = 2
 
 func (r Retry) withDefaults() Retry {
 	if r.Attempts <= 0 {
-		r.Attempts = 6
+		r.Attempts = DefaultAttempts
 	}
 	if r.Base <= 0 {
 		r.Base = time.Second
@@ -36,13 +59,66 @@ func (r Retry) withDefaults() Retry {
 		r.Max = time.Minute
 	}
 	if r.Timeout <= 0 {
-		r.Timeout = 5 * time.Minute
+		r.Timeout = DefaultTimeout
+	}
+	if r.Budget < 0 {
+		r.Budget = 0
 	}
 	return r
 }
 
+// MarshalJSON writes the policy as reports show it: durations as text
+// ("30s"), a budget of 0 as "none".
+func (r Retry) MarshalJSON() ([]byte, error) {
+	budget := "none"
+	if r.Budget > 0 {
+		budget = r.Budget.String()
+	}
+	return json.Marshal(struct {
+		Attempts int    `json:"attempts"`
+		Timeout  string `json:"timeout"`
+		Budget   string `json:"budget"`
+	}{r.Attempts, r.Timeout.String(), budget})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *Retry) UnmarshalJSON(b []byte) error {
+	var v struct {
+		Attempts        int
+		Timeout, Budget string
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = Retry{Attempts: v.Attempts}
+	var err error
+	if v.Timeout != "" {
+		if r.Timeout, err = time.ParseDuration(v.Timeout); err != nil {
+			return err
+		}
+	}
+	if v.Budget != "" && v.Budget != "none" {
+		if r.Budget, err = time.ParseDuration(v.Budget); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// String is the policy in words: "30s timeout, 3 attempts, no budget".
+func (r Retry) String() string {
+	s := fmt.Sprintf("%s timeout, %d attempts", r.Timeout, r.Attempts)
+	if r.Budget > 0 {
+		return s + ", budget " + r.Budget.String()
+	}
+	return s + ", no budget"
+}
+
 // maxRetryAfter caps the delay a server may ask for.
 const maxRetryAfter = 10 * time.Minute
+
+// errNoAnswer is the cause of an attempt stopped for want of an answer.
+var errNoAnswer = errors.New("no answer")
 
 // retrier runs the attempts of one contestant. When the server asks one
 // request to wait (429 with Retry-After), every request of that contestant
@@ -52,10 +128,24 @@ type retrier struct {
 	name   string
 	mu     sync.Mutex
 	until  time.Time // no attempt starts before this
+	heard  time.Time // when the server last answered anything; zero: never
 }
 
 func newRetrier(name string, p Retry) *retrier {
 	return &retrier{policy: p.withDefaults(), name: name}
+}
+
+// hear notes that the server answered (any HTTP response).
+func (r *retrier) hear() {
+	r.mu.Lock()
+	r.heard = time.Now()
+	r.mu.Unlock()
+}
+
+func (r *retrier) lastHeard() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.heard
 }
 
 // attemptError is what one attempt reports: the error, whether another
@@ -67,21 +157,28 @@ type attemptError struct {
 }
 
 // do calls attempt until it succeeds, fails for good or runs out of
-// attempts. attempt gets a context bounded by the per-attempt timeout and a
-// hint that the HTTP transport fills with the server's Retry-After. It
-// returns the number of failed attempts before the last.
+// attempts. attempt gets a context that is stopped when the server leaves
+// it unanswered for Timeout, and a hint that the HTTP transport fills with
+// the server's Retry-After. It returns the number of failed attempts
+// before the last.
 func (r *retrier) do(ctx context.Context, attempt func(ctx context.Context) error) (int, error) {
 	var last error
+	unanswered := 0
+	f := flightOf(ctx)
 	for n := 0; n < r.policy.Attempts; n++ {
-		if err := r.wait(ctx); err != nil {
+		if err := r.wait(ctx, f); err != nil {
 			return n, err
 		}
-		hint := &retryHint{}
-		actx, cancel := context.WithTimeout(withHint(ctx, hint), r.policy.Timeout)
+		f.attempting(n + 1)
+		hint := &retryHint{onResponse: r.hear}
+		actx, cancel := context.WithCancelCause(withHint(ctx, hint))
+		stop := r.watch(actx, cancel, time.Now())
 		err := attempt(actx)
-		timedOut := actx.Err() != nil && ctx.Err() == nil
-		cancel()
+		stop()
+		timedOut := errors.Is(context.Cause(actx), errNoAnswer) && ctx.Err() == nil
+		cancel(nil)
 		if err == nil {
+			r.hear()
 			return n, nil
 		}
 		if ctx.Err() != nil {
@@ -89,7 +186,14 @@ func (r *retrier) do(ctx context.Context, attempt func(ctx context.Context) erro
 		}
 		ae := classify(err, timedOut, hint)
 		if timedOut {
-			ae.err = fmt.Errorf("no answer within %s: %w", r.policy.Timeout, err)
+			unanswered++
+			ae.err = fmt.Errorf("no answer within %s", r.policy.Timeout)
+			if unanswered >= maxUnanswered {
+				if r.lastHeard().IsZero() {
+					return n, &FatalError{fmt.Errorf("the server answered nothing (a request sent %d times waited %s each time)", unanswered, r.policy.Timeout)}
+				}
+				return n, fmt.Errorf("no answer within %s, %d times", r.policy.Timeout, unanswered)
+			}
 		}
 		last = ae.err
 		if !ae.retryable {
@@ -105,6 +209,7 @@ func (r *retrier) do(ctx context.Context, attempt func(ctx context.Context) erro
 			r.mu.Unlock()
 		}
 		if n+1 < r.policy.Attempts {
+			f.retrying(time.Now().Add(delay), ae.err)
 			loggerOf(ctx).Debug("retrying", "contestant", r.name, "attempt", n+2, "in", delay.Round(time.Millisecond), "err", ae.err)
 			if err := sleep(ctx, delay); err != nil {
 				return n, err
@@ -112,6 +217,37 @@ func (r *retrier) do(ctx context.Context, attempt func(ctx context.Context) erro
 		}
 	}
 	return r.policy.Attempts - 1, fmt.Errorf("gave up after %d attempts: %w", r.policy.Attempts, last)
+}
+
+// watch stops an attempt begun at start, with cause errNoAnswer, once the
+// server has answered nothing, to it or to any other request of the
+// contestant, for Timeout. The returned function ends the watch.
+func (r *retrier) watch(ctx context.Context, cancel context.CancelCauseFunc, start time.Time) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		for {
+			from := start
+			if h := r.lastHeard(); h.After(from) {
+				from = h
+			}
+			d := time.Until(from.Add(r.policy.Timeout))
+			if d <= 0 {
+				cancel(errNoAnswer)
+				return
+			}
+			t := time.NewTimer(d)
+			select {
+			case <-done:
+				t.Stop()
+				return
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 type loggerKey struct{}
@@ -146,14 +282,16 @@ func (r *retrier) backoff(n int) time.Duration {
 	return time.Duration(rand.Int64N(int64(ceil) + 1))
 }
 
-func (r *retrier) wait(ctx context.Context) error {
+// wait waits until the server's Retry-After allows another attempt.
+func (r *retrier) wait(ctx context.Context, f *flight) error {
 	r.mu.Lock()
-	d := time.Until(r.until)
+	until := r.until
 	r.mu.Unlock()
-	if d <= 0 {
-		return nil
+	if d := time.Until(until); d > 0 {
+		f.retrying(until, nil)
+		return sleep(ctx, d)
 	}
-	return sleep(ctx, d)
+	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -225,6 +363,8 @@ func classify(err error, timedOut bool, hint *retryHint) attemptError {
 type retryHint struct {
 	mu sync.Mutex
 	d  time.Duration
+	// onResponse is called when the server answers (any status).
+	onResponse func()
 }
 
 func (h *retryHint) set(d time.Duration) {
@@ -254,11 +394,16 @@ type hintTransport struct{ base http.RoundTripper }
 
 func (t hintTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
-	if err == nil && resp.StatusCode >= 400 {
-		if h, ok := req.Context().Value(hintKey{}).(*retryHint); ok {
-			if d, ok := parseRetryAfter(resp.Header, time.Now()); ok {
-				h.set(d)
-			}
+	h, _ := req.Context().Value(hintKey{}).(*retryHint)
+	if err != nil || h == nil {
+		return resp, err
+	}
+	if h.onResponse != nil {
+		h.onResponse()
+	}
+	if resp.StatusCode >= 400 {
+		if d, ok := parseRetryAfter(resp.Header, time.Now()); ok {
+			h.set(d)
 		}
 	}
 	return resp, err

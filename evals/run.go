@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -15,6 +16,37 @@ import (
 type Suite struct {
 	Cases   []Case
 	Metrics []Metric
+	// Selection says how Cases were chosen, for the reports (nil: not
+	// said).
+	Selection *Selection
+}
+
+// Selection says how a suite's cases were chosen from a larger set.
+type Selection struct {
+	// Method is "all" (every case), "random" (a seeded random sample) or
+	// "stratified" (a seeded random sample with each stratum's share
+	// kept, every stratum represented when Chosen allows).
+	Method string `json:"method"`
+	Chosen int    `json:"chosen"`
+	Of     int    `json:"of"` // cases to choose from
+	Seed   uint64 `json:"seed,omitempty"`
+	// By names what the strata are ("label"), and Strata how many there
+	// were, for a stratified sample.
+	By     string `json:"by,omitempty"`
+	Strata int    `json:"strata,omitempty"`
+}
+
+// String is the selection in words, for reports.
+func (s *Selection) String() string {
+	switch s.Method {
+	case "all":
+		return fmt.Sprintf("all %d cases of the eval split", s.Of)
+	case "random":
+		return fmt.Sprintf("a random sample of %d of the eval split's %d cases (seed %d)", s.Chosen, s.Of, s.Seed)
+	case "stratified":
+		return fmt.Sprintf("a random sample of %d of the eval split's %d cases, stratified by %s (%d strata; seed %d)", s.Chosen, s.Of, s.By, s.Strata, s.Seed)
+	}
+	return fmt.Sprintf("%d of %d cases (%s)", s.Chosen, s.Of, s.Method)
 }
 
 // RunOptions tune a run.
@@ -34,13 +66,20 @@ type RunOptions struct {
 	// MaxConsecutiveFailures: a contestant whose cases fail this many
 	// times in a row, retries spent, is given up (0: 5).
 	MaxConsecutiveFailures int
+	// WaitReports is how often Progress hears of a contestant that is
+	// waiting (starting, or with requests unanswered) while no case
+	// finishes (0: 10s).
+	WaitReports time.Duration
 	// Logger is told of contestants given up and of answers the cache
 	// could not keep (warnings), and of API requests retried (debug);
 	// nil logs nothing.
 	Logger *slog.Logger
 }
 
-// Progress reports one more answer (or judge verdict).
+// Progress reports one more answer (or judge verdict), or, with Wait set,
+// what a contestant is waiting for while none arrives. A case not answered
+// because ctx was cancelled is not reported: it is neither answered nor
+// failed, and the next run asks it.
 type Progress struct {
 	Phase      string // "answer" or "judge"
 	Contestant string
@@ -48,7 +87,59 @@ type Progress struct {
 	Total      int
 	Cached     int
 	Failed     int
-	Err        error // the error of this case, if it failed
+	Err        error // the error of this case, if it failed (secrets removed)
+	// NotAsked marks a case that failed without being asked: the
+	// contestant had failed before (Err says why).
+	NotAsked bool
+	// Wait is set, and no case is done, in the reports sent while the
+	// contestant waits.
+	Wait *Wait
+}
+
+// Wait is what a contestant is waiting for.
+type Wait struct {
+	// Starting: the contestant is preparing (loading a model, asking the
+	// server for it) and has been for For.
+	Starting bool
+	// Requests are the cases sent and not answered, the oldest for For;
+	// Retrying of them wait to be sent again, the next in RetryIn, and
+	// Resent have been sent again, after LastError.
+	Requests  int
+	Retrying  int
+	RetryIn   time.Duration
+	Resent    int
+	For       time.Duration
+	LastError string
+}
+
+// String is the wait in words: "starting for 20s", "3 requests waiting
+// for an answer, the oldest for 25s; 1 to be sent again, the next in 2s,
+// after: HTTP 500 …".
+func (w *Wait) String() string {
+	if w.Starting {
+		return fmt.Sprintf("starting for %s", roundWait(w.For))
+	}
+	s := fmt.Sprintf("%d requests waiting for an answer, the oldest for %s", w.Requests, roundWait(w.For))
+	if w.Requests == 1 {
+		s = fmt.Sprintf("1 request waiting for an answer for %s", roundWait(w.For))
+	}
+	if w.Retrying > 0 {
+		s += fmt.Sprintf("; %d to be sent again, the next in %s", w.Retrying, roundWait(w.RetryIn))
+	}
+	if w.Resent > 0 {
+		s += fmt.Sprintf("; %d sent again", w.Resent)
+	}
+	if w.LastError != "" && w.Retrying+w.Resent > 0 {
+		s += ", after: " + w.LastError
+	}
+	return s
+}
+
+func roundWait(d time.Duration) time.Duration {
+	if d < 10*time.Second {
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Second)
 }
 
 // Results are everything a run found. results.json is this value.
@@ -56,6 +147,7 @@ type Results struct {
 	Created     time.Time          `json:"created"`
 	WallSeconds float64            `json:"wall_seconds"`
 	Base        string             `json:"base"`
+	Selection   *Selection         `json:"selection,omitempty"` // how the cases were chosen
 	Metrics     []MetricInfo       `json:"metrics"`
 	Contestants []ContestantResult `json:"contestants"`
 	// Comparisons hold every pair of contestants on every column, each
@@ -82,12 +174,16 @@ type MetricInfo struct {
 }
 
 // Score is a column's value for one contestant, with its bootstrap 95%
-// confidence interval, over N cases.
+// confidence interval, over the N cases it has a score for, of the Asked
+// the run asked; Incomplete when N < Asked (failed cases, missing judge
+// verdicts).
 type Score struct {
-	Value float64 `json:"value"`
-	Low   float64 `json:"ci_low"`
-	High  float64 `json:"ci_high"`
-	N     int     `json:"n"`
+	Value      float64 `json:"value"`
+	Low        float64 `json:"ci_low"`
+	High       float64 `json:"ci_high"`
+	N          int     `json:"n"`
+	Asked      int     `json:"asked"`
+	Incomplete bool    `json:"incomplete,omitempty"`
 }
 
 // Confusion is a label metric's confusion matrix: Counts[i][j] cases of
@@ -103,14 +199,20 @@ type Confusion struct {
 type ContestantResult struct {
 	Name string `json:"name"`
 	Info
-	// Status is "ok" or "failed" (Error says why; its answers so far are
-	// kept and scored).
-	Status   string `json:"status"`
-	Error    string `json:"error,omitempty"`
-	Answered int    `json:"answered"`
-	Failed   int    `json:"failed"`
-	Cached   int    `json:"cached"`
-	Usage    Usage  `json:"usage"`
+	// Status is "ok" when every case asked was answered, "partial" when
+	// some were, "failed" when none was. Error says why for the others:
+	// what stopped the contestant (it could not start, a rejected key, too
+	// many failures in a row, its budget), else the first case's error;
+	// FirstError is the first failed case's own error. Answers so far are
+	// kept and scored.
+	Status     string `json:"status"`
+	Error      string `json:"error,omitempty"`
+	FirstError string `json:"first_error,omitempty"`
+	Asked      int    `json:"asked"`
+	Answered   int    `json:"answered"`
+	Failed     int    `json:"failed"`
+	Cached     int    `json:"cached"`
+	Usage      Usage  `json:"usage"`
 	// Cost is the price of every answer; Spent, of those not taken from
 	// the cache in this run.
 	Cost         float64               `json:"cost_usd"`
@@ -122,9 +224,11 @@ type ContestantResult struct {
 }
 
 // Comparison is Contestant minus Against on one column, over the N cases
-// both answered, with a paired bootstrap 95% confidence interval, and how
-// often Contestant scored higher, equal or lower case by case (for columns
-// scored per case).
+// both have a score for, with a paired bootstrap 95% confidence interval,
+// and how often Contestant scored higher, equal or lower case by case (for
+// columns scored per case). Incomplete when N is below the Asked cases:
+// the comparison covers only those; with N 0 there is none (Diff, Low and
+// High are 0 and mean nothing).
 type Comparison struct {
 	Contestant string  `json:"contestant"`
 	Against    string  `json:"against"`
@@ -133,6 +237,8 @@ type Comparison struct {
 	Low        float64 `json:"ci_low"`
 	High       float64 `json:"ci_high"`
 	N          int     `json:"n"`
+	Asked      int     `json:"asked"`
+	Incomplete bool    `json:"incomplete,omitempty"`
 	Wins       int     `json:"wins"`
 	Ties       int     `json:"ties"`
 	Losses     int     `json:"losses"`
@@ -203,19 +309,24 @@ func (r *Results) Compare(a, b, column string) *Comparison {
 
 // Run asks every contestant every case of s, judges and scores the answers
 // and compares the contestants. Contestants run concurrently, each with its
-// own concurrency limit. A contestant that cannot start, or fails for good
-// (a rejected key, or MaxConsecutiveFailures failures in a row), is marked
-// failed in the results with its error; the others go on. Run returns an
-// error only for an invalid suite or when ctx is cancelled; the answers
-// received until then are in the cache, and the next run resumes from them.
+// own concurrency limit. A contestant that cannot start, or stops for good
+// (a rejected key, MaxConsecutiveFailures failures in a row, its time
+// budget spent), keeps the answers it gave; its status says what happened
+// (ok, partial, failed) and the others go on. The API keys of the
+// contestants and judges are removed from every answer, error, log line,
+// cache entry and result. Run returns an error only for an invalid suite or
+// when ctx is cancelled; the answers received until then are in the cache,
+// and the next run resumes from them.
 func Run(ctx context.Context, s Suite, cs []Contestant, o RunOptions) (*Results, error) {
 	start := time.Now()
 	o, metrics, err := prepareRun(s, cs, o)
 	if err != nil {
 		return nil, err
 	}
+	red := newRedactor(append(slices.Clip(cs), judgesOf(metrics)...)...)
+	o.Logger = red.logger(o.Logger)
 	ctx = withLogger(ctx, o.Logger)
-	r := &runner{opts: o, cases: s.Cases, metrics: metrics}
+	r := &runner{opts: o, cases: s.Cases, metrics: metrics, red: red}
 	if o.CacheDir != "" {
 		r.cache = &cache{dir: o.CacheDir}
 	}
@@ -228,9 +339,22 @@ func Run(ctx context.Context, s Suite, cs []Contestant, o RunOptions) (*Results,
 		return nil, err
 	}
 	res := r.results(cs, scores)
+	res.Selection = s.Selection
 	res.Created = start.UTC()
 	res.WallSeconds = time.Since(start).Seconds()
+	red.results(res)
 	return res, nil
+}
+
+// judgesOf lists the judges of the metrics.
+func judgesOf(ms []Metric) []Contestant {
+	var js []Contestant
+	for _, m := range ms {
+		if m.Judge != nil {
+			js = append(js, m.Judge)
+		}
+	}
+	return js
 }
 
 // prepareRun checks the suite, the contestants and the options, and returns
@@ -263,6 +387,9 @@ func prepareRun(s Suite, cs []Contestant, o RunOptions) (RunOptions, []Metric, e
 	}
 	if o.MaxConsecutiveFailures <= 0 {
 		o.MaxConsecutiveFailures = 5
+	}
+	if o.WaitReports <= 0 {
+		o.WaitReports = 10 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = discardLogger
@@ -308,7 +435,7 @@ func (r *runner) answer(ctx context.Context, cs []Contestant) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a.ask(ctx, "answer", r.cases, func(i int, res reply) {
+			first := a.ask(ctx, "answer", r.cases, func(i int, res reply) {
 				ca := &r.answers[ci][i]
 				*ca = CaseAnswer{Contestant: c.Name(), Text: res.answer.Text, Usage: res.answer.Usage,
 					LatencyMS: ms(res.answer.Latency), Cached: res.cached, Retries: res.answer.Retries, ok: res.err == nil}
@@ -316,6 +443,7 @@ func (r *runner) answer(ctx context.Context, cs []Contestant) {
 					ca.Text, ca.Error = "", res.err.Error()
 				}
 			})
+			a.answerErr, a.firstErr = a.err, first
 		}()
 	}
 	wg.Wait()
@@ -327,6 +455,7 @@ type runner struct {
 	cases   []Case
 	metrics []Metric
 	cache   *cache
+	red     *redactor
 	askers  []*asker // one per contestant
 	judges  []*asker // judges that are not contestants
 	answers [][]CaseAnswer
@@ -346,59 +475,103 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // reply is the outcome of one request.
 type reply struct {
-	answer Answer
-	cached bool
-	err    error
+	answer   Answer
+	cached   bool
+	err      error // secrets removed
+	notAsked bool  // failed without being asked: the contestant had failed
 }
 
+// errBudget is the cause of a contestant's context ended by its budget.
+var errBudget = errors.New("time budget spent")
+
 // asker asks one contestant: start, cache, concurrency or batching,
-// failure accounting.
+// failure accounting, its time budget.
 type asker struct {
-	c       Contestant
-	r       *runner
-	started bool
-	info    Info
-	err     error // why the contestant failed for good
-	calls   int
-	cached  int
-	failed  int
-	usage   Usage
-	spent   Usage
+	c        Contestant
+	r        *runner
+	started  bool
+	info     Info
+	budget   time.Duration
+	deadline time.Time // when the budget runs out; zero: no budget
+	err      error     // why the contestant failed for good
+	// After the answers: why the contestant stopped (nil: it did not),
+	// and the first failed case's error.
+	answerErr, firstErr error
+	calls               int
+	cached              int
+	failed              int
+	usage               Usage
+	spent               Usage
+}
+
+func (a *asker) budgetErr() error {
+	return fmt.Errorf("its time budget of %s ran out", a.budget)
 }
 
 // ask answers cases through the contestant, calling done once per case
-// (from any goroutine, one call at a time): the contestant is started the
-// first time, answers in the cache are taken from it, and the others are
-// asked in batches or by concurrent workers.
-func (a *asker) ask(ctx context.Context, phase string, cases []Case, done func(int, reply)) {
-	q := &askRound{a: a, ctx: ctx, phase: phase, cases: cases, done: done}
-	a.start(ctx)
+// (from any goroutine, one call at a time), except for the cases ctx's
+// cancellation left unanswered: the contestant is started the first time,
+// answers in the cache are taken from it, and the others are asked in
+// batches or by concurrent workers, within the contestant's budget. It
+// returns the first failed case's error.
+func (a *asker) ask(ctx context.Context, phase string, cases []Case, done func(int, reply)) (firstErr error) {
+	q := &askRound{a: a, ctx: ctx, phase: phase, cases: cases, done: done, inflight: map[int]*flight{}, lastReport: time.Now()}
+	defer q.heartbeat()()
+	a.start(ctx, q)
+	if ctx.Err() != nil {
+		return nil
+	}
+	q.bctx = ctx
+	if !a.deadline.IsZero() {
+		var cancel context.CancelFunc
+		q.bctx, cancel = context.WithDeadlineCause(ctx, a.deadline, errBudget)
+		defer cancel()
+	}
 	if a.err != nil {
 		for i := range cases {
-			q.report(i, reply{err: fmt.Errorf("not asked: %s failed: %w", a.c.Name(), a.err)})
+			q.report(i, reply{err: a.r.red.err(fmt.Errorf("not asked: %s failed: %w", a.c.Name(), a.err)), notAsked: true})
 		}
-		return
+		return nil
 	}
 	pending := q.fromCache()
-	cctx, cancel := context.WithCancel(ctx)
+	cctx, cancel := context.WithCancel(q.bctx)
 	defer cancel()
 	q.cancel = cancel
 	if b, ok := a.c.(Batcher); ok && b.BatchSize() > 1 {
 		q.inBatches(cctx, b, pending)
-		return
+	} else {
+		q.concurrently(cctx, pending)
 	}
-	q.concurrently(cctx, pending)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.firstErr
 }
 
-// start starts the contestant, once, and reads its Info.
-func (a *asker) start(ctx context.Context) {
+// start starts the contestant, once, within its budget, and reads its
+// Info.
+func (a *asker) start(ctx context.Context, q *askRound) {
 	if a.started {
 		return
 	}
 	a.started = true
+	if rt := a.c.Info().Retry; rt != nil && rt.Budget > 0 {
+		a.budget, a.deadline = rt.Budget, time.Now().Add(rt.Budget)
+	}
 	if st, ok := a.c.(Starter); ok {
-		if err := st.Start(ctx); err != nil {
+		sctx := ctx
+		if !a.deadline.IsZero() {
+			var cancel context.CancelFunc
+			sctx, cancel = context.WithDeadlineCause(ctx, a.deadline, errBudget)
+			defer cancel()
+		}
+		q.setStarting(true)
+		err := st.Start(sctx)
+		q.setStarting(false)
+		if err != nil {
 			a.err = err
+			if errors.Is(context.Cause(sctx), errBudget) {
+				a.err = a.budgetErr()
+			}
 		}
 	}
 	a.info = a.c.Info()
@@ -411,18 +584,23 @@ func (a *asker) start(ctx context.Context) {
 }
 
 // askRound is one call of ask: its cases, their cache keys, the progress
-// counts and the contestant's failures in a row.
+// counts, the requests in flight and the contestant's failures in a row.
 type askRound struct {
 	a     *asker
 	ctx   context.Context // the caller's
+	bctx  context.Context // the caller's, ended by the contestant's budget
 	phase string
 	cases []Case
 	done  func(int, reply)
 	cache *cache // nil: answers are not cached
 	keys  []string
 
-	mu                       sync.Mutex // serialises report
+	mu                       sync.Mutex // serialises report; guards the fields below
 	finished, cached, failed int
+	firstErr                 error
+	lastReport               time.Time       // of the last Progress
+	starting                 time.Time       // when Start began; zero once it returned
+	inflight                 map[int]*flight // the cases being asked
 
 	fmu         sync.Mutex // guards consecutive and the asker's err
 	consecutive int
@@ -444,16 +622,21 @@ func (q *askRound) report(i int, res reply) {
 	if res.err != nil {
 		q.failed++
 		a.failed++
+		if !res.notAsked && q.firstErr == nil {
+			q.firstErr = res.err
+		}
 	} else {
 		a.usage.add(res.answer.Usage)
 		if !res.cached {
 			a.spent.add(res.answer.Usage)
 		}
 	}
+	q.lastReport = time.Now()
 	q.done(i, res)
 	if p := a.r.opts.Progress; p != nil {
 		a.r.mu.Lock()
-		p(Progress{Phase: q.phase, Contestant: a.c.Name(), Done: q.finished, Total: len(q.cases), Cached: q.cached, Failed: q.failed, Err: res.err})
+		p(Progress{Phase: q.phase, Contestant: a.c.Name(), Done: q.finished, Total: len(q.cases), Cached: q.cached, Failed: q.failed,
+			Err: res.err, NotAsked: res.notAsked})
 		a.r.mu.Unlock()
 	}
 }
@@ -471,6 +654,7 @@ func (q *askRound) fromCache() (pending []int) {
 		if q.cache != nil {
 			q.keys[i] = cacheKey(a.info.Identity, &q.cases[i])
 			if ans, ok := q.cache.get(q.keys[i]); ok {
+				ans.Text = a.r.red.text(ans.Text)
 				q.report(i, reply{answer: ans, cached: true})
 				continue
 			}
@@ -480,22 +664,33 @@ func (q *askRound) fromCache() (pending []int) {
 	return pending
 }
 
-// record takes the contestant's answer to case i: a failure counts towards
+// record takes the contestant's answer to case i. A failure counts towards
 // giving the contestant up (a FatalError at once, else
-// MaxConsecutiveFailures in a row), which stops the asking; an answer goes
-// into the cache.
+// MaxConsecutiveFailures in a row; its budget spent), which stops the
+// asking; a case ctx's cancellation left unanswered is not recorded at
+// all. An answer, its secrets removed, goes into the cache.
 func (q *askRound) record(i int, ans Answer, err error) {
+	if err != nil && q.ctx.Err() != nil {
+		return // interrupted: neither answered nor failed; the next run asks it
+	}
 	a := q.a
+	notAsked := false
 	q.fmu.Lock()
-	gaveUp := a.err
-	if err == nil {
+	switch {
+	case err == nil:
 		q.consecutive = 0
-	} else if gaveUp == nil && q.ctx.Err() == nil {
+	case a.err != nil:
+		err, notAsked = fmt.Errorf("not asked: %s failed: %w", a.c.Name(), a.err), true
+	default:
 		q.consecutive++
 		var fe *FatalError
-		if errors.As(err, &fe) {
+		switch {
+		case errors.Is(context.Cause(q.bctx), errBudget):
+			a.err = a.budgetErr()
+			err = fmt.Errorf("not answered: %w", a.err)
+		case errors.As(err, &fe):
 			a.err = err
-		} else if q.consecutive >= a.r.opts.MaxConsecutiveFailures {
+		case q.consecutive >= a.r.opts.MaxConsecutiveFailures:
 			a.err = fmt.Errorf("gave up after %d failures in a row; the last: %w", q.consecutive, err)
 		}
 		if a.err != nil {
@@ -504,15 +699,13 @@ func (q *askRound) record(i int, ans Answer, err error) {
 		}
 	}
 	q.fmu.Unlock()
-	if err != nil && gaveUp != nil {
-		err = fmt.Errorf("not asked: %s failed: %w", a.c.Name(), gaveUp)
-	}
+	ans.Text = a.r.red.text(ans.Text)
 	if err == nil && q.cache != nil {
 		if cerr := q.cache.put(q.keys[i], a.info, a.c.Name(), ans); cerr != nil {
 			a.r.opts.Logger.Warn("response cache", "err", cerr)
 		}
 	}
-	q.report(i, reply{answer: ans, err: err})
+	q.report(i, reply{answer: ans, err: a.r.red.err(err), notAsked: notAsked})
 }
 
 // inBatches asks the pending cases BatchSize at a time, one batch after
@@ -530,9 +723,11 @@ func (q *askRound) inBatches(ctx context.Context, b Batcher, pending []int) {
 		batch := make([]Case, len(idx))
 		for k, i := range idx {
 			batch[k] = q.cases[i]
+			q.fly(i)
 		}
 		answers, errs := b.AnswerBatch(ctx, batch)
 		for k, i := range idx {
+			q.land(i)
 			q.record(i, answers[k], errs[k])
 		}
 	}
@@ -552,7 +747,9 @@ func (q *askRound) concurrently(ctx context.Context, pending []int) {
 					q.record(i, Answer{}, ctx.Err())
 					continue
 				}
-				ans, err := q.a.c.Answer(ctx, q.cases[i])
+				f := q.fly(i)
+				ans, err := q.a.c.Answer(withFlight(ctx, f), q.cases[i])
+				q.land(i)
 				q.record(i, ans, err)
 			}
 		}()
@@ -898,10 +1095,7 @@ func (r *runner) metricInfos() []MetricInfo {
 // and its confusion matrices.
 func (r *runner) contestantResult(t scoreTable, cols []column, boot *bootstrap, ci int, c Contestant) ContestantResult {
 	a := r.askers[ci]
-	cr := ContestantResult{Name: c.Name(), Info: a.info, Status: "ok", Scores: map[string]Score{}}
-	if a.err != nil {
-		cr.Status, cr.Error = "failed", a.err.Error()
-	}
+	cr := ContestantResult{Name: c.Name(), Info: a.info, Asked: len(r.cases), Scores: map[string]Score{}}
 	var lat []float64
 	for i := range r.cases {
 		ca := &r.answers[ci][i]
@@ -922,6 +1116,23 @@ func (r *runner) contestantResult(t scoreTable, cols []column, boot *bootstrap, 
 			cr.Cached++
 		}
 	}
+	switch {
+	case cr.Answered == cr.Asked:
+		cr.Status = "ok"
+	case cr.Answered == 0:
+		cr.Status = "failed"
+	default:
+		cr.Status = "partial"
+	}
+	if a.firstErr != nil {
+		cr.FirstError = a.firstErr.Error()
+	}
+	if cr.Status != "ok" {
+		cr.Error = cr.FirstError
+		if a.answerErr != nil {
+			cr.Error = r.red.errText(a.answerErr.Error())
+		}
+	}
 	cr.LatencyP50MS, cr.LatencyP95MS = percentile(lat, 50), percentile(lat, 95)
 	for _, col := range cols {
 		idx := scored(t, col, ci)
@@ -930,7 +1141,7 @@ func (r *runner) contestantResult(t scoreTable, cols []column, boot *bootstrap, 
 		}
 		v := r.aggregate(t, col, ci, idx)
 		lo, hi := boot.ci(idx, func(sample []int) float64 { return r.aggregate(t, col, ci, sample) })
-		cr.Scores[col.name] = Score{Value: v, Low: lo, High: hi, N: len(idx)}
+		cr.Scores[col.name] = Score{Value: v, Low: lo, High: hi, N: len(idx), Asked: len(r.cases), Incomplete: len(idx) < len(r.cases)}
 	}
 	for mi := range r.metrics {
 		if m := &r.metrics[mi]; m.Kind == Label {
@@ -967,9 +1178,10 @@ func comparedPairs(n, base int) [][2]int {
 // score for: the difference with a paired bootstrap interval, and wins,
 // ties and losses case by case for columns scored per case.
 func (r *runner) compare(t scoreTable, col column, boot *bootstrap, cs []Contestant, a, b int) Comparison {
-	cmp := Comparison{Contestant: cs[a].Name(), Against: cs[b].Name(), Column: col.name}
+	cmp := Comparison{Contestant: cs[a].Name(), Against: cs[b].Name(), Column: col.name, Asked: len(r.cases)}
 	idx := scored(t, col, a, b)
 	cmp.N = len(idx)
+	cmp.Incomplete = cmp.N < cmp.Asked
 	if cmp.N == 0 {
 		return cmp
 	}
@@ -1003,7 +1215,7 @@ func (r *runner) judgeResults(cs []Contestant, contestants []ContestantResult) [
 		jr := JudgeResult{Name: a.c.Name(), Kind: a.info.Kind, Model: a.info.Model, Calls: a.calls, Cached: a.cached, Failed: a.failed,
 			Usage: a.usage, Cost: a.info.Price.Cost(a.usage)}
 		if a.err != nil {
-			jr.Error = a.err.Error()
+			jr.Error = r.red.errText(a.err.Error())
 		}
 		out = append(out, jr)
 	}

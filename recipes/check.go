@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ollama/ollama/types/model"
 )
@@ -98,6 +99,14 @@ func (r *Recipe) defaults() {
 			c.Concurrency = 1
 			if c.Kind != "local" {
 				c.Concurrency = 4
+			}
+		}
+		if c.Kind != "local" {
+			if c.Timeout == 0 {
+				c.Timeout = DefaultTimeout
+			}
+			if c.Attempts == 0 {
+				c.Attempts = DefaultAttempts
 			}
 		}
 	}
@@ -226,6 +235,20 @@ func (r *Recipe) check() error {
 			return r.errAt(p+".concurrency", "at least 1")
 		case c.PriceIn < 0 || c.PriceOut < 0:
 			return r.errAt(p, "prices must not be negative")
+		case c.Kind == "local" && (c.Timeout != 0 || c.Attempts != 0 || c.Budget != 0):
+			key := "timeout"
+			if c.Attempts != 0 {
+				key = "attempts"
+			} else if c.Budget != 0 {
+				key = "budget"
+			}
+			return r.errAt(p+"."+key, "a local contestant makes no requests: timeout, attempts and budget are for ollama and openai contestants")
+		case c.Kind != "local" && c.Timeout < time.Second:
+			return r.errAt(p+".timeout", "%s: at least 1s (like 30s or 2m)", c.Timeout)
+		case c.Attempts < 0 || c.Kind != "local" && c.Attempts < 1:
+			return r.errAt(p+".attempts", "%d: at least 1 (the first try)", c.Attempts)
+		case c.Budget < 0:
+			return r.errAt(p+".budget", "%s must not be negative (0s: no limit)", c.Budget)
 		}
 		names[c.Name] = true
 	}

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -170,8 +171,23 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 	return d.scalar(n, v, path)
 }
 
+var durationType = reflect.TypeOf(time.Duration(0))
+
 func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) error {
 	s := n.Value
+	if v.Type() == durationType {
+		// "30s", "2m", "1h30m"; a plain number is seconds.
+		dur, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			f, ferr := strconv.ParseFloat(strings.TrimSpace(s), 64)
+			if ferr != nil || math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > 1e9 {
+				return d.errf(n, path, "expected a duration (like 30s, 2m or 1h30m), got %q", s)
+			}
+			dur = time.Duration(f * float64(time.Second))
+		}
+		v.SetInt(int64(dur))
+		return nil
+	}
 	switch v.Kind() {
 	case reflect.String:
 		v.SetString(s)

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -103,7 +104,11 @@ type Train struct {
 
 // Eval is the eval suite run by `finetune eval`.
 type Eval struct {
-	MaxCases    int          `yaml:"max_cases"` // 0: every case of the eval split
+	// MaxCases caps the cases asked: a random sample of the eval split
+	// seeded by data.seed, stratified by label when the cases carry labels
+	// (or when a label_accuracy metric reads the label from the
+	// reference). 0: every case of the eval split.
+	MaxCases    int          `yaml:"max_cases"`
 	Contestants []Contestant `yaml:"contestants"`
 	Metrics     []Metric     `yaml:"metrics"`
 	Generation  Generation   `yaml:"generation"`
@@ -125,7 +130,23 @@ type Contestant struct {
 	PriceIn     float64    `yaml:"price_in"`  // per million prompt tokens
 	PriceOut    float64    `yaml:"price_out"` // per million completion tokens
 	Generation  Generation `yaml:"generation"`
+	// How patient the eval is with an ollama or openai contestant:
+	// Timeout is how long a request waits for the server to answer
+	// (default 30s; the wait starts again whenever the server answers
+	// another of the contestant's requests), Attempts how often a failed
+	// request is sent in all (default 3; one that went unanswered twice is
+	// not sent again), Budget the most time spent asking the contestant,
+	// answers and judge verdicts together (default 0s: no limit).
+	Timeout  time.Duration `yaml:"timeout"`
+	Attempts int           `yaml:"attempts"`
+	Budget   time.Duration `yaml:"budget"`
 }
+
+// The defaults of a contestant's timeout and attempts (evals' own).
+const (
+	DefaultTimeout  = 30 * time.Second
+	DefaultAttempts = 3
+)
 
 // Generation settings; zero values inherit the suite's, then the defaults
 // (temperature 0, 256 tokens, seed 42).

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const good = `name: support
@@ -240,5 +241,56 @@ func TestDirIsAbsolute(t *testing.T) {
 	t.Chdir(t.TempDir())
 	if got := r.Resolve(r.Data.Train); got != want {
 		t.Fatalf("data.train resolves to %s, want %s", got, want)
+	}
+}
+
+// TestContestantPatience: an API contestant's timeout, attempts and budget
+// have defaults that end a dead endpoint in about a minute, take durations
+// ("2m", or a number of seconds), are checked with their line, and are
+// refused on a local contestant, which makes no requests.
+func TestContestantPatience(t *testing.T) {
+	r, err := Load(write(t, good), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := r.Eval.Contestants[2]
+	if api.Timeout != 30*time.Second || api.Attempts != 3 || api.Budget != 0 {
+		t.Fatalf("defaults: timeout %v, attempts %d, budget %v", api.Timeout, api.Attempts, api.Budget)
+	}
+	if base := r.Eval.Contestants[0]; base.Timeout != 0 || base.Attempts != 0 {
+		t.Fatalf("a local contestant got request settings: %+v", base)
+	}
+	given := strings.Replace(good, "      api_key_env: OPENAI_API_KEY\n", "      api_key_env: OPENAI_API_KEY\n      timeout: 2m\n      attempts: 5\n      budget: 90\n", 1)
+	r, err = Load(write(t, given), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if api := r.Eval.Contestants[2]; api.Timeout != 2*time.Minute || api.Attempts != 5 || api.Budget != 90*time.Second {
+		t.Fatalf("given: timeout %v, attempts %d, budget %v", api.Timeout, api.Attempts, api.Budget)
+	}
+	// The resolved recipe (a run folder's recipe.yaml, read with Parse)
+	// reads back the same.
+	out, err := r.YAML()
+	if err != nil || !strings.Contains(string(out), "timeout: 2m0s") || !strings.Contains(string(out), "budget: 1m30s") {
+		t.Fatalf("resolved YAML:\n%s", out)
+	}
+	back, err := Parse(filepath.Join(t.TempDir(), "recipe.yaml"), out)
+	if err != nil || back.Eval.Contestants[2].Timeout != 2*time.Minute || back.Eval.Contestants[2].Budget != 90*time.Second {
+		t.Fatalf("read back: %v", err)
+	}
+	for edit, want := range map[string]string{
+		"      timeout: soon\n":  "recipe.yaml:23: eval.contestants[2].timeout: expected a duration (like 30s, 2m or 1h30m), got \"soon\"",
+		"      timeout: 100ms\n": "eval.contestants[2].timeout: 100ms: at least 1s",
+		"      attempts: -1\n":   "eval.contestants[2].attempts: -1: at least 1",
+		"      budget: -5s\n":    "eval.contestants[2].budget: -5s must not be negative",
+	} {
+		body := strings.Replace(good, "      api_key_env: OPENAI_API_KEY\n", "      api_key_env: OPENAI_API_KEY\n"+edit, 1)
+		if _, err := Load(write(t, body), nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want %q", edit, err, want)
+		}
+	}
+	local := strings.Replace(good, "    - name: base\n", "    - name: base\n      timeout: 10s\n", 1)
+	if _, err := Load(write(t, local), nil); err == nil || !strings.Contains(err.Error(), "recipe.yaml:16: eval.contestants[0].timeout: a local contestant makes no requests") {
+		t.Errorf("timeout on a local contestant: %v", err)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/finetune-dev/finetune/datasets"
@@ -17,41 +19,100 @@ import (
 )
 
 // Cases are the recipe's eval cases, rendered with the base model's chat
-// template exactly as training rendered them.
-func Cases(r *recipes.Recipe, basePath string) ([]datasets.Case, error) {
+// template exactly as training rendered them, and how they were chosen:
+// every case of the eval split, or, when eval.max_cases is below its size,
+// a random sample seeded by data.seed (the same cases every time),
+// stratified by label (see evalStrata), in the split's order.
+func Cases(r *recipes.Recipe, basePath string) ([]datasets.Case, *evals.Selection, error) {
 	m, err := llama.LoadModel(basePath, llama.ModelOptions{VocabOnly: true})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer m.Close()
 	cfg := DataConfig(r)
 	rend, err := datasets.NewRenderer(m, cfg.RenderOptions)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", r.Path, err)
+		return nil, nil, fmt.Errorf("%s: %w", r.Path, err)
 	}
-	var cases []datasets.Case
+	var recs []datasets.Record
 	_, err = datasets.Scan(cfg, nil, func(it datasets.Item) error {
-		if it.Split != datasets.EvalSplit || (r.Eval.MaxCases > 0 && len(cases) >= r.Eval.MaxCases) {
-			return nil
+		if it.Split == datasets.EvalSplit && it.Record.Messages != nil { // a plain-text record makes no case
+			recs = append(recs, it.Record)
 		}
-		c, err := rend.Case(it.Record)
-		if errors.Is(err, datasets.ErrNoCase) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		cases = append(cases, c)
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if len(recs) == 0 {
+		return nil, nil, fmt.Errorf("%s: the eval split holds no case", r.Path)
+	}
+	keys, by := evalStrata(r, recs)
+	chosen := sample(keys, r.Eval.MaxCases, r.Data.Seed)
+	sel := &evals.Selection{Method: "all", Chosen: len(chosen), Of: len(recs)}
+	if len(chosen) < len(recs) {
+		sel.Method, sel.Seed = "random", r.Data.Seed
+		if n := distinct(keys); n > 1 {
+			sel.Method, sel.By, sel.Strata = "stratified", by, n
+		}
+	}
+	var cases []datasets.Case
+	for _, i := range chosen {
+		c, err := rend.Case(recs[i])
+		if errors.Is(err, datasets.ErrNoCase) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		cases = append(cases, c)
 	}
 	if len(cases) == 0 {
-		return nil, fmt.Errorf("%s: the eval split holds no case", r.Path)
+		return nil, nil, fmt.Errorf("%s: the eval split holds no case", r.Path)
 	}
-	return cases, nil
+	sel.Chosen = len(cases)
+	return cases, sel, nil
 }
+
+// evalStrata are the keys a sample of the eval records is stratified by,
+// and what they are: the records' labels when any has one; else, for a
+// suite with a label_accuracy metric, the references (the label it reads)
+// when they look like labels (at most half as many kinds as records); else
+// none, and the sample is a plain random one.
+func evalStrata(r *recipes.Recipe, recs []datasets.Record) ([]string, string) {
+	keys := make([]string, len(recs))
+	if slices.ContainsFunc(recs, func(rec datasets.Record) bool { return rec.Label != "" }) {
+		for i, rec := range recs {
+			keys[i] = rec.Label
+		}
+		return keys, "label"
+	}
+	for _, m := range r.Eval.Metrics {
+		if m.Name != "label_accuracy" {
+			continue
+		}
+		for i, rec := range recs {
+			keys[i] = strings.ToLower(strings.Join(strings.Fields(rec.Messages[len(rec.Messages)-1].Content), " "))
+		}
+		if distinct(keys) <= len(keys)/2 {
+			return keys, "label (the reference answer)"
+		}
+		break
+	}
+	return make([]string, len(recs)), ""
+}
+
+func distinct(keys []string) int {
+	seen := map[string]bool{}
+	for _, k := range keys {
+		seen[k] = true
+	}
+	return len(seen)
+}
+
+// EvalCacheDir is the answer cache of the eval reports in out: what an
+// interrupted eval keeps, and the next one into out resumes from.
+func EvalCacheDir(out string) string { return filepath.Join(out, "cache") }
 
 // EvalOptions of an eval.
 type EvalOptions struct {
@@ -169,7 +230,7 @@ func metrics(r *recipes.Recipe, byName map[string]evals.Contestant) []evals.Metr
 }
 
 func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o EvalOptions) (*evals.Results, error) {
-	cases, err := Cases(r, base)
+	cases, sel, err := Cases(r, base)
 	if err != nil {
 		return nil, err
 	}
@@ -181,9 +242,9 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, err
 	}
-	res, err := evals.Run(ctx, evals.Suite{Cases: cases, Metrics: plan.Metrics}, plan.Contestants, evals.RunOptions{
+	res, err := evals.Run(ctx, evals.Suite{Cases: cases, Metrics: plan.Metrics, Selection: sel}, plan.Contestants, evals.RunOptions{
 		Base:     r.Eval.Contestants[0].Name,
-		CacheDir: filepath.Join(o.Out, "cache"),
+		CacheDir: EvalCacheDir(o.Out),
 		Progress: o.Progress,
 		Seed:     r.Train.Seed,
 		Logger:   o.Logger,
@@ -224,11 +285,13 @@ func settings(g recipes.Generation, suite recipes.Generation) evals.Settings {
 func contestant(r *recipes.Recipe, i int, c recipes.Contestant, base, adapter string) (evals.Contestant, error) {
 	s := settings(c.Generation, r.Eval.Generation)
 	price := evals.Price{InputPerMillion: c.PriceIn, OutputPerMillion: c.PriceOut}
+	retry := evals.Retry{Attempts: c.Attempts, Timeout: c.Timeout, Budget: c.Budget}
 	switch c.Kind {
 	case "ollama":
-		return evals.NewOllama(c.Name, evals.OllamaOptions{Host: c.Host, Model: c.Model, Settings: s, Concurrency: c.Concurrency, Price: price})
+		return evals.NewOllama(c.Name, evals.OllamaOptions{Host: c.Host, Model: c.Model, Settings: s, Concurrency: c.Concurrency, Price: price, Retry: retry})
 	case "openai":
-		return evals.NewOpenAI(c.Name, evals.OpenAIOptions{BaseURL: c.BaseURL, Model: c.Model, APIKeyEnv: c.APIKeyEnv, Settings: s, Concurrency: c.Concurrency, Price: price})
+		return evals.NewOpenAI(c.Name, evals.OpenAIOptions{BaseURL: c.BaseURL, Model: c.Model, APIKeyEnv: c.APIKeyEnv, Settings: s, Concurrency: c.Concurrency,
+			Price: price, Retry: retry})
 	}
 	model := base
 	if c.Model != "" {

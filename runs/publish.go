@@ -90,7 +90,7 @@ func (run *Run) Publish(ctx context.Context, o PublishOptions) (*publish.Result,
 		return publish.Ollama(ctx, po)
 	}
 	if r := run.Recipe; r != nil {
-		cases, err := Cases(r, po.Base)
+		cases, _, err := Cases(r, po.Base)
 		if err != nil {
 			po.Logger.Info("the smoke test asks a greeting: the run's eval cases are not readable", "err", err)
 		} else {

@@ -3,12 +3,14 @@ package runs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/finetune-dev/finetune/datasets"
 	"github.com/finetune-dev/finetune/evals"
 	"github.com/finetune-dev/finetune/internal/filehash"
 	"github.com/finetune-dev/finetune/internal/shared"
@@ -336,5 +338,125 @@ func TestPublishOptionsPrecedence(t *testing.T) {
 	}
 	if po, err = publishOptions(run, PublishOptions{ModelfileOnly: true}); err != nil || po.Name != "unit" {
 		t.Fatalf("a Modelfile without a name takes the recipe's: %+v %v", po, err)
+	}
+}
+
+// TestPlanEvalPatience: a contestant's timeout, attempts and budget reach
+// its requests.
+func TestPlanEvalPatience(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	r := recipe(t, t.TempDir(), minimal+`eval:
+  contestants:
+    - {name: base}
+    - {name: served, kind: ollama, model: support-bot, host: "http://127.0.0.1:1", timeout: 2m, attempts: 4, budget: 10m}
+    - {name: api, kind: openai, model: gpt-x, base_url: "http://127.0.0.1:1/v1"}
+`)
+	p, err := PlanEval(r, model, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	served, api := p.Contestants[1].Info().Retry, p.Contestants[2].Info().Retry
+	if served == nil || served.Timeout != 2*time.Minute || served.Attempts != 4 || served.Budget != 10*time.Minute {
+		t.Fatalf("served: %+v", served)
+	}
+	if api == nil || api.Timeout != recipes.DefaultTimeout || api.Attempts != recipes.DefaultAttempts || api.Budget != 0 {
+		t.Fatalf("api: %+v", api)
+	}
+	if recipes.DefaultTimeout != evals.DefaultTimeout || recipes.DefaultAttempts != evals.DefaultAttempts {
+		t.Fatalf("the recipe's defaults (%v, %d) are not evals' (%v, %d)", recipes.DefaultTimeout, recipes.DefaultAttempts, evals.DefaultTimeout, evals.DefaultAttempts)
+	}
+	if p.Contestants[0].Info().Retry != nil {
+		t.Fatal("a local contestant has a request policy")
+	}
+}
+
+// TestEvalCasesSample: eval.max_cases draws a seeded random sample of the
+// eval split, stratified by label: from a file sorted by label, 40 of 20
+// labels' cases cover every label twice; the same seed draws the same
+// cases, another seed others; labels of unequal sizes keep their shares;
+// cases without labels make a plain random sample, not the first ones.
+func TestEvalCasesSample(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	dir := t.TempDir()
+	write := func(name string, n int, label func(i int) string) {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, `{"prompt": "Q%03d:", "completion": " A%03d", "label": %q}`+"\n", i, i, label(i))
+		}
+		os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o644)
+	}
+	write("train.jsonl", 4, func(int) string { return "" })
+	write("sorted.jsonl", 400, func(i int) string { return fmt.Sprintf("label%02d", i/20) }) // 20 labels, 20 cases each, in order
+	body := func(eval string, extra string) string {
+		return fmt.Sprintf("name: unit\nbase: %s\ndata:\n  train: train.jsonl\n  eval: %s\n  template: none\n%s", model, eval, extra)
+	}
+	labels := func(cs []datasets.Case) map[string]int {
+		n := map[string]int{}
+		for _, c := range cs {
+			n[c.Label]++
+		}
+		return n
+	}
+	r := recipe(t, dir, body("sorted.jsonl", "eval:\n  max_cases: 40\n"))
+	cases, sel, err := Cases(r, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := labels(cases); len(cases) != 40 || len(n) != 20 {
+		t.Fatalf("%d cases over %d labels: %v", len(cases), len(n), n)
+	} else {
+		for l, k := range n {
+			if k != 2 {
+				t.Errorf("%s: %d cases, want 2", l, k)
+			}
+		}
+	}
+	if sel.Method != "stratified" || sel.By != "label" || sel.Strata != 20 || sel.Chosen != 40 || sel.Of != 400 || sel.Seed != 42 {
+		t.Errorf("selection %+v", sel)
+	}
+	if s := sel.String(); s != "a random sample of 40 of the eval split's 400 cases, stratified by label (20 strata; seed 42)" {
+		t.Errorf("selection in words: %q", s)
+	}
+	again, _, _ := Cases(r, model)
+	for i := range cases {
+		if again[i].Reference != cases[i].Reference {
+			t.Fatalf("the same seed drew case %d %q, then %q", i, cases[i].Reference, again[i].Reference)
+		}
+	}
+	other, sel2, _ := Cases(recipe(t, dir, body("sorted.jsonl", "eval:\n  max_cases: 40\n"), "data.seed=7"), model)
+	same := 0
+	for i := range other {
+		if other[i].Reference == cases[i].Reference {
+			same++
+		}
+	}
+	if same == len(cases) || sel2.Seed != 7 || len(labels(other)) != 20 {
+		t.Errorf("seed 7: %d of %d cases the same as seed 42's, %d labels, selection %+v", same, len(cases), len(labels(other)), sel2)
+	}
+	// Unequal labels: 300 "common", 90 "rare", 10 "scarce"; 20 drawn.
+	write("skewed.jsonl", 400, func(i int) string {
+		switch {
+		case i < 300:
+			return "common"
+		case i < 390:
+			return "rare"
+		}
+		return "scarce"
+	})
+	skewed, _, err := Cases(recipe(t, dir, body("skewed.jsonl", "eval:\n  max_cases: 20\n")), model)
+	if n := labels(skewed); err != nil || len(skewed) != 20 || n["scarce"] < 1 || n["common"] < 13 || n["common"] > 16 || n["rare"] < 3 || n["rare"] > 6 {
+		t.Errorf("skewed sample: %v (%v)", n, err)
+	}
+	// No labels: a plain random sample, spread over the file.
+	write("plain.jsonl", 400, func(int) string { return "" })
+	plain, psel, err := Cases(recipe(t, dir, body("plain.jsonl", "eval:\n  max_cases: 40\n")), model)
+	if err != nil || len(plain) != 40 || psel.Method != "random" || plain[39].Reference <= " A100" {
+		t.Errorf("plain sample: %d cases, %+v, the last %q (%v)", len(plain), psel, plain[len(plain)-1].Reference, err)
+	}
+	// Every case: no sample.
+	all, asel, err := Cases(recipe(t, dir, body("plain.jsonl", "")), model)
+	if err != nil || len(all) != 400 || asel.Method != "all" || all[0].Reference != " A000" {
+		t.Errorf("all cases: %d, %+v (%v)", len(all), asel, err)
 	}
 }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -67,16 +69,8 @@ func runEval(args []string) error {
 	warnSIMD()
 	cx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	last := time.Time{}
-	o := runs.EvalOptions{Recipe: r, Adapter: *adapter, Out: *out, Logger: slog.New(log.Default()), Progress: func(p evals.Progress) {
-		if p.Err != nil {
-			log.Warn("case failed", "contestant", p.Contestant, "err", textfmt.OneLine(p.Err.Error()))
-		}
-		if p.Done == p.Total || time.Since(last) > 5*time.Second {
-			log.Info(p.Phase, "contestant", p.Contestant, "done", fmt.Sprintf("%d/%d", p.Done, p.Total), "cached", p.Cached, "failed", p.Failed)
-			last = time.Now()
-		}
-	}}
+	prog := &evalProgress{latest: map[string]evals.Progress{}}
+	o := runs.EvalOptions{Recipe: r, Adapter: *adapter, Out: *out, Logger: slog.New(log.Default()), Progress: prog.show}
 	var res *evals.Results
 	if run != nil {
 		if o.Out == "" {
@@ -90,6 +84,9 @@ func runEval(args []string) error {
 		res, err = runs.Eval(cx, r, o)
 	}
 	if err != nil {
+		if cx.Err() != nil {
+			return prog.interrupted(o.Out, *out == "" && run == nil)
+		}
 		return err
 	}
 	printHeadline(res)
@@ -97,32 +94,108 @@ func runEval(args []string) error {
 	fmt.Printf("\nreport: %s\n", displayPath(filepath.Join(outAbs, "report.html")))
 	if g != nil {
 		ok, line, err := g.Check(res)
+		var failed *evals.FailedError
+		if errors.As(err, &failed) {
+			return gateNotMet(err.Error())
+		}
 		if err != nil {
 			return err
 		}
 		if !ok {
-			return &exitError{code: exitGate, err: fmt.Errorf("--fail-under not met: %s", line)}
+			return gateNotMet(line)
 		}
 		log.Info("gate met", "gate", line)
 	}
 	return nil
 }
 
-// printHeadline prints every contestant's scores with their 95% intervals,
-// and each contestant's difference from the base.
+// gateNotMet is the error of a --fail-under gate that does not hold (a
+// contestant it names that failed included).
+func gateNotMet(line string) error {
+	return &exitError{code: exitGate, err: fmt.Errorf("--fail-under not met: %s", line)}
+}
+
+// evalProgress shows an eval's progress: a line per contestant every few
+// seconds and when it is done, a line for every case that failed when
+// asked (not for those a failed contestant was not asked), and what a
+// contestant waits for while no answer comes. It keeps the latest counts
+// for the line an interrupted eval ends with.
+type evalProgress struct {
+	last   time.Time
+	latest map[string]evals.Progress // by phase and contestant
+}
+
+func (e *evalProgress) show(p evals.Progress) {
+	e.latest[p.Phase+"\x00"+p.Contestant] = p
+	done := fmt.Sprintf("%d/%d", p.Done, p.Total)
+	switch {
+	case p.Wait != nil:
+		log.Info(p.Phase, "contestant", p.Contestant, "done", done, "waiting", p.Wait.String())
+		e.last = time.Now()
+		return
+	case p.Err != nil && !p.NotAsked:
+		log.Warn("case failed", "contestant", p.Contestant, "err", textfmt.OneLine(p.Err.Error()))
+	}
+	if p.Done == p.Total || time.Since(e.last) > 5*time.Second {
+		log.Info(p.Phase, "contestant", p.Contestant, "done", done, "cached", p.Cached, "failed", p.Failed)
+		e.last = time.Now()
+	}
+}
+
+// interrupted is the one line an eval stopped by Ctrl-C ends with: what
+// the cache kept and the command that resumes (the same one, with --out
+// when the report folder was a fresh default).
+func (e *evalProgress) interrupted(out string, addOut bool) error {
+	kept, fresh := 0, 0
+	for _, p := range e.latest {
+		kept += p.Done - p.Failed
+		fresh += p.Done - p.Failed - p.Cached
+	}
+	args := os.Args[1:]
+	if addOut {
+		args = append(append([]string{}, args...), "--out", out)
+	}
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = shellQuote(a)
+	}
+	return fmt.Errorf("interrupted: %d answers kept in the cache %s (%d of them new); to resume, run: finetune %s",
+		kept, displayPath(runs.EvalCacheDir(out)), fresh, strings.Join(quoted, " "))
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// printHeadline prints how the cases were chosen, every contestant's
+// status and scores with their 95% intervals (marked where they cover
+// fewer cases than were asked), why a contestant is not ok, and each
+// contestant's difference from the base with the number of cases it
+// covers.
 func printHeadline(res *evals.Results) {
+	if res.Selection != nil {
+		fmt.Printf("cases: %s\n\n", res.Selection)
+	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprint(w, "contestant\tstatus")
+	fmt.Fprint(w, "contestant\tstatus\tanswered")
 	var cols []string
+	perCase := map[string]bool{}
 	for _, m := range res.Metrics {
 		cols = append(cols, m.Columns...)
+		perCase[m.Name] = true
 	}
 	for _, c := range cols {
 		fmt.Fprintf(w, "\t%s", c)
 	}
 	fmt.Fprint(w, "\tcost $\tp50 ms\n")
 	for _, c := range res.Contestants {
-		fmt.Fprintf(w, "%s\t%s", c.Name, c.Status)
+		fmt.Fprintf(w, "%s\t%s\t%d/%d", c.Name, c.Status, c.Answered, c.Asked)
 		for _, col := range cols {
 			s, ok := c.Scores[col]
 			if !ok {
@@ -130,22 +203,42 @@ func printHeadline(res *evals.Results) {
 				continue
 			}
 			fmt.Fprintf(w, "\t%.3f [%.3f, %.3f]", s.Value, s.Low, s.High)
+			if s.Incomplete {
+				fmt.Fprintf(w, " (n=%d)", s.N)
+			}
 		}
 		fmt.Fprintf(w, "\t%.4f\t%.0f\n", c.Cost, c.LatencyP50MS)
 	}
 	w.Flush()
+	for _, c := range res.Contestants {
+		if c.Status != "ok" {
+			fmt.Printf("%s %s (%d of %d answered, %d failed): %s\n", c.Name, c.Status, c.Answered, c.Asked, c.Failed, textfmt.OneLine(c.Error))
+		}
+	}
 	fmt.Println()
 	w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "difference\tcolumn\tdiff [95% CI]\twins/ties/losses")
+	fmt.Fprintln(w, "difference\tcolumn\tdiff [95% CI]\twins/ties/losses\tcases")
 	for _, d := range res.Comparisons {
 		if d.Against != res.Base {
+			continue
+		}
+		if d.N == 0 {
+			fmt.Fprintf(w, "%s - %s\t%s\tnone: no case both answered\t-\t0 of %d (incomplete)\n", d.Contestant, d.Against, d.Column, d.Asked)
 			continue
 		}
 		mark := ""
 		if d.Significant() {
 			mark = " *"
 		}
-		fmt.Fprintf(w, "%s - %s\t%s\t%+.3f [%+.3f, %+.3f]%s\t%d/%d/%d\n", d.Contestant, d.Against, d.Column, d.Diff, d.Low, d.High, mark, d.Wins, d.Ties, d.Losses)
+		wtl := fmt.Sprintf("%d/%d/%d", d.Wins, d.Ties, d.Losses)
+		if !perCase[d.Column] {
+			wtl = "-"
+		}
+		n := fmt.Sprint(d.N)
+		if d.Incomplete {
+			n = fmt.Sprintf("%d of %d (incomplete)", d.N, d.Asked)
+		}
+		fmt.Fprintf(w, "%s - %s\t%s\t%+.3f [%+.3f, %+.3f]%s\t%s\t%s\n", d.Contestant, d.Against, d.Column, d.Diff, d.Low, d.High, mark, wtl, n)
 	}
 	w.Flush()
 }

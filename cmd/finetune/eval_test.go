@@ -1,11 +1,22 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/finetune-dev/finetune/internal/shared"
 )
@@ -98,4 +109,284 @@ func TestExportMerge(t *testing.T) {
 	if u := cli(t, "export", "merge", filepath.Join(run, "adapter.gguf"), "--out", merged); u.code != 2 || !strings.Contains(u.stderr, "--base is required") {
 		t.Fatalf("an adapter without --base: exit %d, %q", u.code, u.stderr)
 	}
+}
+
+// evalKey is the API key the loopback servers of the eval tests are sent;
+// some echo it back.
+const evalKey = "sk-proj-CLIECHO-9f8e7d6c5b4a3210"
+
+// echoServer is an OpenAI-compatible server whose first path segment says
+// how it behaves: ok answers, hang never does, nonjson serves a web page,
+// s401 rejects the key and echoes it, answer echoes it in its answers,
+// partial fails the last case. It counts requests by behaviour and
+// question.
+type echoServer struct {
+	*httptest.Server
+	mu    sync.Mutex
+	asked map[string]int
+}
+
+func newEchoServer(t *testing.T, hold <-chan struct{}) *echoServer {
+	s := &echoServer{asked: map[string]int{}}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		behaviour, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		var body struct {
+			Messages []struct{ Content string }
+		}
+		json.NewDecoder(r.Body).Decode(&body)
+		q := body.Messages[len(body.Messages)-1].Content
+		s.mu.Lock()
+		s.asked[behaviour+" "+q]++
+		s.mu.Unlock()
+		key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		answer := func(text string) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"choices":[{"message":{"role":"assistant","content":%q}}],"usage":{"prompt_tokens":5,"completion_tokens":2}}`, text)
+		}
+		switch behaviour {
+		case "ok":
+			answer(" Lima.")
+		case "slow": // answers its first question at once, the others once hold is closed
+			if !strings.Contains(q, "Which planet is red") {
+				select {
+				case <-hold:
+				case <-r.Context().Done():
+					return
+				}
+			}
+			answer(" Mars.")
+		case "hang":
+			<-r.Context().Done()
+		case "nonjson":
+			w.Header().Set("Content-Type", "text/html")
+			fmt.Fprintf(w, "<html><body>Hello %s</body></html>", key)
+		case "s401":
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintf(w, `{"error":{"message":"Incorrect API key provided: %s"}}`, key)
+		case "answer":
+			w.Header().Set("X-Echo", "Bearer "+key)
+			answer(" my key is " + key)
+		case "partial":
+			if strings.Contains(q, "smallest prime") {
+				http.Error(w, "crashed on "+key, http.StatusInternalServerError)
+				return
+			}
+			answer(" Two.")
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *echoServer) count(prefix string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, v := range s.asked {
+		if strings.HasPrefix(k, prefix) {
+			n += v
+		}
+	}
+	return n
+}
+
+// noKey fails the test when evalKey is in any file under dir or in texts.
+func noKey(t *testing.T, dir string, texts ...string) {
+	t.Helper()
+	files := 0
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files++
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(evalKey[8:])) {
+				t.Errorf("%s holds the API key", p)
+			}
+		}
+		return nil
+	})
+	if files < 3 {
+		t.Errorf("%d files under %s", files, dir)
+	}
+	for _, s := range texts {
+		if strings.Contains(s, evalKey[8:]) {
+			t.Errorf("the API key is in:\n%s", s)
+		}
+	}
+}
+
+// TestEvalMisbehavingEndpoints: an eval beside OpenAI-compatible servers
+// that hang, serve a web page, reject and echo the key, echo it in their
+// answers and fail a case: the headline says each one's status and why,
+// comparisons show how many cases they cover (none is not a tie), the
+// hanging server is given up in about twice its timeout, the key is
+// nowhere on stdout, stderr (with -v) or under the output folder, and a
+// gate on a failed contestant is not met.
+func TestEvalMisbehavingEndpoints(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	srv := newEchoServer(t, nil)
+	t.Setenv("FT_EVAL_TEST_KEY", evalKey)
+	api := func(name, timeout string) string {
+		return fmt.Sprintf("    - {name: %s, kind: openai, model: m, base_url: %q, api_key_env: FT_EVAL_TEST_KEY, timeout: %s, attempts: 2}\n", name, srv.URL+"/"+name+"/v1", timeout)
+	}
+	recipe := qaRecipe(t, model, "eval:\n  contestants:\n    - {name: base}\n"+api("ok", "5s")+api("hang", "1s")+api("nonjson", "5s")+api("s401", "5s")+
+		api("answer", "5s")+api("partial", "5s")+"  metrics:\n    - name: exact_match\n  generation:\n    max_tokens: 4\n")
+	out := filepath.Join(t.TempDir(), "eval")
+	start := time.Now()
+	r := cli(t, "eval", recipe, "--out", out, "-v")
+	took := time.Since(start)
+	if r.code != 0 {
+		t.Fatalf("eval: exit %d\n%s", r.code, r.stderr)
+	}
+	t.Logf("eval with a hanging endpoint (timeout 1s, 2 attempts): %v\n%s", took.Round(time.Millisecond), r.stdout)
+	if took > 30*time.Second {
+		t.Errorf("took %v", took)
+	}
+	for _, want := range []string{
+		"cases: all 3 cases of the eval split",
+		"hang failed (0 of 3 answered, 3 failed): the server answered nothing (a request sent 2 times waited 1s each time)",
+		"nonjson failed (0 of 3 answered, 3 failed): HTTP 200 with a body that is not a chat completion",
+		"s401 failed (0 of 3 answered, 3 failed): HTTP 401 Unauthorized: Incorrect API key provided: [redacted]",
+		"partial partial (2 of 3 answered, 1 failed): gave up after 2 attempts: HTTP 500 Internal Server Error: crashed on [redacted]",
+		"hang - base     exact_match  none: no case both answered",
+		"0 of 3 (incomplete)", "2 of 3 (incomplete)",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout lacks %q", want)
+		}
+	}
+	for _, row := range []string{`ok\s+ok\s+3/3`, `hang\s+failed\s+0/3\s+-`, `partial\s+partial\s+2/3\s+\S+ \[\S+, \S+\] \(n=2\)`, `answer\s+ok\s+3/3`} {
+		if !regexp.MustCompile(`(?m)^` + row).MatchString(r.stdout) {
+			t.Errorf("stdout has no row %s", row)
+		}
+	}
+	if strings.Contains(r.stderr, "not asked") {
+		t.Errorf("cases not asked were reported one by one:\n%s", r.stderr)
+	}
+	if !strings.Contains(r.stderr, "retrying") {
+		t.Errorf("no debug line about a retry with -v:\n%s", r.stderr)
+	}
+	noKey(t, out, r.stdout, r.stderr)
+	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
+	for _, want := range []string{"> **hang failed**: the server answered nothing", "> **partial partial**: gave up after 2 attempts", "| 0 of 3 (incomplete) |", "| status | ok | ok | failed: 0 of 3 answered |"} {
+		if !bytes.Contains(md, []byte(want)) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+
+	// A gate that names a failed contestant is not met, whatever its
+	// numbers would say.
+	g := cli(t, "eval", recipe, "--out", out, "--fail-under", "hang.cost_usd < 1")
+	wantCleanError(t, g, "--fail-under not met", "hang has no cost_usd score (status failed: the server answered nothing")
+	if p := cli(t, "eval", recipe, "--out", out, "--fail-under", "partial.exact_match >= 0"); p.code != 0 || !strings.Contains(p.stderr, "partial is partial: 2 of 3 cases answered") {
+		t.Errorf("a gate on a partial contestant: exit %d\n%s", p.code, p.stderr)
+	}
+	noKey(t, out, g.stdout, g.stderr)
+}
+
+// TestEvalInterruptResumes: Ctrl-C while a contestant waits ends the eval
+// with one line that says what the cache kept and the command that
+// resumes, no case reported failed; the waiting contestant said what it
+// waited for; the printed command resumes, asking only what was not
+// answered.
+func TestEvalInterruptResumes(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	hold := make(chan struct{})
+	srv := newEchoServer(t, hold)
+	t.Setenv("FT_EVAL_TEST_KEY", evalKey)
+	recipe := qaRecipe(t, model, fmt.Sprintf(`eval:
+  contestants:
+    - {name: base}
+    - {name: api, kind: openai, model: m, base_url: %q, api_key_env: FT_EVAL_TEST_KEY, concurrency: 3}
+  metrics:
+    - name: exact_match
+  generation:
+    max_tokens: 4
+`, srv.URL+"/slow/v1"))
+	work := t.TempDir() // the default report folder, runs/qa/eval-<time>, goes here
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe, "eval", recipe)
+	cmd.Dir, cmd.Env = work, append(os.Environ(), "FINETUNE_AS_CLI=1")
+	var stderr syncWriter
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(stderr.String(), "waiting=") {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no waiting report within a minute:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("the interrupted eval exited with %v:\n%s", err, stderr.String())
+	}
+	log := stderr.String()
+	t.Logf("stderr:\n%s", log)
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(log), "\n") {
+		if !strings.HasPrefix(l, "INFO ") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "ERRO interrupted: 4 answers kept in the cache ") || strings.Contains(log, "context canceled") {
+		t.Fatalf("after Ctrl-C, want one line saying what the cache kept, got:\n%s", strings.Join(lines, "\n"))
+	}
+	if !regexp.MustCompile(`waiting="2 requests waiting for an answer, the oldest for [0-9.]+s"`).MatchString(log) {
+		t.Errorf("no line said what the contestant waited for:\n%s", log)
+	}
+	_, resume, ok := strings.Cut(lines[0], "to resume, run: finetune ")
+	args := strings.Fields(resume)
+	if !ok || len(args) != 4 || args[0] != "eval" || args[1] != recipe || args[2] != "--out" {
+		t.Fatalf("resume command %q", resume)
+	}
+	close(hold)
+	again := exec.Command(exe, args...)
+	again.Dir, again.Env = work, append(os.Environ(), "FINETUNE_AS_CLI=1")
+	outb, err := again.CombinedOutput()
+	if err != nil {
+		t.Fatalf("resuming: %v\n%s", err, outb)
+	}
+	if n := srv.count("slow Q: Which planet is red"); n != 1 {
+		t.Errorf("the answered case was asked %d times", n)
+	}
+	b, err := os.ReadFile(filepath.Join(work, args[3], "results.json"))
+	var res struct {
+		Contestants []struct {
+			Name             string
+			Status           string
+			Answered, Cached int
+		}
+	}
+	if err != nil || json.Unmarshal(b, &res) != nil || len(res.Contestants) != 2 {
+		t.Fatalf("results.json: %v", err)
+	}
+	for _, c := range res.Contestants {
+		if c.Status != "ok" || c.Answered != 3 || c.Cached != map[string]int{"base": 3, "api": 1}[c.Name] {
+			t.Errorf("resumed %+v", c)
+		}
+	}
+}
+
+// syncWriter is a strings.Builder safe for a process's writes and the
+// test's reads.
+type syncWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }

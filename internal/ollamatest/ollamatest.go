@@ -157,6 +157,14 @@ func (s *Server) LogTail(n int) string {
 // model from them with the plain template "{{ .Prompt }}".
 func (s *Server) Create(t testing.TB, name, model, adapter string) {
 	t.Helper()
+	s.CreateWithParameters(t, name, model, adapter, nil)
+}
+
+// CreateWithParameters is Create with the model's default generation
+// parameters (a Modelfile's PARAMETER lines: "num_thread": 1), which
+// apply to requests that do not set them, such as those to /v1.
+func (s *Server) CreateWithParameters(t testing.TB, name, model, adapter string, params map[string]any) {
+	t.Helper()
 	ctx := context.Background()
 	blob := func(path string) string {
 		sum, _, err := filehash.SHA256(path)
@@ -174,7 +182,7 @@ func (s *Server) Create(t testing.TB, name, model, adapter string) {
 		}
 		return d
 	}
-	req := &api.CreateRequest{Model: name, Files: map[string]string{filepath.Base(model): blob(model)}, Template: "{{ .Prompt }}"}
+	req := &api.CreateRequest{Model: name, Files: map[string]string{filepath.Base(model): blob(model)}, Template: "{{ .Prompt }}", Parameters: params}
 	if adapter != "" {
 		req.Adapters = map[string]string{filepath.Base(adapter): blob(adapter)}
 	}
