@@ -92,9 +92,9 @@ func init() {
 				summary: "merge, peft, import-peft: fold an adapter into its base; convert to/from HF PEFT",
 				help:    "Fold a LoRA adapter into its base model, or convert it to and from a Hugging Face PEFT adapter.",
 				subs: []*command{
-					{name: "merge", args: "RUN_DIR|ADAPTER.gguf --out M.gguf [--base B.gguf] [--type f16|q8_0|f32] [--scale S]",
+					{name: "merge", args: "RUN_DIR|ADAPTER.gguf --out M.gguf [--base B.gguf] [--type T] [--scale S]",
 						summary: "fold the adapter into the base: a plain GGUF that llama.cpp and Ollama load",
-						help:    "Fold a LoRA adapter into its base model (W + scale·alpha/r·B·A) and write a plain GGUF\nthat llama.cpp and Ollama load without the adapter.",
+						help:    "Fold a LoRA adapter into its base model (W + scale·alpha/r·B·A) and write a plain GGUF\nthat llama.cpp and Ollama load without the adapter. The merged weights are quantized by\nllama.cpp's own quantizer to the base's type, or to --type (f16, q8_0, q6_k, q5_k_m, q4_k_m, ...).",
 						run:     runExportMerge},
 					{name: "peft", args: "RUN_DIR|ADAPTER.gguf --out DIR [--base B.gguf] [--base-name NAME]",
 						summary: "write the adapter as a Hugging Face PEFT adapter (transformers/PEFT, vLLM, Ollama)",
