@@ -2,12 +2,27 @@ package publish_test
 
 import (
 	"context"
+	"log/slog"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/ollama/ollama/api"
+	"github.com/ollama/ollama/parser"
+
 	"github.com/finetune-dev/finetune/adapters"
+	. "github.com/finetune-dev/finetune/adapters/publish"
 	"github.com/finetune-dev/finetune/evals"
+	"github.com/finetune-dev/finetune/internal/filehash"
+	"github.com/finetune-dev/finetune/internal/ollamatest"
 )
+
+func blobDigestOf(path string) (string, int64, error) {
+	d, n, err := filehash.SHA256(path)
+	return "sha256:" + d, n, err
+}
 
 // answers are the greedy answers of model (with adapter, when not "") to
 // the cases, in-process.
@@ -65,6 +80,103 @@ func TestMergedAnswersEqual(t *testing.T) {
 					t.Errorf("%s: %q: merged %q, base+adapter %q", typ, cases[i].Prompt[len(cases[i].Prompt)-1].Content, got[i], want[i])
 				}
 			}
+		}
+	}
+}
+
+func TestFormFor(t *testing.T) {
+	for v, want := range map[string]string{
+		"0.17.4": AsAdapter, "0.0.0": AsAdapter, "0.29.9": AsAdapter, "0.30.0": AsAdapter, "0.34.0": AsAdapter,
+		"0.34.1": AsMerged, "0.34.4": AsMerged, "v0.35.0-rc1": AsMerged, "1.0.0": AsMerged, "garbage": AsAdapter,
+	} {
+		if got := FormFor(v); got != want {
+			t.Errorf("FormFor(%q) = %s, want %s", v, got, want)
+		}
+	}
+}
+
+// TestPublishMerged publishes the tuned model merged, on the 0.17.4
+// server, which runs a merged GGUF with its own runner: the merged file
+// (Q8_0, then F16) is checked in-process, uploaded once, created with the
+// template and stops training used, and answers as the base with the
+// adapter does in-process; the folder gets model.gguf and a Modelfile
+// FROM it that recreates the model by hand.
+func TestPublishMerged(t *testing.T) {
+	srv := ollamatest.Start(t, ollamatest.Options{})
+	_, base, adapter, cases := tunedChat(t)
+	ctx := context.Background()
+	for _, typ := range []string{"q8_0", "f16"} {
+		dir := t.TempDir()
+		o := publishOpts(srv, "merged-"+typ, base, adapter, &cases[0])
+		o.As, o.MergeType, o.ModelfileDir = AsMerged, typ, dir
+		o.Logger = slog.New(slog.NewTextHandler(testLog{t}, nil))
+		res, err := Ollama(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("published: %+v", res)
+		if res.As != AsMerged || res.MergedType != typ || res.Adapter != "" || res.From != res.Merged || len(res.Uploaded) != 1 || res.Uploaded[0] != res.Merged {
+			t.Errorf("%s: as %s type %s adapter %q from %s merged %s uploaded %v", typ, res.As, res.MergedType, res.Adapter, res.From, res.Merged, res.Uploaded)
+		}
+		if c := res.MergeCheck; c == nil || !c.Identical || c.Local != cases[0].Reference {
+			t.Errorf("%s: merge check %+v, want the trained answer %q from both", typ, c, cases[0].Reference)
+		}
+		if s := res.Smoke; !s.Identical || s.Served != cases[0].Reference {
+			t.Errorf("%s: smoke test %+v", typ, s)
+		}
+		d, _, err := blobDigestOf(filepath.Join(dir, MergedName))
+		if err != nil || d != res.Merged {
+			t.Fatalf("%s: %s is %s (%v), the published blob %s", typ, MergedName, d, err, res.Merged)
+		}
+		for _, c := range cases {
+			if got := chat(t, srv, o.Name, c); got != c.Reference {
+				t.Errorf("%s: %q: served %q, trained %q", typ, c.Prompt[0].Content, got, c.Reference)
+			}
+		}
+		show, err := srv.Client.Show(ctx, &api.ShowRequest{Model: o.Name})
+		if err != nil || strings.Contains(strings.ToLower(show.Modelfile), "adapter") || !strings.Contains(show.Parameters, "<|im_end|>") {
+			t.Errorf("%s: show: %v %q %q", typ, err, show.Modelfile, show.Parameters)
+		}
+		if typ != "q8_0" {
+			continue
+		}
+		mf, err := os.Open(filepath.Join(dir, ModelfileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		parsed, err := parser.ParseFile(mf)
+		mf.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cmds []string
+		for _, c := range parsed.Commands {
+			if c.Name != "template" {
+				cmds = append(cmds, c.Name+"="+c.Args)
+			}
+		}
+		if want := "model=./model.gguf stop=<|im_start|> stop=<|im_end|>"; strings.Join(cmds, " ") != want {
+			t.Errorf("Modelfile commands %q, want %q", strings.Join(cmds, " "), want)
+		}
+		cmd := exec.Command(srv.Bin, "create", "byhand-merged", "-f", filepath.Join(dir, ModelfileName))
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "OLLAMA_HOST="+srv.URL.Host, "HOME="+srv.Home)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("ollama create -f Modelfile: %v\n%s", err, out)
+		}
+		if got := chat(t, srv, "byhand-merged", cases[1]); got != cases[1].Reference {
+			t.Errorf("the model made from the Modelfile answers %q, want %q", got, cases[1].Reference)
+		}
+		// Again: the same merged file, nothing to upload.
+		res, err = Ollama(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Uploaded) != 0 || len(res.Present) != 1 {
+			t.Errorf("second publish uploaded %v, found %v", res.Uploaded, res.Present)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+			t.Errorf("the folder holds %v after a second publish, want %s and %s", entries, MergedName, ModelfileName)
 		}
 	}
 }
