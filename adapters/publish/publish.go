@@ -741,7 +741,7 @@ func (p *publisher) runnerError(err error) error {
 	}
 	switch {
 	case strings.Contains(msg, "loras are not yet implemented"), strings.Contains(msg, "lora") && strings.Contains(msg, "not"):
-		return fmt.Errorf("the Ollama server at %s cannot apply LoRA adapters to this model: it runs it on its newer engine (OLLAMA_NEW_ENGINE is set, or the architecture requires it), which has no adapter support (%s); unset OLLAMA_NEW_ENGINE on the server, or publish a merged model: `finetune export merge RUN_DIR --out merged.gguf`, then `ollama create NAME` FROM it", p.host, msg)
+		return fmt.Errorf("the Ollama server at %s cannot apply LoRA adapters to this model: it runs it on its newer engine (OLLAMA_NEW_ENGINE is set, or the architecture requires it), which has no adapter support (%s); unset OLLAMA_NEW_ENGINE on the server, or publish a merged model with --as merged", p.host, msg)
 	case strings.Contains(msg, "no space left on device"):
 		return p.serverError("run the model on", err)
 	}
