@@ -2,6 +2,7 @@ package publish_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -178,5 +179,89 @@ func TestPublishMerged(t *testing.T) {
 		if entries, _ := os.ReadDir(dir); len(entries) != 2 {
 			t.Errorf("the folder holds %v after a second publish, want %s and %s", entries, MergedName, ModelfileName)
 		}
+	}
+}
+
+// TestPublishNewOllama: Ollama 0.34.4 refuses adapters, so auto publishes
+// a merged model there: one model layer, the merged file's digest, with
+// the template and stops; a second publish uploads nothing; --as adapter
+// fails in one line that says to use merged, creating nothing and leaving
+// the folder as it was. The smoke test is not asked: that server's runner
+// (llama-server, built by CMake from a llama.cpp checkout it downloads) is
+// not part of its Go build, so it cannot answer here (the answers of a
+// merged model are tested on 0.17.4, TestPublishMerged).
+func TestPublishNewOllama(t *testing.T) {
+	srv := ollamatest.Start(t, ollamatest.Options{Version: "v0.34.4"})
+	_, base, adapter, cases := tunedChat(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	o := publishOpts(srv, "tuned-new", base, adapter, &cases[0])
+	o.ModelfileDir, o.NoSmoke = dir, true
+	o.Logger = slog.New(slog.NewTextHandler(testLog{t}, nil))
+	res, err := Ollama(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.As != AsMerged || res.Version != "0.34.4" || len(res.Uploaded) != 1 || res.Uploaded[0] != res.Merged || res.Adapter != "" {
+		t.Fatalf("auto on 0.34.4: %+v", res)
+	}
+	if c := res.MergeCheck; c == nil || !c.Identical {
+		t.Errorf("merge check %+v", c)
+	}
+	show, err := srv.Client.Show(ctx, &api.ShowRequest{Model: o.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hex := strings.TrimPrefix(res.Merged, "sha256:")
+	if !strings.Contains(show.Modelfile, "sha256-"+hex) || strings.Contains(strings.ToUpper(show.Modelfile), "ADAPTER") ||
+		!strings.Contains(show.Template, "<|im_start|>") || !strings.Contains(show.Parameters, "<|im_end|>") {
+		t.Errorf("show: %q\nparameters %q", show.Modelfile, show.Parameters)
+	}
+	man, err := os.ReadFile(filepath.Join(srv.Models, "manifests", "registry.ollama.ai", "library", o.Name, "latest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Layers []struct {
+			MediaType string `json:"mediaType"`
+			Digest    string `json:"digest"`
+		} `json:"layers"`
+	}
+	if err := json.Unmarshal(man, &m); err != nil {
+		t.Fatal(err)
+	}
+	var layers []string
+	for _, l := range m.Layers {
+		if l.MediaType == "application/vnd.ollama.image.model" {
+			layers = append(layers, l.Digest)
+		}
+		if strings.Contains(l.MediaType, "adapter") {
+			t.Errorf("the manifest has an adapter layer: %s", man)
+		}
+	}
+	if len(layers) != 1 || layers[0] != res.Merged {
+		t.Errorf("model layers %v, want the merged file's %s", layers, res.Merged)
+	}
+	if _, err := os.Stat(filepath.Join(dir, MergedName)); err != nil {
+		t.Error(err)
+	}
+
+	res, err = Ollama(ctx, o)
+	if err != nil || len(res.Uploaded) != 0 || len(res.Present) != 1 {
+		t.Fatalf("second publish: uploaded %v, present %v, %v", res.Uploaded, res.Present, err)
+	}
+
+	before := snapshot(t, dir)
+	o.As, o.Name = AsAdapter, "tuned-adapter"
+	_, err = Ollama(ctx, o)
+	if err == nil || !strings.Contains(err.Error(), "--as merged") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("--as adapter on 0.34.4: %v", err)
+	}
+	t.Log(err)
+	if got := models(t, srv); strings.Join(got, " ") != "tuned-new:latest" {
+		t.Errorf("models after the refused publish: %v", got)
+	}
+	if snapshot(t, dir) != before {
+		t.Error("the refused publish changed the folder")
 	}
 }

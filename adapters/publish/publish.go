@@ -60,6 +60,9 @@ type Options struct {
 	// Options are more Ollama options for the smoke request (num_thread,
 	// num_ctx, ...).
 	Options map[string]any
+	// NoSmoke creates and names the model without asking it the smoke
+	// test, for a server that cannot run models (its runner is missing).
+	NoSmoke bool
 	// Threads of the local model answering the smoke test (0: every core).
 	Threads int
 	// ModelfileDir, when not "", gets a Modelfile that recreates the model
@@ -450,7 +453,9 @@ func (p *publisher) createAndName(ctx context.Context, req *api.CreateRequest, t
 			p.client.Delete(dctx, &api.DeleteRequest{Model: tmp})
 		}
 	}()
-	if err := p.smoke(ctx, tmp, local, cs); err != nil {
+	if o.NoSmoke {
+		o.Logger.Info("not asking the new model (no smoke test asked for)", "model", o.Name)
+	} else if err := p.smoke(ctx, tmp, local, cs); err != nil {
 		return err
 	}
 	if err := p.client.Copy(ctx, &api.CopyRequest{Source: tmp, Destination: o.Name}); err != nil {
@@ -465,7 +470,7 @@ func (p *publisher) createAndName(ctx context.Context, req *api.CreateRequest, t
 
 // adapterRefused is the error for a server that takes no adapters.
 func (p *publisher) adapterRefused(err error) error {
-	why := "Ollama " + p.res.Version + " and later refuse LoRA adapters"
+	why := "Ollama 0.34.1 and later refuse LoRA adapters"
 	if err != nil {
 		why = strings.TrimPrefix(err.Error(), errAdapterRefused.Error()+": ")
 	}
