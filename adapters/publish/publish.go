@@ -1,6 +1,8 @@
 // Package publish serves tuned adapters through Ollama: it creates an
-// Ollama model from a base and a LoRA adapter, checked before upload and
-// smoke-tested after, and writes the Modelfile that recreates it
+// Ollama model from a base and a LoRA adapter, or from the two merged
+// where the server takes no adapters (Options.As, FormFor), checked
+// before upload and smoke-tested after, and writes the Modelfile that
+// recreates it
 // (publish.go), with a chat template in Ollama's language that renders
 // chats exactly as training did (template.go).
 package publish
@@ -196,6 +198,13 @@ var errAdapterRefused = errors.New("the server refuses LoRA adapters")
 //     model of that name) and the temporary name removed;
 //  5. the tuned model's greedy answer in-process is compared with the
 //     served one.
+//
+// Published as a merged model (Options.As), the adapter is first folded
+// into the base (adapters.Merge, the base's own type unless MergeType
+// says otherwise), the merged model is loaded and its greedy answer
+// compared with the base with the adapter in-process (Result.MergeCheck),
+// and it goes up as the one blob the model is created from; it is kept as
+// Options.Merged once published.
 //
 // Nothing is written before the model answers; then the Modelfile.
 func Ollama(ctx context.Context, o Options) (*Result, error) {
