@@ -1,53 +1,70 @@
 package adapters
 
 import (
+	"errors"
 	"fmt"
-	"strings"
+	"os"
+	"path/filepath"
 
 	"github.com/finetune-dev/finetune/internal/ggml"
 	"github.com/finetune-dev/finetune/internal/gguf"
+	"github.com/finetune-dev/finetune/internal/llama"
 )
 
-// mergeTypes are the types a merged weight can be written in, with their
-// general.file_type.
-var mergeTypes = map[string]struct {
-	t  ggml.Type
-	ft uint32
-}{"f32": {ggml.TypeF32, 0}, "f16": {ggml.TypeF16, 1}, "q8_0": {ggml.TypeQ8_0, 7}}
+// MergeOptions tune Merge.
+type MergeOptions struct {
+	// Type is the merged model's file type ("f16", "q8_0", "q4_k_m", ...:
+	// llama.FileTypeNames); "" keeps the base's own type.
+	Type string
+	// Scale multiplies the adapter (0: 1).
+	Scale float32
+	// Threads quantizing (0: 1).
+	Threads int
+}
 
 // Merge writes to out the base model at basePath with the LoRA adapter at
 // adapterPath folded into its weights, W + scale·(alpha/r)·B·A, so that
-// llama.cpp and Ollama load it as a plain model. Adapted weights are
-// written in typ (f32, f16 or q8_0); every other tensor and all metadata
-// are copied as they are.
-func Merge(basePath, adapterPath, out, typ string, scale float32) error {
-	mt, ok := mergeTypes[strings.ToLower(typ)]
-	if !ok {
-		return fmt.Errorf("merge: unknown type %q (use f32, f16 or q8_0)", typ)
+// llama.cpp and Ollama load it as a plain model. The adapted weights are
+// merged in F32 into a temporary file beside out, which llama.cpp's own
+// quantizer then writes as the file type asked for (the base's own type by
+// default), choosing each tensor's type as llama.cpp does; tensors already
+// of that type are copied as they are, and the base's metadata,
+// vocabulary and chat template are kept. out is replaced atomically: a
+// failure leaves neither out nor a temporary file. Merge returns the file
+// type written.
+func Merge(basePath, adapterPath, out string, opts MergeOptions) (llama.FileType, error) {
+	scale := opts.Scale
+	if scale == 0 {
+		scale = 1
 	}
-	base, err := gguf.Open(basePath)
+	base, err := llama.OpenGGUF(basePath)
 	if err != nil {
-		return err
+		return 0, err
+	}
+	var ft llama.FileType
+	if opts.Type == "" {
+		if ft, err = llama.FileTypeOf(base); err != nil {
+			return 0, err
+		}
+	} else if ft, err = llama.ParseFileType(opts.Type); err != nil {
+		return 0, err
 	}
 	l, err := Read(adapterPath)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if l.Architecture != base.Architecture() {
-		return fmt.Errorf("%s: adapter is for architecture %q but %s is %q", adapterPath, l.Architecture, basePath, base.Architecture())
+		return 0, fmt.Errorf("%s: adapter is for architecture %q but %s is %q", adapterPath, l.Architecture, basePath, base.Architecture())
 	}
 	pairs := map[string]*Pair{}
 	for i := range l.Pairs {
 		p := &l.Pairs[i]
 		w, ok := base.Tensor(p.Base)
 		if !ok {
-			return fmt.Errorf("%s: adapts %s, which %s does not have (wrong base model?)", adapterPath, p.Base, basePath)
+			return 0, fmt.Errorf("%s: adapts %s, which %s does not have (wrong base model?)", adapterPath, p.Base, basePath)
 		}
 		if len(w.Dims) != 2 || int(w.Dims[0]) != p.NIn || int(w.Dims[1]) != p.NOut {
-			return fmt.Errorf("%s: %s is [%d, %d] in the adapter but %v in %s (wrong base model?)", adapterPath, p.Base, p.NIn, p.NOut, w.Dims, basePath)
-		}
-		if p.NIn%mt.t.BlockSize() != 0 {
-			return fmt.Errorf("merge: %s rows of %d values cannot be stored as %s", p.Base, p.NIn, typ)
+			return 0, fmt.Errorf("%s: %s is [%d, %d] in the adapter but %v in %s (wrong base model?)", adapterPath, p.Base, p.NIn, p.NOut, w.Dims, basePath)
 		}
 		pairs[p.Base] = p
 	}
@@ -56,7 +73,7 @@ func Merge(basePath, adapterPath, out, typ string, scale float32) error {
 	for _, ti := range base.Tensors {
 		data, err := base.ReadTensorData(ti.Name)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		p := pairs[ti.Name]
 		if p == nil {
@@ -65,7 +82,7 @@ func Merge(basePath, adapterPath, out, typ string, scale float32) error {
 		}
 		w, err := ggml.Decode(ggml.Type(ti.Type), data, p.NIn)
 		if err != nil {
-			return fmt.Errorf("merge: %s: %w", ti.Name, err)
+			return 0, fmt.Errorf("merge: %s: %w", ti.Name, err)
 		}
 		// W[o][i] += s · Σ_k B[o][k] · A[k][i]
 		for o := 0; o < p.NOut; o++ {
@@ -81,19 +98,54 @@ func Merge(basePath, adapterPath, out, typ string, scale float32) error {
 				}
 			}
 		}
-		enc, err := ggml.Encode(mt.t, w, p.NIn)
-		if err != nil {
-			return fmt.Errorf("merge: %s: %w", ti.Name, err)
-		}
-		tensors = append(tensors, gguf.Tensor{Name: ti.Name, Dims: ti.Dims, Type: gguf.TensorType(mt.t), Data: enc})
+		tensors = append(tensors, gguf.Tensor{Name: ti.Name, Dims: ti.Dims, Type: gguf.TensorType(ggml.TypeF32), Data: gguf.F32Data(w)})
 	}
-	// general.file_type names the type of the merged (adapted) weights.
-	kv := make([]gguf.KV, 0, len(base.KV)+1)
+	// The merged file keeps the base's general.file_type until the
+	// quantizer sets the one written.
+	kv := make([]gguf.KV, 0, len(base.KV))
 	for _, e := range base.KV {
-		if e.Key != "general.alignment" && e.Key != "general.file_type" {
+		if e.Key != "general.alignment" {
 			kv = append(kv, e)
 		}
 	}
-	kv = append(kv, gguf.KV{Key: "general.file_type", Value: mt.ft})
-	return gguf.Write(out, kv, tensors)
+	dir, name := filepath.Dir(out), filepath.Base(out)
+	f32, err := tempName(dir, "."+name+".merge-*")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(f32)
+	if err := gguf.Write(f32, kv, tensors); err != nil {
+		return 0, err
+	}
+	tensors = nil
+	tmp, err := tempName(dir, "."+name+".tmp-*")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(tmp)
+	if err := llama.Quantize(f32, tmp, ft, llama.QuantizeOptions{Threads: opts.Threads}); err != nil {
+		var qe *llama.QuantizeError
+		if errors.As(err, &qe) {
+			return 0, fmt.Errorf("merge: %s with its adapter cannot be written as %s: %s", basePath, ft, qe.Reason)
+		}
+		return 0, err
+	}
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		return 0, err
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return 0, err
+	}
+	return ft, nil
+}
+
+// tempName reserves a new file name in dir from pattern (os.CreateTemp's).
+func tempName(dir, pattern string) (string, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return "", err
+	}
+	name := f.Name()
+	f.Close()
+	return name, nil
 }

@@ -281,6 +281,11 @@ func (r *Recipe) check() error {
 	if p := r.Publish; p.Ollama != "" && !model.ParseName(p.Ollama).IsValid() {
 		return r.errAt("publish.ollama", "%q is not an Ollama model name (like support-bot, team/support-bot or support-bot:v2)", p.Ollama)
 	}
+	switch r.Publish.As {
+	case "", "auto", "adapter", "merged":
+	default:
+		return r.errAt("publish.as", "%q is not a form to publish in: use adapter, merged or auto", r.Publish.As)
+	}
 	if h := r.Publish.Host; h != "" {
 		if u, err := url.Parse(h); err != nil || (strings.Contains(h, "://") && u.Host == "") {
 			return r.errAt("publish.host", "%q is not a URL (like http://127.0.0.1:11434)", h)

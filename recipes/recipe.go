@@ -180,6 +180,9 @@ type Metric struct {
 type Publish struct {
 	Ollama string `yaml:"ollama"` // model name to create
 	Host   string `yaml:"host"`
+	// As is the form to publish: adapter, merged or auto (the default:
+	// what the server's version serves).
+	As string `yaml:"as"`
 }
 
 // Load reads, decodes, defaults and checks a recipe; sets are "key.path=value"

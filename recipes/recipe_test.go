@@ -121,13 +121,22 @@ func TestErrorsNameTheLine(t *testing.T) {
 	}
 }
 
-// TestPublishSection: publish.ollama must be a name Ollama takes.
+// TestPublishSection: publish.ollama must be a name Ollama takes, publish.as
+// one of the forms.
 func TestPublishSection(t *testing.T) {
 	if _, err := Load(write(t, good), []string{"publish.ollama=team/support-bot:v2", "publish.host=http://127.0.0.1:11434"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Load(write(t, good), []string{"publish.ollama=support bot!"}); err == nil || !strings.Contains(err.Error(), `publish.ollama: "support bot!" is not an Ollama model name`) {
 		t.Fatalf("bad name: %v", err)
+	}
+	for _, as := range []string{"adapter", "merged", "auto"} {
+		if r, err := Load(write(t, good), []string{"publish.as=" + as}); err != nil || r.Publish.As != as {
+			t.Fatalf("publish.as=%s: %v", as, err)
+		}
+	}
+	if _, err := Load(write(t, good), []string{"publish.as=lora"}); err == nil || !strings.Contains(err.Error(), `publish.as: "lora" is not a form to publish in`) {
+		t.Fatalf("bad publish.as: %v", err)
 	}
 }
 

@@ -45,6 +45,11 @@ const (
 	// PublishFile the record of the last publish. Written by Publish.
 	ModelfileName = "Modelfile"
 	PublishFile   = "publish.json"
+	// MergedFile is the merged model (the adapter folded into the base,
+	// quantized to the base's type) that a publish as a merged model
+	// uploaded, and the Modelfile's FROM. Written by Publish; read by
+	// `ollama create NAME -f Modelfile`.
+	MergedFile = "model.gguf"
 	// LegacyBaseFile named the base in run folders made before RunFile
 	// existed; Open still reads it.
 	LegacyBaseFile = "base.txt"

@@ -24,6 +24,9 @@ type PublishOptions struct {
 	// ChatTemplate overrides the chat template training used (the
 	// recipe's data.template).
 	ChatTemplate string
+	// As is the form to publish: adapter, merged or auto (default: the
+	// recipe's publish.as, else auto).
+	As string
 	// ModelfileOnly writes the Modelfile without a server.
 	ModelfileOnly bool
 	Options       map[string]any // Ollama options for the smoke request
@@ -32,19 +35,23 @@ type PublishOptions struct {
 }
 
 // publishOptions maps a run and the caller's options onto publish's:
-// the caller's name, host, base and chat template win over the recipe's
+// the caller's name, host, form, base and chat template win over the recipe's
 // publish section and data.template; a run whose base came from Ollama is
 // published FROM that model unless another base is given.
 func publishOptions(run *Run, o PublishOptions) (publish.Options, error) {
 	po := publish.Options{Name: o.Name, Host: o.Host, Base: run.Base(), Adapter: run.Adapter(),
 		Template: publish.TemplateSpec{Given: o.Template}, Options: o.Options, Threads: o.Threads,
-		ModelfileDir: run.Dir, ModelfileOnly: o.ModelfileOnly, Logger: o.Logger}
+		ModelfileDir: run.Dir, ModelfileOnly: o.ModelfileOnly, Logger: o.Logger,
+		As: o.As, Merged: run.Path(MergedFile)}
 	if r := run.Recipe; r != nil {
 		if po.Name == "" {
 			po.Name = r.Publish.Ollama
 		}
 		if po.Host == "" {
 			po.Host = r.Publish.Host
+		}
+		if po.As == "" {
+			po.As = r.Publish.As
 		}
 		po.Template.Train = r.Data.Template
 		if name, ok := strings.CutPrefix(r.Base, "ollama:"); ok {

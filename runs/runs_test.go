@@ -311,15 +311,16 @@ func TestPlanEval(t *testing.T) {
 func TestPublishOptionsPrecedence(t *testing.T) {
 	dir := t.TempDir()
 	run := &Run{Dir: dir, Record: Record{Base: BaseModel{Path: "/models/base.gguf"}}}
-	run.Recipe = recipe(t, dir, minimal+"publish: {ollama: recipe-name, host: \"http://recipe-host:11434\"}\n", "data.template=chatml")
+	run.Recipe = recipe(t, dir, minimal+"publish: {ollama: recipe-name, host: \"http://recipe-host:11434\", as: merged}\n", "data.template=chatml")
 
 	po, err := publishOptions(run, PublishOptions{})
 	if err != nil || po.Name != "recipe-name" || po.Host != "http://recipe-host:11434" || po.Base != "/models/base.gguf" ||
-		po.Adapter != filepath.Join(dir, AdapterFile) || po.Template.Train != "chatml" || po.FromOllama != "" || po.ModelfileDir != dir {
+		po.Adapter != filepath.Join(dir, AdapterFile) || po.Template.Train != "chatml" || po.FromOllama != "" || po.ModelfileDir != dir ||
+		po.As != "merged" || po.Merged != filepath.Join(dir, MergedFile) {
 		t.Fatalf("from the recipe: %+v %v", po, err)
 	}
-	po, _ = publishOptions(run, PublishOptions{Name: "flag-name", Host: "http://flag-host:1", ChatTemplate: "llama3", Base: "/other.gguf"})
-	if po.Name != "flag-name" || po.Host != "http://flag-host:1" || po.Template.Train != "llama3" || po.Base != "/other.gguf" {
+	po, _ = publishOptions(run, PublishOptions{Name: "flag-name", Host: "http://flag-host:1", ChatTemplate: "llama3", Base: "/other.gguf", As: "adapter"})
+	if po.Name != "flag-name" || po.Host != "http://flag-host:1" || po.Template.Train != "llama3" || po.Base != "/other.gguf" || po.As != "adapter" {
 		t.Fatalf("flags win: %+v", po)
 	}
 	run.Recipe.Base = "ollama:llama3.2:1b"

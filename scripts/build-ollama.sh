@@ -5,6 +5,12 @@
 # $(go env GOPATH)/bin/ollama-<version>, where the tests look) and prints
 # the path.
 #
+# With a version argument (scripts/build-ollama.sh v0.34.4) it builds that
+# release instead, as $(go env GOPATH)/bin/ollama-<version>: the server of
+# a newer Ollama for the publish tests (about a minute; its model runner,
+# llama-server, is not part of a Go build, so it creates and shows models
+# but cannot answer).
+#
 # Does nothing when that binary already exists. The build takes 8-10
 # minutes (it uses about one core) (see ../shared/docs/backend.md, "A real Ollama
 # server for tests"). Needs Debian's nlohmann-json3-dev and libstb-dev;
@@ -13,8 +19,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 
-version=$(go list -m -f '{{.Version}}' github.com/ollama/ollama)
-bin=${FINETUNE_OLLAMA:-$(go env GOPATH | cut -d: -f1)/bin/ollama-$version}
+if [ $# -gt 0 ]; then
+  version=$1
+  bin=$(go env GOPATH | cut -d: -f1)/bin/ollama-$version
+else
+  version=$(go list -m -f '{{.Version}}' github.com/ollama/ollama)
+  bin=${FINETUNE_OLLAMA:-$(go env GOPATH | cut -d: -f1)/bin/ollama-$version}
+fi
 if [ -x "$bin" ]; then
   echo "$bin"
   exit 0

@@ -1,6 +1,8 @@
 // Package publish serves tuned adapters through Ollama: it creates an
-// Ollama model from a base and a LoRA adapter, checked before upload and
-// smoke-tested after, and writes the Modelfile that recreates it
+// Ollama model from a base and a LoRA adapter, or from the two merged
+// where the server takes no adapters (Options.As, FormFor), checked
+// before upload and smoke-tested after, and writes the Modelfile that
+// recreates it
 // (publish.go), with a chat template in Ollama's language that renders
 // chats exactly as training did (template.go).
 package publish
@@ -17,6 +19,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,6 +62,9 @@ type Options struct {
 	// Options are more Ollama options for the smoke request (num_thread,
 	// num_ctx, ...).
 	Options map[string]any
+	// NoSmoke creates and names the model without asking it the smoke
+	// test, for a server that cannot run models (its runner is missing).
+	NoSmoke bool
 	// Threads of the local model answering the smoke test (0: every core).
 	Threads int
 	// ModelfileDir, when not "", gets a Modelfile that recreates the model
@@ -67,6 +74,16 @@ type Options struct {
 	// Modelfile without a server: nothing is uploaded or created, and a
 	// base from Ollama is not checked against the server's model.
 	ModelfileOnly bool
+	// As is the form the tuned model is served in: AsAdapter (the base
+	// with the adapter), AsMerged (the adapter folded into the base) or
+	// AsAuto (""): the form the server's version serves (FormFor), and a
+	// merged model if the server refuses the adapter at create.
+	As string
+	// Merged is where the merged model is kept once published (default:
+	// ModelfileDir's MergedName; with neither, it is not kept).
+	Merged string
+	// MergeType is the merged model's file type (default: the base's own).
+	MergeType string
 	// Logger is told, at info level, of each step: hashing, uploading,
 	// creating, asking (nil logs nothing).
 	Logger     *slog.Logger
@@ -76,15 +93,23 @@ type Options struct {
 // Result says what was published and how its first answer compared
 // with the tuned model run in-process.
 type Result struct {
-	Model    string   `json:"model"`
-	Host     string   `json:"host"`
-	From     string   `json:"from"` // the base: "sha256:…" uploaded, or an Ollama model
-	Adapter  string   `json:"adapter_digest"`
-	Uploaded []string `json:"uploaded,omitempty"` // blobs sent
-	Present  []string `json:"present,omitempty"`  // blobs the server already had
-	Template string   `json:"template"`           // where the chat template came from
-	Stop     []string `json:"stop,omitempty"`
-	Smoke    Smoke    `json:"smoke"`
+	Model string `json:"model"`
+	Host  string `json:"host"`
+	From  string `json:"from"` // the base: "sha256:…" uploaded, or an Ollama model
+	// As is the form published: AsAdapter or AsMerged.
+	As      string `json:"as"`
+	Version string `json:"server_version,omitempty"`
+	Adapter string `json:"adapter_digest,omitempty"`
+	// Merged is the merged model's digest, MergedType its file type and
+	// MergeCheck its answer against the base with the adapter.
+	Merged     string      `json:"merged_digest,omitempty"`
+	MergedType string      `json:"merged_type,omitempty"`
+	MergeCheck *MergeCheck `json:"merge_check,omitempty"`
+	Uploaded   []string    `json:"uploaded,omitempty"` // blobs sent
+	Present    []string    `json:"present,omitempty"`  // blobs the server already had
+	Template   string      `json:"template"`           // where the chat template came from
+	Stop       []string    `json:"stop,omitempty"`
+	Smoke      Smoke       `json:"smoke"`
 	// Modelfile is the file written, if any.
 	Modelfile string `json:"modelfile,omitempty"`
 }
@@ -106,6 +131,56 @@ type Smoke struct {
 // ModelfileName is the file Ollama writes into ModelfileDir.
 const ModelfileName = "Modelfile"
 
+// MergedName is the merged model's file in ModelfileDir, the Modelfile's
+// FROM for a merged model.
+const MergedName = "model.gguf"
+
+// The forms a tuned model is published in (Options.As).
+const (
+	AsAuto    = "auto"
+	AsAdapter = "adapter"
+	AsMerged  = "merged"
+)
+
+// FormFor is the form an Ollama server of the given version serves a
+// tuned llama model in: before 0.34.1 the adapter (Ollama's own llama.cpp
+// runner before 0.30, llama-server's --lora from 0.30), from 0.34.1 a
+// merged model (adapters are refused: "LoRA adapters are no longer
+// supported"). A version that does not parse (a development build's
+// "0.0.0" does) gets the adapter.
+func FormFor(version string) string {
+	v := strings.TrimPrefix(strings.TrimSpace(version), "v")
+	if i := strings.IndexAny(v, "-+ "); i >= 0 {
+		v = v[:i]
+	}
+	var n [3]int
+	parts := strings.Split(v, ".")
+	for i := 0; i < len(parts) && i < 3; i++ {
+		x, err := strconv.Atoi(parts[i])
+		if err != nil {
+			return AsAdapter
+		}
+		n[i] = x
+	}
+	if n[0] > 0 || n[1] > 34 || (n[1] == 34 && n[2] >= 1) {
+		return AsMerged
+	}
+	return AsAdapter
+}
+
+// MergeCheck compares the merged model's greedy answer to the smoke
+// test's conversation with the base's with the adapter, both in-process,
+// before anything is uploaded.
+type MergeCheck struct {
+	Merged    string `json:"merged"`
+	Local     string `json:"local"` // the base with the adapter
+	Identical bool   `json:"identical"`
+	Agree     int    `json:"agree"` // characters the answers share from the start
+}
+
+// errAdapterRefused marks a server's refusal of an adapter at create.
+var errAdapterRefused = errors.New("the server refuses LoRA adapters")
+
 // Ollama creates an Ollama model that serves the base with the
 // adapter:
 //
@@ -123,6 +198,13 @@ const ModelfileName = "Modelfile"
 //     model of that name) and the temporary name removed;
 //  5. the tuned model's greedy answer in-process is compared with the
 //     served one.
+//
+// Published as a merged model (Options.As), the adapter is first folded
+// into the base (adapters.Merge, the base's own type unless MergeType
+// says otherwise), the merged model is loaded and its greedy answer
+// compared with the base with the adapter in-process (Result.MergeCheck),
+// and it goes up as the one blob the model is created from; it is kept as
+// Options.Merged once published.
 //
 // Nothing is written before the model answers; then the Modelfile.
 func Ollama(ctx context.Context, o Options) (*Result, error) {
@@ -155,6 +237,16 @@ func newPublisher(o Options) (*publisher, error) {
 	if o.MaxTokens <= 0 {
 		o.MaxTokens = 64
 	}
+	switch o.As {
+	case "":
+		o.As = AsAuto
+	case AsAuto, AsAdapter, AsMerged:
+	default:
+		return nil, fmt.Errorf("publish: --as %q: use adapter, merged or auto", o.As)
+	}
+	if o.Merged == "" && o.ModelfileDir != "" {
+		o.Merged = filepath.Join(o.ModelfileDir, MergedName)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -171,10 +263,21 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 	if o.ModelfileOnly && o.ModelfileDir == "" {
 		return nil, errors.New("publish: a Modelfile needs a folder to go to (a run folder)")
 	}
+	as := o.As
 	if !o.ModelfileOnly {
-		if _, err := p.client.Version(ctx); err != nil {
+		v, err := p.client.Version(ctx)
+		if err != nil {
 			return nil, p.serverError("reach", err)
 		}
+		p.res.Version = v
+		if form := FormFor(v); as == AsAuto {
+			as = form
+			o.Logger.Info("publishing as "+as, "ollama", v)
+		} else if as == AsAdapter && form == AsMerged {
+			return nil, p.adapterRefused(nil)
+		}
+	} else if as == AsAuto {
+		as = AsAdapter
 	}
 
 	// 1. The adapter in the engine Ollama's runner uses.
@@ -223,45 +326,131 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("publish %s: %w", o.Name, err)
 	}
 	p.res.Template, p.res.Stop = tmpl.Source, tmpl.Stop
+	cs := evals.Case{Prompt: []evals.Message{{Role: "user", Content: "Hello! What can you help me with?"}}}
+	if o.Case != nil {
+		cs = *o.Case
+	} else if o.Template.Train == "none" {
+		cs.RenderedPrompt = cs.Prompt[0].Content
+	}
+	var merged string // the merged model; its temporary folder goes at the end
+	defer func() {
+		if merged != "" {
+			os.RemoveAll(filepath.Dir(merged))
+		}
+	}()
+	mergeNow := func() (string, error) {
+		m, err := p.merge(ctx, local, cs)
+		merged = m
+		return m, err
+	}
 	if o.ModelfileOnly {
 		p.res.Host, p.res.From = "", o.FromOllama
 		if p.res.From == "" {
 			p.res.From = baseDigest
 		}
+		p.res.As = as
+		if as == AsMerged {
+			if _, err := mergeNow(); err != nil {
+				return nil, err
+			}
+			if err := p.keepMerged(merged); err != nil {
+				return nil, err
+			}
+		}
 		return p.res, p.writeModelfile(tmpl)
 	}
-	req := &api.CreateRequest{Template: tmpl.Text}
-	if len(tmpl.Stop) > 0 {
-		req.Parameters = map[string]any{"stop": tmpl.Stop}
+	newReq := func() *api.CreateRequest {
+		req := &api.CreateRequest{Template: tmpl.Text}
+		if len(tmpl.Stop) > 0 {
+			req.Parameters = map[string]any{"stop": tmpl.Stop}
+		}
+		return req
 	}
-	if o.FromOllama != "" {
-		req.From = o.FromOllama
-		p.res.From = o.FromOllama
-	} else {
-		d, err := p.blob(ctx, "base", o.Base, baseDigest, baseSize)
+	var created bool
+	if as == AsAdapter {
+		req := newReq()
+		if o.FromOllama != "" {
+			req.From = o.FromOllama
+			p.res.From = o.FromOllama
+		} else {
+			d, err := p.blob(ctx, "base", o.Base, baseDigest, baseSize)
+			if err != nil {
+				return nil, err
+			}
+			req.Files = map[string]string{filepath.Base(o.Base): d}
+			p.res.From = d
+		}
+		p.o.Logger.Info("hashing the adapter", "file", o.Adapter)
+		ad, adSize, err := blobDigest(o.Adapter)
 		if err != nil {
 			return nil, err
 		}
-		req.Files = map[string]string{filepath.Base(o.Base): d}
-		p.res.From = d
+		if ad, err = p.blob(ctx, "adapter", o.Adapter, ad, adSize); err != nil {
+			return nil, err
+		}
+		req.Adapters = map[string]string{filepath.Base(o.Adapter): ad}
+		p.res.Adapter = ad
+		err = p.createAndName(ctx, req, tmpl, local, cs)
+		switch {
+		case errors.Is(err, errAdapterRefused) && o.As == AsAuto:
+			o.Logger.Info("the server refuses LoRA adapters: publishing a merged model instead", "ollama", p.res.Version)
+			as, p.res.Adapter = AsMerged, ""
+		case errors.Is(err, errAdapterRefused):
+			return nil, p.adapterRefused(err)
+		case err != nil:
+			return nil, err
+		default:
+			created = true
+		}
 	}
-	p.o.Logger.Info("hashing the adapter", "file", o.Adapter)
-	ad, adSize, err := blobDigest(o.Adapter)
-	if err != nil {
-		return nil, err
+	if !created {
+		path, err := mergeNow()
+		if err != nil {
+			return nil, err
+		}
+		o.Logger.Info("hashing the merged model", "file", path)
+		d, size, err := blobDigest(path)
+		if err != nil {
+			return nil, err
+		}
+		if d, err = p.blob(ctx, "merged model", path, d, size); err != nil {
+			return nil, err
+		}
+		req := newReq()
+		req.Files = map[string]string{MergedName: d}
+		p.res.From, p.res.Merged = d, d
+		if err := p.createAndName(ctx, req, tmpl, local, cs); err != nil {
+			if errors.Is(err, errAdapterRefused) {
+				err = p.adapterRefused(err)
+			}
+			return nil, err
+		}
+		if err := p.keepMerged(path); err != nil {
+			return p.res, fmt.Errorf("published %s, but %w", o.Name, err)
+		}
 	}
-	if ad, err = p.blob(ctx, "adapter", o.Adapter, ad, adSize); err != nil {
-		return nil, err
-	}
-	req.Adapters = map[string]string{filepath.Base(o.Adapter): ad}
-	p.res.Adapter = ad
+	p.res.As = as
 
-	// 4. Create under a temporary name; ask it; then take the name.
+	// 5. The Modelfile for `ollama create` by hand.
+	if err := p.writeModelfile(tmpl); err != nil {
+		return p.res, fmt.Errorf("published %s, but %w", o.Name, err)
+	}
+	return p.res, nil
+}
+
+// createAndName creates the model under a temporary name, asks it the
+// smoke test, and names it o.Name once it has answered.
+func (p *publisher) createAndName(ctx context.Context, req *api.CreateRequest, tmpl OllamaTemplate, local *evals.Local, cs evals.Case) error {
+	o := p.o
 	tmp := fmt.Sprintf("finetune-publish-%08x", rand.Uint32())
 	req.Model = tmp
 	o.Logger.Info("creating", "model", o.Name, "template", tmpl.Source)
 	if err := p.client.Create(ctx, req, func(r api.ProgressResponse) error { return nil }); err != nil {
-		return nil, p.serverError("create the model on", err)
+		var se api.StatusError
+		if len(req.Adapters) > 0 && errors.As(err, &se) && strings.Contains(strings.ToLower(se.ErrorMessage), "adapters are no longer supported") {
+			return fmt.Errorf("%w: %s", errAdapterRefused, textfmt.OneLine(se.ErrorMessage))
+		}
+		return p.serverError("create the model on", err)
 	}
 	keep := false
 	defer func() {
@@ -273,28 +462,102 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 			p.client.Delete(dctx, &api.DeleteRequest{Model: tmp})
 		}
 	}()
-	cs := evals.Case{Prompt: []evals.Message{{Role: "user", Content: "Hello! What can you help me with?"}}}
-	if o.Case != nil {
-		cs = *o.Case
-	} else if o.Template.Train == "none" {
-		cs.RenderedPrompt = cs.Prompt[0].Content
-	}
-	if err := p.smoke(ctx, tmp, local, cs); err != nil {
-		return nil, err
+	if o.NoSmoke {
+		o.Logger.Info("not asking the new model (no smoke test asked for)", "model", o.Name)
+	} else if err := p.smoke(ctx, tmp, local, cs); err != nil {
+		return err
 	}
 	if err := p.client.Copy(ctx, &api.CopyRequest{Source: tmp, Destination: o.Name}); err != nil {
-		return nil, p.serverError("name the model "+o.Name+" on", err)
+		return p.serverError("name the model "+o.Name+" on", err)
 	}
 	if err := p.client.Delete(ctx, &api.DeleteRequest{Model: tmp}); err != nil {
 		o.Logger.Info("could not remove the temporary model", "model", tmp, "err", err)
 	}
 	keep = true
+	return nil
+}
 
-	// 5. The Modelfile for `ollama create` by hand.
-	if err := p.writeModelfile(tmpl); err != nil {
-		return p.res, fmt.Errorf("published %s, but %w", o.Name, err)
+// adapterRefused is the error for a server that takes no adapters.
+func (p *publisher) adapterRefused(err error) error {
+	why := "Ollama 0.34.1 and later refuse LoRA adapters"
+	if err != nil {
+		why = strings.TrimPrefix(err.Error(), errAdapterRefused.Error()+": ")
 	}
-	return p.res, nil
+	return fmt.Errorf("the Ollama server at %s (Ollama %s) does not take LoRA adapters (%s): publish a merged model with --as merged (or --as auto); nothing was created", p.host, p.res.Version, why)
+}
+
+// merge folds the adapter into the base in a temporary folder (beside
+// where the merged model is kept), loads the result in llama.cpp and
+// compares its greedy answer to the smoke test's conversation with the
+// base's with the adapter. It returns the merged file.
+func (p *publisher) merge(ctx context.Context, local *evals.Local, cs evals.Case) (string, error) {
+	o := p.o
+	dir := os.TempDir()
+	if o.Merged != "" {
+		dir = filepath.Dir(o.Merged)
+	}
+	tmpDir, err := os.MkdirTemp(dir, ".publish-merge-")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(tmpDir, MergedName)
+	threads := o.Threads
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	o.Logger.Info("merging the adapter into the base", "base", o.Base, "type", typeOr(o.MergeType, "the base's"))
+	start := time.Now()
+	ft, err := adapters.Merge(o.Base, o.Adapter, path, adapters.MergeOptions{Type: o.MergeType, Threads: threads})
+	if err != nil {
+		return path, fmt.Errorf("%w; nothing was uploaded", err)
+	}
+	p.res.MergedType = ft.String()
+	o.Logger.Info("merged", "type", ft, "took", time.Since(start).Round(time.Millisecond))
+	m, err := evals.NewLocal("merged", evals.LocalOptions{
+		Model: path, Settings: evals.Settings{MaxTokens: o.MaxTokens, Seed: 42}, Sequences: 1, Threads: o.Threads,
+		Template: localTemplate(o.Template.Train),
+	})
+	if err != nil {
+		return path, fmt.Errorf("the merged model does not load in llama.cpp: %s; nothing was uploaded", strings.TrimPrefix(err.Error(), "contestant merged: "))
+	}
+	defer m.Close()
+	ma, err := m.Answer(ctx, cs)
+	if err != nil {
+		return path, fmt.Errorf("the merged model in-process: %w", err)
+	}
+	la, err := local.Answer(ctx, cs)
+	if err != nil {
+		return path, fmt.Errorf("the tuned model in-process: %w", err)
+	}
+	c := &MergeCheck{Merged: ma.Text, Local: la.Text, Identical: ma.Text == la.Text}
+	for c.Agree < len(c.Merged) && c.Agree < len(c.Local) && c.Merged[c.Agree] == c.Local[c.Agree] {
+		c.Agree++
+	}
+	p.res.MergeCheck = c
+	if c.Identical {
+		o.Logger.Info("the merged model answers as the base with the adapter", "type", ft)
+	} else {
+		o.Logger.Info("the merged model's answer parts from the base with the adapter's", "type", ft, "after_chars", c.Agree, "merged", textfmt.Shorten(c.Merged, 60), "adapter", textfmt.Shorten(c.Local, 60))
+	}
+	return path, nil
+}
+
+// keepMerged moves the published merged model to o.Merged.
+func (p *publisher) keepMerged(path string) error {
+	if p.o.Merged == "" {
+		return nil
+	}
+	if err := os.Rename(path, p.o.Merged); err != nil {
+		return fmt.Errorf("keeping the merged model as %s failed: %w", p.o.Merged, err)
+	}
+	return nil
+}
+
+func typeOr(t, def string) string {
+	if t == "" {
+		return def
+	}
+	return t
 }
 
 // writeModelfile writes the Modelfile into ModelfileDir, if one is given.
@@ -424,6 +687,17 @@ func (p *publisher) hasBlob(ctx context.Context, digest string) (bool, error) {
 // modelfile is the Modelfile that creates the published model by hand:
 // `ollama create NAME -f Modelfile` in the run folder.
 func (p *publisher) modelfile(t OllamaTemplate) string {
+	if p.res.As == AsMerged {
+		from := p.o.Merged
+		if rel, err := filepath.Rel(p.o.ModelfileDir, from); err == nil && !strings.HasPrefix(rel, "..") {
+			from = "./" + filepath.ToSlash(rel)
+		}
+		mf := parser.Modelfile{Commands: []parser.Command{{Name: "model", Args: from}, {Name: "template", Args: t.Text}}}
+		for _, s := range t.Stop {
+			mf.Commands = append(mf.Commands, parser.Command{Name: "stop", Args: s})
+		}
+		return fmt.Sprintf("# %s: the base with the LoRA adapter merged in (%s), as `finetune publish` created it.\n# Recreate it with: ollama create %s -f %s\n", p.o.Name, p.res.MergedType, p.o.Name, ModelfileName) + mf.String()
+	}
 	from := p.o.FromOllama
 	if from == "" {
 		from, _ = filepath.Abs(p.o.Base)
@@ -481,7 +755,7 @@ func (p *publisher) runnerError(err error) error {
 	}
 	switch {
 	case strings.Contains(msg, "loras are not yet implemented"), strings.Contains(msg, "lora") && strings.Contains(msg, "not"):
-		return fmt.Errorf("the Ollama server at %s cannot apply LoRA adapters to this model: it runs it on its newer engine (OLLAMA_NEW_ENGINE is set, or the architecture requires it), which has no adapter support (%s); unset OLLAMA_NEW_ENGINE on the server, or publish a merged model: `finetune export merge RUN_DIR --out merged.gguf`, then `ollama create NAME` FROM it", p.host, msg)
+		return fmt.Errorf("the Ollama server at %s cannot apply LoRA adapters to this model: it runs it on its newer engine (OLLAMA_NEW_ENGINE is set, or the architecture requires it), which has no adapter support (%s); unset OLLAMA_NEW_ENGINE on the server, or publish a merged model with --as merged", p.host, msg)
 	case strings.Contains(msg, "no space left on device"):
 		return p.serverError("run the model on", err)
 	}

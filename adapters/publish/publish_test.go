@@ -381,7 +381,7 @@ func TestPublishNewEngine(t *testing.T) {
 	o := publishOpts(srv, "tuned", base, adapter, &cases[0])
 	o.ModelfileDir = dir
 	_, err := Ollama(ctx, o)
-	if err == nil || !strings.Contains(err.Error(), "cannot apply LoRA adapters") || !strings.Contains(err.Error(), "finetune export merge") {
+	if err == nil || !strings.Contains(err.Error(), "cannot apply LoRA adapters") || !strings.Contains(err.Error(), "--as merged") {
 		t.Fatalf("publish to a new-engine server: %v", err)
 	}
 	t.Log(err)

@@ -92,9 +92,9 @@ func init() {
 				summary: "merge, peft, import-peft: fold an adapter into its base; convert to/from HF PEFT",
 				help:    "Fold a LoRA adapter into its base model, or convert it to and from a Hugging Face PEFT adapter.",
 				subs: []*command{
-					{name: "merge", args: "RUN_DIR|ADAPTER.gguf --out M.gguf [--base B.gguf] [--type f16|q8_0|f32] [--scale S]",
+					{name: "merge", args: "RUN_DIR|ADAPTER.gguf --out M.gguf [--base B.gguf] [--type T] [--scale S]",
 						summary: "fold the adapter into the base: a plain GGUF that llama.cpp and Ollama load",
-						help:    "Fold a LoRA adapter into its base model (W + scale·alpha/r·B·A) and write a plain GGUF\nthat llama.cpp and Ollama load without the adapter.",
+						help:    "Fold a LoRA adapter into its base model (W + scale·alpha/r·B·A) and write a plain GGUF\nthat llama.cpp and Ollama load without the adapter. The merged weights are quantized by\nllama.cpp's own quantizer to the base's type, or to --type (f16, q8_0, q6_k, q5_k_m, q4_k_m, ...).",
 						run:     runExportMerge},
 					{name: "peft", args: "RUN_DIR|ADAPTER.gguf --out DIR [--base B.gguf] [--base-name NAME]",
 						summary: "write the adapter as a Hugging Face PEFT adapter (transformers/PEFT, vLLM, Ollama)",
@@ -108,14 +108,18 @@ func init() {
 							"adapter_model.safetensors, F32, F16 or BF16) into a GGUF adapter for the Llama base model M.gguf.",
 						run: runImportPEFT},
 				}},
-			{name: "publish", args: "RUN_DIR|ADAPTER.gguf [--ollama NAME] [--host URL] [--base FILE|ollama:NAME] [--chat-template NAME|none] [--template FILE] [--modelfile-only]",
-				summary: "create an Ollama model from base + tuned adapter, smoke-tested",
+			{name: "publish", args: "RUN_DIR|ADAPTER.gguf [--ollama NAME] [--host URL] [--base FILE|ollama:NAME] [--chat-template NAME|none] [--template FILE] [--as adapter|merged|auto] [--modelfile-only]",
+				summary: "create an Ollama model from base + tuned adapter (or the merged model), smoke-tested",
 				help: "Create an Ollama model that serves the base with the tuned adapter. The adapter is checked\n" +
 					"against its base with llama.cpp before anything is sent; base and adapter go up as blobs\n" +
 					"(skipped when the server has them); the chat template and stops are ones that render chats\n" +
 					"exactly as training did; the new model answers one eval case before it takes the name, and\n" +
 					"its answer is compared with the tuned model's in-process. A run folder gets a Modelfile\n" +
-					"(for `ollama create NAME -f Modelfile`) and publish.json.",
+					"(for `ollama create NAME -f Modelfile`) and publish.json.\n" +
+					"--as merged folds the adapter into the base (quantized to the base's type by llama.cpp),\n" +
+					"checks it in-process against the base with the adapter, uploads it and keeps it in the run\n" +
+					"folder as model.gguf; auto (the default) publishes an adapter to Ollama before 0.34.1 and a\n" +
+					"merged model from 0.34.1, which refuses adapters, and falls back to merged on a refusal.",
 				run: runPublish},
 			{name: "version", args: "",
 				summary: "print the version",

@@ -106,6 +106,9 @@ func TestExportMerge(t *testing.T) {
 	if plain := cli(t, "generate", "--model", model, "--prompt", prompt, "--max-tokens", "6", "--threads", "1"); plain.stdout == b.stdout {
 		t.Fatalf("the merged model says what the base says (%q): the adapter was not folded in", b.stdout)
 	}
+	if u := cli(t, "export", "merge", run, "--out", merged, "--type", "q4_k"); u.code != 2 || !strings.Contains(u.stderr, "unknown type") || !strings.Contains(u.stderr, "q4_k_m") {
+		t.Fatalf("an unknown --type: exit %d, %q", u.code, u.stderr)
+	}
 	if u := cli(t, "export", "merge", filepath.Join(run, "adapter.gguf"), "--out", merged); u.code != 2 || !strings.Contains(u.stderr, "--base is required") {
 		t.Fatalf("an adapter without --base: exit %d, %q", u.code, u.stderr)
 	}

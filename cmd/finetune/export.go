@@ -3,10 +3,14 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
+	"strings"
+	"time"
 
 	"github.com/charmbracelet/log"
 
 	"github.com/finetune-dev/finetune/adapters"
+	"github.com/finetune-dev/finetune/internal/llama"
 	"github.com/finetune-dev/finetune/runs"
 )
 
@@ -36,7 +40,8 @@ func runExportMerge(args []string) error {
 	fs := newFlags("export merge")
 	out := fs.String("out", "", "merged model file")
 	base := fs.String("base", "", "base model (default: the run folder's base)")
-	typ := fs.String("type", "f16", "type of the merged weights: f16, q8_0 or f32 (other tensors are copied as they are)")
+	typ := fs.String("type", "", "type of the merged model: "+strings.Join(llama.FileTypeNames(), ", ")+" (default: the base's own type)")
+	threads := fs.Int("threads", runtime.NumCPU(), "CPU threads quantizing")
 	scale := fs.Float64("scale", 1, "adapter scale")
 	verbose := verboseFlag(fs)
 	pos, err := parseInterleaved(fs, args)
@@ -51,10 +56,20 @@ func runExportMerge(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := adapters.Merge(basePath, adapter, *out, *typ, float32(*scale)); err != nil {
+	if *scale == 0 {
+		return usageErr("--scale 0 merges nothing: the base model is the result")
+	}
+	if *typ != "" {
+		if _, err := llama.ParseFileType(*typ); err != nil {
+			return usageErr("--type: %v", err)
+		}
+	}
+	start := time.Now()
+	ft, err := adapters.Merge(basePath, adapter, *out, adapters.MergeOptions{Type: *typ, Scale: float32(*scale), Threads: *threads})
+	if err != nil {
 		return err
 	}
-	log.Info("merged", "base", basePath, "adapter", adapter, "type", *typ)
+	log.Info("merged", "base", basePath, "adapter", adapter, "type", ft, "took", time.Since(start).Round(time.Millisecond))
 	fmt.Println(*out)
 	return nil
 }

@@ -23,12 +23,18 @@ func runPublish(args []string) error {
 	tmplFile := fs.String("template", "", "file holding the Ollama chat template to serve with (checked against training's)")
 	mfOnly := fs.Bool("modelfile-only", false, "check the adapter and the template and write the run folder's Modelfile, without a server")
 	chatTmpl := fs.String("chat-template", "", "the chat template training used: a llama.cpp built-in name or none (default: the recipe's data.template, else the base's own)")
+	as := fs.String("as", "", "serve the tuned model as an adapter over the base, as a merged model, or auto: what the server's version serves (default: the recipe's publish.as, else auto)")
 	verbose := verboseFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	setVerbose(*verbose)
+	switch *as {
+	case "", "auto", "adapter", "merged":
+	default:
+		return usageErr("--as %q: use adapter, merged or auto", *as)
+	}
 	if len(pos) != 1 {
 		return usageErr("publish takes one run folder or adapter file, got %d arguments", len(pos))
 	}
@@ -44,7 +50,7 @@ func runPublish(args []string) error {
 	warnSIMD()
 	cx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	o := runs.PublishOptions{Name: *name, Host: *host, Base: *base, Template: tmpl, ChatTemplate: *chatTmpl, ModelfileOnly: *mfOnly, Logger: slog.New(log.Default())}
+	o := runs.PublishOptions{Name: *name, Host: *host, Base: *base, Template: tmpl, ChatTemplate: *chatTmpl, ModelfileOnly: *mfOnly, As: *as, Logger: slog.New(log.Default())}
 
 	target := pos[0]
 	if st, err := os.Stat(target); err == nil && st.IsDir() {
@@ -81,7 +87,7 @@ func runPublish(args []string) error {
 		return usageErr("with an adapter file, give --base as the GGUF file trained on (ollama:%s needs a run folder, which records the file)", n)
 	}
 	res, err := publish.Ollama(cx, publish.Options{Name: *name, Host: *host, Base: *base, Adapter: target,
-		Template: publish.TemplateSpec{Given: tmpl, Train: *chatTmpl}, Logger: o.Logger})
+		Template: publish.TemplateSpec{Given: tmpl, Train: *chatTmpl}, As: *as, Logger: o.Logger})
 	if err != nil {
 		return err
 	}
@@ -101,12 +107,25 @@ func printPublished(w io.Writer, r *publish.Result) {
 		}
 		return "already on the server"
 	}
-	if strings.HasPrefix(r.From, "sha256:") {
-		fmt.Fprintf(w, "  base       %s (%s)\n", r.From[:19], state(r.From))
-	} else {
+	switch {
+	case r.Merged != "":
+		// The merged model replaces the base.
+	case strings.HasPrefix(r.From, "sha256:"):
+		fmt.Fprintf(w, "  base       %s (%s)\n", short(r.From), state(r.From))
+	default:
 		fmt.Fprintf(w, "  base       Ollama model %s\n", r.From)
 	}
-	fmt.Fprintf(w, "  adapter    %s (%s)\n", r.Adapter[:19], state(r.Adapter))
+
+	if r.Merged != "" {
+		fmt.Fprintf(w, "  merged     %s, %s (%s)\n", short(r.Merged), r.MergedType, state(r.Merged))
+		if c := r.MergeCheck; c != nil && c.Identical {
+			fmt.Fprintln(w, "  merge      answers as the base with the adapter, in-process")
+		} else if c != nil {
+			fmt.Fprintf(w, "  merge      the merged model's answer parts from the base with the adapter's after %d characters, in-process\n", c.Agree)
+		}
+	} else {
+		fmt.Fprintf(w, "  adapter    %s (%s)\n", short(r.Adapter), state(r.Adapter))
+	}
 	fmt.Fprintf(w, "  template   %s", r.Template)
 	if len(r.Stop) > 0 {
 		fmt.Fprintf(w, "; stop %s", strings.Join(quoteAll(r.Stop), " "))
@@ -126,6 +145,13 @@ func printPublished(w io.Writer, r *publish.Result) {
 		fmt.Fprintf(w, "  Modelfile  %s\n", r.Modelfile)
 	}
 	fmt.Fprintf(w, "run it: ollama run %s\n", r.Model)
+}
+
+func short(digest string) string {
+	if len(digest) > 19 {
+		return digest[:19]
+	}
+	return digest
 }
 
 func quoteAll(xs []string) []string {

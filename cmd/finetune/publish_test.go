@@ -89,6 +89,56 @@ func TestTrainPublishes(t *testing.T) {
 	}
 }
 
+// TestPublishMergedRun: `finetune publish RUN --as merged` folds the
+// adapter into the base, checks it in-process, keeps it in the run folder
+// as model.gguf with a Modelfile FROM it, and a second publish uploads
+// nothing; a bad --as is a usage error.
+func TestPublishMergedRun(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	srv := ollamatest.Start(t, ollamatest.Options{})
+	recipe := qaRecipe(t, model, "")
+	out := filepath.Join(t.TempDir(), "run")
+	if r := cli(t, "train", recipe, "--out", out, "--set", "train.max_steps=30"); r.code != 0 {
+		t.Fatalf("train: %s", r.stderr)
+	}
+	if r := cli(t, "publish", out, "--ollama", "qa-merged", "--as", "lora"); r.code != 2 || !strings.Contains(r.stderr, "use adapter, merged or auto") {
+		t.Fatalf("--as lora (%d): %s", r.code, r.stderr)
+	}
+	r := cli(t, "publish", out, "--ollama", "qa-merged", "--host", srv.URL.String(), "--as", "merged")
+	if r.code != 0 || !strings.Contains(r.stdout, "merged     sha256:") || !strings.Contains(r.stdout, ", f32 (uploaded)") ||
+		!strings.Contains(r.stdout, "merge      answers as the base with the adapter") || !strings.Contains(r.stdout, "check      identical answers") || strings.Contains(r.stdout, "adapter    ") {
+		t.Fatalf("publish --as merged (%d):\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	mf, _ := os.ReadFile(filepath.Join(out, runs.ModelfileName))
+	if !strings.Contains(string(mf), "FROM ./model.gguf") || strings.Contains(string(mf), "ADAPTER") {
+		t.Errorf("Modelfile:\n%s", mf)
+	}
+	var res publish.Result
+	b, _ := os.ReadFile(filepath.Join(out, runs.PublishFile))
+	if json.Unmarshal(b, &res) != nil || res.As != "merged" || res.MergeCheck == nil || !res.MergeCheck.Identical {
+		t.Errorf("publish.json: %s", b)
+	}
+	if _, err := os.Stat(filepath.Join(out, runs.MergedFile)); err != nil {
+		t.Fatal(err)
+	}
+	r = cli(t, "publish", out, "--ollama", "qa-merged", "--host", srv.URL.String(), "--as", "merged")
+	if r.code != 0 || !strings.Contains(r.stdout, ", f32 (already on the server)") {
+		t.Fatalf("publish --as merged again (%d):\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, e := range must(os.ReadDir(out)) {
+		if strings.HasPrefix(e.Name(), ".publish") || strings.Contains(e.Name(), ".tmp") {
+			t.Errorf("left in the run folder: %s", e.Name())
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
 func snapshotDir(t *testing.T, dir string) string {
 	t.Helper()
 	entries, err := os.ReadDir(dir)

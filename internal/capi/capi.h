@@ -385,6 +385,27 @@ enum llama_flash_attn_type {
     LLAMA_FLASH_ATTN_TYPE_ENABLED = 1,
 };
 
+enum llama_ftype {
+    LLAMA_FTYPE_ALL_F32 = 0,
+    LLAMA_FTYPE_MOSTLY_F16 = 1,
+    LLAMA_FTYPE_MOSTLY_Q4_0 = 2,
+    LLAMA_FTYPE_MOSTLY_Q4_1 = 3,
+    LLAMA_FTYPE_MOSTLY_Q8_0 = 7,
+    LLAMA_FTYPE_MOSTLY_Q5_0 = 8,
+    LLAMA_FTYPE_MOSTLY_Q5_1 = 9,
+    LLAMA_FTYPE_MOSTLY_Q2_K = 10,
+    LLAMA_FTYPE_MOSTLY_Q3_K_S = 11,
+    LLAMA_FTYPE_MOSTLY_Q3_K_M = 12,
+    LLAMA_FTYPE_MOSTLY_Q3_K_L = 13,
+    LLAMA_FTYPE_MOSTLY_Q4_K_S = 14,
+    LLAMA_FTYPE_MOSTLY_Q4_K_M = 15,
+    LLAMA_FTYPE_MOSTLY_Q5_K_S = 16,
+    LLAMA_FTYPE_MOSTLY_Q5_K_M = 17,
+    LLAMA_FTYPE_MOSTLY_Q6_K = 18,
+    LLAMA_FTYPE_MOSTLY_BF16 = 32,
+    LLAMA_FTYPE_GUESSED = 1024,
+};
+
 typedef bool (*llama_progress_callback)(float progress, void * user_data);
 
 struct llama_model_kv_override;
@@ -456,6 +477,22 @@ struct llama_sampler_chain_params {
     bool no_perf;
 };
 
+struct llama_model_quantize_params {
+    int32_t nthread;
+    enum llama_ftype ftype;
+    enum ggml_type output_tensor_type;
+    enum ggml_type token_embedding_type;
+    bool allow_requantize;
+    bool quantize_output_tensor;
+    bool only_copy;
+    bool pure;
+    bool keep_split;
+    void * imatrix;
+    void * kv_overrides;
+    void * tensor_types;
+    void * prune_layers;
+};
+
 struct llama_chat_message {
     const char * role;
     const char * content;
@@ -496,6 +533,9 @@ int32_t llama_model_desc(const struct llama_model * model, char * buf, size_t bu
 uint64_t llama_model_size(const struct llama_model * model);
 const char * llama_model_chat_template(const struct llama_model * model, const char * name);
 uint64_t llama_model_n_params(const struct llama_model * model);
+
+struct llama_model_quantize_params llama_model_quantize_default_params(void);
+uint32_t llama_model_quantize(const char * fname_inp, const char * fname_out, const struct llama_model_quantize_params * params);
 
 struct llama_adapter_lora * llama_adapter_lora_init(struct llama_model * model, const char * path_lora);
 void llama_adapter_lora_free(struct llama_adapter_lora * adapter);

@@ -40,6 +40,13 @@ func Binary() string {
 			}
 		}
 	}
+	return BinaryFor(version)
+}
+
+// BinaryFor is the Ollama server of another release, e.g. "v0.34.4":
+// $GOPATH/bin/ollama-<version>, as `scripts/build-ollama.sh VERSION`
+// installs it.
+func BinaryFor(version string) string {
 	gopath := build.Default.GOPATH
 	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil && len(strings.TrimSpace(string(out))) > 0 {
 		gopath = strings.SplitN(strings.TrimSpace(string(out)), string(os.PathListSeparator), 2)[0]
@@ -66,6 +73,9 @@ type Options struct {
 	// Models is the model store (default: a folder in the test's temp
 	// folder).
 	Models string
+	// Version runs the server of that release ("v0.34.4": BinaryFor)
+	// instead of the pinned one.
+	Version string
 }
 
 // Start runs `ollama serve` until the test ends; it skips the test, saying
@@ -73,6 +83,12 @@ type Options struct {
 func Start(t testing.TB, o Options) *Server {
 	t.Helper()
 	bin := Binary()
+	if o.Version != "" {
+		bin = BinaryFor(o.Version)
+		if _, err := os.Stat(bin); err != nil {
+			t.Skipf("SKIPPED: no Ollama %s server at %s (scripts/build-ollama.sh %s builds it)", o.Version, bin, o.Version)
+		}
+	}
 	if _, err := os.Stat(bin); err != nil {
 		t.Skipf("SKIPPED: no Ollama server at %s (scripts/build-ollama.sh builds it from the pinned module; or set FINETUNE_OLLAMA)", bin)
 	}
