@@ -14,6 +14,7 @@ import (
 	"github.com/finetune-dev/finetune/internal/atomicfile"
 	"github.com/finetune-dev/finetune/internal/basemodel"
 	"github.com/finetune-dev/finetune/internal/filehash"
+	"github.com/finetune-dev/finetune/internal/gguf"
 	"github.com/finetune-dev/finetune/lora"
 	"github.com/finetune-dev/finetune/recipes"
 )
@@ -289,7 +290,13 @@ func (run *Run) Resume(ctx context.Context, o TrainOptions) (*lora.Result, error
 		return nil, err
 	}
 	log := run.Logger()
-	log.Info("resuming", "dir", run.Dir, "step", run.Record.Steps, "state", run.Record.State, "base", run.Base())
+	step := run.Record.Steps
+	if f, err := gguf.Open(run.Path(CheckpointFile)); err == nil {
+		if n, ok := f.Uint("finetune.checkpoint.step"); ok {
+			step = int(n) // the checkpoint is newer than run.json after a kill
+		}
+	}
+	log.Info("resuming", "dir", run.Dir, "from_step", step, "state", run.Record.State, "base", run.Base())
 	d, err := LoadData(run.Recipe, run.Base())
 	if err != nil {
 		return nil, err
