@@ -19,9 +19,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 
+# `build-ollama.sh VERSION dev` builds that release as a build from source
+# does, without its version stamped in: /api/version then answers 0.0.0.
+dev=${2:-}
 if [ $# -gt 0 ]; then
   version=$1
-  bin=$(go env GOPATH | cut -d: -f1)/bin/ollama-$version
+  bin=$(go env GOPATH | cut -d: -f1)/bin/ollama-$version${dev:+-dev}
 else
   version=$(go list -m -f '{{.Version}}' github.com/ollama/ollama)
   bin=${FINETUNE_OLLAMA:-$(go env GOPATH | cut -d: -f1)/bin/ollama-$version}
@@ -47,7 +50,11 @@ export CGO_ENABLED=1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "build-ollama: building ollama $version (several minutes the first time)" >&2
-GOBIN="$tmp" go install -ldflags="-X=github.com/ollama/ollama/version.Version=${version#v}" "github.com/ollama/ollama@$version"
+ldflags="-X=github.com/ollama/ollama/version.Version=${version#v}"
+if [ -n "$dev" ]; then
+  ldflags=""
+fi
+GOBIN="$tmp" go install -ldflags="$ldflags" "github.com/ollama/ollama@$version"
 mkdir -p "$(dirname "$bin")"
 mv "$tmp/ollama" "$bin.tmp.$$"
 mv "$bin.tmp.$$" "$bin"

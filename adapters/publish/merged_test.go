@@ -265,3 +265,34 @@ func TestPublishNewOllama(t *testing.T) {
 		t.Error("the refused publish changed the folder")
 	}
 }
+
+// TestPublishFallsBackToMerged: a server whose version says nothing (a
+// build from source answers 0.0.0) is sent the adapter; when it refuses
+// adapters at create, as 0.34.1 and later do, the publish goes on as a
+// merged model and says so in one log line.
+func TestPublishFallsBackToMerged(t *testing.T) {
+	srv := ollamatest.Start(t, ollamatest.Options{Version: "v0.34.4-dev"})
+	_, base, adapter, cases := tunedChat(t)
+	dir := t.TempDir()
+	o := publishOpts(srv, "tuned-dev", base, adapter, &cases[0])
+	o.ModelfileDir, o.NoSmoke = dir, true
+	var log strings.Builder
+	o.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	res, err := Ollama(context.Background(), o)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if res.Version != "0.0.0" || res.As != AsMerged || res.Merged == "" {
+		t.Fatalf("publish on a 0.0.0 server that refuses adapters: %+v", res)
+	}
+	if n := strings.Count(log.String(), "the server refuses LoRA adapters: publishing a merged model instead"); n != 1 {
+		t.Fatalf("want one line saying the adapter was refused and a merged model published, got %d:\n%s", n, log.String())
+	}
+	mf, _ := os.ReadFile(filepath.Join(dir, ModelfileName))
+	if !strings.Contains(string(mf), "FROM ./"+MergedName) || strings.Contains(string(mf), "ADAPTER") {
+		t.Fatalf("Modelfile for the merged model:\n%s", mf)
+	}
+	if _, err := srv.Client.Show(context.Background(), &api.ShowRequest{Model: o.Name}); err != nil {
+		t.Fatalf("the model is not on the server: %v", err)
+	}
+}
