@@ -64,11 +64,10 @@ type Run struct {
 	// folder without one.
 	Recipe *recipes.Recipe
 
-	log      *slog.Logger
-	fileLog  *slog.Logger // train.log only: progress lines the terminal draws itself
-	logFile  *os.File
-	lock     *os.File
-	lockedBy string
+	log     *slog.Logger
+	fileLog *slog.Logger // train.log only: progress lines the terminal draws itself
+	logFile *os.File
+	lock    *os.File
 }
 
 // Path is the path of a file of the run folder (a layout.go name).
@@ -240,7 +239,7 @@ func (r *Run) Lock(what string, logger *slog.Logger) error {
 	holder := fmt.Sprintf("%s (pid %d on %s, since %s)", what, os.Getpid(), host, time.Now().Format("2006-01-02 15:04:05"))
 	f.Truncate(0)
 	f.WriteAt([]byte(holder+"\n"), 0)
-	r.lock, r.lockedBy = f, what
+	r.lock = f
 	r.cleanTemporaries()
 
 	r.log = logger
