@@ -68,6 +68,10 @@ type Answer struct {
 	Latency time.Duration
 	// Retries is how many failed attempts preceded this answer.
 	Retries int
+	// Tokens are the generated tokens, for in-process contestants (the end
+	// of generation and stop strings excluded; nil from a cache or a
+	// server).
+	Tokens []int32
 }
 
 // Info describes a contestant for reports and for the response cache.

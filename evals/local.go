@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -172,6 +173,7 @@ type seqState struct {
 	last    llama.Token
 	sampler *llama.Sampler
 	text    []byte
+	tokens  []int32
 	n       int // generated tokens
 	done    bool
 	end     time.Time // when the answer was complete
@@ -231,6 +233,7 @@ func (l *Local) wave(ctx context.Context, cases []Case, answers []Answer, errs [
 					Text:    strings.ToValidUTF8(string(q.text), "\uFFFD"),
 					Usage:   Usage{PromptTokens: len(q.prompt), CompletionTokens: q.n},
 					Latency: q.end.Sub(start),
+					Tokens:  q.tokens,
 				}
 			}
 		}
@@ -312,6 +315,73 @@ func (l *Local) wave(ctx context.Context, cases []Case, answers []Answer, errs [
 	}
 }
 
+// Piece is the text of one token of the model's vocabulary.
+func (l *Local) Piece(t int32) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.model == nil {
+		return ""
+	}
+	return string(l.model.Piece(t, false))
+}
+
+// LogProbs returns the log-probabilities, over the vocabulary, of the
+// token that follows c's prompt and then the tokens after (a prefix of an
+// answer). Where two models' greedy answers part, they say how close the
+// choice was in each.
+func (l *Local) LogProbs(ctx context.Context, c Case, after []int32) ([]float64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cpu.Lock()
+	defer cpu.Unlock()
+	if l.model == nil {
+		return nil, errors.New("contestant closed")
+	}
+	prompt, err := l.promptTokens(c)
+	if err != nil {
+		return nil, err
+	}
+	all := append(append(make([]llama.Token, 0, len(prompt)+len(after)), prompt...), after...)
+	if len(all) >= l.model.ContextLength() {
+		return nil, fmt.Errorf("%d tokens do not fit the model's context of %d", len(all), l.model.ContextLength())
+	}
+	if err := l.ensureContext(len(all) + 1); err != nil {
+		return nil, err
+	}
+	l.ctx.Reset()
+	var batch []llama.BatchToken
+	for i := 0; i < len(all); i += l.ctx.BatchSize() {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		batch = batch[:0]
+		for j := i; j < min(i+l.ctx.BatchSize(), len(all)); j++ {
+			batch = append(batch, llama.BatchToken{Token: all[j], Pos: j, Logits: j == len(all)-1})
+		}
+		if err := l.ctx.Decode(batch); err != nil {
+			return nil, err
+		}
+	}
+	logits := l.ctx.Logits(len(batch) - 1)
+	if logits == nil {
+		return nil, errors.New("llama.cpp gave no logits")
+	}
+	peak := math.Inf(-1)
+	for _, v := range logits {
+		peak = max(peak, float64(v))
+	}
+	sum := 0.0
+	for _, v := range logits {
+		sum += math.Exp(float64(v) - peak)
+	}
+	norm := peak + math.Log(sum)
+	lp := make([]float64, len(logits))
+	for i, v := range logits {
+		lp[i] = float64(v) - norm
+	}
+	return lp, nil
+}
+
 // accept records a sampled token: the end of the answer (end-of-generation
 // token, a stop string, MaxTokens) or one more token to decode.
 func (l *Local) accept(q *seqState, tok llama.Token) {
@@ -321,6 +391,7 @@ func (l *Local) accept(q *seqState, tok llama.Token) {
 		return
 	}
 	q.n++
+	q.tokens = append(q.tokens, int32(tok))
 	q.text = append(q.text, l.model.Piece(tok, false)...)
 	q.last = tok
 	if len(s.Stop) > 0 {

@@ -49,6 +49,51 @@ func answers(t *testing.T, model, adapter string, cases []evals.Case) []string {
 	return out
 }
 
+// reportParts logs, for each case where merged's greedy answer differs
+// from the base with the adapter's, where they part and the two picks'
+// log-probabilities, and checks them: each model's pick is its own most
+// probable token there.
+func reportParts(t *testing.T, merged, base, adapter string, cases []evals.Case, got, want []string) {
+	t.Helper()
+	open := func(model, adapter string) *evals.Local {
+		o := evals.LocalOptions{Model: model, Settings: evals.Settings{MaxTokens: 24, Seed: 42}, Sequences: 1, Threads: 1}
+		if adapter != "" {
+			o.Adapters = []evals.AdapterSpec{{Path: adapter}}
+		}
+		l, err := evals.NewLocal("m", o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(l.Close)
+		return l
+	}
+	m, l := open(merged, ""), open(base, adapter)
+	for i := range cases {
+		c, err := CompareAnswers(context.Background(), m, l, cases[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Merged != got[i] || c.Local != want[i] || c.Identical != (got[i] == want[i]) {
+			t.Fatalf("case %d: CompareAnswers gave %+v for answers %q and %q", i, c, got[i], want[i])
+		}
+		d := c.Part
+		if c.Identical {
+			if d != nil {
+				t.Errorf("case %d: identical answers with a parting point %+v", i, d)
+			}
+			continue
+		}
+		if d == nil {
+			t.Fatalf("case %d: the answers differ (%q, %q) but no parting point was found", i, got[i], want[i])
+		}
+		if d.MergedPickInMerged < d.LocalPickInMerged || d.LocalPickInLocal < d.MergedPickInLocal {
+			t.Errorf("case %d: a greedy pick is not its model's most probable token: %+v", i, d)
+		}
+		t.Logf("case %d parts after %d tokens: merged %q (%.3f merged, %.3f with the adapter), adapter %q (%.3f, %.3f); gap %.3f",
+			i, d.AfterTokens, d.Merged, d.MergedPickInMerged, d.MergedPickInLocal, d.Local, d.LocalPickInMerged, d.LocalPickInLocal, d.Gap())
+	}
+}
+
 // TestMergedAnswersEqual: merged at F16 and Q8_0 by llama.cpp's quantizer,
 // the tuned model gives the greedy answers of the base with the adapter on
 // the prompts it was trained on; at Q4_K_M it is logged how many do.
@@ -56,6 +101,9 @@ func TestMergedAnswersEqual(t *testing.T) {
 	dir, base, adapter, cases := tunedChat(t)
 	want := answers(t, base, adapter, cases)
 	plain := answers(t, base, "", cases)
+	// The base alone against the base with the adapter: answers that part
+	// by design, where the log-probabilities must say so.
+	reportParts(t, base, base, adapter, cases, plain, want)
 	for _, typ := range []string{"f16", "q8_0", "q4_k_m"} {
 		merged := filepath.Join(t.TempDir(), typ+".gguf")
 		if _, err := adapters.Merge(base, adapter, merged, adapters.MergeOptions{Type: typ, Threads: 1}); err != nil {
@@ -74,6 +122,9 @@ func TestMergedAnswersEqual(t *testing.T) {
 		t.Logf("%s: %d of %d greedy answers equal base+adapter's (the adapter changes %d)", typ, same, len(want), tuned)
 		if tuned == 0 {
 			t.Fatalf("the adapter changes no answer: the test shows nothing (%s)", dir)
+		}
+		if typ == "q4_k_m" {
+			reportParts(t, merged, base, adapter, cases, got, want)
 		}
 		if typ != "q4_k_m" && same != len(want) {
 			for i := range want {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -176,6 +177,31 @@ type MergeCheck struct {
 	Local     string `json:"local"` // the base with the adapter
 	Identical bool   `json:"identical"`
 	Agree     int    `json:"agree"` // characters the answers share from the start
+	// Where the answers part: the tokens they share, each side's next
+	// token, and its log-probability under both models (natural log).
+	Part *Divergence `json:"part,omitempty"`
+}
+
+// Divergence is where two greedy answers part, and how close the choice
+// was: a merged model quantized to fewer bits turns near-ties, where the
+// two picks' log-probabilities differ by a few hundredths, the other way.
+type Divergence struct {
+	AfterTokens int    `json:"after_tokens"`
+	Merged      string `json:"merged_token"` // "" where the merged answer ended
+	Local       string `json:"local_token"`  // "" where that answer ended
+	// Log-probabilities of the merged model's pick and of the base with
+	// the adapter's pick, under the merged model and under the base with
+	// the adapter.
+	MergedPickInMerged float64 `json:"merged_pick_in_merged"`
+	MergedPickInLocal  float64 `json:"merged_pick_in_local"`
+	LocalPickInMerged  float64 `json:"local_pick_in_merged"`
+	LocalPickInLocal   float64 `json:"local_pick_in_local"`
+}
+
+// Gap is the largest difference between the two models' log-probability
+// of either pick.
+func (d *Divergence) Gap() float64 {
+	return max(math.Abs(d.MergedPickInMerged-d.MergedPickInLocal), math.Abs(d.LocalPickInMerged-d.LocalPickInLocal))
 }
 
 // errAdapterRefused marks a server's refusal of an adapter at create.
@@ -521,25 +547,91 @@ func (p *publisher) merge(ctx context.Context, local *evals.Local, cs evals.Case
 		return path, fmt.Errorf("the merged model does not load in llama.cpp: %s; nothing was uploaded", strings.TrimPrefix(err.Error(), "contestant merged: "))
 	}
 	defer m.Close()
-	ma, err := m.Answer(ctx, cs)
+	c, err := CompareAnswers(ctx, m, local, cs)
 	if err != nil {
-		return path, fmt.Errorf("the merged model in-process: %w", err)
+		return path, err
+	}
+	p.res.MergeCheck = c
+	if c.Identical {
+		o.Logger.Info("the merged model answers as the base with the adapter", "type", ft)
+		return path, nil
+	}
+	args := []any{"type", ft, "after_chars", c.Agree, "merged", textfmt.Shorten(c.Merged, 60), "adapter", textfmt.Shorten(c.Local, 60)}
+	if d := c.Part; d != nil {
+		args = append(args, "after_tokens", d.AfterTokens, "logprob_gap", fmt.Sprintf("%.3g", d.Gap()))
+	}
+	o.Logger.Info("the merged model's answer parts from the base with the adapter's", args...)
+	return path, nil
+}
+
+// CompareAnswers gives merged's and local's greedy answers to cs and,
+// where they differ, where they part and the log-probabilities of both
+// picks there in both models.
+func CompareAnswers(ctx context.Context, merged, local *evals.Local, cs evals.Case) (*MergeCheck, error) {
+	ma, err := merged.Answer(ctx, cs)
+	if err != nil {
+		return nil, fmt.Errorf("the merged model in-process: %w", err)
 	}
 	la, err := local.Answer(ctx, cs)
 	if err != nil {
-		return path, fmt.Errorf("the tuned model in-process: %w", err)
+		return nil, fmt.Errorf("the tuned model in-process: %w", err)
 	}
 	c := &MergeCheck{Merged: ma.Text, Local: la.Text, Identical: ma.Text == la.Text}
 	for c.Agree < len(c.Merged) && c.Agree < len(c.Local) && c.Merged[c.Agree] == c.Local[c.Agree] {
 		c.Agree++
 	}
-	p.res.MergeCheck = c
-	if c.Identical {
-		o.Logger.Info("the merged model answers as the base with the adapter", "type", ft)
-	} else {
-		o.Logger.Info("the merged model's answer parts from the base with the adapter's", "type", ft, "after_chars", c.Agree, "merged", textfmt.Shorten(c.Merged, 60), "adapter", textfmt.Shorten(c.Local, 60))
+	if !c.Identical {
+		if c.Part, err = divergence(ctx, merged, local, cs, ma.Tokens, la.Tokens); err != nil {
+			return nil, fmt.Errorf("the log-probabilities where the answers part: %w", err)
+		}
 	}
-	return path, nil
+	return c, nil
+}
+
+// divergence finds the first token where the greedy answers mt (merged)
+// and lt (base with adapter) differ and scores both picks in both models.
+// It returns nil when neither answer has a token there (both stopped).
+func divergence(ctx context.Context, merged, local *evals.Local, cs evals.Case, mt, lt []int32) (*Divergence, error) {
+	k := 0
+	for k < len(mt) && k < len(lt) && mt[k] == lt[k] {
+		k++
+	}
+	if k == len(mt) && k == len(lt) {
+		return nil, nil
+	}
+	lpM, err := merged.LogProbs(ctx, cs, mt[:k])
+	if err != nil {
+		return nil, err
+	}
+	lpL, err := local.LogProbs(ctx, cs, lt[:k])
+	if err != nil {
+		return nil, err
+	}
+	d := &Divergence{AfterTokens: k}
+	// An answer that ended there is scored as its model's top choice, which
+	// the other side's pick fell short of.
+	pick := func(ts []int32, lp []float64) int {
+		if k < len(ts) {
+			return int(ts[k])
+		}
+		best := 0
+		for i, v := range lp {
+			if v > lp[best] {
+				best = i
+			}
+		}
+		return best
+	}
+	tm, tl := pick(mt, lpM), pick(lt, lpL)
+	if k < len(mt) {
+		d.Merged = merged.Piece(int32(tm))
+	}
+	if k < len(lt) {
+		d.Local = local.Piece(int32(tl))
+	}
+	d.MergedPickInMerged, d.MergedPickInLocal = lpM[tm], lpL[tm]
+	d.LocalPickInMerged, d.LocalPickInLocal = lpM[tl], lpL[tl]
+	return d, nil
 }
 
 // keepMerged moves the published merged model to o.Merged.

@@ -122,6 +122,10 @@ func printPublished(w io.Writer, r *publish.Result) {
 			fmt.Fprintln(w, "  merge      answers as the base with the adapter, in-process")
 		} else if c != nil {
 			fmt.Fprintf(w, "  merge      the merged model's answer parts from the base with the adapter's after %d characters, in-process\n", c.Agree)
+			if d := c.Part; d != nil {
+				fmt.Fprintf(w, "             after %d tokens: merged picks %q (log-prob %.3f merged, %.3f with the adapter), the adapter %q (%.3f merged, %.3f with the adapter)\n",
+					d.AfterTokens, d.Merged, d.MergedPickInMerged, d.MergedPickInLocal, d.Local, d.LocalPickInMerged, d.LocalPickInLocal)
+			}
 		}
 	} else {
 		fmt.Fprintf(w, "  adapter    %s (%s)\n", short(r.Adapter), state(r.Adapter))
