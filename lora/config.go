@@ -32,7 +32,17 @@ type Config struct {
 	Patience        int // stop after N evaluations without improvement; 0: never
 	CheckpointEvery int // 0: only at the end
 	Seed            uint64
-	Threads         int // 0: every core
+	Threads         int // at most this many threads; 0: every core
+	// FixedThreads computes with exactly Threads threads. By default each
+	// step takes only the cores that other running threads leave free
+	// (ggml's workers spin while they wait for each other, so a thread on
+	// a busy core stalls all of them).
+	FixedThreads bool
+	// Checkpointing recomputes each layer's activations in the backward
+	// pass instead of keeping them all (see segments.go): "on", "off", or
+	// "auto" (the default: on when the whole-window graph would take more
+	// than a third of the machine's memory).
+	Checkpointing string
 
 	// Files are where the run's products go.
 	Files Files

@@ -3,6 +3,7 @@ package lora
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/finetune-dev/finetune/internal/ggml"
 )
@@ -55,6 +56,11 @@ type engine struct {
 	wt          map[ggml.Tensor]ggml.Tensor
 	wtCtx       *ggml.Ctx
 	wtBuf       *ggml.Buffer
+
+	// checkpoint selects the checkpointed path (segments.go) for training
+	// and loss graphs.
+	checkpoint bool
+	seg        *segments
 }
 
 type pairTensors struct {
@@ -68,10 +74,12 @@ type pairTensors struct {
 type graphKind int
 
 const (
-	graphTrain   graphKind = iota + 1 // loss, backward, gradients
-	graphLoss                         // loss only
-	graphLogits                       // logits of every position
-	graphLogitsP                      // logits without LoRA (the base)
+	graphTrain     graphKind = iota + 1 // loss, backward, gradients
+	graphLoss                           // loss only
+	graphLogits                         // logits of every position
+	graphLogitsP                        // logits without LoRA (the base)
+	graphHeadTrain                      // checkpointed: the head over one chunk of target rows, with its backward
+	graphHeadLoss                       // checkpointed: the head over one chunk, loss only
 )
 
 type graph struct {
@@ -83,13 +91,18 @@ type graph struct {
 	pos    ggml.Tensor // I32 [T]
 	mask   ggml.Tensor // F32 [T, T] attention mask
 	rows   ggml.Tensor // F32 [1, T]: 1 where the position predicts a target
-	labels ggml.Tensor // F32 [V, T]
-	drops  []ggml.Tensor
-	loss   ggml.Tensor
-	seed   ggml.Tensor // the loss gradient that starts the backward pass
-	logits ggml.Tensor
-	gradA  []ggml.Tensor
-	gradB  []ggml.Tensor
+	labels ggml.Tensor // F32 [V, T] ([V, chunk] for the head graphs)
+	idx    ggml.Tensor // I32 [chunk]: the rows of a head chunk
+	// gradOut is the gradient of a layer graph's output (an input), gradIn
+	// the gradient it gives of its input.
+	gradOut ggml.Tensor
+	gradIn  ggml.Tensor
+	drops   []ggml.Tensor
+	loss    ggml.Tensor
+	seed    ggml.Tensor // the loss gradient that starts the backward pass
+	logits  ggml.Tensor
+	gradA   []ggml.Tensor
+	gradB   []ggml.Tensor
 }
 
 // newEngine allocates LoRA tensors of rank r for targets on every layer.
@@ -135,6 +148,8 @@ func (e *engine) close() {
 		g.ctx.Close()
 	}
 	e.graphs = nil
+	e.seg.close()
+	e.seg = nil
 	e.wtBuf.Close()
 	e.wtCtx.Close()
 	e.pbuf.Close()
@@ -150,85 +165,187 @@ func (e *engine) setParams(p *Params) {
 	}
 }
 
-// build makes the graph of a kind.
-func (e *engine) build(kind graphKind) (*graph, error) {
+// net builds pieces of the model into one graph's context.
+type net struct {
+	e        *engine
+	x        *ggml.Ctx
+	gr       *graph
+	withLoRA bool
+	train    bool
+	rope     ggml.RopeParams
+}
+
+func (e *engine) newNet(x *ggml.Ctx, gr *graph, withLoRA, train bool) *net {
 	h := e.base.Hyper
-	T, V := e.ctxLen, h.VocabSize
+	return &net{e: e, x: x, gr: gr, withLoRA: withLoRA, train: train,
+		rope: ggml.RopeParams{Dims: h.RopeDim, Mode: 0, ContextOrg: h.ContextLength, FreqBase: float32(h.RopeFreqBase),
+			FreqScale: e.base.ropeScale, ExtFactor: 0, AttnFactor: 1, BetaFast: 32, BetaSlow: 1}}
+}
+
+// newGraphCtx is a context sized for one graph of the engine.
+func (e *engine) newGraphCtx() (*ggml.Ctx, error) {
 	size := e.graphSize()
-	nTensors := 3*size + 64
-	ctx, err := ggml.NewCtx(nTensors*ggml.TensorOverhead()+ggml.GraphOverhead(size, true), true)
+	return ggml.NewCtx((3*size+64)*ggml.TensorOverhead()+ggml.GraphOverhead(size, true), true)
+}
+
+// attentionInputs adds the positions and the attention mask.
+func (n *net) attentionInputs() {
+	T := n.e.ctxLen
+	n.gr.pos = n.x.New1D(ggml.TypeI32, T).SetName("positions")
+	n.gr.mask = n.x.New2D(ggml.TypeF32, T, T).SetName("attention_mask")
+	n.gr.pos.SetInput()
+	n.gr.mask.SetInput()
+}
+
+// dropouts adds the dropout masks of the pairs of the given layers (all
+// when layers is nil) when training with dropout.
+func (n *net) dropouts(layers ...int) {
+	e := n.e
+	if !n.train || e.dropout <= 0 {
+		return
+	}
+	n.gr.drops = make([]ggml.Tensor, len(e.pairs))
+	for i, p := range e.pairs {
+		if layers != nil && !slices.Contains(layers, p.layer) {
+			continue
+		}
+		d := n.x.New2D(ggml.TypeF32, p.nIn, e.ctxLen).SetName(WeightName(p.layer, p.target) + ".dropout")
+		d.SetInput()
+		n.gr.drops[i] = d
+	}
+}
+
+// embed looks up the tokens' embeddings.
+func (n *net) embed() ggml.Tensor {
+	n.gr.tokens = n.x.New1D(ggml.TypeI32, n.e.ctxLen).SetName("tokens")
+	n.gr.tokens.SetInput()
+	return n.x.GetRows(n.e.base.tokEmbd, n.gr.tokens) // [E, T]
+}
+
+// frozen is a base weight as the graph multiplies by it.
+func (n *net) frozen(w ggml.Tensor) ggml.Tensor {
+	if n.train && n.e.noTranspose && (w.Type() == ggml.TypeF16 || w.Type() == ggml.TypeBF16) {
+		// ggml's CPU out_prod aborts on F16 weights.
+		return n.x.Cast(w, ggml.TypeF32)
+	}
+	return w
+}
+
+// proj is W·in for a target of layer l, plus its LoRA pair's scale·B·A·in.
+func (n *net) proj(l int, target string, in ggml.Tensor) ggml.Tensor {
+	x, e := n.x, n.e
+	w, _, _ := e.base.Weight(l, target)
+	y := x.MulMat(n.frozen(w), in)
+	i, ok := e.byLayer[l][target]
+	if !ok || !n.withLoRA {
+		return y
+	}
+	p := e.pairs[i]
+	a := in
+	if i < len(n.gr.drops) && n.gr.drops[i].Valid() {
+		a = x.Mul(a, n.gr.drops[i])
+	}
+	d := x.MulMat(p.b, x.MulMat(p.a, a)) // [r, T] then [n_out, T]
+	return x.Add(y, x.Scale(d, e.scale))
+}
+
+// layer is transformer block l applied to inp [E, T].
+func (n *net) layer(l int, inp ggml.Tensor) ggml.Tensor {
+	x, e, gr := n.x, n.e, n.gr
+	h := e.base.Hyper
+	T := e.ctxLen
+	hd, H, KV := h.HeadDim, h.Heads, h.KVHeads
+	eps := float32(h.RMSEpsilon)
+	lw := e.base.layers[l]
+	cur := x.Mul(x.RMSNorm(inp, eps), lw.attnNorm)
+	q := x.Reshape3D(n.proj(l, "attn_q", cur), hd, H, T)
+	k := x.Reshape3D(n.proj(l, "attn_k", cur), hd, KV, T)
+	v := x.Reshape3D(n.proj(l, "attn_v", cur), hd, KV, T)
+	q = x.RopeExt(q, gr.pos, e.base.ropeFreqs, n.rope)
+	k = x.RopeExt(k, gr.pos, e.base.ropeFreqs, n.rope)
+	kq := x.MulMat(x.Cont(x.Permute(k, 0, 2, 1, 3)), x.Cont(x.Permute(q, 0, 2, 1, 3))) // [T_k, T_q, H], K heads shared by H/KV query heads
+	kq = x.SoftMaxExt(kq, gr.mask, float32(1/math.Sqrt(float64(hd))))
+	vt := x.Cont(x.Permute(v, 1, 2, 0, 3))                // [T, hd, KV]
+	o := x.Cont(x.Permute(x.MulMat(vt, kq), 0, 2, 1, 3))  // [hd, H, T]
+	o = n.proj(l, "attn_output", x.Reshape2D(o, hd*H, T)) // [E, T]
+	ffnIn := x.Add(o, inp)
+	cur = x.Mul(x.RMSNorm(ffnIn, eps), lw.ffnNorm)
+	ff := x.SwiGLU(n.proj(l, "ffn_gate", cur), n.proj(l, "ffn_up", cur)) // [FF, T]
+	return x.Add(n.proj(l, "ffn_down", ff), ffnIn)
+}
+
+// logits are the output head over hidden states [E, N]: [V, N].
+func (n *net) logits(hidden ggml.Tensor) ggml.Tensor {
+	x, e := n.x, n.e
+	out := x.Mul(x.RMSNorm(hidden, float32(e.base.Hyper.RMSEpsilon)), e.base.outNorm)
+	return x.MulMat(n.frozen(e.base.output), out)
+}
+
+// finishBackward adds the backward pass of gr.loss to gr.g and makes its
+// gradients computable on the CPU backend. The loss gradient becomes an
+// input (gr.seed).
+func (e *engine) finishBackward(gr *graph) error {
+	gr.g.BuildBackward(gr.ctx)
+	gr.g.KeepInputsOf("RMS_NORM_BACK", "SOFT_MAX_BACK")
+	if !e.noTranspose {
+		if err := e.transposeWeights(); err != nil {
+			return err
+		}
+		gr.g.UseTransposed(e.wt)
+	}
+	for _, t := range gr.g.OutProdTypes() {
+		if t == ggml.TypeF16 || t == ggml.TypeBF16 {
+			return fmt.Errorf("lora: the backward graph still takes an out_prod of a %s weight, which ggml's CPU backend cannot compute", t)
+		}
+	}
+	// The loss gradient is a leaf set before each run; as an input it
+	// gets memory no other tensor of the graph reuses.
+	gr.seed = gr.g.Grad(gr.loss)
+	gr.seed.SetInput()
+	return nil
+}
+
+// pairGrads marks the gradients of the LoRA pairs of the given layers (all
+// when nil) as outputs of gr; gr.gradA/gradB are indexed like e.pairs
+// (zero tensors for pairs not in the graph).
+func (e *engine) pairGrads(gr *graph, layers ...int) error {
+	gr.gradA = make([]ggml.Tensor, len(e.pairs))
+	gr.gradB = make([]ggml.Tensor, len(e.pairs))
+	for i, p := range e.pairs {
+		if layers != nil && !slices.Contains(layers, p.layer) {
+			continue
+		}
+		ga, gb := gr.g.Grad(p.a), gr.g.Grad(p.b)
+		if !ga.Valid() || !gb.Valid() {
+			return fmt.Errorf("lora: no gradient for %s", p.a.Name())
+		}
+		ga.SetOutput()
+		gb.SetOutput()
+		gr.gradA[i], gr.gradB[i] = ga, gb
+	}
+	return nil
+}
+
+// build makes the whole-window graph of a kind.
+func (e *engine) build(kind graphKind) (*graph, error) {
+	T, V := e.ctxLen, e.base.Hyper.VocabSize
+	ctx, err := e.newGraphCtx()
 	if err != nil {
 		return nil, err
 	}
 	gr := &graph{kind: kind, ctx: ctx}
 	x := ctx
-	gr.tokens = x.New1D(ggml.TypeI32, T).SetName("tokens")
-	gr.pos = x.New1D(ggml.TypeI32, T).SetName("positions")
-	gr.mask = x.New2D(ggml.TypeF32, T, T).SetName("attention_mask")
-	for _, t := range []ggml.Tensor{gr.tokens, gr.pos, gr.mask} {
-		t.SetInput()
-	}
-	withLoRA := kind != graphLogitsP
 	train := kind == graphTrain
-	if train && e.dropout > 0 {
-		for _, p := range e.pairs {
-			d := x.New2D(ggml.TypeF32, p.nIn, T).SetName(WeightName(p.layer, p.target) + ".dropout")
-			d.SetInput()
-			gr.drops = append(gr.drops, d)
-		}
+	n := e.newNet(x, gr, kind != graphLogitsP, train)
+	inp := n.embed()
+	n.attentionInputs()
+	n.dropouts()
+	for l := 0; l < e.base.Hyper.Layers; l++ {
+		inp = n.layer(l, inp)
 	}
+	logits := n.logits(inp) // [V, T]
 
-	hd, H, KV := h.HeadDim, h.Heads, h.KVHeads
-	eps := float32(h.RMSEpsilon)
-	rope := ggml.RopeParams{Dims: h.RopeDim, Mode: 0, ContextOrg: h.ContextLength, FreqBase: float32(h.RopeFreqBase),
-		FreqScale: e.base.ropeScale, ExtFactor: 0, AttnFactor: 1, BetaFast: 32, BetaSlow: 1}
-	proj := func(l int, target string, in ggml.Tensor) ggml.Tensor {
-		w, _, _ := e.base.Weight(l, target)
-		if train && e.noTranspose && (w.Type() == ggml.TypeF16 || w.Type() == ggml.TypeBF16) {
-			// ggml's CPU out_prod aborts on F16 weights.
-			w = x.Cast(w, ggml.TypeF32)
-		}
-		y := x.MulMat(w, in)
-		i, ok := e.byLayer[l][target]
-		if !ok || !withLoRA {
-			return y
-		}
-		p := e.pairs[i]
-		a := in
-		if len(gr.drops) > 0 {
-			a = x.Mul(a, gr.drops[i])
-		}
-		d := x.MulMat(p.b, x.MulMat(p.a, a)) // [r, T] then [n_out, T]
-		return x.Add(y, x.Scale(d, e.scale))
-	}
-
-	inp := x.GetRows(e.base.tokEmbd, gr.tokens) // [E, T]
-	for l := 0; l < h.Layers; l++ {
-		lw := e.base.layers[l]
-		cur := x.Mul(x.RMSNorm(inp, eps), lw.attnNorm)
-		q := x.Reshape3D(proj(l, "attn_q", cur), hd, H, T)
-		k := x.Reshape3D(proj(l, "attn_k", cur), hd, KV, T)
-		v := x.Reshape3D(proj(l, "attn_v", cur), hd, KV, T)
-		q = x.RopeExt(q, gr.pos, e.base.ropeFreqs, rope)
-		k = x.RopeExt(k, gr.pos, e.base.ropeFreqs, rope)
-		kq := x.MulMat(x.Cont(x.Permute(k, 0, 2, 1, 3)), x.Cont(x.Permute(q, 0, 2, 1, 3))) // [T_k, T_q, H], K heads shared by H/KV query heads
-		kq = x.SoftMaxExt(kq, gr.mask, float32(1/math.Sqrt(float64(hd))))
-		vt := x.Cont(x.Permute(v, 1, 2, 0, 3))               // [T, hd, KV]
-		o := x.Cont(x.Permute(x.MulMat(vt, kq), 0, 2, 1, 3)) // [hd, H, T]
-		o = proj(l, "attn_output", x.Reshape2D(o, hd*H, T))  // [E, T]
-		ffnIn := x.Add(o, inp)
-		cur = x.Mul(x.RMSNorm(ffnIn, eps), lw.ffnNorm)
-		ff := x.SwiGLU(proj(l, "ffn_gate", cur), proj(l, "ffn_up", cur)) // [FF, T]
-		inp = x.Add(proj(l, "ffn_down", ff), ffnIn)
-	}
-	out := x.Mul(x.RMSNorm(inp, eps), e.base.outNorm)
-	head := e.base.output
-	if train && e.noTranspose && (head.Type() == ggml.TypeF16 || head.Type() == ggml.TypeBF16) {
-		head = x.Cast(head, ggml.TypeF32)
-	}
-	logits := x.MulMat(head, out) // [V, T]
-
-	gr.g = x.NewGraph(size, train)
+	gr.g = x.NewGraph(e.graphSize(), train)
 	if kind == graphLogits || kind == graphLogitsP {
 		logits.SetOutput()
 		gr.logits = logits
@@ -249,32 +366,11 @@ func (e *engine) build(kind graphKind) (*graph, error) {
 	}
 	gr.g.Expand(gr.loss)
 	if train {
-		gr.g.BuildBackward(x)
-		gr.g.KeepInputsOf("RMS_NORM_BACK", "SOFT_MAX_BACK")
-		if !e.noTranspose {
-			if err := e.transposeWeights(); err != nil {
-				return nil, err
-			}
-			gr.g.UseTransposed(e.wt)
+		if err := e.finishBackward(gr); err != nil {
+			return nil, err
 		}
-		for _, t := range gr.g.OutProdTypes() {
-			if t == ggml.TypeF16 || t == ggml.TypeBF16 {
-				return nil, fmt.Errorf("lora: the backward graph still takes an out_prod of a %s weight, which ggml's CPU backend cannot compute", t)
-			}
-		}
-		// The loss gradient is a leaf set before each run; as an input it
-		// gets memory no other tensor of the graph reuses.
-		gr.seed = gr.g.Grad(gr.loss)
-		gr.seed.SetInput()
-		for _, p := range e.pairs {
-			ga, gb := gr.g.Grad(p.a), gr.g.Grad(p.b)
-			if !ga.Valid() || !gb.Valid() {
-				return nil, fmt.Errorf("lora: no gradient for %s", p.a.Name())
-			}
-			ga.SetOutput()
-			gb.SetOutput()
-			gr.gradA = append(gr.gradA, ga)
-			gr.gradB = append(gr.gradB, gb)
+		if err := e.pairGrads(gr); err != nil {
+			return nil, err
 		}
 	}
 	return gr, nil
@@ -306,8 +402,10 @@ func (e *engine) use(kind graphKind) (*graph, error) {
 type inputs struct {
 	tokens, pos []int32
 	mask, rows  []float32
-	labels      []float32
+	labels      []float32 // whole-window path only
 	targets     int
+	// rowsAt are the rows that predict a target, nextAt their targets.
+	rowsAt, nextAt []int32
 }
 
 // prepare fills the inputs of window w.
@@ -337,33 +435,40 @@ func (e *engine) prepare(w *Window, in *inputs, withLabels bool) {
 	if !withLabels {
 		return
 	}
+	in.rowsAt, in.nextAt = in.rowsAt[:0], in.nextAt[:0]
+	for t := 0; t+1 < T; t++ {
+		if w.Weights[t+1] > 0 && w.Seq[t] >= 0 && w.Seq[t+1] == w.Seq[t] {
+			in.rowsAt = append(in.rowsAt, int32(t))
+			in.nextAt = append(in.nextAt, w.Tokens[t+1])
+		}
+	}
+	in.targets = len(in.rowsAt)
+	if e.checkpoint {
+		return
+	}
 	if len(in.rows) != T {
 		in.rows = make([]float32, T)
 		in.labels = make([]float32, V*T)
 	}
 	uniform := 1 / float32(V)
-	in.targets = 0
-	for t := 0; t < T; t++ {
-		row := in.labels[t*V : (t+1)*V]
-		target := t+1 < T && w.Weights[t+1] > 0 && w.Seq[t] >= 0 && w.Seq[t+1] == w.Seq[t]
-		if target {
-			clear(row)
-			row[w.Tokens[t+1]] = 1
-			in.rows[t] = 1
-			in.targets++
-		} else {
-			for i := range row {
-				row[i] = uniform
-			}
-			in.rows[t] = 0
-		}
+	for i := range in.labels {
+		in.labels[i] = uniform
+	}
+	clear(in.rows)
+	for i, t := range in.rowsAt {
+		row := in.labels[int(t)*V : (int(t)+1)*V]
+		clear(row)
+		row[in.nextAt[i]] = 1
+		in.rows[t] = 1
 	}
 }
 
 // run computes graph gr on prepared inputs; seed scales the gradient (the
 // backward pass differentiates seed·loss).
 func (e *engine) run(gr *graph, in *inputs, seed float32, drops [][]float32) error {
-	gr.tokens.SetI32(in.tokens)
+	if gr.tokens.Valid() {
+		gr.tokens.SetI32(in.tokens)
+	}
 	gr.pos.SetI32(in.pos)
 	gr.mask.SetF32(in.mask)
 	if gr.rows.Valid() {
@@ -371,10 +476,15 @@ func (e *engine) run(gr *graph, in *inputs, seed float32, drops [][]float32) err
 		gr.labels.SetF32(in.labels)
 	}
 	for i, d := range gr.drops {
-		d.SetF32(drops[i])
+		if d.Valid() {
+			d.SetF32(drops[i])
+		}
 	}
 	if gr.seed.Valid() {
 		gr.seed.SetF32([]float32{seed})
+	}
+	if gr.gradOut.Valid() {
+		gr.gradOut.SetF32(e.seg.grad)
 	}
 	return gr.sched.Compute(gr.g)
 }
@@ -469,4 +579,73 @@ func (e *engine) transposeWeights() error {
 	}
 	e.wt = wt
 	return nil
+}
+
+// trainWindow runs window w (prepared in in) forward and backward and adds
+// to gA and gB the gradients of its targets' summed cross-entropy divided
+// by n (the optimizer step's target count). It returns the window's mean
+// cross-entropy over its targets.
+func (e *engine) trainWindow(in *inputs, n int, drops [][]float32, gA, gB [][]float32) (float64, error) {
+	if in.targets == 0 {
+		return 0, nil
+	}
+	if e.checkpoint {
+		if err := e.initSegments(); err != nil {
+			return 0, err
+		}
+		if err := e.segForward(in, drops, true); err != nil {
+			return 0, err
+		}
+		sum, err := e.segHead(in, 1/float32(n), true)
+		if err != nil {
+			return 0, err
+		}
+		if err := e.segBackward(in, drops, gA, gB); err != nil {
+			return 0, err
+		}
+		return sum / float64(in.targets), nil
+	}
+	gr, err := e.use(graphTrain)
+	if err != nil {
+		return 0, err
+	}
+	// The graph's loss averages over all T rows; seed T/n makes the
+	// gradient that of the sum over the window's targets divided by n.
+	if err := e.run(gr, in, float32(e.ctxLen)/float32(n), drops); err != nil {
+		return 0, err
+	}
+	var buf []float32
+	for i := range e.pairs {
+		buf = gr.gradA[i].GetF32(buf)
+		addTo(gA[i], buf)
+		buf = gr.gradB[i].GetF32(buf)
+		addTo(gB[i], buf)
+	}
+	return e.windowLoss(gr, in), nil
+}
+
+// lossWindow is the mean cross-entropy over the targets of the window
+// prepared in in (0 when it has none).
+func (e *engine) lossWindow(in *inputs) (float64, error) {
+	if in.targets == 0 {
+		return 0, nil
+	}
+	if e.checkpoint {
+		if err := e.initSegments(); err != nil {
+			return 0, err
+		}
+		if err := e.segForward(in, nil, false); err != nil {
+			return 0, err
+		}
+		sum, err := e.segHead(in, 0, false)
+		return sum / float64(in.targets), err
+	}
+	gr, err := e.use(graphLoss)
+	if err != nil {
+		return 0, err
+	}
+	if err := e.run(gr, in, 0, nil); err != nil {
+		return 0, err
+	}
+	return e.windowLoss(gr, in), nil
 }

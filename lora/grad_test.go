@@ -11,12 +11,14 @@ import (
 
 // TestGradientsMatchFiniteDifferences checks the engine's LoRA gradients
 // against central finite differences of its own loss, on tiny F32 models
-// with and without grouped-query attention, for every target type.
+// with and without grouped-query attention, for every target type, on the
+// whole-window graph and on the checkpointed path.
 func TestGradientsMatchFiniteDifferences(t *testing.T) {
 	for _, c := range []struct {
 		name       string
 		heads, kvh int
-	}{{"GQA 4 heads / 2 KV heads", 4, 2}, {"MHA 4 heads", 4, 4}} {
+		checkpoint bool
+	}{{"GQA 4 heads / 2 KV heads", 4, 2, false}, {"MHA 4 heads", 4, 4, false}, {"GQA checkpointed", 4, 2, true}} {
 		t.Run(c.name, func(t *testing.T) {
 			model := filepath.Join(t.TempDir(), "m.gguf")
 			if err := testmodel.Write(model, testmodel.Config{Layers: 2, Embd: 32, Heads: c.heads, KVHeads: c.kvh, FF: 64, Context: 64, Seed: 11}); err != nil {
@@ -24,6 +26,7 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 			}
 			const T, rank = 16, 4
 			base, e := openEngine(t, model, Targets, rank, T)
+			e.checkpoint = c.checkpoint
 			p := initParams(e, rank, 8, 2, 5)
 			rng := rand.New(rand.NewPCG(9, 9))
 			for i := range p.Pairs {
@@ -37,29 +40,17 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 			e.prepare(w, &in, true)
 
 			// Analytic gradients of the mean loss over the targets.
-			gr, err := e.use(graphTrain)
-			if err != nil {
+			gradA, gradB := zeroGrads(e)
+			if _, err := e.trainWindow(&in, in.targets, nil, gradA, gradB); err != nil {
 				t.Fatal(err)
-			}
-			if err := e.run(gr, &in, float32(T)/float32(in.targets), nil); err != nil {
-				t.Fatal(err)
-			}
-			gradA := make([][]float32, len(e.pairs))
-			gradB := make([][]float32, len(e.pairs))
-			for i := range e.pairs {
-				gradA[i] = gr.gradA[i].GetF32(nil)
-				gradB[i] = gr.gradB[i].GetF32(nil)
 			}
 			lossAt := func() float64 {
 				e.setParams(p)
-				g, err := e.use(graphLoss)
+				l, err := e.lossWindow(&in)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := e.run(g, &in, 0, nil); err != nil {
-					t.Fatal(err)
-				}
-				return e.windowLoss(g, &in)
+				return l
 			}
 			const h = 4e-2
 			checked := map[string]int{}
@@ -111,4 +102,13 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 			}
 		})
 	}
+}
+
+// zeroGrads are gradient accumulators for e's pairs.
+func zeroGrads(e *engine) (gA, gB [][]float32) {
+	for _, p := range e.pairs {
+		gA = append(gA, make([]float32, p.a.Elements()))
+		gB = append(gB, make([]float32, p.b.Elements()))
+	}
+	return gA, gB
 }

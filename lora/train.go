@@ -225,7 +225,6 @@ type trainer struct {
 	in    inputs
 	gA    [][]float32 // gradient accumulators, per pair
 	gB    [][]float32
-	buf   []float32
 	drops [][]float32
 
 	permEpoch int // the epoch perm belongs to (-1: none yet)
@@ -247,10 +246,6 @@ func (t *trainer) windowAt(g int) *Window {
 // step runs one optimizer step: GradAccum windows, clipping, AdamW.
 func (t *trainer) step() (loss, norm float64, tokens int, err error) {
 	cfg, e, st := t.cfg, t.e, t.st
-	gr, err := e.use(graphTrain)
-	if err != nil {
-		return 0, 0, 0, err
-	}
 	if t.gA == nil {
 		for _, p := range st.params.Pairs {
 			t.gA = append(t.gA, make([]float32, len(p.A)))
@@ -280,18 +275,11 @@ func (t *trainer) step() (loss, norm float64, tokens int, err error) {
 		if cfg.Dropout > 0 {
 			t.fillDropout(rng)
 		}
-		// The graph's loss averages over all T rows; seed T/N makes the
-		// gradient that of the mean over the step's N targets.
-		if err := e.run(gr, &t.in, float32(e.ctxLen)/float32(targets), t.drops); err != nil {
+		l, err := e.trainWindow(&t.in, targets, t.drops, t.gA, t.gB)
+		if err != nil {
 			return 0, 0, 0, err
 		}
-		loss += e.windowLoss(gr, &t.in) * float64(t.in.targets) / float64(targets)
-		for i := range e.pairs {
-			t.buf = gr.gradA[i].GetF32(t.buf)
-			addTo(t.gA[i], t.buf)
-			t.buf = gr.gradB[i].GetF32(t.buf)
-			addTo(t.gB[i], t.buf)
-		}
+		loss += l * float64(t.in.targets) / float64(targets)
 		tokens += len(w.Tokens)
 	}
 	for i := range t.gA {
@@ -355,20 +343,17 @@ func (t *trainer) adamw(clip float64) {
 
 // validate is the mean loss over every target of the validation windows.
 func (t *trainer) validate() (float64, error) {
-	gr, err := t.e.use(graphLoss)
-	if err != nil {
-		return 0, err
-	}
 	sum, n := 0.0, 0
 	for i := range t.data.Val {
 		t.e.prepare(&t.data.Val[i], &t.in, true)
 		if t.in.targets == 0 {
 			continue
 		}
-		if err := t.e.run(gr, &t.in, 0, nil); err != nil {
+		l, err := t.e.lossWindow(&t.in)
+		if err != nil {
 			return 0, err
 		}
-		sum += t.e.windowLoss(gr, &t.in) * float64(t.in.targets)
+		sum += l * float64(t.in.targets)
 		n += t.in.targets
 	}
 	if n == 0 {

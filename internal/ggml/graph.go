@@ -210,6 +210,9 @@ func (x *Ctx) RopeExt(a, pos, freqFactors Tensor, p RopeParams) Tensor {
 func (x *Ctx) SwiGLU(gate, up Tensor) Tensor { return x.wrap(C.ggml_swiglu_split(x.c, gate.c, up.c)) }
 func (x *Ctx) SiLU(a Tensor) Tensor          { return x.wrap(C.ggml_silu(x.c, a.c)) }
 
+// Sum is the sum of every element of a, a scalar.
+func (x *Ctx) Sum(a Tensor) Tensor { return x.wrap(C.ggml_sum(x.c, a.c)) }
+
 // CrossEntropyLoss is -sum(labels * log_softmax(logits)) / rows, a scalar.
 func (x *Ctx) CrossEntropyLoss(logits, labels Tensor) Tensor {
 	return x.wrap(C.ggml_cross_entropy_loss(x.c, logits.c, labels.c))
@@ -324,6 +327,15 @@ func NewCPUBackend(threads int) (*Backend, error) {
 	}
 	C.ggml_backend_cpu_set_n_threads(b, C.int(threads))
 	return &Backend{c: b}, nil
+}
+
+// SetThreads sets how many threads the CPU backend computes with from
+// its next graph on (threads <= 0: every core).
+func (b *Backend) SetThreads(threads int) {
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	C.ggml_backend_cpu_set_n_threads(b.c, C.int(threads))
 }
 
 // Close frees the backend.
