@@ -119,6 +119,8 @@ func (c *Config) Validate() error {
 		seen[t] = true
 	}
 	switch {
+	case c.Checkpointing != "" && c.Checkpointing != "auto" && c.Checkpointing != "on" && c.Checkpointing != "off":
+		return fmt.Errorf("lora: checkpointing %q: use auto, on or off", c.Checkpointing)
 	case c.Rank < 1:
 		return fmt.Errorf("lora: rank must be at least 1, got %d", c.Rank)
 	case c.Alpha <= 0:

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/finetune-dev/finetune/adapters"
+	"github.com/finetune-dev/finetune/internal/cpuload"
 	"github.com/finetune-dev/finetune/internal/filehash"
+	"github.com/finetune-dev/finetune/internal/sysmem"
 )
 
 // Data is what a run trains and validates on.
@@ -102,11 +104,16 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 			}
 		}
 	}
+	mem, err := EstimateMemory(basePath, ctxLen, cfg.Rank, len(cfg.Targets))
+	if err != nil {
+		return nil, err
+	}
 	e, err := newEngine(base, cfg.Targets, cfg.Rank, cfg.scale(), float32(cfg.Dropout), ctxLen, cfg.Threads)
 	if err != nil {
 		return nil, err
 	}
 	defer e.close()
+	e.checkpoint, _ = mem.Choose(cfg.Checkpointing, sysmem.Available())
 
 	total := cfg.MaxSteps
 	if total == 0 {
@@ -246,6 +253,7 @@ func (t *trainer) windowAt(g int) *Window {
 // step runs one optimizer step: GradAccum windows, clipping, AdamW.
 func (t *trainer) step() (loss, norm float64, tokens int, err error) {
 	cfg, e, st := t.cfg, t.e, t.st
+	t.threads()
 	if t.gA == nil {
 		for _, p := range st.params.Pairs {
 			t.gA = append(t.gA, make([]float32, len(p.A)))
@@ -296,6 +304,16 @@ func (t *trainer) step() (loss, norm float64, tokens int, err error) {
 	return loss, norm, tokens, nil
 }
 
+// threads sets the threads of the next graphs: Config.Threads when fixed,
+// else as many of them as the machine has cores free right now.
+func (t *trainer) threads() {
+	n := t.cfg.Threads
+	if !t.cfg.FixedThreads {
+		n = cpuload.Threads(n)
+	}
+	t.e.backend.SetThreads(n)
+}
+
 func (t *trainer) fillDropout(rng *rand.Rand) {
 	p := t.cfg.Dropout
 	keep := float32(1 / (1 - p))
@@ -343,6 +361,7 @@ func (t *trainer) adamw(clip float64) {
 
 // validate is the mean loss over every target of the validation windows.
 func (t *trainer) validate() (float64, error) {
+	t.threads()
 	sum, n := 0.0, 0
 	for i := range t.data.Val {
 		t.e.prepare(&t.data.Val[i], &t.in, true)

@@ -214,6 +214,8 @@ func (r *Recipe) check() error {
 		return r.errAt("train.weight_decay", "must not be negative")
 	case t.CheckpointEvery < 0 || t.EvalEvery < 0 || t.Patience < 0 || t.Threads < 0:
 		return r.errAt("train", "checkpoint_every, eval_every, patience and threads must not be negative")
+	case t.Checkpointing != "" && t.Checkpointing != "auto" && t.Checkpointing != "on" && t.Checkpointing != "off":
+		return r.errAt("train.checkpointing", "%q: use auto, on or off", t.Checkpointing)
 	}
 	names := map[string]bool{}
 	for i, c := range r.Eval.Contestants {

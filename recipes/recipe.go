@@ -99,7 +99,12 @@ type Train struct {
 	CheckpointEvery int     `yaml:"checkpoint_every"` // steps; default 50
 	EvalEvery       int     `yaml:"eval_every"`       // validation loss every N steps; default 25
 	Patience        int     `yaml:"patience"`         // early stopping; default 0 (off)
-	Threads         int     `yaml:"threads"`          // default: every core
+	Threads         int     `yaml:"threads"`          // at most; default: every core free at each step
+	// Checkpointing: "on" recomputes each layer's activations in the
+	// backward pass instead of keeping them (far less memory, one more
+	// forward pass); "off" keeps them; "auto" (default) turns it on when
+	// keeping them would take more than a third of the memory available.
+	Checkpointing string `yaml:"checkpointing"`
 }
 
 // Eval is the eval suite run by `finetune eval`.

@@ -15,6 +15,7 @@ import (
 	"github.com/finetune-dev/finetune/internal/basemodel"
 	"github.com/finetune-dev/finetune/internal/filehash"
 	"github.com/finetune-dev/finetune/internal/gguf"
+	"github.com/finetune-dev/finetune/internal/sysmem"
 	"github.com/finetune-dev/finetune/lora"
 	"github.com/finetune-dev/finetune/recipes"
 )
@@ -71,14 +72,20 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 	rep := data.Report
 	log.Info("data", "train_examples", rep.Train.Examples, "eval_examples", rep.Eval.Examples, "train_windows", len(data.Train), "val_windows", len(data.Val),
 		"dropped", rep.Train.Dropped+rep.Eval.Dropped, "truncated", rep.Train.Truncated+rep.Eval.Truncated)
-	need, err := lora.EstimateMemory(path, r.Data.SeqLen, r.LoRA.Rank, len(r.LoRA.Targets))
+	mem, err := lora.EstimateMemory(path, r.Data.SeqLen, r.LoRA.Rank, len(r.LoRA.Targets))
 	if err != nil {
 		return nil, err
 	}
-	if avail := availableMemory(); avail > 0 && need > avail {
-		return nil, fmt.Errorf("%s: the run needs about %.1f GiB but the machine has %.1f GiB available: lower data.seq_len or use a smaller or quantized base", r.Path, gib(need), gib(avail))
+	avail := sysmem.Available()
+	checkpoint, need := mem.Choose(r.Train.Checkpointing, avail)
+	if avail > 0 && need > avail {
+		hint := "lower data.seq_len or use a smaller or quantized base"
+		if !checkpoint && mem.Checkpointed <= avail {
+			hint = "set train.checkpointing: on (about " + fmt.Sprintf("%.1f GiB", gib(mem.Checkpointed)) + "), " + hint
+		}
+		return nil, fmt.Errorf("%s: the run needs about %.1f GiB but the machine has %.1f GiB available: %s", r.Path, gib(need), gib(avail), hint)
 	}
-	log.Info("memory", "estimated", fmt.Sprintf("%.2f GiB", gib(need)))
+	log.Info("memory", "estimated", fmt.Sprintf("%.2f GiB", gib(need)), "checkpointing", checkpoint)
 	sum, _, err := filehash.SHA256(path)
 	if err != nil {
 		return nil, err
@@ -207,7 +214,7 @@ func LoRAConfig(r *recipes.Recipe, dir string) lora.Config {
 		Targets: r.LoRA.Targets, Rank: r.LoRA.Rank, Alpha: r.LoRA.Alpha, RSLoRA: r.LoRA.RSLoRA, Dropout: r.LoRA.Dropout,
 		LearningRate: t.LearningRate, Schedule: t.Schedule, WarmupSteps: t.WarmupSteps, WeightDecay: t.WeightDecay,
 		GradAccum: t.BatchSize, ClipNorm: t.ClipNorm, MaxSteps: t.MaxSteps, Epochs: t.Epochs,
-		EvalEvery: t.EvalEvery, Patience: t.Patience, CheckpointEvery: t.CheckpointEvery, Seed: t.Seed, Threads: t.Threads,
+		EvalEvery: t.EvalEvery, Patience: t.Patience, CheckpointEvery: t.CheckpointEvery, Seed: t.Seed, Threads: t.Threads, Checkpointing: t.Checkpointing,
 		Files: lora.Files{
 			Checkpoint: filepath.Join(dir, CheckpointFile),
 			Metrics:    filepath.Join(dir, MetricsFile),
@@ -353,19 +360,3 @@ func short(digest string) string {
 }
 
 func gib(n int64) float64 { return float64(n) / (1 << 30) }
-
-// availableMemory is MemAvailable from /proc/meminfo (0 when unknown).
-func availableMemory() int64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
-			var kb int64
-			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
-			return kb * 1024
-		}
-	}
-	return 0
-}
