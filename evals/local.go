@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/finetune-dev/finetune/internal/cpuload"
 	"github.com/finetune-dev/finetune/internal/filehash"
 	"github.com/finetune-dev/finetune/internal/llama"
 )
@@ -253,6 +254,7 @@ func (l *Local) wave(ctx context.Context, cases []Case, answers []Answer, errs [
 	}
 	batch := make([]llama.BatchToken, 0, l.ctx.BatchSize())
 	var sample []slot
+	decodes := 0
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -260,6 +262,13 @@ func (l *Local) wave(ctx context.Context, cases []Case, answers []Answer, errs [
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// llama.cpp's workers spin while they wait for each other: take
+		// only the cores other work leaves free, looked at every 32
+		// decode calls.
+		if decodes%32 == 0 {
+			l.ctx.SetThreads(cpuload.Threads(l.opts.Threads))
+		}
+		decodes++
 		if err := l.ctx.Decode(batch); err != nil {
 			return err
 		}

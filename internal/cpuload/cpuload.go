@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"time"
 )
 
 // Runnable is the number of threads running or ready to run on the whole
@@ -41,10 +42,26 @@ func Threads(limit int) int {
 	if limit <= 0 || limit > cores {
 		limit = cores
 	}
-	n, ok := Runnable()
-	if !ok {
-		return limit
+	// Threads that run for an instant (the Go runtime's, the kernel's)
+	// are not load: the fewest seen over a millisecond is.
+	fewest := -1
+	for i := range samples {
+		if i > 0 {
+			time.Sleep(sampleGap)
+		}
+		n, ok := Runnable()
+		if !ok {
+			return limit
+		}
+		if fewest < 0 || n < fewest {
+			fewest = n
+		}
 	}
-	others := max(0, n-1)
+	others := max(0, fewest-1)
 	return max(1, min(limit, cores-others))
 }
+
+const (
+	samples   = 4
+	sampleGap = 300 * time.Microsecond
+)

@@ -85,6 +85,15 @@ func NewContext(m *Model, opts ContextOptions) (*Context, error) {
 	return ctx, nil
 }
 
+// SetThreads sets the threads of the next decode calls (<= 0: every
+// core).
+func (c *Context) SetThreads(n int) {
+	if n <= 0 {
+		n = runtime.NumCPU()
+	}
+	C.llama_set_n_threads(c.c, C.int32_t(n), C.int32_t(n))
+}
+
 // Close frees the context.
 func (c *Context) Close() {
 	if c != nil && c.c != nil {

@@ -1,13 +1,19 @@
 // Command benchtrain measures LoRA training speed on the shapes the project
 // tracks: tokens/s, the FLOP/s the training step achieves, that figure as a
 // fraction of ggml's own F32 matrix-product FLOP/s measured in the same run
-// (the machine's practical peak), and peak RSS. Each shape runs in a child
-// process so its peak RSS is its own. Run it through `make bench-train`.
+// (the machine's practical peak), and peak RSS, on the whole-window graph
+// and on the checkpointed path side by side. -trained F makes the windows
+// SFT-like (packed examples whose prompts, 1-F of their tokens, are
+// masked); -contention measures speed beside other work instead. Each
+// measurement runs in a child process so its peak RSS is its own. Run it
+// through `make bench-train` (BENCH_FLAGS=...).
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -32,6 +38,8 @@ type shape struct {
 	Model string // shared model file, or "" for a test model
 	Cfg   testmodel.Config
 	Ctx   int
+	Rank  int  // default 8
+	Heavy bool // only with -only naming it: minutes per step
 }
 
 var shapes = []shape{
@@ -41,6 +49,14 @@ var shapes = []shape{
 	{Name: "135M Q8_0 ctx 512", Cfg: smol("q8_0"), Ctx: 512},
 	{Name: "135M F32 ctx 1024", Cfg: smol("f32"), Ctx: 1024},
 	{Name: "135M Q8_0 ctx 1024", Cfg: smol("q8_0"), Ctx: 1024},
+	{Name: "1B Q8_0 ctx 1024", Cfg: llama1B(), Ctx: 1024, Rank: 16, Heavy: true},
+	{Name: "1B Q8_0 ctx 2048", Cfg: llama1B(), Ctx: 2048, Rank: 16, Heavy: true},
+	{Name: "1B Q8_0 ctx 4096", Cfg: llama1B(), Ctx: 4096, Rank: 16, Heavy: true},
+}
+
+// llama1B is Llama-3.2-1B's shape (its head tied to the embeddings).
+func llama1B() testmodel.Config {
+	return testmodel.Config{Layers: 16, Embd: 2048, Heads: 32, KVHeads: 8, FF: 8192, VocabSize: 128256, Context: 8192, Type: "q8_0"}
 }
 
 // smol is SmolLM2-135M's shape.
@@ -50,7 +66,10 @@ func smol(typ string) testmodel.Config {
 
 type result struct {
 	Shape        string  `json:"shape"`
+	Path         string  `json:"path"`
 	TokensPerSec float64 `json:"tokens_per_s"`
+	TrainedPerS  float64 `json:"trained_tokens_per_s"`
+	Estimate     int64   `json:"estimate_bytes"`
 	StepSec      float64 `json:"step_s"`
 	FLOPPerStep  float64 `json:"flop_per_step"`
 	FLOPs        float64 `json:"flop_per_s"`
@@ -58,52 +77,179 @@ type result struct {
 	Error        string  `json:"error,omitempty"`
 }
 
+// options are what the parent passes to each child.
+type options struct {
+	steps, warmup, threads int
+	cache, mode            string
+	trained                float64
+	fixed                  bool
+}
+
+func (o options) args() []string {
+	return []string{"-steps", fmt.Sprint(o.steps), "-warmup", fmt.Sprint(o.warmup), "-threads", fmt.Sprint(o.threads),
+		"-cache", o.cache, "-trained", fmt.Sprint(o.trained), "-fixed-threads=" + fmt.Sprint(o.fixed)}
+}
+
 func main() {
 	child := flag.Int("shape", -1, "run one shape (child mode)")
-	steps := flag.Int("steps", 6, "measured optimizer steps per shape (after 2 warm-up steps)")
-	threads := flag.Int("threads", runtime.NumCPU(), "threads")
-	cache := flag.String("cache", filepath.Join(os.TempDir(), "finetune-bench"), "folder for the generated test models")
-	only := flag.String("only", "", "run only shapes whose name contains this")
+	var o options
+	flag.IntVar(&o.steps, "steps", 6, "measured optimizer steps per shape")
+	flag.IntVar(&o.warmup, "warmup", 2, "warm-up steps before them")
+	flag.IntVar(&o.threads, "threads", runtime.NumCPU(), "threads")
+	flag.StringVar(&o.cache, "cache", filepath.Join(os.TempDir(), "finetune-bench"), "folder for the generated test models")
+	flag.StringVar(&o.mode, "checkpointing", "both", "off (whole-window graph), on (checkpointed), or both")
+	flag.Float64Var(&o.trained, "trained", 1, "fraction of each window's tokens that are targets (SFT data: prompts masked)")
+	flag.BoolVar(&o.fixed, "fixed-threads", true, "compute with exactly -threads threads (false: only the cores free at each step)")
+	only := flag.String("only", "", "run only shapes whose name contains this (heavy shapes run only when named)")
 	peakOnly := flag.Bool("peak", false, "measure the matmul peak only (child mode)")
+	contention := flag.Bool("contention", false, "measure tokens/s alone, beside a busy process and two runs at once")
+	busy := flag.Bool("busy", false, "spin one thread until killed (child mode)")
 	flag.Parse()
-	if *peakOnly {
-		fmt.Println(matmulPeak(*threads))
+	switch {
+	case *busy:
+		for {
+		}
+	case *peakOnly:
+		fmt.Println(matmulPeak(o.threads))
 		return
-	}
-	if *child >= 0 {
-		r := runShape(shapes[*child], *steps, *threads, *cache)
+	case *child >= 0:
+		r := runShape(shapes[*child], o)
 		json.NewEncoder(os.Stdout).Encode(r)
+		return
+	case *contention:
+		runContention(o)
 		return
 	}
 	// Every measurement runs in a child process of its own, so no ggml
 	// worker threads of one measurement are left to compete with the next.
 	exe, _ := os.Executable()
-	out, err := exec.Command(exe, "-peak", "-threads", fmt.Sprint(*threads)).Output()
+	out, err := exec.Command(exe, "-peak", "-threads", fmt.Sprint(o.threads)).Output()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchtrain: measuring the matmul peak:", err)
 		os.Exit(1)
 	}
 	var peak float64
 	fmt.Sscan(string(out), &peak)
-	fmt.Printf("ggml F32 matrix product (2048x2048 by 2048x256, %d threads): %.1f GFLOP/s — the practical peak\n\n", *threads, peak/1e9)
-	fmt.Printf("%-24s %12s %10s %14s %9s %10s\n", "shape", "tokens/s", "step s", "GFLOP/s", "of peak", "peak RSS")
-	for i, s := range shapes {
-		if *only != "" && !contains(s.Name, *only) {
-			continue
-		}
-		out, err := exec.Command(exe, "-shape", fmt.Sprint(i), "-steps", fmt.Sprint(*steps), "-threads", fmt.Sprint(*threads), "-cache", *cache).Output()
-		var r result
-		if err == nil {
-			err = json.Unmarshal(out, &r)
-		}
-		if err != nil || r.Error != "" {
-			fmt.Printf("%-24s failed: %v %s\n", s.Name, err, r.Error)
-			continue
-		}
-		fmt.Printf("%-24s %12.1f %10.2f %14.1f %8.1f%% %7.0f MiB\n", s.Name, r.TokensPerSec, r.StepSec, r.FLOPs/1e9, 100*r.FLOPs/peak, float64(r.PeakRSS)/(1<<20))
+	fmt.Printf("ggml F32 matrix product (2048x2048 by 2048x256, %d threads): %.1f GFLOP/s — the practical peak\n", o.threads, peak/1e9)
+	fmt.Printf("windows: %.0f%% of tokens trained; %d warm-up + %d measured steps (median)\n\n", 100*o.trained, o.warmup, o.steps)
+	fmt.Printf("%-20s %-6s %10s %10s %9s %10s %8s %10s %10s\n", "shape", "path", "tokens/s", "trained/s", "step s", "GFLOP/s", "of peak", "peak RSS", "estimate")
+	modes := []string{"off", "on"}
+	if o.mode != "both" {
+		modes = []string{o.mode}
 	}
-	fmt.Println("\nFLOP counted per step: 4·T·N (forward and input gradients of every matrix product with frozen")
+	for i, s := range shapes {
+		if *only != "" && !contains(s.Name, *only) || *only == "" && s.Heavy {
+			continue
+		}
+		for _, mode := range modes {
+			co := o
+			co.mode = mode
+			out, err := exec.Command(exe, append([]string{"-shape", fmt.Sprint(i), "-checkpointing", mode}, co.args()...)...).Output()
+			var r result
+			if err == nil {
+				err = json.Unmarshal(out, &r)
+			}
+			if err != nil || r.Error != "" {
+				fmt.Printf("%-20s %-6s failed: %v %s\n", s.Name, pathName(mode), err, r.Error)
+				continue
+			}
+			fmt.Printf("%-20s %-6s %10.1f %10.1f %9.2f %10.1f %7.1f%% %6.0f MiB %6.0f MiB\n", s.Name, pathName(mode), r.TokensPerSec, r.TrainedPerS, r.StepSec,
+				r.FLOPs/1e9, 100*r.FLOPs/peak, float64(r.PeakRSS)/(1<<20), float64(r.Estimate)/(1<<20))
+		}
+	}
+	fmt.Println("\nFLOP counted per step (the same work on both paths; the checkpointed path's recomputed forward")
+	fmt.Println("pass is not counted): 4·T·N (forward and input gradients of every matrix product with frozen")
 	fmt.Println("weights, output head included) + 12·T²·E·L (attention forward and backward) + 8·T·r·Σ(n_in+n_out) (LoRA).")
+}
+
+func pathName(mode string) string {
+	if mode == "on" {
+		return "ckpt"
+	}
+	return "whole"
+}
+
+// runContention trains stories260K (the shipped recipe's shape) alone,
+// beside one process spinning a thread, and as two runs at once, with
+// fixed threads (ggml's pool as it is) and with threads taken from the
+// cores free at each step.
+func runContention(o options) {
+	exe, _ := os.Executable()
+	idx := -1
+	for i, s := range shapes {
+		if s.Model == "models/stories260K.gguf" {
+			idx = i
+		}
+	}
+	run := func(fixed bool, n int, busy bool) ([]result, error) {
+		co := o
+		co.fixed = fixed
+		co.mode = "off"
+		var stop func()
+		if busy {
+			b := exec.Command(exe, "-busy")
+			if err := b.Start(); err != nil {
+				return nil, err
+			}
+			stop = func() { b.Process.Kill(); b.Wait() }
+			time.Sleep(200 * time.Millisecond)
+		}
+		cmds := make([]*exec.Cmd, n)
+		outs := make([]*bytes.Buffer, n)
+		for i := range cmds {
+			cmds[i] = exec.Command(exe, append([]string{"-shape", fmt.Sprint(idx), "-checkpointing", "off"}, co.args()...)...)
+			outs[i] = &bytes.Buffer{}
+			cmds[i].Stdout = outs[i]
+			if err := cmds[i].Start(); err != nil {
+				return nil, err
+			}
+		}
+		var rs []result
+		var firstErr error
+		for i, c := range cmds {
+			err := c.Wait()
+			var r result
+			if err == nil {
+				err = json.Unmarshal(outs[i].Bytes(), &r)
+			}
+			if err == nil && r.Error != "" {
+				err = errors.New(r.Error)
+			}
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			rs = append(rs, r)
+		}
+		if stop != nil {
+			stop()
+		}
+		return rs, firstErr
+	}
+	fmt.Printf("stories260K ctx 256, %d threads at most, %d measured steps per run\n\n", o.threads, o.steps)
+	fmt.Printf("%-14s %12s %14s %10s %16s %10s\n", "threads", "alone tok/s", "beside 1 busy", "ratio", "two at once (sum)", "ratio")
+	for _, fixed := range []bool{true, false} {
+		name := "adaptive"
+		if fixed {
+			name = "fixed"
+		}
+		alone, err := run(fixed, 1, false)
+		if err != nil {
+			fmt.Printf("%-14s failed: %v\n", name, err)
+			continue
+		}
+		busy, err := run(fixed, 1, true)
+		if err != nil {
+			fmt.Printf("%-14s failed: %v\n", name, err)
+			continue
+		}
+		two, err := run(fixed, 2, false)
+		if err != nil {
+			fmt.Printf("%-14s failed: %v\n", name, err)
+			continue
+		}
+		a, b, sum := alone[0].TokensPerSec, busy[0].TokensPerSec, two[0].TokensPerSec+two[1].TokensPerSec
+		fmt.Printf("%-14s %12.0f %14.0f %9.2fx %16.0f %9.2fx\n", name, a, b, b/a, sum, sum/a)
+	}
 }
 
 func contains(s, sub string) bool {
@@ -166,8 +312,13 @@ func matmulPeak(threads int) float64 {
 	return best
 }
 
-func runShape(s shape, steps, threads int, cache string) (r result) {
-	r.Shape = s.Name
+func runShape(s shape, o options) (r result) {
+	r.Shape, r.Path = s.Name, pathName(o.mode)
+	steps, threads, cache := o.steps, o.threads, o.cache
+	rank := s.Rank
+	if rank == 0 {
+		rank = 8
+	}
 	defer func() {
 		if e := recover(); e != nil {
 			r.Error = fmt.Sprint(e)
@@ -203,21 +354,27 @@ func runShape(s shape, steps, threads int, cache string) (r result) {
 	h, _ := modelinfo.ParseHyper(f)
 	T := s.Ctx
 	rng := rand.New(rand.NewPCG(7, 7))
-	var windows []lora.Window
-	for i := 0; i < 4; i++ {
-		w := lora.Window{Tokens: make([]int32, T), Weights: make([]float32, T), Pos: make([]int32, T), Seq: make([]int32, T)}
-		for j := range w.Tokens {
-			w.Tokens[j] = int32(3 + rng.IntN(h.VocabSize-3))
-			w.Weights[j], w.Pos[j] = 1, int32(j)
-		}
-		windows = append(windows, w)
+	windows := benchWindows(rng, T, h.VocabSize, o.trained)
+	trained := 0
+	for i := range windows {
+		trained += windows[i].Targets()
+	}
+	mem, err := lora.EstimateMemory(path, T, rank, len(lora.Targets))
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	r.Estimate = mem.WholeWindow
+	if o.mode == "on" {
+		r.Estimate = mem.Checkpointed
 	}
 	out, _ := os.MkdirTemp("", "benchtrain-run-*")
 	defer os.RemoveAll(out)
 	var times []float64
-	cfg := lora.Config{Rank: 8, Alpha: 16, MaxSteps: 2 + steps, Threads: threads, Seed: 1, Files: lora.Files{Checkpoint: filepath.Join(out, "checkpoint.gguf"), Metrics: filepath.Join(out, "metrics.jsonl"), Adapter: filepath.Join(out, "adapter.gguf")}}
+	cfg := lora.Config{Rank: rank, Alpha: 16, MaxSteps: o.warmup + steps, Threads: threads, FixedThreads: o.fixed, Checkpointing: o.mode, Seed: 1,
+		Files: lora.Files{Checkpoint: filepath.Join(out, "checkpoint.gguf"), Metrics: filepath.Join(out, "metrics.jsonl"), Adapter: filepath.Join(out, "adapter.gguf")}}
 	_, err = lora.Train(context.Background(), path, cfg, lora.Data{Train: windows}, func(m lora.Metrics) {
-		if m.Step > 2 {
+		if m.Step > o.warmup {
 			times = append(times, float64(T)/m.TokensPerSec)
 		}
 	})
@@ -229,12 +386,43 @@ func runShape(s shape, steps, threads int, cache string) (r result) {
 	step := times[len(times)/2]
 	r.StepSec = step
 	r.TokensPerSec = float64(T) / step
+	r.TrainedPerS = float64(trained) / float64(len(windows)) / step
 	r.FLOPPerStep = stepFLOPs(f, h, T, cfg.Rank)
 	r.FLOPs = r.FLOPPerStep / step
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	r.PeakRSS = ru.Maxrss * 1024
 	return r
+}
+
+// benchWindows are 4 windows of T random tokens. With trained < 1 each is
+// packed with examples of 64-192 tokens whose first 1-trained of tokens
+// are a masked prompt, as SFT data is.
+func benchWindows(rng *rand.Rand, T, vocab int, trained float64) []lora.Window {
+	var ws []lora.Window
+	for i := 0; i < 4; i++ {
+		w := lora.Window{Tokens: make([]int32, T), Weights: make([]float32, T), Pos: make([]int32, T), Seq: make([]int32, T)}
+		for j := range w.Tokens {
+			w.Tokens[j] = int32(3 + rng.IntN(vocab-3))
+			w.Weights[j], w.Pos[j] = 1, int32(j)
+		}
+		if trained < 1 {
+			seq := int32(0)
+			for start := 0; start < T; seq++ {
+				n := min(T-start, 64+rng.IntN(129))
+				prompt := int(float64(n) * (1 - trained))
+				for j := 0; j < n; j++ {
+					w.Pos[start+j], w.Seq[start+j] = int32(j), seq
+					if j <= prompt {
+						w.Weights[start+j] = 0
+					}
+				}
+				start += n
+			}
+		}
+		ws = append(ws, w)
+	}
+	return ws
 }
 
 // stepFLOPs counts the floating-point operations of one training step.
