@@ -2,6 +2,7 @@ package lora
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
 	"strings"
 )
@@ -43,6 +44,10 @@ type Config struct {
 	// "auto" (the default: on when the whole-window graph would take more
 	// than a third of the machine's memory).
 	Checkpointing string
+	// EveryRow runs the output head and the loss over every row of a
+	// window, not only the rows that predict a target, as the engine did
+	// before (for benchmarks that compare the two).
+	EveryRow bool
 
 	// Files are where the run's products go.
 	Files Files
@@ -53,6 +58,9 @@ type Config struct {
 	BaseSHA256 string
 	// Meta is stored in the adapter's Info as its recipe.
 	Meta any
+	// Logger hears what happens before the first step (the path chosen,
+	// the weights' transposed copies being made); nil: nothing is logged.
+	Logger *slog.Logger
 }
 
 // Files are the paths Train writes (the caller owns the folder and its

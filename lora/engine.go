@@ -2,8 +2,10 @@ package lora
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/finetune-dev/finetune/internal/ggml"
 )
@@ -61,6 +63,11 @@ type engine struct {
 	// and loss graphs.
 	checkpoint bool
 	seg        *segments
+	log        *slog.Logger
+	// allRows runs the whole-window path's head over every row, as it
+	// did before it ran over the target rows only (benchmarks compare).
+	allRows   bool
+	rowLabels []float32
 }
 
 type pairTensors struct {
@@ -80,10 +87,13 @@ const (
 	graphLogitsP                        // logits without LoRA (the base)
 	graphHeadTrain                      // checkpointed: the head over one chunk of target rows, with its backward
 	graphHeadLoss                       // checkpointed: the head over one chunk, loss only
+	graphTrainRows                      // as graphTrain, the head over the window's target rows only
+	graphLossRows                       // as graphLoss, the head over the target rows only
 )
 
 type graph struct {
 	kind   graphKind
+	nRows  int // graphTrainRows, graphLossRows: the rows the head runs over
 	ctx    *ggml.Ctx
 	sched  *ggml.Sched
 	g      ggml.Graph
@@ -283,11 +293,15 @@ func (n *net) logits(hidden ggml.Tensor) ggml.Tensor {
 
 // finishBackward adds the backward pass of gr.loss to gr.g and makes its
 // gradients computable on the CPU backend. The loss gradient becomes an
-// input (gr.seed).
-func (e *engine) finishBackward(gr *graph) error {
+// input (gr.seed). The input gradients through frozen weights use the
+// transposed copies in wt (made in the graph) or else e.wt.
+func (e *engine) finishBackward(gr *graph, wt map[ggml.Tensor]ggml.Tensor) error {
 	gr.g.BuildBackward(gr.ctx)
 	gr.g.KeepInputsOf("RMS_NORM_BACK", "SOFT_MAX_BACK")
 	if !e.noTranspose {
+		if wt != nil {
+			gr.g.UseTransposed(wt)
+		}
 		if err := e.transposeWeights(); err != nil {
 			return err
 		}
@@ -326,22 +340,31 @@ func (e *engine) pairGrads(gr *graph, layers ...int) error {
 	return nil
 }
 
-// build makes the whole-window graph of a kind.
-func (e *engine) build(kind graphKind) (*graph, error) {
+// build makes the whole-window graph of a kind; the Rows kinds run the
+// head over nRows rows picked by gr.idx.
+func (e *engine) build(kind graphKind, nRows int) (*graph, error) {
 	T, V := e.ctxLen, e.base.Hyper.VocabSize
 	ctx, err := e.newGraphCtx()
 	if err != nil {
 		return nil, err
 	}
-	gr := &graph{kind: kind, ctx: ctx}
+	gr := &graph{kind: kind, ctx: ctx, nRows: nRows}
 	x := ctx
-	train := kind == graphTrain
+	train := kind == graphTrain || kind == graphTrainRows
 	n := e.newNet(x, gr, kind != graphLogitsP, train)
 	inp := n.embed()
 	n.attentionInputs()
 	n.dropouts()
 	for l := 0; l < e.base.Hyper.Layers; l++ {
 		inp = n.layer(l, inp)
+	}
+	if kind == graphTrainRows || kind == graphLossRows {
+		gr.idx = x.New1D(ggml.TypeI32, nRows).SetName("target_rows")
+		gr.labels = x.New2D(ggml.TypeF32, V, nRows).SetName("labels")
+		gr.idx.SetInput()
+		gr.labels.SetInput()
+		gr.loss = x.CrossEntropyLoss(n.logits(x.GetRows(inp, gr.idx)), gr.labels) // [V, nRows]
+		return e.finishLoss(gr, train)
 	}
 	logits := n.logits(inp) // [V, T]
 
@@ -359,6 +382,15 @@ func (e *engine) build(kind graphKind) (*graph, error) {
 	gr.rows.SetInput()
 	gr.labels.SetInput()
 	gr.loss = x.CrossEntropyLoss(x.Mul(logits, gr.rows), gr.labels)
+	return e.finishLoss(gr, train)
+}
+
+// finishLoss makes gr.g the graph of gr.loss, with its backward pass and
+// the LoRA gradients when training.
+func (e *engine) finishLoss(gr *graph, train bool) (*graph, error) {
+	if !gr.g.Valid() {
+		gr.g = gr.ctx.NewGraph(e.graphSize(), train)
+	}
 	gr.loss.SetName("loss")
 	gr.loss.SetOutput()
 	if train {
@@ -366,7 +398,7 @@ func (e *engine) build(kind graphKind) (*graph, error) {
 	}
 	gr.g.Expand(gr.loss)
 	if train {
-		if err := e.finishBackward(gr); err != nil {
+		if err := e.finishBackward(gr, nil); err != nil {
 			return nil, err
 		}
 		if err := e.pairGrads(gr); err != nil {
@@ -376,12 +408,64 @@ func (e *engine) build(kind graphKind) (*graph, error) {
 	return gr, nil
 }
 
+// useRows returns the graph of kind graphTrainRows or graphLossRows for a
+// window of nRows targets, built again when the count changes (on the same
+// scheduler, whose memory is reused when it suffices).
+func (e *engine) useRows(kind graphKind, nRows int) (*graph, error) {
+	old := e.graphs[kind]
+	if old != nil && old.nRows == nRows {
+		return old, nil
+	}
+	var sched *ggml.Sched
+	if old != nil {
+		sched = old.sched
+		old.ctx.Close()
+		delete(e.graphs, kind)
+	}
+	gr, err := e.build(kind, nRows)
+	if err != nil {
+		sched.Close()
+		return nil, err
+	}
+	if sched == nil {
+		if sched, err = ggml.NewSched([]*ggml.Backend{e.backend}, e.graphSize()); err != nil {
+			gr.ctx.Close()
+			return nil, err
+		}
+	}
+	sched.Reset()
+	if err := sched.Alloc(gr.g); err != nil {
+		sched.Close()
+		gr.ctx.Close()
+		return nil, err
+	}
+	gr.sched = sched
+	e.graphs[kind] = gr
+	return gr, nil
+}
+
+// runRows computes a Rows graph on in: its head over in's target rows.
+func (e *engine) runRows(gr *graph, in *inputs, seed float32, drops [][]float32) error {
+	V := e.base.Hyper.VocabSize
+	if len(e.rowLabels) < V*gr.nRows {
+		e.rowLabels = make([]float32, V*gr.nRows)
+	}
+	labels := e.rowLabels[:V*gr.nRows]
+	clear(labels)
+	for i, t := range in.nextAt {
+		labels[i*V+int(t)] = 1
+	}
+	gr.idx.SetI32(in.rowsAt)
+	gr.labels.SetF32(labels)
+	return e.run(gr, in, seed, drops)
+}
+
 // use returns the graph of a kind, allocated and ready for inputs.
 func (e *engine) use(kind graphKind) (*graph, error) {
 	if gr := e.graphs[kind]; gr != nil {
 		return gr, nil
 	}
-	gr, err := e.build(kind)
+	gr, err := e.build(kind, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -443,8 +527,8 @@ func (e *engine) prepare(w *Window, in *inputs, withLabels bool) {
 		}
 	}
 	in.targets = len(in.rowsAt)
-	if e.checkpoint {
-		return
+	if !e.allRows || e.checkpoint {
+		return // labels are made per chunk of target rows
 	}
 	if len(in.rows) != T {
 		in.rows = make([]float32, T)
@@ -471,7 +555,7 @@ func (e *engine) run(gr *graph, in *inputs, seed float32, drops [][]float32) err
 	}
 	gr.pos.SetI32(in.pos)
 	gr.mask.SetF32(in.mask)
-	if gr.rows.Valid() {
+	if gr.rows.Valid() && !gr.idx.Valid() {
 		gr.rows.SetF32(in.rows)
 		gr.labels.SetF32(in.labels)
 	}
@@ -496,14 +580,22 @@ func (e *engine) windowLoss(gr *graph, in *inputs) float64 {
 	if in.targets == 0 {
 		return 0
 	}
-	T := float64(e.ctxLen)
 	l := float64(gr.loss.GetF32(nil)[0])
+	if gr.nRows > 0 {
+		return l // a mean over the target rows already
+	}
+	T := float64(e.ctxLen)
 	masked := T - float64(in.targets)
 	return (l*T - masked*math.Log(float64(e.base.Hyper.VocabSize))) / float64(in.targets)
 }
 
-// frozenMatmulWeights are the base weights the graph multiplies by.
+// frozenMatmulWeights are the base weights the graph multiplies by; the
+// checkpointed path transposes a layer's weights in that layer's own graph
+// and needs only the output head's kept.
 func (e *engine) frozenMatmulWeights() []ggml.Tensor {
+	if e.checkpoint {
+		return []ggml.Tensor{e.base.output}
+	}
 	var ws []ggml.Tensor
 	for l := range e.base.layers {
 		for _, t := range Targets {
@@ -552,7 +644,19 @@ func (e *engine) transposeWeights() error {
 	if e.wtBuf, err = e.wtCtx.AllocTensors(e.backend); err != nil {
 		return err
 	}
+	start, last := time.Now(), time.Now()
+	var done int64
+	var total int64
 	for _, w := range order {
+		total += int64(w.Elements())
+	}
+	e.logf("making transposed copies of the frozen weights", "weights", len(order), "values", total)
+	for _, w := range order {
+		if time.Since(last) > 10*time.Second {
+			e.logf("transposing", "done", fmt.Sprintf("%.0f%%", 100*float64(done)/float64(total)), "elapsed", time.Since(start).Round(time.Second))
+			last = time.Now()
+		}
+		done += int64(w.Elements())
 		x, err := ggml.NewCtx(16*ggml.TensorOverhead()+ggml.GraphOverhead(16, false), true)
 		if err != nil {
 			return err
@@ -578,7 +682,15 @@ func (e *engine) transposeWeights() error {
 		}
 	}
 	e.wt = wt
+	e.logf("transposed copies made", "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// logf logs to the engine's logger, when it has one.
+func (e *engine) logf(msg string, args ...any) {
+	if e.log != nil {
+		e.log.Info(msg, args...)
+	}
 }
 
 // trainWindow runs window w (prepared in in) forward and backward and adds
@@ -605,13 +717,19 @@ func (e *engine) trainWindow(in *inputs, n int, drops [][]float32, gA, gB [][]fl
 		}
 		return sum / float64(in.targets), nil
 	}
-	gr, err := e.use(graphTrain)
-	if err != nil {
-		return 0, err
+	var gr *graph
+	var err error
+	if e.allRows {
+		// The graph's loss averages over all T rows; seed T/n makes the
+		// gradient that of the sum over the window's targets divided by n.
+		if gr, err = e.use(graphTrain); err == nil {
+			err = e.run(gr, in, float32(e.ctxLen)/float32(n), drops)
+		}
+	} else if gr, err = e.useRows(graphTrainRows, in.targets); err == nil {
+		// The loss averages over the window's targets.
+		err = e.runRows(gr, in, float32(in.targets)/float32(n), drops)
 	}
-	// The graph's loss averages over all T rows; seed T/n makes the
-	// gradient that of the sum over the window's targets divided by n.
-	if err := e.run(gr, in, float32(e.ctxLen)/float32(n), drops); err != nil {
+	if err != nil {
 		return 0, err
 	}
 	var buf []float32
@@ -640,11 +758,16 @@ func (e *engine) lossWindow(in *inputs) (float64, error) {
 		sum, err := e.segHead(in, 0, false)
 		return sum / float64(in.targets), err
 	}
-	gr, err := e.use(graphLoss)
-	if err != nil {
-		return 0, err
+	var gr *graph
+	var err error
+	if e.allRows {
+		if gr, err = e.use(graphLoss); err == nil {
+			err = e.run(gr, in, 0, nil)
+		}
+	} else if gr, err = e.useRows(graphLossRows, in.targets); err == nil {
+		err = e.runRows(gr, in, 0, nil)
 	}
-	if err := e.run(gr, in, 0, nil); err != nil {
+	if err != nil {
 		return 0, err
 	}
 	return e.windowLoss(gr, in), nil

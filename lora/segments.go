@@ -36,6 +36,7 @@ type segments struct {
 	// already has memory, so graphs built once cannot share one.
 	sched *ggml.Sched
 	chunk int // output-head rows per pass
+	peak  int // the largest compute buffer yet
 	grad  []float32
 	// Host-side inputs of one head chunk.
 	idx    []int32
@@ -109,6 +110,10 @@ func (e *engine) once(build func(gr *graph) error, in *inputs, seed float32, dro
 	if err := gr.sched.Alloc(gr.g); err != nil {
 		return err
 	}
+	if n := gr.sched.BufferSize(e.backend); n > e.seg.peak {
+		e.seg.peak = n
+		e.logf("compute buffer of the checkpointed path", "MiB", n>>20)
+	}
 	if err := e.run(gr, in, seed, drops); err != nil {
 		return err
 	}
@@ -177,7 +182,7 @@ func (e *engine) headGraph(backward bool) (*graph, error) {
 	gr.g.Expand(gr.loss)
 	if backward {
 		gr.loss.SetLoss()
-		if err := e.finishBackward(gr); err != nil {
+		if err := e.finishBackward(gr, nil); err != nil {
 			return fail(err)
 		}
 		gr.gradIn = gr.g.Grad(last)
@@ -193,6 +198,7 @@ func (e *engine) headGraph(backward bool) (*graph, error) {
 		gr.sched.Close()
 		return fail(err)
 	}
+	e.logf("compute buffer of the output head", "rows", C, "MiB", gr.sched.BufferSize(e.backend)>>20)
 	e.graphs[kind] = gr
 	return gr, nil
 }
@@ -269,13 +275,26 @@ func (e *engine) segBackward(in *inputs, drops [][]float32, gA, gB [][]float32) 
 			gr.gradOut = gradOut
 			// d/dθ sum(layer(h)·g) is the layer's share of the chain rule
 			// with g = dLoss/d(output).
+			gr.g = x.NewGraph(e.graphSize(), true)
+			// The layer's weights transposed in this graph, first: only one
+			// layer's copies exist at a time, and none before the first step.
+			wt := map[ggml.Tensor]ggml.Tensor{}
+			if !e.noTranspose {
+				for _, target := range Targets {
+					w, _, _ := e.base.Weight(l, target)
+					if _, done := wt[w]; done {
+						continue
+					}
+					wt[w] = transposedIn(x, w)
+					gr.g.Expand(wt[w])
+				}
+			}
 			gr.loss = x.Sum(x.Mul(n.layer(l, s.hidden[l]), gradOut))
 			gr.loss.SetName("loss")
 			gr.loss.SetOutput()
 			gr.loss.SetLoss()
-			gr.g = x.NewGraph(e.graphSize(), true)
 			gr.g.Expand(gr.loss)
-			if err := e.finishBackward(gr); err != nil {
+			if err := e.finishBackward(gr, wt); err != nil {
 				return err
 			}
 			if err := e.pairGrads(gr, l); err != nil {
@@ -309,4 +328,18 @@ func (e *engine) segBackward(in *inputs, drops [][]float32, gA, gB [][]float32) 
 		}
 	}
 	return nil
+}
+
+// transposedIn is w transposed ([n_out, n_in]) as a node of a graph in x,
+// of transposeType(w).
+func transposedIn(x *ggml.Ctx, w ggml.Tensor) ggml.Tensor {
+	src := w
+	if w.Type() != ggml.TypeF32 {
+		src = x.Cast(w, ggml.TypeF32)
+	}
+	t := x.Cont(x.Transpose(src))
+	if tt := transposeType(w); tt != ggml.TypeF32 {
+		t = x.Cast(t, tt)
+	}
+	return t
 }

@@ -9,10 +9,11 @@ import (
 )
 
 // TestCheckpointedEqualsWholeWindow: on stories260K, packed SFT windows
-// (prompt tokens masked) with dropout, the checkpointed path (layers
-// recomputed, the head over target rows only, in chunks smaller than the
-// window's targets) gives the whole-window graph's loss and gradients, and
-// the same validation loss.
+// (prompt tokens masked) with dropout, the whole-window graph with its
+// head over the target rows only, and the checkpointed path (layers
+// recomputed, the head over target rows in chunks smaller than the
+// window's targets), give the loss, gradients and validation loss of the
+// whole-window graph with its head over every row.
 func TestCheckpointedEqualsWholeWindow(t *testing.T) {
 	model := shared.Path(t, "models/stories260K.gguf")
 	const T, rank = 128, 4
@@ -29,13 +30,19 @@ func TestCheckpointedEqualsWholeWindow(t *testing.T) {
 		loss, val float64
 		gA, gB    [][]float32
 	}
-	run := func(checkpoint bool) result {
+	type mode struct {
+		name              string
+		checkpoint, every bool
+		built             graphKind
+	}
+	run := func(m mode) result {
+		checkpoint := m.checkpoint
 		e, err := newEngine(base, Targets, rank, 2, 0.1, T, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer e.close()
-		e.checkpoint = checkpoint
+		e.checkpoint, e.allRows = checkpoint, m.every
 		if checkpoint {
 			if err := e.initSegments(); err != nil {
 				t.Fatal(err)
@@ -81,37 +88,41 @@ func TestCheckpointedEqualsWholeWindow(t *testing.T) {
 		if r.val, err = e.lossWindow(&in); err != nil {
 			t.Fatal(err)
 		}
-		_, wholeGraph := e.graphs[graphTrain]
-		_, headGraph := e.graphs[graphHeadTrain]
-		if wholeGraph == checkpoint || headGraph != checkpoint {
-			t.Fatalf("checkpoint %v: whole-window graph built %v, head graph built %v", checkpoint, wholeGraph, headGraph)
+		for _, k := range []graphKind{graphTrain, graphTrainRows, graphHeadTrain} {
+			if _, built := e.graphs[k]; built != (k == m.built) {
+				t.Fatalf("%s: graph kind %d built: %v", m.name, k, built)
+			}
 		}
 		return r
 	}
-	whole, ckpt := run(false), run(true)
-	if d := math.Abs(whole.loss-ckpt.loss) / whole.loss; d > 1e-5 {
-		t.Errorf("loss: whole window %.7f, checkpointed %.7f", whole.loss, ckpt.loss)
-	}
-	if d := math.Abs(whole.val-ckpt.val) / whole.val; d > 1e-5 {
-		t.Errorf("validation loss: whole window %.7f, checkpointed %.7f", whole.val, ckpt.val)
-	}
-	worst := 0.0
-	for i := range whole.gA {
-		for _, pair := range [][2][]float32{{whole.gA[i], ckpt.gA[i]}, {whole.gB[i], ckpt.gB[i]}} {
-			norm, diff := 0.0, 0.0
-			for j := range pair[0] {
-				norm += float64(pair[0][j]) * float64(pair[0][j])
-				d := float64(pair[0][j] - pair[1][j])
-				diff += d * d
-			}
-			if norm == 0 {
-				t.Fatalf("pair %d has a zero gradient", i)
-			}
-			worst = max(worst, math.Sqrt(diff/norm))
+	whole := run(mode{"every row", false, true, graphTrain})
+	for _, m := range []mode{{"target rows", false, false, graphTrainRows}, {"checkpointed", true, false, graphHeadTrain}} {
+		got := run(m)
+		if d := math.Abs(whole.loss-got.loss) / whole.loss; d > 1e-5 {
+			t.Errorf("%s: loss %.7f, with the head over every row %.7f", m.name, got.loss, whole.loss)
 		}
-	}
-	t.Logf("loss %.9f / %.9f, validation %.9f / %.9f; worst gradient difference %.2e of its norm", whole.loss, ckpt.loss, whole.val, ckpt.val, worst)
-	if worst > 1e-4 {
-		t.Errorf("gradients differ by up to %.2e of their norm", worst)
+		if d := math.Abs(whole.val-got.val) / whole.val; d > 1e-5 {
+			t.Errorf("%s: validation loss %.7f, with the head over every row %.7f", m.name, got.val, whole.val)
+		}
+		worst := 0.0
+		for i := range whole.gA {
+			for _, pair := range [][2][]float32{{whole.gA[i], got.gA[i]}, {whole.gB[i], got.gB[i]}} {
+				norm, diff := 0.0, 0.0
+				for j := range pair[0] {
+					norm += float64(pair[0][j]) * float64(pair[0][j])
+					d := float64(pair[0][j] - pair[1][j])
+					diff += d * d
+				}
+				if norm == 0 {
+					t.Fatalf("pair %d has a zero gradient", i)
+				}
+				worst = max(worst, math.Sqrt(diff/norm))
+			}
+		}
+		t.Logf("%s: loss %.9f (every row %.9f), validation %.9f (%.9f); worst gradient difference %.2e of its norm",
+			m.name, got.loss, whole.loss, got.val, whole.val, worst)
+		if worst > 1e-4 {
+			t.Errorf("%s: gradients differ by up to %.2e of their norm", m.name, worst)
+		}
 	}
 }

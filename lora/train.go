@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -113,7 +114,14 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 		return nil, err
 	}
 	defer e.close()
-	e.checkpoint, _ = mem.Choose(cfg.Checkpointing, sysmem.Available())
+	var need int64
+	e.checkpoint, need = mem.Choose(cfg.Checkpointing, sysmem.Available())
+	e.allRows = cfg.EveryRow
+	e.log = cfg.Logger
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	e.log.Info("training graph", "checkpointing", e.checkpoint, "memory_estimate", fmt.Sprintf("%.2f GiB", float64(need)/(1<<30)), "threads_at_most", cfg.Threads)
 
 	total := cfg.MaxSteps
 	if total == 0 {

@@ -26,7 +26,7 @@ func TestTransposedInputGradients(t *testing.T) {
 			if err := testmodel.Write(model, testmodel.Config{Layers: 2, Embd: 64, Heads: 4, KVHeads: 2, FF: 128, Type: c.typ, Seed: 4}); err != nil {
 				t.Fatal(err)
 			}
-			grads := func(noTranspose bool) []float32 {
+			grads := func(noTranspose, checkpoint bool) []float32 {
 				base, err := OpenBase(model)
 				if err != nil {
 					t.Fatal(err)
@@ -37,7 +37,8 @@ func TestTransposedInputGradients(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer e.close()
-				e.noTranspose = noTranspose
+				e.noTranspose, e.checkpoint = noTranspose, checkpoint
+				e.allRows = true // the graph as run below
 				p := initParams(e, 4, 8, 2, 5)
 				rng := rand.New(rand.NewPCG(1, 1))
 				for i := range p.Pairs {
@@ -49,31 +50,31 @@ func TestTransposedInputGradients(t *testing.T) {
 				w := singleWindow(randomTokens(rng, 32, base.Hyper.VocabSize))
 				var in inputs
 				e.prepare(w, &in, true)
-				gr, err := e.use(graphTrain)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := e.run(gr, &in, 1, nil); err != nil {
+				gA, gB := zeroGrads(e)
+				if _, err := e.trainWindow(&in, in.targets, nil, gA, gB); err != nil {
 					t.Fatal(err)
 				}
 				var all []float32
 				for i := range e.pairs {
-					all = append(all, gr.gradA[i].GetF32(nil)...)
-					all = append(all, gr.gradB[i].GetF32(nil)...)
+					all = append(all, gA[i]...)
+					all = append(all, gB[i]...)
 				}
 				return all
 			}
-			fast, ref := grads(false), grads(true)
-			var diff, norm float64
-			for i := range ref {
-				d := float64(fast[i] - ref[i])
-				diff += d * d
-				norm += float64(ref[i]) * float64(ref[i])
-			}
-			rel := math.Sqrt(diff / norm)
-			t.Logf("%s: |g_transposed - g_out_prod| / |g| = %.2e", c.typ, rel)
-			if rel > c.tol || norm == 0 {
-				t.Fatalf("relative gradient difference %.3g > %g", rel, c.tol)
+			ref := grads(true, false)
+			for _, checkpoint := range []bool{false, true} {
+				fast := grads(false, checkpoint)
+				var diff, norm float64
+				for i := range ref {
+					d := float64(fast[i] - ref[i])
+					diff += d * d
+					norm += float64(ref[i]) * float64(ref[i])
+				}
+				rel := math.Sqrt(diff / norm)
+				t.Logf("%s (checkpointed %v): |g_transposed - g_out_prod| / |g| = %.2e", c.typ, checkpoint, rel)
+				if rel > c.tol || norm == 0 {
+					t.Fatalf("relative gradient difference %.3g > %g", rel, c.tol)
+				}
 			}
 		})
 	}

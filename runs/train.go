@@ -233,6 +233,7 @@ func (run *Run) train(ctx context.Context, d *Data, resume bool, progress func(l
 		return nil, err
 	}
 	log := run.Logger()
+	cfg.Logger = log
 	res, err := lora.Train(ctx, run.Base(), cfg, lora.Data{Train: d.Train, Val: d.Val}, func(m lora.Metrics) {
 		kv := []any{"step", m.Step, "of", m.TotalSteps, "loss", fmt.Sprintf("%.4f", m.Loss)}
 		if m.ValLoss != nil {

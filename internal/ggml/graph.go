@@ -221,6 +221,9 @@ func (x *Ctx) CrossEntropyLoss(logits, labels Tensor) Tensor {
 // Graph is a compute graph built in a context.
 type Graph struct{ c *C.struct_ggml_cgraph }
 
+// Valid reports whether g is a graph (not the zero Graph).
+func (g Graph) Valid() bool { return g.c != nil }
+
 // NewGraph makes a graph of at most size nodes; grads makes room for a
 // backward pass.
 func (x *Ctx) NewGraph(size int, grads bool) Graph {

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -97,7 +98,7 @@ func main() {
 	flag.IntVar(&o.warmup, "warmup", 2, "warm-up steps before them")
 	flag.IntVar(&o.threads, "threads", runtime.NumCPU(), "threads")
 	flag.StringVar(&o.cache, "cache", filepath.Join(os.TempDir(), "finetune-bench"), "folder for the generated test models")
-	flag.StringVar(&o.mode, "checkpointing", "both", "off (whole-window graph), on (checkpointed), or both")
+	flag.StringVar(&o.mode, "checkpointing", "all", "old (whole-window graph, the head over every row, as before), off (whole-window graph), on (checkpointed), or all")
 	flag.Float64Var(&o.trained, "trained", 1, "fraction of each window's tokens that are targets (SFT data: prompts masked)")
 	flag.BoolVar(&o.fixed, "fixed-threads", true, "compute with exactly -threads threads (false: only the cores free at each step)")
 	only := flag.String("only", "", "run only shapes whose name contains this (heavy shapes run only when named)")
@@ -133,8 +134,8 @@ func main() {
 	fmt.Printf("ggml F32 matrix product (2048x2048 by 2048x256, %d threads): %.1f GFLOP/s — the practical peak\n", o.threads, peak/1e9)
 	fmt.Printf("windows: %.0f%% of tokens trained; %d warm-up + %d measured steps (median)\n\n", 100*o.trained, o.warmup, o.steps)
 	fmt.Printf("%-20s %-6s %10s %10s %9s %10s %8s %10s %10s\n", "shape", "path", "tokens/s", "trained/s", "step s", "GFLOP/s", "of peak", "peak RSS", "estimate")
-	modes := []string{"off", "on"}
-	if o.mode != "both" {
+	modes := []string{"old", "off", "on"}
+	if o.mode != "all" {
 		modes = []string{o.mode}
 	}
 	for i, s := range shapes {
@@ -163,8 +164,11 @@ func main() {
 }
 
 func pathName(mode string) string {
-	if mode == "on" {
+	switch mode {
+	case "on":
 		return "ckpt"
+	case "old":
+		return "old"
 	}
 	return "whole"
 }
@@ -197,7 +201,7 @@ func runContention(o options) {
 		cmds := make([]*exec.Cmd, n)
 		outs := make([]*bytes.Buffer, n)
 		for i := range cmds {
-			cmds[i] = exec.Command(exe, append([]string{"-shape", fmt.Sprint(idx), "-checkpointing", "off"}, co.args()...)...)
+			cmds[i] = exec.Command(exe, append([]string{"-shape", fmt.Sprint(idx), "-checkpointing", co.mode}, co.args()...)...)
 			outs[i] = &bytes.Buffer{}
 			cmds[i].Stdout = outs[i]
 			if err := cmds[i].Start(); err != nil {
@@ -371,8 +375,15 @@ func runShape(s shape, o options) (r result) {
 	out, _ := os.MkdirTemp("", "benchtrain-run-*")
 	defer os.RemoveAll(out)
 	var times []float64
-	cfg := lora.Config{Rank: rank, Alpha: 16, MaxSteps: o.warmup + steps, Threads: threads, FixedThreads: o.fixed, Checkpointing: o.mode, Seed: 1,
+	ckpt := o.mode
+	if ckpt == "old" {
+		ckpt = "off"
+	}
+	cfg := lora.Config{Rank: rank, Alpha: 16, MaxSteps: o.warmup + steps, Threads: threads, FixedThreads: o.fixed, Checkpointing: ckpt, EveryRow: o.mode == "old", Seed: 1,
 		Files: lora.Files{Checkpoint: filepath.Join(out, "checkpoint.gguf"), Metrics: filepath.Join(out, "metrics.jsonl"), Adapter: filepath.Join(out, "adapter.gguf")}}
+	if os.Getenv("BENCH_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
 	_, err = lora.Train(context.Background(), path, cfg, lora.Data{Train: windows}, func(m lora.Metrics) {
 		if m.Step > o.warmup {
 			times = append(times, float64(T)/m.TokensPerSec)
