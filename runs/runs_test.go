@@ -14,6 +14,9 @@ import (
 	"github.com/finetune-dev/finetune/evals"
 	"github.com/finetune-dev/finetune/internal/filehash"
 	"github.com/finetune-dev/finetune/internal/shared"
+	"github.com/finetune-dev/finetune/internal/sysmem"
+	"github.com/finetune-dev/finetune/internal/testmodel"
+	"github.com/finetune-dev/finetune/lora"
 	"github.com/finetune-dev/finetune/recipes"
 )
 
@@ -242,7 +245,7 @@ func TestAbsolutePaths(t *testing.T) {
 
 func TestLoRAConfig(t *testing.T) {
 	r := recipe(t, t.TempDir(), minimal+`lora: {rank: 4, alpha: 12, targets: [attn_q, attn_v], dropout: 0.1, rslora: true}
-train: {learning_rate: 1e-3, batch_size: 3, max_steps: 9, warmup_steps: 2, schedule: linear, weight_decay: 0.01, clip_norm: 0, eval_every: 3, patience: 2, checkpoint_every: 4, seed: 7, threads: 2}
+train: {learning_rate: 1e-3, batch_size: 3, max_steps: 9, warmup_steps: 2, schedule: linear, weight_decay: 0.01, clip_norm: 0, eval_every: 3, patience: 2, checkpoint_every: 4, seed: 7, threads: 2, checkpointing: "on"}
 `)
 	c := LoRAConfig(r, "/run")
 	switch {
@@ -252,7 +255,7 @@ train: {learning_rate: 1e-3, batch_size: 3, max_steps: 9, warmup_steps: 2, sched
 		t.Fatalf("optimizer settings %+v", c)
 	case c.ClipNorm != -1:
 		t.Fatalf("clip_norm 0 turns clipping off, got %g", c.ClipNorm)
-	case c.EvalEvery != 3 || c.Patience != 2 || c.CheckpointEvery != 4 || c.Seed != 7 || c.Threads != 2:
+	case c.EvalEvery != 3 || c.Patience != 2 || c.CheckpointEvery != 4 || c.Seed != 7 || c.Threads != 2 || c.Checkpointing != "on":
 		t.Fatalf("loop settings %+v", c)
 	case c.Files.Checkpoint != "/run/"+CheckpointFile || c.Files.Metrics != "/run/"+MetricsFile || c.Files.Adapter != "/run/"+AdapterFile:
 		t.Fatalf("files %+v", c.Files)
@@ -459,5 +462,43 @@ func TestEvalCasesSample(t *testing.T) {
 	all, asel, err := Cases(recipe(t, dir, body("plain.jsonl", "")), model)
 	if err != nil || len(all) != 400 || asel.Method != "all" || all[0].Reference != " A000" {
 		t.Errorf("all cases: %d, %+v (%v)", len(all), asel, err)
+	}
+}
+
+// TestStartRefusesWhatCannotFit: a run whose every-activation graph needs
+// more memory than the machine has is refused before any folder exists,
+// and the error says that checkpointing would make it fit.
+func TestStartRefusesWhatCannotFit(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "deep.gguf")
+	// 64 thin layers at context 8192: the attention probabilities kept for
+	// every layer take about 68 GiB; checkpointed, about 2 GiB.
+	if err := testmodel.Write(base, testmodel.Config{Layers: 64, Embd: 32, Heads: 2, KVHeads: 2, FF: 32, Context: 8192}); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := lora.EstimateMemory(base, 8192, 8, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	avail := sysmem.Available()
+	if avail == 0 || mem.WholeWindow <= avail || mem.Checkpointed > avail {
+		t.Skipf("this machine has %.1f GiB available: the test needs less than %.1f and more than %.1f", gib(avail), gib(mem.WholeWindow), gib(mem.Checkpointed))
+	}
+	os.MkdirAll(filepath.Join(dir, "data"), 0o755)
+	var data strings.Builder
+	for i := range 20 {
+		fmt.Fprintf(&data, `{"prompt": "question %d", "completion": "answer %d"}`+"\n", i, i)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "data", "train.jsonl"), []byte(data.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := recipe(t, dir, "name: deep\nbase: deep.gguf\ndata:\n  train: data/train.jsonl\n  template: none\n  eval_ratio: 0.5\n  seq_len: 8192\ntrain:\n  checkpointing: \"off\"\n")
+	root := filepath.Join(dir, "runs")
+	_, _, err = Start(context.Background(), r, TrainOptions{Root: root})
+	if err == nil || !strings.Contains(err.Error(), "needs about") || !strings.Contains(err.Error(), "train.checkpointing: on") {
+		t.Fatalf("Start = %v; want a refusal that names train.checkpointing", err)
+	}
+	if _, err := os.Stat(root); !os.IsNotExist(err) {
+		t.Fatalf("a refused run left %s behind", root)
 	}
 }
