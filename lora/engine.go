@@ -657,33 +657,51 @@ func (e *engine) transposeWeights() error {
 			last = time.Now()
 		}
 		done += int64(w.Elements())
-		x, err := ggml.NewCtx(16*ggml.TensorOverhead()+ggml.GraphOverhead(16, false), true)
-		if err != nil {
-			return err
-		}
-		src := w
-		if w.Type() != ggml.TypeF32 {
-			src = x.Cast(w, ggml.TypeF32)
-		}
-		out := x.Cpy(x.Cont(x.Transpose(src)), wt[w])
-		g := x.NewGraph(16, false)
-		g.Expand(out)
-		s, err := ggml.NewSched([]*ggml.Backend{e.backend}, 16)
-		if err == nil {
-			err = s.Alloc(g)
-			if err == nil {
-				err = s.Compute(g)
-			}
-			s.Close()
-		}
-		x.Close()
-		if err != nil {
+		if err := e.transposeInto(w, wt[w]); err != nil {
 			return fmt.Errorf("lora: transposing %s: %w", w.Name(), err)
 		}
 	}
 	e.wt = wt
 	e.logf("transposed copies made", "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// transposeBlock is about how many bytes of a weight transposeInto holds
+// in F32 at once.
+var transposeBlock = 32 << 20
+
+// transposeInto writes w transposed into dst ([n_out, n_in]), a block of
+// w's columns at a time (dst's rows), so that no more than about
+// transposeBlock bytes of w are ever held in F32.
+func (e *engine) transposeInto(w, dst ggml.Tensor) error {
+	nIn, nOut := w.Ne(0), w.Ne(1)
+	bs := w.Type().BlockSize()
+	cols := max(bs, transposeBlock/(4*nOut)/bs*bs)
+	chunks := (nIn + cols - 1) / cols
+	size := 8*chunks + 16
+	x, err := ggml.NewCtx(size*ggml.TensorOverhead()+ggml.GraphOverhead(size, false), true)
+	if err != nil {
+		return err
+	}
+	defer x.Close()
+	g := x.NewGraph(size, false)
+	for c0 := 0; c0 < nIn; c0 += cols {
+		n := min(cols, nIn-c0)
+		src := x.View2D(w, n, nOut, w.Nb(1), c0/bs*w.Type().RowSize(bs))
+		if w.Type() != ggml.TypeF32 {
+			src = x.Cast(src, ggml.TypeF32)
+		}
+		g.Expand(x.Cpy(x.Cont(x.Transpose(src)), x.View2D(dst, nOut, n, dst.Nb(1), c0*dst.Nb(1))))
+	}
+	s, err := ggml.NewSched([]*ggml.Backend{e.backend}, size)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := s.Alloc(g); err != nil {
+		return err
+	}
+	return s.Compute(g)
 }
 
 // logf logs to the engine's logger, when it has one.

@@ -1,11 +1,13 @@
 package lora
 
 import (
+	"bytes"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
 
+	"github.com/finetune-dev/finetune/internal/ggml"
 	"github.com/finetune-dev/finetune/internal/testmodel"
 )
 
@@ -75,6 +77,46 @@ func TestTransposedInputGradients(t *testing.T) {
 				if rel > c.tol || norm == 0 {
 					t.Fatalf("relative gradient difference %.3g > %g", rel, c.tol)
 				}
+			}
+		})
+	}
+}
+
+// TestTransposeInBlocks: a weight transposed a few columns at a time is
+// the weight transposed at once, byte for byte, for float and quantized
+// types.
+func TestTransposeInBlocks(t *testing.T) {
+	for _, typ := range []string{"f32", "f16", "q8_0", "q4_0"} {
+		t.Run(typ, func(t *testing.T) {
+			model := filepath.Join(t.TempDir(), "m.gguf")
+			if err := testmodel.Write(model, testmodel.Config{Layers: 1, Embd: 128, Heads: 4, KVHeads: 2, FF: 256, Type: typ, Seed: 2}); err != nil {
+				t.Fatal(err)
+			}
+			_, e := openEngine(t, model, Targets, 2, 16)
+			w, _, _ := e.base.Weight(0, "ffn_down") // [256, 128]
+			transposed := func(block int) []byte {
+				old := transposeBlock
+				transposeBlock = block
+				defer func() { transposeBlock = old }()
+				x, err := ggml.NewCtx(4*ggml.TensorOverhead(), true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer x.Close()
+				dst := x.New2D(transposeType(w), w.Ne(1), w.Ne(0))
+				buf, err := x.AllocTensors(e.backend)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer buf.Close()
+				if err := e.transposeInto(w, dst); err != nil {
+					t.Fatal(err)
+				}
+				return dst.GetBytes()
+			}
+			whole, blocks := transposed(1<<30), transposed(1)
+			if len(whole) == 0 || !bytes.Equal(whole, blocks) {
+				t.Fatalf("transposed in blocks of one quantization block, %d bytes differ from the weight transposed at once", len(whole))
 			}
 		})
 	}

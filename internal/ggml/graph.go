@@ -60,6 +60,9 @@ func (t Tensor) Shape() [4]int {
 // Type is the tensor's type.
 func (t Tensor) Type() Type { return Type(t.c._type) }
 
+// Nb is the stride in bytes of dimension i.
+func (t Tensor) Nb(i int) int { return int(t.c.nb[i]) }
+
 // Name is the tensor's name.
 func (t Tensor) Name() string { return C.GoString(&t.c.name[0]) }
 
@@ -116,6 +119,15 @@ func (t Tensor) SetBytes(b []byte) {
 	if len(b) > 0 {
 		C.ggml_backend_tensor_set(t.c, unsafe.Pointer(&b[0]), 0, C.size_t(len(b)))
 	}
+}
+
+// GetBytes reads the tensor's data as it is stored.
+func (t Tensor) GetBytes() []byte {
+	b := make([]byte, t.Bytes())
+	if len(b) > 0 {
+		C.ggml_backend_tensor_get(t.c, unsafe.Pointer(&b[0]), 0, C.size_t(len(b)))
+	}
+	return b
 }
 
 // GetF32 reads an F32 tensor's values into dst (allocated when nil).
@@ -182,6 +194,12 @@ func (x *Ctx) Permute(a Tensor, ax0, ax1, ax2, ax3 int) Tensor {
 	return x.wrap(C.ggml_permute(x.c, a.c, C.int(ax0), C.int(ax1), C.int(ax2), C.int(ax3)))
 }
 func (x *Ctx) Transpose(a Tensor) Tensor { return x.wrap(C.ggml_transpose(x.c, a.c)) }
+
+// View2D is a view of a: ne0 by ne1 values, rows nb1 bytes apart, from
+// offset bytes into a's data.
+func (x *Ctx) View2D(a Tensor, ne0, ne1, nb1, offset int) Tensor {
+	return x.wrap(C.ggml_view_2d(x.c, a.c, C.int64_t(ne0), C.int64_t(ne1), C.size_t(nb1), C.size_t(offset)))
+}
 
 // SoftMaxExt is softmax(a*scale + mask) over dimension 0.
 func (x *Ctx) SoftMaxExt(a, mask Tensor, scale float32) Tensor {
