@@ -62,6 +62,7 @@ type engine struct {
 	// checkpoint selects the checkpointed path (segments.go) for training
 	// and loss graphs.
 	checkpoint bool
+	forceSplit bool // split each layer's backward whatever the memory (tests)
 	seg        *segments
 	log        *slog.Logger
 	// allRows runs the whole-window path's head over every row, as it
@@ -107,12 +108,20 @@ type graph struct {
 	// the gradient it gives of its input.
 	gradOut ggml.Tensor
 	gradIn  ggml.Tensor
+	host    []hostInput   // more inputs, set from host memory
+	outs    []ggml.Tensor // outputs a graph built for one use hands back
 	drops   []ggml.Tensor
 	loss    ggml.Tensor
 	seed    ggml.Tensor // the loss gradient that starts the backward pass
 	logits  ggml.Tensor
 	gradA   []ggml.Tensor
 	gradB   []ggml.Tensor
+}
+
+// hostInput is an input tensor and the values run sets it to.
+type hostInput struct {
+	t ggml.Tensor
+	v []float32
 }
 
 // newEngine allocates LoRA tensors of rank r for targets on every layer.
@@ -209,14 +218,18 @@ func (n *net) attentionInputs() {
 
 // dropouts adds the dropout masks of the pairs of the given layers (all
 // when layers is nil) when training with dropout.
-func (n *net) dropouts(layers ...int) {
+func (n *net) dropouts(layers ...int) { n.dropoutsOf(layers, nil) }
+
+// dropoutsOf adds the dropout masks of the pairs of the given layers (all
+// when nil) and targets (all when nil).
+func (n *net) dropoutsOf(layers []int, targets []string) {
 	e := n.e
 	if !n.train || e.dropout <= 0 {
 		return
 	}
 	n.gr.drops = make([]ggml.Tensor, len(e.pairs))
 	for i, p := range e.pairs {
-		if layers != nil && !slices.Contains(layers, p.layer) {
+		if layers != nil && !slices.Contains(layers, p.layer) || targets != nil && !slices.Contains(targets, p.target) {
 			continue
 		}
 		d := n.x.New2D(ggml.TypeF32, p.nIn, e.ctxLen).SetName(WeightName(p.layer, p.target) + ".dropout")
@@ -261,25 +274,47 @@ func (n *net) proj(l int, target string, in ggml.Tensor) ggml.Tensor {
 
 // layer is transformer block l applied to inp [E, T].
 func (n *net) layer(l int, inp ggml.Tensor) ggml.Tensor {
+	h := n.e.base.Hyper
+	o := n.attention(n.qkv(l, inp)) // [hd, H, T]
+	return n.afterAttention(l, n.x.Reshape2D(o, h.HeadDim*h.Heads, n.e.ctxLen), inp)
+}
+
+// qkv are layer l's queries [hd, H, T] and keys [hd, KV, T], rotated, and
+// values [hd, KV, T] of inp [E, T].
+func (n *net) qkv(l int, inp ggml.Tensor) (q, k, v ggml.Tensor) {
 	x, e, gr := n.x, n.e, n.gr
 	h := e.base.Hyper
 	T := e.ctxLen
 	hd, H, KV := h.HeadDim, h.Heads, h.KVHeads
-	eps := float32(h.RMSEpsilon)
-	lw := e.base.layers[l]
-	cur := x.Mul(x.RMSNorm(inp, eps), lw.attnNorm)
-	q := x.Reshape3D(n.proj(l, "attn_q", cur), hd, H, T)
-	k := x.Reshape3D(n.proj(l, "attn_k", cur), hd, KV, T)
-	v := x.Reshape3D(n.proj(l, "attn_v", cur), hd, KV, T)
+	cur := x.Mul(x.RMSNorm(inp, float32(h.RMSEpsilon)), e.base.layers[l].attnNorm)
+	q = x.Reshape3D(n.proj(l, "attn_q", cur), hd, H, T)
+	k = x.Reshape3D(n.proj(l, "attn_k", cur), hd, KV, T)
+	v = x.Reshape3D(n.proj(l, "attn_v", cur), hd, KV, T)
 	q = x.RopeExt(q, gr.pos, e.base.ropeFreqs, n.rope)
 	k = x.RopeExt(k, gr.pos, e.base.ropeFreqs, n.rope)
-	kq := x.MulMat(x.Cont(x.Permute(k, 0, 2, 1, 3)), x.Cont(x.Permute(q, 0, 2, 1, 3))) // [T_k, T_q, H], K heads shared by H/KV query heads
-	kq = x.SoftMaxExt(kq, gr.mask, float32(1/math.Sqrt(float64(hd))))
-	vt := x.Cont(x.Permute(v, 1, 2, 0, 3))                // [T, hd, KV]
-	o := x.Cont(x.Permute(x.MulMat(vt, kq), 0, 2, 1, 3))  // [hd, H, T]
-	o = n.proj(l, "attn_output", x.Reshape2D(o, hd*H, T)) // [E, T]
-	ffnIn := x.Add(o, inp)
-	cur = x.Mul(x.RMSNorm(ffnIn, eps), lw.ffnNorm)
+	return q, k, v
+}
+
+// attention is softmax(q·k/√hd + mask)·v per head: [hd, heads of q, T].
+// Key and value heads are shared by consecutive query heads (head i uses
+// key head i/(heads of q/heads of k)).
+func (n *net) attention(q, k, v ggml.Tensor) ggml.Tensor {
+	x := n.x
+	hd := q.Ne(0)
+	kq := x.MulMat(x.Cont(x.Permute(k, 0, 2, 1, 3)), x.Cont(x.Permute(q, 0, 2, 1, 3))) // [T_k, T_q, heads]
+	kq = x.SoftMaxExt(kq, n.gr.mask, float32(1/math.Sqrt(float64(hd))))
+	vt := x.Cont(x.Permute(v, 1, 2, 0, 3))                 // [T, hd, KV]
+	return x.Cont(x.Permute(x.MulMat(vt, kq), 0, 2, 1, 3)) // [hd, heads, T]
+}
+
+// afterAttention is the rest of layer l from the attention's heads o
+// [hd·H, T] and the layer's input inp: the output projection, the residual,
+// the feed-forward block and its residual.
+func (n *net) afterAttention(l int, o, inp ggml.Tensor) ggml.Tensor {
+	x, e := n.x, n.e
+	eps := float32(e.base.Hyper.RMSEpsilon)
+	ffnIn := x.Add(n.proj(l, "attn_output", o), inp) // [E, T]
+	cur := x.Mul(x.RMSNorm(ffnIn, eps), e.base.layers[l].ffnNorm)
 	ff := x.SwiGLU(n.proj(l, "ffn_gate", cur), n.proj(l, "ffn_up", cur)) // [FF, T]
 	return x.Add(n.proj(l, "ffn_down", ff), ffnIn)
 }
@@ -322,11 +357,15 @@ func (e *engine) finishBackward(gr *graph, wt map[ggml.Tensor]ggml.Tensor) error
 // pairGrads marks the gradients of the LoRA pairs of the given layers (all
 // when nil) as outputs of gr; gr.gradA/gradB are indexed like e.pairs
 // (zero tensors for pairs not in the graph).
-func (e *engine) pairGrads(gr *graph, layers ...int) error {
+func (e *engine) pairGrads(gr *graph, layers ...int) error { return e.pairGradsOf(gr, layers, nil) }
+
+// pairGradsOf is pairGrads for the pairs of the given layers and targets
+// (all when nil).
+func (e *engine) pairGradsOf(gr *graph, layers []int, targets []string) error {
 	gr.gradA = make([]ggml.Tensor, len(e.pairs))
 	gr.gradB = make([]ggml.Tensor, len(e.pairs))
 	for i, p := range e.pairs {
-		if layers != nil && !slices.Contains(layers, p.layer) {
+		if layers != nil && !slices.Contains(layers, p.layer) || targets != nil && !slices.Contains(targets, p.target) {
 			continue
 		}
 		ga, gb := gr.g.Grad(p.a), gr.g.Grad(p.b)
@@ -553,8 +592,12 @@ func (e *engine) run(gr *graph, in *inputs, seed float32, drops [][]float32) err
 	if gr.tokens.Valid() {
 		gr.tokens.SetI32(in.tokens)
 	}
-	gr.pos.SetI32(in.pos)
-	gr.mask.SetF32(in.mask)
+	if gr.pos.Valid() {
+		gr.pos.SetI32(in.pos)
+	}
+	if gr.mask.Valid() {
+		gr.mask.SetF32(in.mask)
+	}
 	if gr.rows.Valid() && !gr.idx.Valid() {
 		gr.rows.SetF32(in.rows)
 		gr.labels.SetF32(in.labels)
@@ -569,6 +612,9 @@ func (e *engine) run(gr *graph, in *inputs, seed float32, drops [][]float32) err
 	}
 	if gr.gradOut.Valid() {
 		gr.gradOut.SetF32(e.seg.grad)
+	}
+	for _, h := range gr.host {
+		h.t.SetF32(h.v)
 	}
 	return gr.sched.Compute(gr.g)
 }

@@ -18,7 +18,9 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 		name       string
 		heads, kvh int
 		checkpoint bool
-	}{{"GQA 4 heads / 2 KV heads", 4, 2, false}, {"MHA 4 heads", 4, 4, false}, {"GQA checkpointed", 4, 2, true}} {
+		split      bool
+	}{{"GQA 4 heads / 2 KV heads", 4, 2, false, false}, {"MHA 4 heads", 4, 4, false, false}, {"GQA checkpointed", 4, 2, true, false},
+		{"GQA checkpointed, attention split by key/value head", 4, 2, true, true}} {
 		t.Run(c.name, func(t *testing.T) {
 			model := filepath.Join(t.TempDir(), "m.gguf")
 			if err := testmodel.Write(model, testmodel.Config{Layers: 2, Embd: 32, Heads: c.heads, KVHeads: c.kvh, FF: 64, Context: 64, Seed: 11}); err != nil {
@@ -26,7 +28,12 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 			}
 			const T, rank = 16, 4
 			base, e := openEngine(t, model, Targets, rank, T)
-			e.checkpoint = c.checkpoint
+			e.checkpoint, e.forceSplit = c.checkpoint, c.split
+			if c.split {
+				old := attentionBudget
+				attentionBudget = 1
+				defer func() { attentionBudget = old }()
+			}
 			p := initParams(e, rank, 8, 2, 5)
 			rng := rand.New(rand.NewPCG(9, 9))
 			for i := range p.Pairs {

@@ -68,33 +68,50 @@ func EstimateMemory(path string, ctxLen, rank, targets int) (Memory, error) {
 	if err != nil {
 		return Memory{}, err
 	}
-	var weights, transposed, loraVals int64
+	var weights, transposed, headT, loraVals int64
+	size := func(t gguf.TensorInfo) int64 { // of its transposed copy
+		switch t.Type {
+		case gguf.F32, gguf.F16, gguf.BF16:
+			return int64(t.Size())
+		}
+		return int64(t.NumElements()) * 34 / 32 // Q8_0
+	}
 	for _, t := range f.Tensors {
 		weights += int64(t.Size())
 		if len(t.Dims) == 2 && t.Name != "token_embd.weight" {
-			switch t.Type {
-			case gguf.F32, gguf.F16, gguf.BF16:
-				transposed += int64(t.Size())
-			default:
-				transposed += int64(t.NumElements()) * 34 / 32 // Q8_0
+			if t.Name == "output.weight" {
+				headT = size(t)
 			}
+			transposed += size(t)
 			loraVals += int64(rank) * int64(t.Dims[0]+t.Dims[1])
 		}
 	}
 	if _, ok := f.Tensor("output.weight"); !ok {
-		transposed += int64(h.Embedding) * int64(h.VocabSize) * 34 / 32
+		headT = int64(h.Embedding) * int64(h.VocabSize) * 34 / 32
+		transposed += headT
 	}
 	loraVals = loraVals * int64(targets) / 7
 	T, E, FF, V, L := int64(ctxLen), int64(h.Embedding), int64(h.FeedForward), int64(h.VocabSize), int64(h.Layers)
-	kv := int64(h.KVHeads * h.HeadDim)
-	perLayer := T*(12*E+4*FF+3*kv) + 2*T*T*int64(h.Heads) // floats the backward pass keeps
-	optimizer := 4 * 4 * loraVals                         // values, gradients, two moments
-	fixed := weights + transposed + optimizer + 64<<20
+	H, kv := int64(h.Heads), int64(h.KVHeads*h.HeadDim)
+	perLayer := T*(12*E+4*FF+3*kv) + 2*T*T*H // floats the backward pass keeps
+	optimizer := 4 * 4 * loraVals            // values, gradients, two moments
+	fixed := weights + optimizer + 64<<20
 	C := int64(headChunk(h.VocabSize, ctxLen))
+	// One layer's graph with its backward pass (measured on the Llama-3.2-1B
+	// shape at contexts 1024 and 2048: three T²·heads tensors and the
+	// feed-forward activations), and the layer's weights transposed in it.
+	layer := 4*(3*T*T*H+4*T*FF) + 2*(transposed-headT)/L
+	if per := int64(kvPerGraph(h, ctxLen, false)); per > 0 {
+		// Split: the largest of its graphs (a few heads' attention, or the
+		// feed-forward block), and the heads' values and gradients on the
+		// host.
+		attn := 4 * 3 * T * T * per * H / int64(h.KVHeads)
+		layer = max(attn, 4*4*T*FF) + 2*(transposed-headT)/L + 4*T*(4*E+4*kv)
+	}
 	return Memory{
-		WholeWindow: fixed + 4*(L*perLayer+5*T*V),
-		// The layers' inputs, one layer with its gradients, one chunk of
-		// the head, and the host's gradient of the hidden state.
-		Checkpointed: fixed + 4*((L+1)*E*T+2*perLayer+5*V*C+4*E*T),
+		WholeWindow: fixed + transposed + 4*(L*perLayer+5*T*V),
+		// The layers' inputs, one layer, one chunk of the head, and the
+		// gradients of the hidden state on the host.
+		Checkpointed: fixed + headT + 4*(L+1)*E*T + layer + 4*5*V*C + 4*3*E*T,
 	}, nil
 }

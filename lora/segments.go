@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/finetune-dev/finetune/internal/ggml"
+	"github.com/finetune-dev/finetune/internal/modelinfo"
 )
 
 // The checkpointed path trains a window in segments instead of one graph
@@ -37,6 +38,7 @@ type segments struct {
 	sched *ggml.Sched
 	chunk int // output-head rows per pass
 	peak  int // the largest compute buffer yet
+	split split
 	grad  []float32
 	// Host-side inputs of one head chunk.
 	idx    []int32
@@ -265,6 +267,12 @@ func (e *engine) segBackward(in *inputs, drops [][]float32, gA, gB [][]float32) 
 	s := e.seg
 	var buf []float32
 	for l := e.base.Hyper.Layers - 1; l >= 0; l-- {
+		if e.kvPerGraph() > 0 {
+			if err := e.segBackwardSplit(l, in, drops, gA, gB); err != nil {
+				return err
+			}
+			continue
+		}
 		err := e.once(func(gr *graph) error {
 			x := gr.ctx
 			n := e.newNet(x, gr, true, true)
@@ -342,4 +350,304 @@ func transposedIn(x *ggml.Ctx, w ggml.Tensor) ggml.Tensor {
 		t = x.Cast(t, tt)
 	}
 	return t
+}
+
+// The attention of a long window in one layer's graph holds three
+// [T, T, heads] tensors with its backward pass (4 GiB for 32 heads at
+// 4096 tokens). Above attentionBudget bytes, the checkpointed path splits
+// each layer's backward into graphs of its own: the queries, keys and
+// values (qkv); the attention, a few key/value heads (and their query
+// heads) at a time; and the rest of the layer. Each is recomputed from its
+// inputs and differentiated with its output's gradient as seed.
+var attentionBudget = 1 << 30
+
+// kvPerGraph is how many key/value heads one attention graph of the split
+// backward takes (0: the layer's backward is not split).
+func (e *engine) kvPerGraph() int {
+	return kvPerGraph(e.base.Hyper, e.ctxLen, e.forceSplit)
+}
+
+func kvPerGraph(h modelinfo.Hyper, ctxLen int, force bool) int {
+	T := int64(ctxLen)
+	perKV := 3 * 4 * T * T * int64(h.Heads/h.KVHeads) // bytes of one key/value head's attention tensors
+	if perKV*int64(h.KVHeads) <= int64(attentionBudget) && !force {
+		return 0
+	}
+	n := int(max(1, int64(attentionBudget)/2/perKV))
+	for h.KVHeads%n != 0 {
+		n--
+	}
+	return n
+}
+
+// input adds an F32 input tensor of shape ne set from v; a parameter when
+// its gradient is wanted.
+func (gr *graph) input(name string, v []float32, param bool, ne ...int) ggml.Tensor {
+	var t ggml.Tensor
+	switch len(ne) {
+	case 2:
+		t = gr.ctx.New2D(ggml.TypeF32, ne[0], ne[1])
+	default:
+		t = gr.ctx.New3D(ggml.TypeF32, ne[0], ne[1], ne[2])
+	}
+	t.SetName(name)
+	t.SetInput()
+	if param {
+		t.SetParam()
+	}
+	gr.host = append(gr.host, hostInput{t, v})
+	return t
+}
+
+// seeded makes gr.loss = Σ sum(out_i · grad_i) the graph's loss, so that
+// its backward pass gives the gradients of whatever produced the outputs
+// for output gradients grad_i, then builds that backward pass with the
+// layer's weights in wt transposed in the graph.
+func (e *engine) seeded(gr *graph, l int, targets []string, outs []ggml.Tensor, grads [][]float32) error {
+	x := gr.ctx
+	gr.g = x.NewGraph(e.graphSize(), true)
+	wt := map[ggml.Tensor]ggml.Tensor{}
+	if !e.noTranspose {
+		for _, target := range targets {
+			w, _, _ := e.base.Weight(l, target)
+			if _, done := wt[w]; !done {
+				wt[w] = transposedIn(x, w)
+				gr.g.Expand(wt[w])
+			}
+		}
+	}
+	var loss ggml.Tensor
+	for i, o := range outs {
+		ne := o.Shape()
+		shape := ne[:3]
+		if ne[2] == 1 {
+			shape = ne[:2]
+		}
+		g := gr.input(fmt.Sprintf("output_gradient.%d", i), grads[i], false, shape...)
+		term := x.Sum(x.Mul(o, g))
+		if i == 0 {
+			loss = term
+		} else {
+			loss = x.Add(loss, term)
+		}
+	}
+	gr.loss = loss.SetName("loss")
+	gr.loss.SetOutput()
+	gr.loss.SetLoss()
+	gr.g.Expand(gr.loss)
+	return e.finishBackward(gr, wt)
+}
+
+// headsOf copies heads [h0, h0+n) of x ([hd, H, T]) into dst ([hd, n, T]),
+// or back when back is set.
+func headsOf(dst, x []float32, hd, H, T, h0, n int, back bool) {
+	w := n * hd
+	for t := 0; t < T; t++ {
+		a, b := dst[t*w:(t+1)*w], x[(t*H+h0)*hd:(t*H+h0+n)*hd]
+		if back {
+			copy(b, a)
+		} else {
+			copy(a, b)
+		}
+	}
+}
+
+// split is the host memory of one layer's split backward.
+type split struct {
+	q, k, v, o    []float32 // [hd, H|KV, T]
+	dq, dk, dv    []float32
+	do            []float32 // [hd·H, T]
+	dh            []float32 // [E, T]
+	qg, kg, vg    []float32 // one group's heads
+	og, dqg, dkg  []float32
+	dvg, dog, buf []float32
+}
+
+// segBackwardSplit is one layer's backward pass in the split graphs,
+// from the gradient of its output in e.seg.grad to that of its input.
+func (e *engine) segBackwardSplit(l int, in *inputs, drops [][]float32, gA, gB [][]float32) error {
+	s := e.seg
+	h := e.base.Hyper
+	T, E, hd, H, KV := e.ctxLen, h.Embedding, h.HeadDim, h.Heads, h.KVHeads
+	per := e.kvPerGraph()
+	qh := per * H / KV // query heads per graph
+	sp := &s.split
+	if len(sp.q) != hd*H*T {
+		*sp = split{
+			q: make([]float32, hd*H*T), k: make([]float32, hd*KV*T), v: make([]float32, hd*KV*T), o: make([]float32, hd*H*T),
+			dq: make([]float32, hd*H*T), dk: make([]float32, hd*KV*T), dv: make([]float32, hd*KV*T),
+			dh: make([]float32, E*T),
+			qg: make([]float32, hd*qh*T), kg: make([]float32, hd*per*T), vg: make([]float32, hd*per*T),
+		}
+	}
+	attnTargets := []string{"attn_q", "attn_k", "attn_v"}
+	restTargets := []string{"attn_output", "ffn_gate", "ffn_up", "ffn_down"}
+	layerOnly := []int{l}
+	addPairs := func(gr *graph) {
+		for i := range e.pairs {
+			if gr.gradA[i].Valid() {
+				sp.buf = gr.gradA[i].GetF32(sp.buf)
+				addTo(gA[i], sp.buf)
+				sp.buf = gr.gradB[i].GetF32(sp.buf)
+				addTo(gB[i], sp.buf)
+			}
+		}
+	}
+	// The queries, keys and values, recomputed.
+	err := e.once(func(gr *graph) error {
+		n := e.newNet(gr.ctx, gr, true, true)
+		gr.pos = gr.ctx.New1D(ggml.TypeI32, T).SetName("positions")
+		gr.pos.SetInput()
+		n.dropoutsOf(layerOnly, attnTargets)
+		q, k, v := n.qkv(l, s.hidden[l])
+		gr.g = gr.ctx.NewGraph(e.graphSize(), false)
+		for _, t := range []ggml.Tensor{q, k, v} {
+			t.SetOutput()
+			gr.g.Expand(t)
+		}
+		gr.outs = []ggml.Tensor{q, k, v}
+		return nil
+	}, in, 0, drops, func(gr *graph) error {
+		gr.outs[0].GetF32(sp.q)
+		gr.outs[1].GetF32(sp.k)
+		gr.outs[2].GetF32(sp.v)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// attend runs the attention of key/value heads [g, g+per), forward
+	// only (o) or with its backward (dq, dk, dv from do).
+	attend := func(g int, backward bool) error {
+		h0 := g * H / KV
+		headsOf(sp.qg, sp.q, hd, H, T, h0, qh, false)
+		headsOf(sp.kg, sp.k, hd, KV, T, g, per, false)
+		headsOf(sp.vg, sp.v, hd, KV, T, g, per, false)
+		if backward {
+			sp.dog = growTo(sp.dog, hd*qh*T)
+			headsOf(sp.dog, sp.do, hd, H, T, h0, qh, false)
+		}
+		return e.once(func(gr *graph) error {
+			n := e.newNet(gr.ctx, gr, true, true)
+			gr.mask = gr.ctx.New2D(ggml.TypeF32, T, T).SetName("attention_mask")
+			gr.mask.SetInput()
+			q := gr.input("q", sp.qg, backward, hd, qh, T)
+			k := gr.input("k", sp.kg, backward, hd, per, T)
+			v := gr.input("v", sp.vg, backward, hd, per, T)
+			o := n.attention(q, k, v)
+			if !backward {
+				o.SetOutput()
+				gr.g = gr.ctx.NewGraph(e.graphSize(), false)
+				gr.g.Expand(o)
+				gr.outs = []ggml.Tensor{o}
+				return nil
+			}
+			if err := e.seeded(gr, l, nil, []ggml.Tensor{o}, [][]float32{sp.dog}); err != nil {
+				return err
+			}
+			for _, t := range []ggml.Tensor{q, k, v} {
+				gt := gr.g.Grad(t)
+				if !gt.Valid() {
+					return fmt.Errorf("lora: no gradient for the attention's %s of layer %d", t.Name(), l)
+				}
+				// The gradient of a permuted input is a view of memory the
+				// allocator reuses once it was consumed: copy it out.
+				gt = gr.ctx.Cont(gt)
+				gt.SetOutput()
+				gr.g.Expand(gt)
+				gr.outs = append(gr.outs, gt)
+			}
+			return nil
+		}, in, 1, nil, func(gr *graph) error {
+			if !backward {
+				sp.og = gr.outs[0].GetF32(sp.og)
+				headsOf(sp.og, sp.o, hd, H, T, h0, qh, true)
+				return nil
+			}
+			sp.dqg = gr.outs[0].GetF32(sp.dqg)
+			sp.dkg = gr.outs[1].GetF32(sp.dkg)
+			sp.dvg = gr.outs[2].GetF32(sp.dvg)
+			headsOf(sp.dqg, sp.dq, hd, H, T, h0, qh, true)
+			headsOf(sp.dkg, sp.dk, hd, KV, T, g, per, true)
+			headsOf(sp.dvg, sp.dv, hd, KV, T, g, per, true)
+			return nil
+		})
+	}
+	for g := 0; g < KV; g += per {
+		if err := attend(g, false); err != nil {
+			return err
+		}
+	}
+	// The rest of the layer, from the attention's heads and the input.
+	err = e.once(func(gr *graph) error {
+		n := e.newNet(gr.ctx, gr, true, true)
+		n.dropoutsOf(layerOnly, restTargets)
+		o := gr.input("attention", sp.o, true, hd*H, T)
+		y := n.afterAttention(l, o, s.hidden[l])
+		if err := e.seeded(gr, l, restTargets, []ggml.Tensor{y}, [][]float32{s.grad}); err != nil {
+			return err
+		}
+		if err := e.pairGradsOf(gr, layerOnly, restTargets); err != nil {
+			return err
+		}
+		gr.outs = []ggml.Tensor{gr.g.Grad(o), gr.g.Grad(s.hidden[l])}
+		for _, t := range gr.outs[:1+min(l, 1)] {
+			if !t.Valid() {
+				return fmt.Errorf("lora: a gradient of layer %d's feed-forward graph is missing", l)
+			}
+			t.SetOutput()
+		}
+		return nil
+	}, in, 1, drops, func(gr *graph) error {
+		addPairs(gr)
+		sp.do = gr.outs[0].GetF32(sp.do)
+		if l > 0 {
+			gr.outs[1].GetF32(sp.dh)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for g := 0; g < KV; g += per {
+		if err := attend(g, true); err != nil {
+			return err
+		}
+	}
+	// The queries, keys and values, differentiated.
+	return e.once(func(gr *graph) error {
+		n := e.newNet(gr.ctx, gr, true, true)
+		gr.pos = gr.ctx.New1D(ggml.TypeI32, T).SetName("positions")
+		gr.pos.SetInput()
+		n.dropoutsOf(layerOnly, attnTargets)
+		q, k, v := n.qkv(l, s.hidden[l])
+		if err := e.seeded(gr, l, attnTargets, []ggml.Tensor{q, k, v}, [][]float32{sp.dq, sp.dk, sp.dv}); err != nil {
+			return err
+		}
+		if err := e.pairGradsOf(gr, layerOnly, attnTargets); err != nil {
+			return err
+		}
+		if l > 0 {
+			gr.gradIn = gr.g.Grad(s.hidden[l])
+			if !gr.gradIn.Valid() {
+				return fmt.Errorf("lora: no gradient for the input of layer %d", l)
+			}
+			gr.gradIn.SetOutput()
+		}
+		return nil
+	}, in, 1, drops, func(gr *graph) error {
+		addPairs(gr)
+		if l > 0 {
+			s.grad = gr.gradIn.GetF32(s.grad)
+			addTo(s.grad, sp.dh) // the residual path, through the rest of the layer
+		}
+		return nil
+	})
+}
+
+func growTo(b []float32, n int) []float32 {
+	if cap(b) < n {
+		return make([]float32, n)
+	}
+	return b[:n]
 }

@@ -12,8 +12,10 @@ import (
 // (prompt tokens masked) with dropout, the whole-window graph with its
 // head over the target rows only, and the checkpointed path (layers
 // recomputed, the head over target rows in chunks smaller than the
-// window's targets), give the loss, gradients and validation loss of the
-// whole-window graph with its head over every row.
+// window's targets; and with each layer's backward split into graphs for
+// its queries, keys and values, its attention one key/value head at a
+// time, and the rest), give the loss, gradients and validation loss of
+// the whole-window graph with its head over every row.
 func TestCheckpointedEqualsWholeWindow(t *testing.T) {
 	model := shared.Path(t, "models/stories260K.gguf")
 	const T, rank = 128, 4
@@ -34,6 +36,7 @@ func TestCheckpointedEqualsWholeWindow(t *testing.T) {
 		name              string
 		checkpoint, every bool
 		built             graphKind
+		split             bool
 	}
 	run := func(m mode) result {
 		checkpoint := m.checkpoint
@@ -42,7 +45,16 @@ func TestCheckpointedEqualsWholeWindow(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer e.close()
-		e.checkpoint, e.allRows = checkpoint, m.every
+		e.checkpoint, e.allRows, e.forceSplit = checkpoint, m.every, m.split
+		if m.split {
+			// One key/value head (and its two query heads) per graph.
+			old := attentionBudget
+			attentionBudget = 1
+			defer func() { attentionBudget = old }()
+			if e.kvPerGraph() != 1 {
+				t.Fatalf("%d key/value heads per attention graph", e.kvPerGraph())
+			}
+		}
 		if checkpoint {
 			if err := e.initSegments(); err != nil {
 				t.Fatal(err)
@@ -95,8 +107,9 @@ func TestCheckpointedEqualsWholeWindow(t *testing.T) {
 		}
 		return r
 	}
-	whole := run(mode{"every row", false, true, graphTrain})
-	for _, m := range []mode{{"target rows", false, false, graphTrainRows}, {"checkpointed", true, false, graphHeadTrain}} {
+	whole := run(mode{"every row", false, true, graphTrain, false})
+	for _, m := range []mode{{"target rows", false, false, graphTrainRows, false}, {"checkpointed", true, false, graphHeadTrain, false},
+		{"checkpointed, attention split by key/value head", true, false, graphHeadTrain, true}} {
 		got := run(m)
 		if d := math.Abs(whole.loss-got.loss) / whole.loss; d > 1e-5 {
 			t.Errorf("%s: loss %.7f, with the head over every row %.7f", m.name, got.loss, whole.loss)
@@ -121,7 +134,7 @@ func TestCheckpointedEqualsWholeWindow(t *testing.T) {
 		}
 		t.Logf("%s: loss %.9f (every row %.9f), validation %.9f (%.9f); worst gradient difference %.2e of its norm",
 			m.name, got.loss, whole.loss, got.val, whole.val, worst)
-		if worst > 1e-4 {
+		if worst > 1e-5 {
 			t.Errorf("%s: gradients differ by up to %.2e of their norm", m.name, worst)
 		}
 	}
