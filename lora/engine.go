@@ -192,6 +192,9 @@ type net struct {
 	withLoRA bool
 	train    bool
 	rope     ggml.RopeParams
+	// kvPer, when above 0, computes a forward graph's attention that many
+	// key/value heads at a time.
+	kvPer int
 }
 
 func (e *engine) newNet(x *ggml.Ctx, gr *graph, withLoRA, train bool) *net {
@@ -275,7 +278,28 @@ func (n *net) proj(l int, target string, in ggml.Tensor) ggml.Tensor {
 // layer is transformer block l applied to inp [E, T].
 func (n *net) layer(l int, inp ggml.Tensor) ggml.Tensor {
 	h := n.e.base.Hyper
-	o := n.attention(n.qkv(l, inp)) // [hd, H, T]
+	q, k, v := n.qkv(l, inp)
+	var o ggml.Tensor // [hd, H, T]
+	if per := n.kvPer; per > 0 && per < h.KVHeads {
+		// A few key/value heads at a time: without a backward pass in the
+		// graph, each group's attention probabilities are freed before the
+		// next group's exist.
+		x := n.x
+		qh := per * h.Heads / h.KVHeads
+		for g := 0; g < h.KVHeads; g += per {
+			qg := x.View3D(q, q.Ne(0), qh, q.Ne(2), q.Nb(1), q.Nb(2), g*h.Heads/h.KVHeads*q.Nb(1))
+			kg := x.View3D(k, k.Ne(0), per, k.Ne(2), k.Nb(1), k.Nb(2), g*k.Nb(1))
+			vg := x.View3D(v, v.Ne(0), per, v.Ne(2), v.Nb(1), v.Nb(2), g*v.Nb(1))
+			og := n.attention(qg, kg, vg)
+			if g == 0 {
+				o = og
+			} else {
+				o = x.Concat(o, og, 1)
+			}
+		}
+	} else {
+		o = n.attention(q, k, v)
+	}
 	return n.afterAttention(l, n.x.Reshape2D(o, h.HeadDim*h.Heads, n.e.ctxLen), inp)
 }
 

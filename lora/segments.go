@@ -131,6 +131,7 @@ func (e *engine) segForward(in *inputs, drops [][]float32, train bool) error {
 	return e.once(func(gr *graph) error {
 		x := gr.ctx
 		n := e.newNet(x, gr, true, train)
+		n.kvPer = e.kvPerGraph()
 		inp := n.embed()
 		n.attentionInputs()
 		n.dropouts()

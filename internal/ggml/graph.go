@@ -201,6 +201,17 @@ func (x *Ctx) View2D(a Tensor, ne0, ne1, nb1, offset int) Tensor {
 	return x.wrap(C.ggml_view_2d(x.c, a.c, C.int64_t(ne0), C.int64_t(ne1), C.size_t(nb1), C.size_t(offset)))
 }
 
+// View3D is a view of a: ne0 by ne1 by ne2 values, strides nb1 and nb2
+// bytes, from offset bytes into a's data.
+func (x *Ctx) View3D(a Tensor, ne0, ne1, ne2, nb1, nb2, offset int) Tensor {
+	return x.wrap(C.ggml_view_3d(x.c, a.c, C.int64_t(ne0), C.int64_t(ne1), C.int64_t(ne2), C.size_t(nb1), C.size_t(nb2), C.size_t(offset)))
+}
+
+// Concat joins a and b along dimension dim.
+func (x *Ctx) Concat(a, b Tensor, dim int) Tensor {
+	return x.wrap(C.ggml_concat(x.c, a.c, b.c, C.int(dim)))
+}
+
 // SoftMaxExt is softmax(a*scale + mask) over dimension 0.
 func (x *Ctx) SoftMaxExt(a, mask Tensor, scale float32) Tensor {
 	return x.wrap(C.ggml_soft_max_ext(x.c, a.c, mask.c, C.float(scale), 0))
