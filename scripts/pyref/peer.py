@@ -51,10 +51,16 @@ torch.manual_seed(0)
 
 
 def load_model(gguf):
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     d, f = os.path.split(os.path.abspath(gguf))
-    m = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+    cfg = AutoConfig.from_pretrained(d, gguf_file=f)
+    # llama.cpp writes "no padding token" as -1 (0xFFFFFFFF); torch's
+    # Embedding refuses a padding index outside the vocabulary. The padding
+    # index plays no part in a forward pass.
+    if cfg.pad_token_id is not None and not 0 <= cfg.pad_token_id < cfg.vocab_size:
+        cfg.pad_token_id = None
+    m = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, config=cfg, dtype=torch.float32)
     m.eval()
     return m
 
