@@ -20,7 +20,8 @@ does each in turn, in one process, so torch is imported once:
       to init_out, then N steps of torch's AdamW with transformers' schedule
       and torch's gradient clipping, step k taking windows k*K .. k*K+K-1
       (mod the number of windows); the adapter after the last step goes to
-      final_out and the loss of every step to losses_out (JSON). A packed
+      final_out and the loss, gradient norm and time of every step to
+      losses_out (JSON); init_out and final_out may be left out. A packed
       window is run example by example (each example is the tokens of one
       seq value, at its own positions): exactly what the block-diagonal
       causal mask of the packed window computes.
@@ -117,8 +118,9 @@ def job_train(j):
                           num_training_steps=j["steps"])
     windows = j["windows"]
     K = j["grad_accum"]
-    losses, norms, tokens, start = [], [], 0, time.time()
+    losses, norms, times, tokens, start = [], [], [], 0, time.time()
     for step in range(j["steps"]):
+        t0 = time.perf_counter()
         ws = [windows[(step * K + k) % len(windows)] for k in range(K)]
         segs = [s for w in ws for s in segments(w)]
         n_targets = sum(sum(t) for _, _, t in segs)
@@ -140,11 +142,12 @@ def job_train(j):
         sched.step()
         losses.append(total / n_targets)
         norms.append(float(norm))
+        times.append(time.perf_counter() - t0)
     elapsed = time.time() - start
     if j.get("final_out"):
         model.save_pretrained(j["final_out"])
     with open(j["losses_out"], "w") as f:
-        json.dump({"loss": losses, "grad_norm": norms, "tokens": tokens, "seconds": elapsed}, f)
+        json.dump({"loss": losses, "grad_norm": norms, "step_seconds": times, "tokens": tokens, "seconds": elapsed}, f)
 
 
 def job_chat(j):
