@@ -37,7 +37,7 @@ type shape struct {
 
 // The shapes of lora/internal/benchtrain: a 58M Llama and SmolLM2-135M's.
 var (
-	m58    = testmodel.Config{Layers: 8, Embd: 512, Heads: 8, KVHeads: 8, FF: 1376, VocabSize: 32000, Type: "f32"}
+	m58    = testmodel.Config{Layers: 8, Embd: 512, Heads: 8, KVHeads: 8, FF: 1376, VocabSize: 32000, Context: 2048, Type: "f32"}
 	m135   = testmodel.Config{Layers: 30, Embd: 576, Heads: 9, KVHeads: 3, FF: 1536, VocabSize: 49152, Context: 2048, Type: "f32"}
 	shapes = []shape{
 		{"58M F32 ctx 256", m58, 256},
@@ -140,7 +140,7 @@ func median(x []float64) float64 {
 }
 
 func modelPath(cache string, c testmodel.Config) string {
-	return filepath.Join(cache, fmt.Sprintf("L%d-E%d-H%d-%d-FF%d-V%d-%s.gguf", c.Layers, c.Embd, c.Heads, c.KVHeads, c.FF, c.VocabSize, c.Type))
+	return filepath.Join(cache, fmt.Sprintf("L%d-E%d-H%d-%d-FF%d-V%d-C%d-%s.gguf", c.Layers, c.Embd, c.Heads, c.KVHeads, c.FF, c.VocabSize, c.Context, c.Type))
 }
 
 // windows are the shape's training windows: random tokens, every one a
