@@ -176,30 +176,6 @@ func TestPeerTraining(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c := cfg
-			c.Resume = true
-			c.Files = lora.Files{Checkpoint: filepath.Join(d, "ckpt.gguf"), Metrics: filepath.Join(d, "metrics.jsonl"), Adapter: filepath.Join(d, "adapter.gguf")}
-			writeStartCheckpoint(t, c.Files.Checkpoint, start, c)
-			var got []lora.Metrics
-			if _, err := lora.Train(context.Background(), m.path, c, lora.Data{Train: windows[m.name]}, func(x lora.Metrics) { got = append(got, x) }); err != nil {
-				t.Fatal(err)
-			}
-			if len(got) != steps || len(ref.Loss) != steps {
-				t.Fatalf("%d steps by finetune and %d by PEFT, want %d", len(got), len(ref.Loss), steps)
-			}
-			worst := 0.0
-			for i := range got {
-				r := math.Abs(got[i].Loss-ref.Loss[i]) / ref.Loss[i]
-				worst = math.Max(worst, r)
-				t.Logf("step %2d: loss finetune %.7f PEFT %.7f (rel %.1e), grad norm finetune %.6f PEFT %.6f", i+1, got[i].Loss, ref.Loss[i], r, got[i].GradNorm, ref.GradNorm[i])
-				if r > peerLossTol {
-					t.Errorf("step %d: loss %.7f, PEFT's %.7f: relative difference %.2e > %g", i+1, got[i].Loss, ref.Loss[i], r, peerLossTol)
-				}
-			}
-			if drop := ref.Loss[0] - ref.Loss[steps-1]; drop < 0.05 {
-				t.Fatalf("the loss falls by only %g in %d steps: the test would prove little", drop, steps)
-			}
-
 			final := filepath.Join(d, "final.gguf")
 			if err := adapters.ImportPEFT(filepath.Join(d, "final"), m.path, final); err != nil {
 				t.Fatal(err)
@@ -208,33 +184,71 @@ func TestPeerTraining(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			have, err := adapters.Read(c.Files.Adapter)
-			if err != nil {
-				t.Fatal(err)
+			// Both of finetune's training paths: the whole-window graph and
+			// the checkpointed one (layers recomputed in the backward pass).
+			for _, mode := range []string{"off", "on"} {
+				t.Run("checkpointing "+mode, func(t *testing.T) {
+					peerTrain(t, m.name, m.path, cfg, mode, start, want, windows[m.name], ref.Loss, ref.GradNorm)
+				})
 			}
-			byName := map[string]adapters.Pair{}
-			for _, p := range have.Pairs {
-				byName[p.Base] = p
-			}
-			if len(have.Pairs) != len(want.Pairs) {
-				t.Fatalf("finetune's adapter has %d pairs, PEFT's %d", len(have.Pairs), len(want.Pairs))
-			}
-			worstA, worstB := 0.0, 0.0
-			for _, w := range want.Pairs {
-				h, ok := byName[w.Base]
-				if !ok {
-					t.Fatalf("finetune's adapter lacks %s", w.Base)
-				}
-				ra, rb := relDiff(h.A, w.A), relDiff(h.B, w.B)
-				worstA, worstB = math.Max(worstA, ra), math.Max(worstB, rb)
-				if ra > peerAdapterTol || rb > peerAdapterTol {
-					t.Errorf("%s: A differs from PEFT's by %.2e, B by %.2e (relative), want <= %g", w.Base, ra, rb, peerAdapterTol)
-				}
-				if math.IsNaN(rb) || math.IsInf(rb, 0) {
-					t.Fatalf("PEFT's B of %s is still zero", w.Base)
-				}
-			}
-			t.Logf("%s: after %d steps the losses agree to %.1e relative, A to %.1e and B to %.1e (worst tensor)", m.name, steps, worst, worstA, worstB)
 		})
 	}
+}
+
+// peerTrain trains from start with finetune and compares the losses and
+// the final adapter with PEFT's.
+func peerTrain(t *testing.T, name, model string, cfg lora.Config, mode string, start, want *adapters.LoRA, ws []lora.Window, refLoss, refNorm []float64) {
+	const steps = 10
+	d := t.TempDir()
+	c := cfg
+	c.Resume, c.Checkpointing = true, mode
+	c.Files = lora.Files{Checkpoint: filepath.Join(d, "ckpt.gguf"), Metrics: filepath.Join(d, "metrics.jsonl"), Adapter: filepath.Join(d, "adapter.gguf")}
+	writeStartCheckpoint(t, c.Files.Checkpoint, start, c)
+	var got []lora.Metrics
+	if _, err := lora.Train(context.Background(), model, c, lora.Data{Train: ws}, func(x lora.Metrics) { got = append(got, x) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != steps || len(refLoss) != steps {
+		t.Fatalf("%d steps by finetune and %d by PEFT, want %d", len(got), len(refLoss), steps)
+	}
+	worst := 0.0
+	for i := range got {
+		r := math.Abs(got[i].Loss-refLoss[i]) / refLoss[i]
+		worst = math.Max(worst, r)
+		t.Logf("step %2d: loss finetune %.7f PEFT %.7f (rel %.1e), grad norm finetune %.6f PEFT %.6f", i+1, got[i].Loss, refLoss[i], r, got[i].GradNorm, refNorm[i])
+		if r > peerLossTol {
+			t.Errorf("step %d: loss %.7f, PEFT's %.7f: relative difference %.2e > %g", i+1, got[i].Loss, refLoss[i], r, peerLossTol)
+		}
+	}
+	if drop := refLoss[0] - refLoss[steps-1]; drop < 0.05 {
+		t.Fatalf("the loss falls by only %g in %d steps: the test would prove little", drop, steps)
+	}
+
+	have, err := adapters.Read(c.Files.Adapter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]adapters.Pair{}
+	for _, p := range have.Pairs {
+		byName[p.Base] = p
+	}
+	if len(have.Pairs) != len(want.Pairs) {
+		t.Fatalf("finetune's adapter has %d pairs, PEFT's %d", len(have.Pairs), len(want.Pairs))
+	}
+	worstA, worstB := 0.0, 0.0
+	for _, w := range want.Pairs {
+		h, ok := byName[w.Base]
+		if !ok {
+			t.Fatalf("finetune's adapter lacks %s", w.Base)
+		}
+		ra, rb := relDiff(h.A, w.A), relDiff(h.B, w.B)
+		worstA, worstB = math.Max(worstA, ra), math.Max(worstB, rb)
+		if ra > peerAdapterTol || rb > peerAdapterTol {
+			t.Errorf("%s: A differs from PEFT's by %.2e, B by %.2e (relative), want <= %g", w.Base, ra, rb, peerAdapterTol)
+		}
+		if math.IsNaN(rb) || math.IsInf(rb, 0) {
+			t.Fatalf("PEFT's B of %s is still zero", w.Base)
+		}
+	}
+	t.Logf("%s, checkpointing %s: after %d steps the losses agree to %.1e relative, A to %.1e and B to %.1e (worst tensor)", name, mode, steps, worst, worstA, worstB)
 }

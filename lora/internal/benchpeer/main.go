@@ -183,7 +183,7 @@ func finetuneSteps(model string, ws []lora.Window, steps, threads int) ([]float6
 	}
 	defer os.RemoveAll(out)
 	var sec []float64
-	cfg := lora.Config{Rank: 8, Alpha: 16, Schedule: "constant", MaxSteps: warmupSteps + steps, Threads: threads, Seed: 1,
+	cfg := lora.Config{Rank: 8, Alpha: 16, Schedule: "constant", MaxSteps: warmupSteps + steps, Threads: threads, FixedThreads: true, Seed: 1,
 		Files: lora.Files{Checkpoint: filepath.Join(out, "checkpoint.gguf"), Metrics: filepath.Join(out, "metrics.jsonl"), Adapter: filepath.Join(out, "adapter.gguf")}}
 	_, err = lora.Train(context.Background(), model, cfg, lora.Data{Train: ws}, func(m lora.Metrics) {
 		if m.Step > warmupSteps {
