@@ -54,7 +54,7 @@ const (
 
 func main() {
 	child := flag.Int("shape", -1, "run one shape with finetune (child mode)")
-	steps := flag.Int("steps", 4, "measured optimizer steps per shape and side (after 2 warm-up steps)")
+	steps := flag.Int("steps", 6, "measured optimizer steps per shape and side (after 2 warm-up steps)")
 	threads := flag.Int("threads", runtime.NumCPU(), "threads, for both sides")
 	cache := flag.String("cache", filepath.Join(os.TempDir(), "finetune-bench"), "folder for the generated test models")
 	only := flag.String("only", "", "run only shapes whose name contains this")
