@@ -44,6 +44,13 @@ demo: build
 bench-train:
 	$(GO) run ./lora/internal/benchtrain $(BENCH_FLAGS)
 
+# finetune beside Hugging Face PEFT + transformers in PyTorch (CPU, fp32) on
+# the same training work: tokens/s, peak RSS and the ratio for the 58M and
+# 135M shapes at ctx 256 and 512 (the PEFT side needs scripts/install-pyref.sh).
+.PHONY: bench-peer
+bench-peer:
+	$(GO) run ./lora/internal/benchpeer $(BENCH_PEER_FLAGS)
+
 # The datasets pipeline's figures: records/s and tokens/s for reading,
 # rendering and tokenizing 100k synthetic chat records, and the peak RSS of
 # streaming a 1 GB JSONL file through it (data generated in a temporary
