@@ -18,6 +18,15 @@ DIR=${FINETUNE_SLURM_DIR:-${TMPDIR:-/tmp}/finetune-slurm}
 CONF=$DIR/slurm.conf
 PARTITION=${FINETUNE_SLURM_PARTITION:-debug}
 say() { echo "slurm-up: $*" >&2; }
+# The daemons must not inherit the caller's descriptors: started under
+# `flock FILE scripts/slurm-up.sh`, munged would hold that lock as long as
+# it runs.
+closefds() {
+  local fd
+  for fd in $(ls /proc/$BASHPID/fd); do
+    if [ "$fd" -gt 2 ] && [ "$fd" != 255 ]; then eval "exec $fd>&-"; fi
+  done
+}
 
 if ! command -v sbatch >/dev/null || ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
   say "installing slurm-wlm and munge"
@@ -40,7 +49,7 @@ fi
 mkdir -p /run/munge /var/log/munge /var/lib/munge
 chown munge:munge /run/munge /var/log/munge /var/lib/munge
 if ! pgrep -u munge -x munged >/dev/null; then
-  runuser -u munge -- /usr/sbin/munged
+  (closefds; exec runuser -u munge -- /usr/sbin/munged)
 fi
 for _ in $(seq 50); do munge -n </dev/null >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -84,8 +93,8 @@ CONF
 mv "$CONF.tmp" "$CONF"
 
 export SLURM_CONF=$CONF
-slurmctld -f "$CONF"
-slurmd -f "$CONF"
+(closefds; exec slurmctld -f "$CONF")
+(closefds; exec slurmd -f "$CONF")
 for i in $(seq 120); do
   state=$(timeout 5 sinfo -h -o %T 2>/dev/null | head -n1 || true)
   case $state in

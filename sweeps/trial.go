@@ -32,7 +32,7 @@ type TrialOptions struct {
 // checkpoint (a killed or cancelled task), that run resumed from it. It
 // records the outcome in the trial's state file, and then updates the
 // leaderboard. The error is the trial's, already recorded.
-func RunTrial(ctx context.Context, s *Sweep, i int, o TrialOptions) error {
+func (s *Sweep) RunTrial(ctx context.Context, i int, o TrialOptions) error {
 	t, err := s.Trial(i)
 	if err != nil {
 		return err
