@@ -129,7 +129,7 @@ func (s *Sweep) Build(ctx context.Context) (*Leaderboard, error) {
 				for _, c := range res.Contestants {
 					row.EvalUSD += c.Spent
 					if c.Name != m.Contestant && c.Name != res.Base {
-						if cmp := res.Compare(m.Contestant, c.Name, m.Column); cmp != nil {
+						if cmp := versus(res, m.Contestant, c.Name, m.Column); cmp != nil {
 							row.Versus = append(row.Versus, cmp)
 						}
 					}
@@ -185,6 +185,23 @@ func (s *Sweep) Build(ctx context.Context) (*Leaderboard, error) {
 		}
 	}
 	return lb, nil
+}
+
+// versus is a's comparison with b on col, turned around when the eval
+// compared b with a.
+func versus(res *evals.Results, a, b, col string) *evals.Comparison {
+	if c := res.Compare(a, b, col); c != nil {
+		return c
+	}
+	c := res.Compare(b, a, col)
+	if c == nil {
+		return nil
+	}
+	t := *c
+	t.Contestant, t.Against = a, b
+	t.Diff, t.Low, t.High = -c.Diff, -c.High, -c.Low
+	t.Wins, t.Losses = c.Losses, c.Wins
+	return &t
 }
 
 func readResults(path string) (*evals.Results, error) {

@@ -337,9 +337,9 @@ func TestSweepTrialFailsAlone(t *testing.T) {
 		t.Fatalf("leaderboard: %+v best %v", lb.Counts, lb.Best)
 	}
 	for _, row := range lb.Trials[1:] {
-		want := "rank"
+		want := "lora.rank"
 		if row.Index == 2 {
-			want = "seq_len" // 16-token windows hold no example
+			want = "holds no example" // 16-token windows hold none
 		}
 		if row.State != sweeps.Failed || !strings.Contains(row.Error, want) {
 			t.Errorf("trial %d (%v): %s %q, want failed naming %s", row.Index, row.Settings, row.State, row.Error, want)
