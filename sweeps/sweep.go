@@ -249,6 +249,9 @@ func firstOf[T comparable](xs ...T) T {
 // be empty; else root/<name>/<timestamp>) and writes sweep.json; a trial
 // whose recipe does not check is recorded failed with its error.
 func Create(spec *Spec, out, root string, log *slog.Logger) (*Sweep, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	dir, err := makeDir(out, filepath.Join(root, spec.Name))
 	if err != nil {
 		return nil, err
