@@ -438,7 +438,7 @@ func (lb *Leaderboard) Markdown() string {
 		fmt.Fprintf(&b, " %s | %s | %s | %s | %s |\n", stepsText(r.Steps), fmtSeconds(r.TrainSeconds), fmtSeconds(r.EvalSeconds), coreHours(r.CoreHours), fmtUSD(r.EvalUSD))
 	}
 	if len(lb.Others) > 0 {
-		b.WriteString("\n## The base and the API contestants\n\nAsked once for the whole sweep (answers shared through the sweep's answer cache).\n\n| contestant | kind | model | status |")
+		b.WriteString("\n## The base and the API contestants\n\nThe API contestants answered once for the whole sweep, before the trials; the base through the answer cache the trials share.\n\n| contestant | kind | model | status |")
 		for _, col := range lb.Columns {
 			fmt.Fprintf(&b, " %s |", col)
 		}

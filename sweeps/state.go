@@ -262,8 +262,10 @@ func (s *Sweep) Status(ctx context.Context) (trials []TrialStatus, warn error) {
 			ts.State, ts.Error = Pending, "not submitted"
 		case j != nil && j.Executor == "local" && alive(j.Host, j.PID) && (st == nil || submittedAfter && st.State != Running):
 			ts.State, ts.Error = Pending, "waiting for a free slot"
+		case submittedAfter && j.Executor == "local":
+			ts.State, ts.Error = Failed, "never started: the sweep's local runner ended first (cancelled?)"
 		case submittedAfter:
-			ts.State, ts.Error = Failed, "never started: its task left the queue without running (cancelled?)"
+			ts.State, ts.Error = Failed, "never started: its task left Slurm's queue without running (cancelled?)"
 		case st.State == Running && st.Job == "" && alive(st.Host, st.PID):
 			ts.State = Running
 		case st.State == Running:

@@ -67,6 +67,10 @@ type Spec struct {
 	// every trial gets.
 	Recipe    string   `json:"recipe"`
 	Overrides []string `json:"overrides,omitempty"`
+	// Source is the recipe's text when the sweep was made: every trial
+	// decodes this, so editing the recipe file later changes no trial
+	// (relative paths still start at the recipe's folder).
+	Source string `json:"source"`
 	Axes      []Axis   `json:"axes"`
 	// Combinations is the size of the grid; Sample, when above 0, the
 	// size of the seeded random sample of it that Trials are.
@@ -79,6 +83,11 @@ type Spec struct {
 	Metric       Metric        `json:"metric"`
 	Slurm        recipes.Slurm `json:"slurm"`
 	Created      time.Time     `json:"created"`
+}
+
+// recipe decodes the sweep's recipe with sets.
+func (s *Spec) recipe(sets []string) (*recipes.Recipe, error) {
+	return recipes.Decode(s.Recipe, []byte(s.Source), sets)
 }
 
 // Sweep is one sweep folder.
@@ -185,7 +194,11 @@ func Plan(r *recipes.Recipe, o PlanOptions) (*Spec, error) {
 	if err != nil {
 		return nil, err
 	}
-	spec := &Spec{Name: r.Name, Recipe: from, Overrides: o.Overrides, Axes: axes, Combinations: total,
+	src, err := os.ReadFile(r.Path)
+	if err != nil {
+		return nil, err
+	}
+	spec := &Spec{Name: r.Name, Recipe: from, Source: string(src), Overrides: o.Overrides, Axes: axes, Combinations: total,
 		Executor: firstOf(o.Executor, sw.Executor, "local"), MaxParallel: max(o.MaxParallel, 0), Slurm: sw.Slurm, Created: time.Now().UTC()}
 	if spec.MaxParallel == 0 {
 		spec.MaxParallel = max(sw.MaxParallel, 1)
@@ -218,7 +231,7 @@ func Plan(r *recipes.Recipe, o PlanOptions) (*Spec, error) {
 			t.Sets = append([]string{a.Key + "=" + a.Values[c%len(a.Values)]}, t.Sets...)
 			c /= len(a.Values)
 		}
-		if _, err := recipes.Load(r.Path, append(slices.Clone(o.Overrides), t.Sets...)); err != nil {
+		if _, err := recipes.Decode(r.Path, src, append(slices.Clone(o.Overrides), t.Sets...)); err != nil {
 			t.Invalid = err.Error()
 		}
 		spec.Trials = append(spec.Trials, t)

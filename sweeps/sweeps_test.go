@@ -207,7 +207,7 @@ func TestStatusAndResume(t *testing.T) {
 		t.Fatal(warn)
 	}
 	want := []struct{ state, err string }{
-		{Done, ""}, {Failed, "out of memory"}, {Failed, "ended without recording"}, {Failed, "never started"}, {Pending, "not submitted"}, {Failed, "lora.rank"},
+		{Done, ""}, {Failed, "out of memory"}, {Failed, "ended without recording"}, {Failed, "runner ended first"}, {Pending, "not submitted"}, {Failed, "lora.rank"},
 	}
 	for i, w := range want {
 		if ts[i].State != w.state || !strings.Contains(ts[i].Error, w.err) || w.err == "" && ts[i].Error != "" {

@@ -79,7 +79,7 @@ func (s *Sweep) trialRecipe(t Trial, threads int) (*recipes.Recipe, []string, er
 		return nil, nil, errors.New(t.Invalid)
 	}
 	sets := append(slices.Clone(s.Spec.Overrides), t.Sets...)
-	r, err := recipes.Load(s.Spec.Recipe, sets)
+	r, err := s.Spec.recipe(sets)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -170,7 +170,7 @@ func interrupted(s *Sweep, steps int) error {
 // generation settings or the base's template, asks for itself). The
 // results are returned for the log; nil when there is no API contestant.
 func (s *Sweep) AnswerShared(ctx context.Context, o TrialOptions) (*evals.Results, error) {
-	r, err := recipes.Load(s.Spec.Recipe, s.Spec.Overrides)
+	r, err := s.Spec.recipe(s.Spec.Overrides)
 	if err != nil {
 		return nil, err
 	}
