@@ -83,12 +83,8 @@ func runSweep(args []string) error {
 	defer stop()
 	loadBackends()
 	warnSIMD()
-	if res, err := sw.AnswerShared(cx, sweeps.TrialOptions{Logger: logger}); err != nil {
-		return fmt.Errorf("asking the API contestants for the sweep: %w", err)
-	} else if res != nil {
-		for _, c := range res.Contestants {
-			logger.Info("API contestant answered for every trial", "contestant", c.Name, "status", c.Status, "answered", c.Answered, "cached", c.Cached, "cost_usd", fmt.Sprintf("%.4f", c.Cost))
-		}
+	if err := answerShared(cx, sw, logger); err != nil {
+		return err
 	}
 	var run []int
 	for _, t := range spec.Trials {
@@ -108,6 +104,21 @@ func runSweep(args []string) error {
 		return nil
 	}
 	return finishSweep(cx, sw, start, logger)
+}
+
+// answerShared asks the API contestants once for every trial (from the
+// cache when they have answered already).
+func answerShared(cx context.Context, sw *sweeps.Sweep, logger *slog.Logger) error {
+	res, err := sw.AnswerShared(cx, sweeps.TrialOptions{Logger: logger})
+	if err != nil {
+		return fmt.Errorf("asking the API contestants for the sweep: %w; fix that and run the trials with `finetune sweep resume %s`", err, displayPath(sw.Dir))
+	}
+	if res != nil {
+		for _, c := range res.Contestants {
+			logger.Info("API contestant answered for every trial", "contestant", c.Name, "status", c.Status, "answered", c.Answered, "cached", c.Cached, "cost_usd", fmt.Sprintf("%.4f", c.Cost))
+		}
+	}
+	return nil
 }
 
 // finishSweep waits for the sweep's trials to end (polling the scheduler),
@@ -275,6 +286,10 @@ func runSweepResume(args []string) error {
 	logger := slog.New(log.Default())
 	cx, stop := sweepContext()
 	defer stop()
+	loadBackends()
+	if err := answerShared(cx, sw, logger); err != nil {
+		return err
+	}
 	start := time.Now()
 	redo, _, err := sw.Resume(cx, sweeps.SubmitOptions{Task: task, Logger: logger})
 	if err != nil {
