@@ -71,7 +71,7 @@ type Spec struct {
 	// decodes this, so editing the recipe file later changes no trial
 	// (relative paths still start at the recipe's folder).
 	Source string `json:"source"`
-	Axes      []Axis   `json:"axes"`
+	Axes   []Axis `json:"axes"`
 	// Combinations is the size of the grid; Sample, when above 0, the
 	// size of the seeded random sample of it that Trials are.
 	Combinations int           `json:"combinations"`

@@ -123,6 +123,7 @@ func (s *Sweep) runTrial(ctx context.Context, t Trial, st *Status, o TrialOption
 				return err
 			}
 			if res.Interrupted {
+				st.Steps = res.Steps
 				return interrupted(s, res.Steps)
 			}
 		default:
@@ -145,6 +146,7 @@ func (s *Sweep) runTrial(ctx context.Context, t Trial, st *Status, o TrialOption
 		}
 		run = r2
 		if lres.Interrupted {
+			st.Steps = lres.Steps
 			return interrupted(s, lres.Steps)
 		}
 	}

@@ -274,8 +274,8 @@ func TestSweepSlurmCancelResume(t *testing.T) {
 	}
 	st0, _ := sw.ReadStatus(0)
 	st1, _ := sw.ReadStatus(1)
-	if st0.Steps >= 600 {
-		t.Fatalf("trial 0 finished (%d steps) before scancel reached it", st0.Steps)
+	if st0.Steps < 20 || st0.Steps >= 600 || !strings.Contains(st0.Error, "cancelled") {
+		t.Fatalf("trial 0 after scancel: %d steps, %q; want stopped between its first checkpoint and step 600, saying so", st0.Steps, st0.Error)
 	}
 	r := cli(t, "sweep", "resume", dir, "--wait")
 	if r.code != 0 {
@@ -313,7 +313,12 @@ func TestSweepSlurmCancelResume(t *testing.T) {
 	for p := range a.Pairs {
 		for j := range a.Pairs[p].A {
 			if d := a.Pairs[p].A[j] - b.Pairs[p].A[j]; d > 1e-6 || d < -1e-6 {
-				t.Fatalf("the resumed trial's %s differs from the uncut run's by %g", a.Pairs[p].Base, d)
+				t.Fatalf("the resumed trial's %s lora_a differs from the uncut run's by %g", a.Pairs[p].Base, d)
+			}
+		}
+		for j := range a.Pairs[p].B {
+			if d := a.Pairs[p].B[j] - b.Pairs[p].B[j]; d > 1e-6 || d < -1e-6 {
+				t.Fatalf("the resumed trial's %s lora_b differs from the uncut run's by %g", a.Pairs[p].Base, d)
 			}
 		}
 	}
