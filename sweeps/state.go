@@ -163,27 +163,29 @@ type TrialStatus struct {
 type queueEntry struct{ state, reason string }
 
 // squeue lists the array tasks of jobs still in Slurm's queue, by
-// "JOBID_INDEX". An error means Slurm did not answer.
+// "JOBID_INDEX", asking for each job on its own (squeue refuses a list
+// whose jobs have all left the queue). An error means Slurm did not
+// answer.
 func squeue(ctx context.Context, ids []string) (map[string]queueEntry, error) {
 	out := map[string]queueEntry{}
-	if len(ids) == 0 {
-		return out, nil
-	}
-	cx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(cx, "squeue", "-h", "-r", "-j", strings.Join(ids, ","), "-o", "%i|%T|%r")
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		if strings.Contains(stderr.String(), "Invalid job id") {
-			return out, nil // every job has left the queue
+	for _, id := range ids {
+		cx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		var stdout, stderr bytes.Buffer
+		cmd := exec.CommandContext(cx, "squeue", "-h", "-r", "-j", id, "-o", "%i|%T|%r")
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		cancel()
+		if err != nil {
+			if strings.Contains(stderr.String(), "Invalid job id") {
+				continue // the job has left the queue
+			}
+			return nil, fmt.Errorf("squeue: %v: %s", err, strings.TrimSpace(stderr.String()))
 		}
-		return nil, fmt.Errorf("squeue: %v: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	for _, line := range strings.Split(stdout.String(), "\n") {
-		f := strings.Split(strings.TrimSpace(line), "|")
-		if len(f) == 3 {
-			out[f[0]] = queueEntry{f[1], f[2]}
+		for _, line := range strings.Split(stdout.String(), "\n") {
+			f := strings.Split(strings.TrimSpace(line), "|")
+			if len(f) == 3 {
+				out[f[0]] = queueEntry{f[1], f[2]}
+			}
 		}
 	}
 	return out, nil
@@ -212,16 +214,18 @@ func (s *Sweep) Status(ctx context.Context) (trials []TrialStatus, warn error) {
 		return nil, err
 	}
 	last := map[int]*Job{} // the newest submission of each trial
-	var ids []string
 	for i := range jobs {
-		j := &jobs[i]
-		for _, t := range j.Trials {
-			last[t] = j
+		for _, t := range jobs[i].Trials {
+			last[t] = &jobs[i]
 		}
+	}
+	var ids []string // the Slurm jobs that hold some trial's newest submission
+	for _, j := range last {
 		if j.Executor == "slurm" && !slices.Contains(ids, j.ID) {
 			ids = append(ids, j.ID)
 		}
 	}
+	slices.Sort(ids)
 	queue, qerr := squeue(ctx, ids)
 	if qerr != nil {
 		warn = fmt.Errorf("%v: the states below come from the trials' files alone", qerr)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -101,7 +102,7 @@ func (s *Sweep) runTrial(ctx context.Context, t Trial, st *Status, o TrialOption
 	topts := runs.TrainOptions{Out: dir, Overrides: sets, Command: command, Base: o.Base, Logger: log}
 	start := time.Now()
 	var run *runs.Run
-	if _, serr := os.Stat(dir + "/" + runs.RunFile); serr == nil {
+	if _, serr := os.Stat(filepath.Join(dir, runs.RunFile)); serr == nil {
 		run, err = runs.Open(dir)
 		if err != nil {
 			return err
