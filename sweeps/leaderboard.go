@@ -393,7 +393,8 @@ func (lb *Leaderboard) Markdown() string {
 		}
 	}
 	b.WriteString(" steps | train s | eval s | core-h | eval $ |\n|")
-	n := 7 + len(lb.Axes) + len(lb.Columns)
+	n := 8 + len(lb.Axes) + len(lb.Columns) // rank, trial, state and the five figures
+
 	for _, o := range lb.Others {
 		if o.Name != lb.othersBase() {
 			n++

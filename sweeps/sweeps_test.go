@@ -339,6 +339,18 @@ eval:
 			t.Errorf("leaderboard.md lacks %q:\n%s", w, md)
 		}
 	}
+	// Every row of every table has as many cells as its header.
+	for _, table := range strings.Split(string(md), "\n\n") {
+		lines := strings.Split(strings.TrimSpace(table), "\n")
+		if !strings.HasPrefix(lines[0], "|") {
+			continue
+		}
+		for _, l := range lines[1:] {
+			if n, want := strings.Count(strings.ReplaceAll(l, `\|`, ""), "|"), strings.Count(lines[0], "|"); n != want {
+				t.Errorf("a row of %d cells under a header of %d:\n%s\n%s", n-1, want-1, lines[0], l)
+			}
+		}
+	}
 	if !strings.Contains(string(html), `<tr class="best" data-trial="1" data-state="done">`) || strings.Count(string(html), "data-trial=") != 4 || !strings.Contains(string(html), "lora: out of memory") {
 		t.Errorf("leaderboard.html:\n%s", html)
 	}
