@@ -365,3 +365,49 @@ func TestSweepTrialFailsAlone(t *testing.T) {
 		t.Fatalf("publish --best --modelfile-only: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// TestSweepLocalCancel: `sweep cancel` of a local sweep stops its runner;
+// the running trials write a checkpoint and record themselves failed
+// (stopped, resumable), the queued one never started, and the runner
+// exits 130.
+func TestSweepLocalCancel(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	srv := newEchoServer(t, nil)
+	recipe := sweepRecipe(t, model, srv, "")
+	dir := filepath.Join(t.TempDir(), "sweep")
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe, "sweep", recipe, "--out", dir, "--grid", "lora.rank=2,3,4", "--max-parallel", "2", "--set", "train.max_steps=3000", "--set", "train.checkpoint_every=20")
+	cmd.Env = append(os.Environ(), "FINETUNE_AS_CLI=1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, 2*time.Minute, "both running trials' first checkpoints", func() bool {
+		_, e0 := os.Stat(filepath.Join(dir, "trials", "000", "checkpoint.gguf"))
+		_, e1 := os.Stat(filepath.Join(dir, "trials", "001", "checkpoint.gguf"))
+		return e0 == nil && e1 == nil
+	})
+	if r := cli(t, "sweep", "cancel", dir); r.code != 0 || !strings.Contains(r.stdout, "local runner") {
+		t.Fatalf("sweep cancel: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != exitInterrupted {
+		t.Fatalf("the cancelled sweep exited %d, want %d:\n%s", code, exitInterrupted, stderr.String())
+	}
+	r := cli(t, "sweep", "status", dir, "--json")
+	var lb sweeps.Leaderboard
+	if err := json.Unmarshal([]byte(r.stdout), &lb); err != nil {
+		t.Fatalf("sweep status --json: %v\n%s", err, r.stderr)
+	}
+	for _, row := range lb.Trials {
+		want := "stopped"
+		if row.Index == 2 {
+			want = "never started"
+		}
+		if row.State != sweeps.Failed || !strings.Contains(row.Error, want) {
+			t.Errorf("trial %d: %s %q, want failed, %s", row.Index, row.State, row.Error, want)
+		}
+	}
+}
