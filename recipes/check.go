@@ -2,6 +2,7 @@ package recipes
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"regexp"
 	"slices"
@@ -293,5 +294,100 @@ func (r *Recipe) check() error {
 			return r.errAt("publish.host", "%q is not a URL (like http://127.0.0.1:11434)", h)
 		}
 	}
+	return r.checkSweep()
+}
+
+var memRE = regexp.MustCompile(`^[0-9]+[KMGT]?$`)
+
+// checkSweep checks the sweep section: known key paths with values, an
+// executor finetune has, resources Slurm takes.
+func (r *Recipe) checkSweep() error {
+	s := r.Sweep
+	for _, key := range slices.Sorted(maps.Keys(s.Grid)) {
+		p := "sweep.grid." + key
+		if err := CheckKey(key); err != nil {
+			return r.errAt(p, "%v: a grid key is a key path as --set takes it (like lora.rank)", err)
+		}
+		if key == "name" || strings.HasPrefix(key, "sweep.") || key == "sweep" {
+			return r.errAt(p, "%s cannot vary between trials", key)
+		}
+		if len(s.Grid[key]) == 0 {
+			return r.errAt(p, "no values to try: give a list, like [4, 8]")
+		}
+	}
+	switch {
+	case s.Trials < 0:
+		return r.errAt("sweep.trials", "must not be negative (0: every combination of the grid)")
+	case s.Executor != "" && s.Executor != "local" && s.Executor != "slurm":
+		return r.errAt("sweep.executor", "%q: use local or slurm", s.Executor)
+	case s.MaxParallel < 0:
+		return r.errAt("sweep.max_parallel", "must not be negative")
+	case s.Slurm.CPUsPerTask < 0:
+		return r.errAt("sweep.slurm.cpus_per_task", "must not be negative")
+	case s.Slurm.GPUs < 0:
+		return r.errAt("sweep.slurm.gpus", "must not be negative")
+	case s.Slurm.GPUs > 0 && s.Slurm.Gres != "":
+		return r.errAt("sweep.slurm.gres", "give gpus or gres, not both")
+	case s.Slurm.Mem != "" && !memRE.MatchString(s.Slurm.Mem):
+		return r.errAt("sweep.slurm.mem", "%q: write a size as sbatch --mem takes it, like 4G or 500M", s.Slurm.Mem)
+	case s.Slurm.Time < 0:
+		return r.errAt("sweep.slurm.time", "must not be negative")
+	case s.Slurm.Time > 0 && s.Slurm.Time < time.Minute:
+		return r.errAt("sweep.slurm.time", "%s: Slurm counts time limits in minutes: at least 1m", s.Slurm.Time)
+	}
+	for i, a := range s.Slurm.Sbatch {
+		if !strings.HasPrefix(a, "-") {
+			return r.errAt(fmt.Sprintf("sweep.slurm.sbatch[%d]", i), "%q is not an sbatch option (like --qos=long)", a)
+		}
+	}
+	if s.Metric != "" {
+		if _, _, err := r.SweepMetric(); err != nil {
+			return r.errAt("sweep.metric", "%v", err)
+		}
+	}
 	return nil
+}
+
+// SweepMetric is the contestant and score column sweep.metric names
+// (default: the tuned contestant and the suite's first metric).
+func (r *Recipe) SweepMetric() (contestant, column string, err error) {
+	contestant = "tuned"
+	for _, c := range r.Eval.Contestants {
+		if c.Adapter == "tuned" {
+			contestant = c.Name
+			break
+		}
+	}
+	column = r.Sweep.Metric
+	if before, after, ok := strings.Cut(column, "."); ok {
+		contestant, column = before, after
+		if !slices.ContainsFunc(r.Eval.Contestants, func(c Contestant) bool { return c.Name == before }) {
+			return "", "", fmt.Errorf("%q: no contestant %q in eval.contestants", r.Sweep.Metric, before)
+		}
+	}
+	var known []string
+	for _, m := range r.Eval.Metrics {
+		switch m.Name {
+		case "label_accuracy":
+			known = append(known, "label_accuracy", "label_accuracy_macro_f1")
+		case "judge":
+			if m.Mode == "pairwise" {
+				known = append(known, "judge_pairwise")
+			} else {
+				known = append(known, "judge_rubric")
+			}
+		default:
+			known = append(known, m.Name)
+		}
+	}
+	if column == "" {
+		if len(known) == 0 {
+			return "", "", fmt.Errorf("the eval suite has no metric to rank the trials by")
+		}
+		return contestant, known[0], nil
+	}
+	if !slices.Contains(known, column) {
+		return "", "", fmt.Errorf("%q is not a score of this eval suite (its scores: %s)", column, strings.Join(known, ", "))
+	}
+	return contestant, column, nil
 }

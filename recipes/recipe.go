@@ -36,6 +36,8 @@ type Recipe struct {
 	Train   Train   `yaml:"train"`
 	Eval    Eval    `yaml:"eval"`
 	Publish Publish `yaml:"publish"`
+	// Sweep is what `finetune sweep` tries; training one recipe ignores it.
+	Sweep Sweep `yaml:"sweep,omitempty"`
 
 	// Path is the recipe file as given; Dir the absolute folder relative
 	// paths start from.
@@ -190,6 +192,41 @@ type Publish struct {
 	As string `yaml:"as"`
 }
 
+// Sweep says which values of a recipe `finetune sweep` tries, how it runs
+// the trials and which one wins.
+type Sweep struct {
+	// Grid maps a key path (as --set takes it, e.g. lora.rank) to the
+	// values to try; the trials are every combination.
+	Grid map[string][]string `yaml:"grid,omitempty"`
+	// Trials, when above 0, is a seeded random sample of that many
+	// combinations of the grid instead of all of them.
+	Trials int    `yaml:"trials,omitempty"`
+	Seed   uint64 `yaml:"seed,omitempty"` // of the sample (default train.seed)
+	// Metric ranks the trials, best first: a score column of the eval
+	// report, of the tuned contestant ("rouge_l") or of another one
+	// ("tuned.rouge_l"). Default: the suite's first metric. Higher wins.
+	Metric string `yaml:"metric,omitempty"`
+	// Executor runs the trials: local (default) or slurm.
+	Executor string `yaml:"executor,omitempty"`
+	// MaxParallel is how many trials run at once (default 1; local
+	// divides the cores among them, slurm submits --array=…%K).
+	MaxParallel int   `yaml:"max_parallel,omitempty"`
+	Slurm       Slurm `yaml:"slurm,omitempty"`
+}
+
+// Slurm holds what every task of a sweep's array job asks of Slurm.
+type Slurm struct {
+	Partition   string        `yaml:"partition,omitempty"`     // sbatch --partition (default: the cluster's default)
+	CPUsPerTask int           `yaml:"cpus_per_task,omitempty"` // --cpus-per-task (default train.threads, else 1); training uses that many threads
+	Mem         string        `yaml:"mem,omitempty"`           // --mem, like 4G or 500M
+	GPUs        int           `yaml:"gpus,omitempty"`          // --gres=gpu:N
+	Gres        string        `yaml:"gres,omitempty"`          // --gres as written (gpu:a100:1), instead of gpus
+	Time        time.Duration `yaml:"time,omitempty"`          // --time, the time limit of one trial
+	// Sbatch are further sbatch options, each as one argument
+	// ("--qos=long", "--account=ml").
+	Sbatch []string `yaml:"sbatch,omitempty"`
+}
+
 // Load reads, decodes, defaults and checks a recipe; sets are "key.path=value"
 // overrides applied before the checks.
 func Load(path string, sets []string) (*Recipe, error) {
@@ -332,6 +369,42 @@ func (r *Recipe) Resolve(p string) string {
 		return p
 	}
 	return filepath.Join(r.Dir, p)
+}
+
+// CheckKey says whether key is a key path of a recipe (what --set and a
+// sweep's grid take): an error naming the unknown part, with a suggestion,
+// when it is not.
+func CheckKey(key string) error {
+	t := reflect.TypeOf(Recipe{})
+	parts := strings.Split(key, ".")
+	for i, p := range parts {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		switch t.Kind() {
+		case reflect.Struct:
+			idx, names := fieldsOf(t)
+			fi, ok := idx[p]
+			if !ok {
+				msg := fmt.Sprintf("unknown key %q", p)
+				if s := suggest(p, names); s != "" {
+					msg += fmt.Sprintf(" (did you mean %q?)", s)
+				} else {
+					msg += fmt.Sprintf(" (known keys here: %s)", strings.Join(names, ", "))
+				}
+				return fmt.Errorf("%s: %s", key, msg)
+			}
+			t = t.Field(fi).Type
+		case reflect.Map:
+			return nil // any key below a map
+		default:
+			return fmt.Errorf("%s: %q is not a section", key, strings.Join(parts[:i], "."))
+		}
+	}
+	if t.Kind() == reflect.Struct && t != durationType {
+		return fmt.Errorf("%s is a section, not a value: name one of its keys", key)
+	}
+	return nil
 }
 
 // YAML renders the resolved recipe (defaults filled) as YAML.

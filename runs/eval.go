@@ -1,6 +1,7 @@
 package runs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -124,7 +125,11 @@ type EvalOptions struct {
 	Adapter string
 	// Out is the report folder (default: the run's eval/, else
 	// runs/<name>/eval-<timestamp>).
-	Out      string
+	Out string
+	// CacheDir is the answer cache (default: Out's, EvalCacheDir). The
+	// trials of a sweep share one, so a contestant that does not depend on
+	// the trial (an API, the base) answers once for all of them.
+	CacheDir string
 	Base     basemodel.Options
 	Logger   *slog.Logger // the run's logger, and evals.RunOptions.Logger
 	Progress func(evals.Progress)
@@ -244,7 +249,7 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 	}
 	res, err := evals.Run(ctx, evals.Suite{Cases: cases, Metrics: plan.Metrics, Selection: sel}, plan.Contestants, evals.RunOptions{
 		Base:     r.Eval.Contestants[0].Name,
-		CacheDir: EvalCacheDir(o.Out),
+		CacheDir: cmp.Or(o.CacheDir, EvalCacheDir(o.Out)),
 		Progress: o.Progress,
 		Seed:     r.Train.Seed,
 		Logger:   o.Logger,

@@ -11,8 +11,9 @@ import (
 )
 
 // command is one entry of finetune's command table: a command, or a
-// subcommand of one. A command runs (run) or holds subcommands (subs),
-// never both. Its flags are defined in its run function, on the flag set
+// subcommand of one. A command runs (run), holds subcommands (subs), or
+// both: then a first argument naming a subcommand runs it and any other
+// runs the command (`sweep RECIPE`, `sweep status DIR`). Its flags are defined in its run function, on the flag set
 // newFlags makes from this entry, so `finetune help CMD` shows them by
 // running the command with -h.
 type command struct {
@@ -108,7 +109,7 @@ func init() {
 							"adapter_model.safetensors, F32, F16 or BF16) into a GGUF adapter for the Llama base model M.gguf.",
 						run: runImportPEFT},
 				}},
-			{name: "publish", args: "RUN_DIR|ADAPTER.gguf [--ollama NAME] [--host URL] [--base FILE|ollama:NAME] [--chat-template NAME|none] [--template FILE] [--as adapter|merged|auto] [--modelfile-only]",
+			{name: "publish", args: "RUN_DIR|ADAPTER.gguf|SWEEP_DIR --best [--ollama NAME] [--host URL] [--base FILE|ollama:NAME] [--chat-template NAME|none] [--template FILE] [--as adapter|merged|auto] [--modelfile-only]",
 				summary: "create an Ollama model from base + tuned adapter (or the merged model), smoke-tested",
 				help: "Create an Ollama model that serves the base with the tuned adapter. The adapter is checked\n" +
 					"against its base with llama.cpp before anything is sent; base and adapter go up as blobs\n" +
@@ -119,8 +120,36 @@ func init() {
 					"--as merged folds the adapter into the base (quantized to the base's type by llama.cpp),\n" +
 					"checks it in-process against the base with the adapter, uploads it and keeps it in the run\n" +
 					"folder as model.gguf; auto (the default) publishes an adapter to Ollama before 0.34.1 and a\n" +
-					"merged model from 0.34.1, which refuses adapters, and falls back to merged on a refusal.",
+					"merged model from 0.34.1, which refuses adapters, and falls back to merged on a refusal.\n" +
+					"SWEEP_DIR --best publishes the best trial of a sweep (the first on its leaderboard).",
 				run: runPublish},
+			{name: "sweep", args: "RECIPE.yaml [--grid key.path=v1,v2 ...] [--set key.path=value ...] [--trials N] [--seed S] [--executor local|slurm] [--max-parallel K] [--metric M] [--out DIR] [--wait]",
+				summary: "train and evaluate many trials of a recipe (a grid, or a sample of it) locally or as a Slurm job array; one leaderboard",
+				help: "Make a sweep folder (default sweeps/<name>/<timestamp>/) and run every trial of the grid (the recipe's\n" +
+					"sweep.grid and --grid, key paths as --set takes them), or a seeded random sample of it (--trials N).\n" +
+					"Each trial is an ordinary run folder (trials/NNN) that trains and evaluates; the API contestants are\n" +
+					"asked once for the whole sweep. local runs K trials at once with the cores divided among them;\n" +
+					"slurm submits one array job (sbatch --array=...%K) with the recipe's sweep.slurm resources.\n" +
+					"The leaderboard (leaderboard.md, .html, .json) ranks the trials by the sweep's metric.",
+				run: runSweep,
+				subs: []*command{
+					{name: "status", args: "SWEEP_DIR [--json]",
+						summary: "each trial pending, running, done or failed (from Slurm and the folders); rewrites the leaderboard",
+						help:    "Show each trial of a sweep as pending, running, done or failed with its error, from the scheduler and\nthe trials' own files, ranked as on the leaderboard, which it writes again.",
+						run:     runSweepStatus},
+					{name: "resume", args: "SWEEP_DIR [--wait]",
+						summary: "run the failed and missing trials again; a killed trial continues from its checkpoint",
+						help:    "Submit again, with the sweep's executor, only the trials that failed or never ran. A trial stopped\nwhile training continues from its last checkpoint.",
+						run:     runSweepResume},
+					{name: "cancel", args: "SWEEP_DIR",
+						summary: "stop a sweep: scancel its Slurm jobs, or stop its local runner",
+						help:    "Stop a sweep's queued and running trials: scancel of its Slurm array jobs, SIGTERM to its local\nrunner. Running trials write a checkpoint and record themselves failed; resume continues them.",
+						run:     runSweepCancel},
+					{name: "task", args: "SWEEP_DIR INDEX [--threads N]",
+						summary: "train and evaluate one trial of a sweep (what each Slurm task and local worker runs)",
+						help:    "Train and evaluate trial INDEX of a sweep in its run folder (resuming it when it holds a\ncheckpoint), record its outcome in the sweep's state/ and update the leaderboard.",
+						run:     runSweepTask},
+				}},
 			{name: "version", args: "",
 				summary: "print the version",
 				help:    "Print finetune's version and the versions of its engine.",
@@ -229,7 +258,7 @@ func lookup(path string) *command {
 // dispatch runs the command args name under c, or shows c's help, and
 // returns the command that ran with its error.
 func (c *command) dispatch(args []string) (*command, error) {
-	if c.run != nil {
+	if c.run != nil && (len(args) == 0 || c.sub(args[0]) == nil) {
 		return c, c.run(args)
 	}
 	if len(args) == 0 {
@@ -292,6 +321,10 @@ func (c *command) printHelpFlags(w io.Writer, fs *flag.FlagSet) {
 			fs.SetOutput(w)
 			fs.PrintDefaults()
 			fs.SetOutput(out)
+		}
+		if len(c.subs) > 0 {
+			fmt.Fprint(w, "\nCommands:\n")
+			c.printSubs(w)
 		}
 		return
 	}

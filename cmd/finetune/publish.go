@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 
 	"github.com/charmbracelet/log"
 
 	"github.com/finetune-dev/finetune/adapters/publish"
 	"github.com/finetune-dev/finetune/runs"
+	"github.com/finetune-dev/finetune/sweeps"
 )
 
 func runPublish(args []string) error {
@@ -23,6 +25,7 @@ func runPublish(args []string) error {
 	tmplFile := fs.String("template", "", "file holding the Ollama chat template to serve with (checked against training's)")
 	mfOnly := fs.Bool("modelfile-only", false, "check the adapter and the template and write the run folder's Modelfile, without a server")
 	chatTmpl := fs.String("chat-template", "", "the chat template training used: a llama.cpp built-in name or none (default: the recipe's data.template, else the base's own)")
+	best := fs.Bool("best", false, "with a sweep folder: publish its best trial (the leaderboard's first)")
 	as := fs.String("as", "", "serve the tuned model as an adapter over the base, as a merged model, or auto: what the server's version serves (default: the recipe's publish.as, else auto)")
 	verbose := verboseFlag(fs)
 	pos, err := parseInterleaved(fs, args)
@@ -53,6 +56,25 @@ func runPublish(args []string) error {
 	o := runs.PublishOptions{Name: *name, Host: *host, Base: *base, Template: tmpl, ChatTemplate: *chatTmpl, ModelfileOnly: *mfOnly, As: *as, Logger: slog.New(log.Default())}
 
 	target := pos[0]
+	if _, err := os.Stat(filepath.Join(target, sweeps.SpecFile)); err == nil {
+		if !*best {
+			return usageErr("%s is a sweep folder: give --best to publish its best trial, or a trial's run folder (%s)", target, filepath.Join(target, sweeps.TrialsDir, "NNN"))
+		}
+		sw, err := sweeps.Open(target)
+		if err != nil {
+			return err
+		}
+		lb, err := sw.Build(cx)
+		if err != nil {
+			return err
+		}
+		if target, err = lb.BestRun(); err != nil {
+			return err
+		}
+		o.Logger.Info("publishing the sweep's best trial", "trial", *lb.Best, "metric", lb.Metric, "run", displayPath(target))
+	} else if *best {
+		return usageErr("--best takes a sweep folder (made by finetune sweep); %s is not one", target)
+	}
 	if st, err := os.Stat(target); err == nil && st.IsDir() {
 		run, err := runs.Open(target)
 		if err != nil {
