@@ -104,18 +104,16 @@ type graph struct {
 	rows   ggml.Tensor // F32 [1, T]: 1 where the position predicts a target
 	labels ggml.Tensor // F32 [V, T] ([V, chunk] for the head graphs)
 	idx    ggml.Tensor // I32 [chunk]: the rows of a head chunk
-	// gradOut is the gradient of a layer graph's output (an input), gradIn
-	// the gradient it gives of its input.
-	gradOut ggml.Tensor
-	gradIn  ggml.Tensor
-	host    []hostInput   // more inputs, set from host memory
-	outs    []ggml.Tensor // outputs a graph built for one use hands back
-	drops   []ggml.Tensor
-	loss    ggml.Tensor
-	seed    ggml.Tensor // the loss gradient that starts the backward pass
-	logits  ggml.Tensor
-	gradA   []ggml.Tensor
-	gradB   []ggml.Tensor
+	// gradIn is the gradient a layer graph gives of its input.
+	gradIn ggml.Tensor
+	host   []hostInput   // more inputs, set from host memory
+	outs   []ggml.Tensor // outputs a graph built for one use hands back
+	drops  []ggml.Tensor
+	loss   ggml.Tensor
+	seed   ggml.Tensor // the loss gradient that starts the backward pass
+	logits ggml.Tensor
+	gradA  []ggml.Tensor
+	gradB  []ggml.Tensor
 }
 
 // hostInput is an input tensor and the values run sets it to.
@@ -633,9 +631,6 @@ func (e *engine) run(gr *graph, in *inputs, seed float32, drops [][]float32) err
 	}
 	if gr.seed.Valid() {
 		gr.seed.SetF32([]float32{seed})
-	}
-	if gr.gradOut.Valid() {
-		gr.gradOut.SetF32(e.seg.grad)
 	}
 	for _, h := range gr.host {
 		h.t.SetF32(h.v)

@@ -39,6 +39,7 @@ type segments struct {
 	chunk int // output-head rows per pass
 	peak  int // the largest compute buffer yet
 	split split
+	grads []float32 // scratch for reading gradients
 	grad  []float32
 	// Host-side inputs of one head chunk.
 	idx    []int32
@@ -266,7 +267,6 @@ func (e *engine) segHead(in *inputs, seed float32, backward bool) (float64, erro
 // e.seg.grad, adding the LoRA gradients to gA and gB.
 func (e *engine) segBackward(in *inputs, drops [][]float32, gA, gB [][]float32) error {
 	s := e.seg
-	var buf []float32
 	for l := e.base.Hyper.Layers - 1; l >= 0; l-- {
 		if e.kvPerGraph() > 0 {
 			if err := e.segBackwardSplit(l, in, drops, gA, gB); err != nil {
@@ -275,35 +275,10 @@ func (e *engine) segBackward(in *inputs, drops [][]float32, gA, gB [][]float32) 
 			continue
 		}
 		err := e.once(func(gr *graph) error {
-			x := gr.ctx
-			n := e.newNet(x, gr, true, true)
+			n := e.newNet(gr.ctx, gr, true, true)
 			n.attentionInputs()
 			n.dropouts(l)
-			gradOut := x.New2D(ggml.TypeF32, e.base.Hyper.Embedding, e.ctxLen).SetName("output_gradient")
-			gradOut.SetInput()
-			gr.gradOut = gradOut
-			// d/dθ sum(layer(h)·g) is the layer's share of the chain rule
-			// with g = dLoss/d(output).
-			gr.g = x.NewGraph(e.graphSize(), true)
-			// The layer's weights transposed in this graph, first: only one
-			// layer's copies exist at a time, and none before the first step.
-			wt := map[ggml.Tensor]ggml.Tensor{}
-			if !e.noTranspose {
-				for _, target := range Targets {
-					w, _, _ := e.base.Weight(l, target)
-					if _, done := wt[w]; done {
-						continue
-					}
-					wt[w] = transposedIn(x, w)
-					gr.g.Expand(wt[w])
-				}
-			}
-			gr.loss = x.Sum(x.Mul(n.layer(l, s.hidden[l]), gradOut))
-			gr.loss.SetName("loss")
-			gr.loss.SetOutput()
-			gr.loss.SetLoss()
-			gr.g.Expand(gr.loss)
-			if err := e.finishBackward(gr, wt); err != nil {
+			if err := e.seeded(gr, l, Targets, []ggml.Tensor{n.layer(l, s.hidden[l])}, [][]float32{s.grad}); err != nil {
 				return err
 			}
 			if err := e.pairGrads(gr, l); err != nil {
@@ -318,15 +293,7 @@ func (e *engine) segBackward(in *inputs, drops [][]float32, gA, gB [][]float32) 
 			}
 			return nil
 		}, in, 1, drops, func(gr *graph) error {
-			for i := range e.pairs {
-				if !gr.gradA[i].Valid() {
-					continue
-				}
-				buf = gr.gradA[i].GetF32(buf)
-				addTo(gA[i], buf)
-				buf = gr.gradB[i].GetF32(buf)
-				addTo(gB[i], buf)
-			}
+			s.grads = e.addPairGrads(gr, gA, gB, s.grads)
 			if gr.gradIn.Valid() {
 				s.grad = gr.gradIn.GetF32(s.grad)
 			}
@@ -337,6 +304,21 @@ func (e *engine) segBackward(in *inputs, drops [][]float32, gA, gB [][]float32) 
 		}
 	}
 	return nil
+}
+
+// addPairGrads adds the LoRA gradients gr computed to gA and gB (buf is
+// scratch space, returned for reuse).
+func (e *engine) addPairGrads(gr *graph, gA, gB [][]float32, buf []float32) []float32 {
+	for i := range e.pairs {
+		if !gr.gradA[i].Valid() {
+			continue
+		}
+		buf = gr.gradA[i].GetF32(buf)
+		addTo(gA[i], buf)
+		buf = gr.gradB[i].GetF32(buf)
+		addTo(gB[i], buf)
+	}
+	return buf
 }
 
 // transposedIn is w transposed ([n_out, n_in]) as a node of a graph in x,
@@ -400,10 +382,12 @@ func (gr *graph) input(name string, v []float32, param bool, ne ...int) ggml.Ten
 	return t
 }
 
-// seeded makes gr.loss = Σ sum(out_i · grad_i) the graph's loss, so that
-// its backward pass gives the gradients of whatever produced the outputs
-// for output gradients grad_i, then builds that backward pass with the
-// layer's weights in wt transposed in the graph.
+// seeded makes gr.loss = Σ sum(out_i · grad_i) the graph's loss: its
+// gradient with respect to anything upstream is that thing's share of the
+// chain rule, given the outputs' gradients grad_i. It then builds the
+// backward pass, the named targets' weights of layer l transposed first in
+// the graph (only one layer's copies exist at a time, none before the
+// first step).
 func (e *engine) seeded(gr *graph, l int, targets []string, outs []ggml.Tensor, grads [][]float32) error {
 	x := gr.ctx
 	gr.g = x.NewGraph(e.graphSize(), true)
@@ -484,16 +468,6 @@ func (e *engine) segBackwardSplit(l int, in *inputs, drops [][]float32, gA, gB [
 	attnTargets := []string{"attn_q", "attn_k", "attn_v"}
 	restTargets := []string{"attn_output", "ffn_gate", "ffn_up", "ffn_down"}
 	layerOnly := []int{l}
-	addPairs := func(gr *graph) {
-		for i := range e.pairs {
-			if gr.gradA[i].Valid() {
-				sp.buf = gr.gradA[i].GetF32(sp.buf)
-				addTo(gA[i], sp.buf)
-				sp.buf = gr.gradB[i].GetF32(sp.buf)
-				addTo(gB[i], sp.buf)
-			}
-		}
-	}
 	// The queries, keys and values, recomputed.
 	err := e.once(func(gr *graph) error {
 		n := e.newNet(gr.ctx, gr, true, true)
@@ -600,7 +574,7 @@ func (e *engine) segBackwardSplit(l int, in *inputs, drops [][]float32, gA, gB [
 		}
 		return nil
 	}, in, 1, drops, func(gr *graph) error {
-		addPairs(gr)
+		sp.buf = e.addPairGrads(gr, gA, gB, sp.buf)
 		sp.do = gr.outs[0].GetF32(sp.do)
 		if l > 0 {
 			gr.outs[1].GetF32(sp.dh)
@@ -637,7 +611,7 @@ func (e *engine) segBackwardSplit(l int, in *inputs, drops [][]float32, gA, gB [
 		}
 		return nil
 	}, in, 1, drops, func(gr *graph) error {
-		addPairs(gr)
+		sp.buf = e.addPairGrads(gr, gA, gB, sp.buf)
 		if l > 0 {
 			s.grad = gr.gradIn.GetF32(s.grad)
 			addTo(s.grad, sp.dh) // the residual path, through the rest of the layer
