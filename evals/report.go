@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/finetune-dev/finetune/internal/atomicfile"
+	"github.com/finetune-dev/finetune/internal/textfmt"
 )
 
 // ReportExtras add what the results do not hold to the reports.
@@ -165,16 +166,6 @@ func fmtDiff(c *Comparison) string {
 	return s
 }
 
-func fmtCost(c float64) string {
-	switch {
-	case c == 0:
-		return "$0"
-	case c < 0.01:
-		return fmt.Sprintf("$%.4f", c)
-	}
-	return fmt.Sprintf("$%.2f", c)
-}
-
 func mdCell(s string) string {
 	s = strings.ReplaceAll(s, "|", `\|`)
 	s = strings.ReplaceAll(s, "\r", "")
@@ -259,7 +250,9 @@ func mdHeadline(b *strings.Builder, r *Results) {
 	}
 	row("status", fmtStatus)
 	row("answered / failed", func(c *ContestantResult) string { return fmt.Sprintf("%d / %d", c.Answered, c.Failed) })
-	row("cost (this run)", func(c *ContestantResult) string { return fmt.Sprintf("%s (%s)", fmtCost(c.Cost), fmtCost(c.Spent)) })
+	row("cost (this run)", func(c *ContestantResult) string {
+		return fmt.Sprintf("%s (%s)", textfmt.USD(c.Cost), textfmt.USD(c.Spent))
+	})
 	row("tokens in / out", func(c *ContestantResult) string {
 		return fmt.Sprintf("%d / %d", c.Usage.PromptTokens, c.Usage.CompletionTokens)
 	})
@@ -353,7 +346,7 @@ func mdJudges(b *strings.Builder, r *Results) {
 	}
 	b.WriteString("\n## Judges\n\n| judge | model | calls | from cache | failed | tokens in / out | cost |\n|---|---|---|---|---|---|---|\n")
 	for _, j := range r.Judges {
-		fmt.Fprintf(b, "| %s | %s | %d | %d | %d | %d / %d | %s |\n", mdCell(j.Name), mdCell(j.Model), j.Calls, j.Cached, j.Failed, j.Usage.PromptTokens, j.Usage.CompletionTokens, fmtCost(j.Cost))
+		fmt.Fprintf(b, "| %s | %s | %d | %d | %d | %d / %d | %s |\n", mdCell(j.Name), mdCell(j.Model), j.Calls, j.Cached, j.Failed, j.Usage.PromptTokens, j.Usage.CompletionTokens, textfmt.USD(j.Cost))
 	}
 }
 
@@ -579,7 +572,9 @@ func htmlStats(r *Results) []statRow {
 	stat("status", fmtStatus)
 	stat("answered / failed", func(c *ContestantResult) string { return fmt.Sprintf("%d / %d", c.Answered, c.Failed) })
 	stat("requests", func(c *ContestantResult) string { return fmtRetry(c.Retry) })
-	stat("cost (spent this run)", func(c *ContestantResult) string { return fmt.Sprintf("%s (%s)", fmtCost(c.Cost), fmtCost(c.Spent)) })
+	stat("cost (spent this run)", func(c *ContestantResult) string {
+		return fmt.Sprintf("%s (%s)", textfmt.USD(c.Cost), textfmt.USD(c.Spent))
+	})
 	stat("tokens in / out", func(c *ContestantResult) string {
 		return fmt.Sprintf("%d / %d", c.Usage.PromptTokens, c.Usage.CompletionTokens)
 	})

@@ -284,14 +284,7 @@ func (e *engine) segBackward(in *inputs, drops [][]float32, gA, gB [][]float32) 
 			if err := e.pairGrads(gr, l); err != nil {
 				return err
 			}
-			if l > 0 {
-				gr.gradIn = gr.g.Grad(s.hidden[l])
-				if !gr.gradIn.Valid() {
-					return fmt.Errorf("lora: no gradient for the input of layer %d", l)
-				}
-				gr.gradIn.SetOutput()
-			}
-			return nil
+			return e.inputGrad(gr, l)
 		}, in, 1, drops, func(gr *graph) error {
 			s.grads = e.addPairGrads(gr, gA, gB, s.grads)
 			if gr.gradIn.Valid() {
@@ -303,6 +296,20 @@ func (e *engine) segBackward(in *inputs, drops [][]float32, gA, gB [][]float32) 
 			return err
 		}
 	}
+	return nil
+}
+
+// inputGrad makes gr.gradIn the gradient of layer l's input, an output of
+// gr (none for layer 0, whose input is the frozen embedding).
+func (e *engine) inputGrad(gr *graph, l int) error {
+	if l == 0 {
+		return nil
+	}
+	gr.gradIn = gr.g.Grad(e.seg.hidden[l])
+	if !gr.gradIn.Valid() {
+		return fmt.Errorf("lora: no gradient for the input of layer %d", l)
+	}
+	gr.gradIn.SetOutput()
 	return nil
 }
 
@@ -602,14 +609,7 @@ func (e *engine) segBackwardSplit(l int, in *inputs, drops [][]float32, gA, gB [
 		if err := e.pairGradsOf(gr, layerOnly, attnTargets); err != nil {
 			return err
 		}
-		if l > 0 {
-			gr.gradIn = gr.g.Grad(s.hidden[l])
-			if !gr.gradIn.Valid() {
-				return fmt.Errorf("lora: no gradient for the input of layer %d", l)
-			}
-			gr.gradIn.SetOutput()
-		}
-		return nil
+		return e.inputGrad(gr, l)
 	}, in, 1, drops, func(gr *graph) error {
 		sp.buf = e.addPairGrads(gr, gA, gB, sp.buf)
 		if l > 0 {

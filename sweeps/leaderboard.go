@@ -16,6 +16,7 @@ import (
 
 	"github.com/finetune-dev/finetune/evals"
 	"github.com/finetune-dev/finetune/internal/atomicfile"
+	"github.com/finetune-dev/finetune/internal/textfmt"
 	"github.com/finetune-dev/finetune/runs"
 )
 
@@ -307,16 +308,6 @@ func sig(c *evals.Comparison) int {
 	return -1
 }
 
-func fmtUSD(c float64) string {
-	switch {
-	case c == 0:
-		return "$0"
-	case c < 0.01:
-		return fmt.Sprintf("$%.4f", c)
-	}
-	return fmt.Sprintf("$%.2f", c)
-}
-
 func fmtSeconds(s float64) string {
 	if s == 0 {
 		return "–"
@@ -436,7 +427,7 @@ func (lb *Leaderboard) Markdown() string {
 			}
 			fmt.Fprintf(&b, " %s |", fmtDiff(c))
 		}
-		fmt.Fprintf(&b, " %s | %s | %s | %s | %s |\n", stepsText(r.Steps), fmtSeconds(r.TrainSeconds), fmtSeconds(r.EvalSeconds), coreHours(r.CoreHours), fmtUSD(r.EvalUSD))
+		fmt.Fprintf(&b, " %s | %s | %s | %s | %s |\n", stepsText(r.Steps), fmtSeconds(r.TrainSeconds), fmtSeconds(r.EvalSeconds), coreHours(r.CoreHours), textfmt.USD(r.EvalUSD))
 	}
 	if len(lb.Others) > 0 {
 		b.WriteString("\n## The base and the API contestants\n\nThe API contestants answered once for the whole sweep, before the trials; the base through the answer cache the trials share.\n\n| contestant | kind | model | status |")
@@ -452,7 +443,7 @@ func (lb *Leaderboard) Markdown() string {
 				sc, ok := o.Scores[col]
 				fmt.Fprintf(&b, " %s |", fmtScore(sc, ok))
 			}
-			fmt.Fprintf(&b, " %s | %.0f |\n", fmtUSD(o.Cost), o.LatencyP50MS)
+			fmt.Fprintf(&b, " %s | %.0f |\n", textfmt.USD(o.Cost), o.LatencyP50MS)
 		}
 	}
 	var failed []Row
@@ -543,7 +534,7 @@ func (lb *Leaderboard) HTML() ([]byte, error) {
 		if o.Name != base {
 			d.VersusCols = append(d.VersusCols, o.Name)
 		}
-		ho := htmlOther{ContestantResult: o, Model: filepath.Base(o.Model), Cost: fmtUSD(o.Cost)}
+		ho := htmlOther{ContestantResult: o, Model: filepath.Base(o.Model), Cost: textfmt.USD(o.Cost)}
 		for _, col := range lb.Columns {
 			sc, ok := o.Scores[col]
 			ho.Cells = append(ho.Cells, fmtScore(sc, ok))
@@ -552,7 +543,7 @@ func (lb *Leaderboard) HTML() ([]byte, error) {
 	}
 	for _, r := range lb.Trials {
 		h := htmlRow{Row: r, RankText: "–", StateText: r.State, Steps: stepsText(r.Steps), Train: fmtSeconds(r.TrainSeconds), Eval: fmtSeconds(r.EvalSeconds),
-			CoreH: coreHours(r.CoreHours), USD: fmtUSD(r.EvalUSD), Best: lb.Best != nil && *lb.Best == r.Index}
+			CoreH: coreHours(r.CoreHours), USD: textfmt.USD(r.EvalUSD), Best: lb.Best != nil && *lb.Best == r.Index}
 		if r.Rank > 0 {
 			h.RankText = fmt.Sprint(r.Rank)
 		}

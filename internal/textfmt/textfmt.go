@@ -62,6 +62,18 @@ func humanBytes(n uint64, topDecimals, top int) string {
 	return fmt.Sprintf("%.*f %ciB", decimals, float64(n)/float64(div), units[exp])
 }
 
+// USD is a dollar amount as reports show it: "$0", four decimals below a
+// cent, else two.
+func USD(c float64) string {
+	switch {
+	case c == 0:
+		return "$0"
+	case c < 0.01:
+		return fmt.Sprintf("$%.4f", c)
+	}
+	return fmt.Sprintf("$%.2f", c)
+}
+
 // IsTerminal reports whether f is a terminal (a character device), where
 // output may redraw lines and use colour.
 func IsTerminal(f *os.File) bool {

@@ -88,3 +88,11 @@ func TestIsTerminal(t *testing.T) {
 		}
 	}
 }
+
+func TestUSD(t *testing.T) {
+	for c, want := range map[float64]string{0: "$0", 0.0012: "$0.0012", 0.5: "$0.50", 12.345: "$12.35"} {
+		if got := USD(c); got != want {
+			t.Errorf("USD(%g) = %q, want %q", c, got, want)
+		}
+	}
+}
