@@ -187,28 +187,7 @@ func create(dir, root string) (string, error) {
 		}
 		return abs, err
 	}
-	abs, err := filepath.Abs(root)
-	if err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return "", err
-	}
-	stamp := time.Now().Format("20060102-150405")
-	for i := 1; ; i++ {
-		name := stamp
-		if i > 1 {
-			name = fmt.Sprintf("%s-%d", stamp, i)
-		}
-		p := filepath.Join(abs, name)
-		err := os.Mkdir(p, 0o755)
-		if err == nil {
-			return p, nil
-		}
-		if !errors.Is(err, os.ErrExist) || i > 1000 {
-			return "", err
-		}
-	}
+	return atomicfile.NewStampedDir(root, time.Now())
 }
 
 // Lock takes the run folder's lock for this process, saying it does what

@@ -310,26 +310,7 @@ func makeDir(dir, root string) (string, error) {
 		}
 		return abs, nil
 	}
-	abs, err := filepath.Abs(root)
-	if err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return "", err
-	}
-	stamp := time.Now().Format("20060102-150405")
-	for i := 1; i < 1000; i++ {
-		p := filepath.Join(abs, stamp)
-		if i > 1 {
-			p = fmt.Sprintf("%s-%d", p, i)
-		}
-		if err := os.Mkdir(p, 0o755); err == nil {
-			return p, nil
-		} else if !errors.Is(err, os.ErrExist) {
-			return "", err
-		}
-	}
-	return "", fmt.Errorf("%s: no free folder name for a new sweep", abs)
+	return atomicfile.NewStampedDir(root, time.Now())
 }
 
 // Open reads a sweep folder.

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestWriteReplacesWholeAndLeavesNoTemp(t *testing.T) {
@@ -27,5 +28,26 @@ func TestWriteReplacesWholeAndLeavesNoTemp(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(bad); len(entries) != 1 {
 		t.Fatalf("a temp file was left behind: %v", entries)
+	}
+}
+
+// TestNewStampedDir: folders made in the same second get -2, -3, and a
+// folder that exists is never handed out again.
+func TestNewStampedDir(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "runs")
+	now := time.Date(2026, 12, 1, 20, 15, 2, 0, time.UTC)
+	var got []string
+	for range 3 {
+		d, err := NewStampedDir(root, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, filepath.Base(d))
+	}
+	want := []string{"20261201-201502", "20261201-201502-2", "20261201-201502-3"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("folders %v, want %v", got, want)
+		}
 	}
 }
