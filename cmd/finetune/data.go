@@ -68,12 +68,10 @@ func runDataInspect(args []string) error {
 	var sets listFlag
 	fs.Var(&sets, "set", "with a recipe: override a recipe field, key.path=value (repeatable)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	verbose := verboseFlag(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	setVerbose(*verbose)
 	switch {
 	case len(pos) != 1:
 		return usageErr("data inspect takes one data file, folder, glob or recipe, got %d arguments", len(pos))

@@ -33,11 +33,9 @@ type doctorReport struct {
 func runDoctor(args []string) error {
 	fs := newFlags("doctor")
 	asJSON := fs.Bool("json", false, "print JSON")
-	verbose := verboseFlag(fs)
-	if _, err := parseInterleaved(fs, args); err != nil {
+	if _, err := parseArgs(fs, args); err != nil {
 		return err
 	}
-	setVerbose(*verbose)
 	r := doctorReport{Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, Threads: runtime.NumCPU(), BuildFlags: strings.ReplaceAll(buildFlags, "_", " ")}
 	r.Finetune, r.Ollama, r.LlamaCpp = versions()
 	r.LibPath = backendPath()

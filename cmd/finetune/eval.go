@@ -28,12 +28,10 @@ func runEval(args []string) error {
 	gate := fs.String("fail-under", "", `exit non-zero unless this holds, e.g. "tuned.label_accuracy - base.label_accuracy >= 0.05"`)
 	var sets listFlag
 	fs.Var(&sets, "set", "override a recipe field (repeatable)")
-	verbose := verboseFlag(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	setVerbose(*verbose)
 	if len(pos) != 1 {
 		return usageErr("eval takes one run folder or recipe file, got %d arguments", len(pos))
 	}

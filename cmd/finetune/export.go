@@ -43,12 +43,10 @@ func runExportMerge(args []string) error {
 	typ := fs.String("type", "", "type of the merged model: "+strings.Join(llama.FileTypeNames(), ", ")+" (default: the base's own type)")
 	threads := fs.Int("threads", runtime.NumCPU(), "CPU threads quantizing")
 	scale := fs.Float64("scale", 1, "adapter scale")
-	verbose := verboseFlag(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	setVerbose(*verbose)
 	if len(pos) != 1 || *out == "" {
 		return usageErr("give one run folder or adapter file, and --out")
 	}
@@ -79,12 +77,10 @@ func runExportPEFT(args []string) error {
 	out := fs.String("out", "", "output folder")
 	base := fs.String("base", "", "base model the adapter was trained on (default: the run folder's base)")
 	name := fs.String("base-name", "", "base_model_name_or_path to write, e.g. a Hugging Face repo id (default: the base's general.name)")
-	verbose := verboseFlag(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	setVerbose(*verbose)
 	if len(pos) != 1 || *out == "" {
 		return usageErr("give one run folder or adapter file, and --out")
 	}
@@ -104,12 +100,10 @@ func runImportPEFT(args []string) error {
 	fs := newFlags("export import-peft")
 	out := fs.String("out", "", "GGUF adapter to write")
 	base := fs.String("base", "", "GGUF base model the adapter was trained on (required)")
-	verbose := verboseFlag(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	setVerbose(*verbose)
 	switch {
 	case len(pos) != 1 || *out == "":
 		return usageErr("give one PEFT adapter folder, and --out")

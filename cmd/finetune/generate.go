@@ -36,12 +36,10 @@ func runGenerate(args []string) error {
 	seed := fs.Uint("seed", 42, "random seed for sampling")
 	threads := fs.Int("threads", runtime.NumCPU(), "CPU threads")
 	ctxSize := fs.Int("ctx", 0, "context size in tokens (0: prompt + max tokens, at most the model's)")
-	verbose := verboseFlag(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	setVerbose(*verbose)
 	switch {
 	case len(pos) > 0:
 		return usageErr("unexpected argument %q (the prompt goes in --prompt)", pos[0])

@@ -21,12 +21,10 @@ func runInspect(args []string) error {
 	fs := newFlags("inspect")
 	asJSON := fs.Bool("json", false, "print JSON")
 	tensors := fs.Bool("tensors", false, "list every tensor")
-	verbose := verboseFlag(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	setVerbose(*verbose)
 	if len(pos) != 1 {
 		return usageErr("inspect takes one GGUF file, got %d arguments", len(pos))
 	}

@@ -69,6 +69,19 @@ func verboseFlag(fs *flag.FlagSet) *bool {
 	return fs.Bool("v", false, "verbose: show debug logs, including llama.cpp's and ggml's")
 }
 
+// parseArgs adds -v to fs, parses args (flags and positional arguments in
+// any order) and turns debug logs on when -v is given; it returns the
+// positional arguments.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	verbose := verboseFlag(fs)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	setVerbose(*verbose)
+	return pos, nil
+}
+
 func setVerbose(v bool) {
 	if v {
 		log.SetLevel(log.DebugLevel)

@@ -27,12 +27,10 @@ func runPublish(args []string) error {
 	chatTmpl := fs.String("chat-template", "", "the chat template training used: a llama.cpp built-in name or none (default: the recipe's data.template, else the base's own)")
 	best := fs.Bool("best", false, "with a sweep folder: publish its best trial (the leaderboard's first)")
 	as := fs.String("as", "", "serve the tuned model as an adapter over the base, as a merged model, or auto: what the server's version serves (default: the recipe's publish.as, else auto)")
-	verbose := verboseFlag(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	setVerbose(*verbose)
 	switch *as {
 	case "", "auto", "adapter", "merged":
 	default:

@@ -48,12 +48,10 @@ func runSweep(args []string) error {
 	metric := fs.String("metric", "", "rank the trials by this score column, of the tuned contestant (rouge_l) or another (tuned.rouge_l) (default: the recipe's sweep.metric, else the suite's first metric)")
 	out := fs.String("out", "", "sweep folder to make (default sweeps/<name>/<timestamp>); it must not exist or be empty")
 	wait := fs.Bool("wait", false, "slurm: wait until every trial has ended, then print the leaderboard (local always waits)")
-	verbose := verboseFlag(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	setVerbose(*verbose)
 	if len(pos) != 1 {
 		return usageErr("sweep takes one recipe file, got %d arguments", len(pos))
 	}
@@ -269,12 +267,10 @@ func sweepTimes(sw *sweeps.Sweep) (first, wall time.Duration, ok bool) {
 func runSweepResume(args []string) error {
 	fs := newFlags("sweep resume")
 	wait := fs.Bool("wait", false, "slurm: wait until the resubmitted trials have ended, then print the leaderboard")
-	verbose := verboseFlag(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	setVerbose(*verbose)
 	sw, err := openSweep("sweep resume", args, pos)
 	if err != nil {
 		return err
@@ -333,12 +329,10 @@ func runSweepCancel(args []string) error {
 func runSweepTask(args []string) error {
 	fs := newFlags("sweep task")
 	threads := fs.Int("threads", 0, "threads for training and the local contestants when the recipe leaves train.threads out")
-	verbose := verboseFlag(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	setVerbose(*verbose)
 	if len(pos) != 2 {
 		return usageErr("sweep task takes a sweep folder and a trial index, got %d arguments", len(pos))
 	}

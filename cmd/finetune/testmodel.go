@@ -24,12 +24,10 @@ func runTestmodel(args []string) error {
 	typ := fs.String("type", "f32", "weight type: "+strings.Join(testmodel.Types(), ", "))
 	seed := fs.Uint64("seed", 1, "random seed")
 	tied := fs.Bool("tied", false, "no output.weight: the output head is the token embedding")
-	verbose := verboseFlag(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	setVerbose(*verbose)
 	switch {
 	case len(pos) > 0:
 		return usageErr("unexpected argument %q", pos[0])

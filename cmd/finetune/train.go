@@ -25,12 +25,10 @@ func runTrain(args []string) error {
 	resume := fs.Bool("resume", false, "continue a run from its checkpoint: RUN_DIR, or the newest unfinished run of RECIPE")
 	var sets listFlag
 	fs.Var(&sets, "set", "override a recipe field, e.g. --set train.learning_rate=1e-4 (repeatable)")
-	verbose := verboseFlag(fs)
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	setVerbose(*verbose)
 	switch {
 	case len(pos) > 1:
 		return usageErr("train takes one recipe file (or, with --resume, a run folder), got %d arguments", len(pos))
