@@ -6,7 +6,14 @@
 //   - for each adapted base weight W of ggml shape [n_in, n_out], tensors
 //     "<W name>.lora_a" of shape [n_in, r] and "<W name>.lora_b" of shape
 //     [r, n_out];
-//   - applied as W·x + scale·B·(A·x), scale = user scale · alpha / r.
+//   - applied as W·x + scale·B·(A·x), scale = user scale · alpha / r;
+//   - except for the token embedding ("token_embd.weight", [n_embd, n_vocab]),
+//     whose update llama.cpp adds as scale·B·A[token]: its lora_a is stored
+//     [r, n_vocab] (one row of r values per token) and lora_b [r, n_embd].
+//
+// A Pair holds every update in one layout, the embedding's too (as the
+// linear map from a one-hot token, NIn = n_vocab, NOut = n_embd); Write and
+// Read turn the embedding's A around.
 package adapters
 
 import (
@@ -18,7 +25,8 @@ import (
 )
 
 // Pair is the low-rank update of one base weight, in row-major ggml order:
-// A holds Rank rows of NIn values, B holds NOut rows of Rank values.
+// A holds Rank rows of NIn values, B holds NOut rows of Rank values. For the
+// token embedding NIn is the vocabulary and NOut the embedding size.
 type Pair struct {
 	Base string // the base tensor, e.g. "blk.0.attn_q.weight"
 	NIn  int
@@ -60,8 +68,11 @@ func Write(path string, l *LoRA) error {
 			return fmt.Errorf("%s: %s: A has %d values and B %d, but shapes [%d, %d] and [%d, %d] need %d and %d",
 				path, p.Base, len(p.A), len(p.B), p.NIn, p.Rank, p.Rank, p.NOut, p.NIn*p.Rank, p.Rank*p.NOut)
 		}
-		tensors = append(tensors,
-			gguf.Tensor{Name: p.Base + ".lora_a", Dims: []uint64{uint64(p.NIn), uint64(p.Rank)}, Type: gguf.F32, Data: gguf.F32Data(p.A)},
+		a := gguf.Tensor{Name: p.Base + ".lora_a", Dims: []uint64{uint64(p.NIn), uint64(p.Rank)}, Type: gguf.F32, Data: gguf.F32Data(p.A)}
+		if p.Embedding() {
+			a.Dims, a.Data = []uint64{uint64(p.Rank), uint64(p.NIn)}, gguf.F32Data(Transpose(p.A, p.NIn, p.Rank))
+		}
+		tensors = append(tensors, a,
 			gguf.Tensor{Name: p.Base + ".lora_b", Dims: []uint64{uint64(p.Rank), uint64(p.NOut)}, Type: gguf.F32, Data: gguf.F32Data(p.B)})
 	}
 	return gguf.Write(path, kv, tensors)
@@ -116,6 +127,10 @@ func Read(path string) (*LoRA, error) {
 		}
 		if isA {
 			p.NIn, p.Rank, p.A = int(t.Dims[0]), int(t.Dims[1]), gguf.F32Values(data)
+			if p.Embedding() {
+				p.Rank, p.NIn = p.NIn, p.Rank
+				p.A = Transpose(p.A, p.Rank, p.NIn)
+			}
 		} else {
 			p.NOut, p.B = int(t.Dims[1]), gguf.F32Values(data)
 			if p.Rank == 0 {
@@ -134,4 +149,48 @@ func Read(path string) (*LoRA, error) {
 	}
 	sort.Slice(l.Pairs, func(i, j int) bool { return l.Pairs[i].Base < l.Pairs[j].Base })
 	return l, nil
+}
+
+// EmbeddingWeight is the base tensor of the token embedding.
+const EmbeddingWeight = "token_embd.weight"
+
+// Embedding reports whether p updates the token embedding.
+func (p *Pair) Embedding() bool { return p.Base == EmbeddingWeight }
+
+// Transpose returns the matrix m of rows rows of cols values as cols rows
+// of rows values.
+func Transpose(m []float32, cols, rows int) []float32 {
+	out := make([]float32, len(m))
+	for r := 0; r < rows; r++ {
+		for c := 0; c < cols; c++ {
+			out[c*rows+r] = m[r*cols+c]
+		}
+	}
+	return out
+}
+
+// BaseDims is the ggml shape of the base weight p adapts: [NIn, NOut], or
+// [NOut, NIn] for the token embedding (one row per token).
+func (p *Pair) BaseDims() [2]int {
+	if p.Embedding() {
+		return [2]int{p.NOut, p.NIn}
+	}
+	return [2]int{p.NIn, p.NOut}
+}
+
+// BaseWeight is the base tensor an adapter's pair for name adapts: the
+// token embedding for "output.weight" when the base ties its head to it.
+func BaseWeight(base *gguf.File, name string) (gguf.TensorInfo, bool) {
+	w, ok := base.Tensor(name)
+	if !ok && name == "output.weight" {
+		return base.Tensor(EmbeddingWeight)
+	}
+	return w, ok
+}
+
+// Tied reports whether base has no output head of its own (its head is the
+// token embedding).
+func Tied(base *gguf.File) bool {
+	_, ok := base.Tensor("output.weight")
+	return !ok
 }

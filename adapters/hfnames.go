@@ -27,14 +27,17 @@ var blockModules = [][2]string{
 	{"ffn_down", "mlp.down_proj"},
 }
 
-const mappedModules = "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj of model.layers.N, and lm_head"
+const mappedModules = "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj of model.layers.N, lm_head and model.embed_tokens"
 
 // hfModule returns the Hugging Face module of a GGUF base weight:
 // blk.3.attn_q.weight → model.layers.3.self_attn.q_proj,
 // output.weight → lm_head.
 func hfModule(weight string) (string, error) {
-	if weight == "output.weight" {
+	switch weight {
+	case "output.weight":
 		return "lm_head", nil
+	case EmbeddingWeight:
+		return "model.embed_tokens", nil
 	}
 	rest, isBlock := strings.CutPrefix(weight, "blk.")
 	n, name, _ := strings.Cut(rest, ".")
@@ -46,17 +49,17 @@ func hfModule(weight string) (string, error) {
 			}
 		}
 	}
-	return "", fmt.Errorf("%s has no Hugging Face name that finetune knows (it maps attn_q/k/v/output and ffn_gate/up/down of blk.N, and output.weight)", weight)
+	return "", fmt.Errorf("%s has no Hugging Face name that finetune knows (it maps attn_q/k/v/output and ffn_gate/up/down of blk.N, output.weight and token_embd.weight)", weight)
 }
 
 // ggufWeight returns the GGUF base weight of a Hugging Face module, the
 // inverse of hfModule.
 func ggufWeight(module string) (string, error) {
-	if module == "lm_head" {
+	switch module {
+	case "lm_head":
 		return "output.weight", nil
-	}
-	if strings.HasSuffix(module, "embed_tokens") {
-		return "", fmt.Errorf("adapts the embedding %s: embedding LoRA is not supported (llama.cpp adapts matrix multiplications only); train without embed_tokens in target_modules", module)
+	case "model.embed_tokens":
+		return EmbeddingWeight, nil
 	}
 	rest, isBlock := strings.CutPrefix(module, "model.layers.")
 	n, name, _ := strings.Cut(rest, ".")
@@ -128,8 +131,8 @@ func permuteB(p *Pair, h modelinfo.Hyper, toGGUF bool, path string) error {
 }
 
 // splitPEFTName splits a PEFT tensor name,
-// [base_model.model.]MODULE.lora_A[.ADAPTER].weight, into the module and
-// "A" or "B".
+// [base_model.model.]MODULE.lora_A[.ADAPTER].weight (or, for an embedding,
+// MODULE.lora_embedding_A[.ADAPTER]), into the module and "A" or "B".
 func splitPEFTName(name string) (module, ab string, err error) {
 	parts := strings.Split(strings.TrimPrefix(name, peftPrefix), ".")
 	for i, p := range parts {
@@ -140,7 +143,9 @@ func splitPEFTName(name string) (module, ab string, err error) {
 				return strings.Join(parts[:i], "."), p[len(p)-1:], nil
 			}
 		case "lora_embedding_A", "lora_embedding_B":
-			return "", "", fmt.Errorf("tensor %s is an embedding LoRA, which is not supported (llama.cpp adapts matrix multiplications only); train without embed_tokens in target_modules", name)
+			if i > 0 && len(rest) <= 1 {
+				return strings.Join(parts[:i], "."), p[len(p)-1:], nil
+			}
 		case "lora_magnitude_vector":
 			return "", "", fmt.Errorf("tensor %s belongs to a DoRA adapter, which is not supported; train with use_dora false", name)
 		}

@@ -59,46 +59,45 @@ func Merge(basePath, adapterPath, out string, opts MergeOptions) (llama.FileType
 	pairs := map[string]*Pair{}
 	for i := range l.Pairs {
 		p := &l.Pairs[i]
-		w, ok := base.Tensor(p.Base)
+		w, ok := BaseWeight(base, p.Base)
 		if !ok {
 			return 0, fmt.Errorf("%s: adapts %s, which %s does not have (wrong base model?)", adapterPath, p.Base, basePath)
 		}
-		if len(w.Dims) != 2 || int(w.Dims[0]) != p.NIn || int(w.Dims[1]) != p.NOut {
+		if d := p.BaseDims(); len(w.Dims) != 2 || int(w.Dims[0]) != d[0] || int(w.Dims[1]) != d[1] {
 			return 0, fmt.Errorf("%s: %s is [%d, %d] in the adapter but %v in %s (wrong base model?)", adapterPath, p.Base, p.NIn, p.NOut, w.Dims, basePath)
 		}
 		pairs[p.Base] = p
 	}
 	s := scale * l.Alpha / float32(l.Pairs[0].Rank)
+	// A tied base whose head or embedding is adapted gets a head of its own:
+	// the adapter changes one and not the other.
+	untie := Tied(base) && (pairs["output.weight"] != nil || pairs[EmbeddingWeight] != nil)
 	var tensors []gguf.Tensor
 	for _, ti := range base.Tensors {
 		data, err := base.ReadTensorData(ti.Name)
 		if err != nil {
 			return 0, err
 		}
+		if untie && ti.Name == EmbeddingWeight {
+			head := gguf.Tensor{Name: "output.weight", Dims: ti.Dims, Type: ti.Type, Data: data}
+			if p := pairs["output.weight"]; p != nil {
+				if head, err = merged(ti, data, p, s); err != nil {
+					return 0, err
+				}
+				head.Name = "output.weight"
+			}
+			tensors = append(tensors, head)
+		}
 		p := pairs[ti.Name]
 		if p == nil {
 			tensors = append(tensors, gguf.Tensor{Name: ti.Name, Dims: ti.Dims, Type: ti.Type, Data: data})
 			continue
 		}
-		w, err := ggml.Decode(ggml.Type(ti.Type), data, p.NIn)
+		t, err := merged(ti, data, p, s)
 		if err != nil {
-			return 0, fmt.Errorf("merge: %s: %w", ti.Name, err)
+			return 0, err
 		}
-		// W[o][i] += s · Σ_k B[o][k] · A[k][i]
-		for o := 0; o < p.NOut; o++ {
-			row := w[o*p.NIn : (o+1)*p.NIn]
-			for k := 0; k < p.Rank; k++ {
-				b := s * p.B[o*p.Rank+k]
-				if b == 0 {
-					continue
-				}
-				a := p.A[k*p.NIn : (k+1)*p.NIn]
-				for i := range row {
-					row[i] += b * a[i]
-				}
-			}
-		}
-		tensors = append(tensors, gguf.Tensor{Name: ti.Name, Dims: ti.Dims, Type: gguf.TensorType(ggml.TypeF32), Data: gguf.F32Data(w)})
+		tensors = append(tensors, t)
 	}
 	// The merged file keeps the base's general.file_type until the
 	// quantizer sets the one written.
@@ -148,4 +147,44 @@ func tempName(dir, pattern string) (string, error) {
 	name := f.Name()
 	f.Close()
 	return name, nil
+}
+
+// merged is the base weight ti (its data in the file's type) plus s·B·A of
+// p, in F32.
+func merged(ti gguf.TensorInfo, data []byte, p *Pair, s float32) (gguf.Tensor, error) {
+	d := p.BaseDims()
+	w, err := ggml.Decode(ggml.Type(ti.Type), data, d[0])
+	if err != nil {
+		return gguf.Tensor{}, fmt.Errorf("merge: %s: %w", ti.Name, err)
+	}
+	if p.Embedding() {
+		// Token i's row: W[i][o] += s · Σ_k B[o][k] · A[k][i].
+		at := Transpose(p.A, p.NIn, p.Rank) // [i][k]
+		for i := 0; i < p.NIn; i++ {
+			ai, row := at[i*p.Rank:(i+1)*p.Rank], w[i*p.NOut:(i+1)*p.NOut]
+			for o := range row {
+				sum := float32(0)
+				for k, bk := range p.B[o*p.Rank : (o+1)*p.Rank] {
+					sum += bk * ai[k]
+				}
+				row[o] += s * sum
+			}
+		}
+		return gguf.Tensor{Name: ti.Name, Dims: ti.Dims, Type: gguf.TensorType(ggml.TypeF32), Data: gguf.F32Data(w)}, nil
+	}
+	// W[o][i] += s · Σ_k B[o][k] · A[k][i]
+	for o := 0; o < p.NOut; o++ {
+		for k := 0; k < p.Rank; k++ {
+			b := s * p.B[o*p.Rank+k]
+			if b == 0 {
+				continue
+			}
+			a := p.A[k*p.NIn : (k+1)*p.NIn]
+			row := w[o*p.NIn : (o+1)*p.NIn]
+			for i := range row {
+				row[i] += b * a[i]
+			}
+		}
+	}
+	return gguf.Tensor{Name: ti.Name, Dims: ti.Dims, Type: gguf.TensorType(ggml.TypeF32), Data: gguf.F32Data(w)}, nil
 }

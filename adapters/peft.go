@@ -65,14 +65,11 @@ func checkFits(l *LoRA, base *gguf.File, path string) error {
 		return fmt.Errorf("%s: adapter is for architecture %q but the base model %s is %q", path, l.Architecture, base.Path, base.Architecture())
 	}
 	for _, p := range l.Pairs {
-		w, ok := base.Tensor(p.Base)
-		if !ok && p.Base == "output.weight" {
-			return fmt.Errorf("%s: adapts the output head (lm_head), but the base model %s ties it to the token embedding, which llama.cpp cannot adapt; train without lm_head", path, base.Path)
-		}
+		w, ok := BaseWeight(base, p.Base)
 		if !ok {
 			return fmt.Errorf("%s: adapts %s, which the base model %s does not have (wrong base model?)", path, p.Base, base.Path)
 		}
-		if len(w.Dims) != 2 || int(w.Dims[0]) != p.NIn || int(w.Dims[1]) != p.NOut {
+		if d := p.BaseDims(); len(w.Dims) != 2 || int(w.Dims[0]) != d[0] || int(w.Dims[1]) != d[1] {
 			return fmt.Errorf("%s: %s takes %d inputs and gives %d outputs in the adapter, but the base weight in %s has shape %v (wrong base model?)", path, p.Base, p.NIn, p.NOut, base.Path, w.Dims)
 		}
 	}
@@ -125,9 +122,13 @@ func ExportPEFT(adapterPath, basePath, outDir string, o ExportOptions) error {
 			return err
 		}
 		ranks[module] = p.Rank
+		a, b := ".lora_A.weight", ".lora_B.weight"
+		if p.Embedding() {
+			a, b = ".lora_embedding_A", ".lora_embedding_B"
+		}
 		tensors = append(tensors,
-			stTensor{name: peftPrefix + module + ".lora_A.weight", shape: []int{p.Rank, p.NIn}, data: p.A},
-			stTensor{name: peftPrefix + module + ".lora_B.weight", shape: []int{p.NOut, p.Rank}, data: p.B})
+			stTensor{name: peftPrefix + module + a, shape: []int{p.Rank, p.NIn}, data: p.A},
+			stTensor{name: peftPrefix + module + b, shape: []int{p.NOut, p.Rank}, data: p.B})
 	}
 	name := o.BaseModelName
 	if name == "" {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -113,13 +114,14 @@ func (c *Config) Defaults() {
 // Validate reports the first invalid setting.
 func (c *Config) Validate() error {
 	known := map[string]bool{}
-	for _, t := range Targets {
+	all := append(slices.Clone(Targets), ModelTargets...)
+	for _, t := range all {
 		known[t] = true
 	}
 	seen := map[string]bool{}
 	for _, t := range c.Targets {
 		if !known[t] {
-			return fmt.Errorf("lora: unknown target %q (choose among %s)", t, strings.Join(Targets, ", "))
+			return fmt.Errorf("lora: unknown target %q (choose among %s)", t, strings.Join(all, ", "))
 		}
 		if seen[t] {
 			return fmt.Errorf("lora: target %q listed twice", t)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/finetune-dev/finetune/adapters"
 	"github.com/finetune-dev/finetune/internal/ggml"
 )
 
@@ -46,6 +47,9 @@ type engine struct {
 	pbuf    *ggml.Buffer
 	pairs   []pairTensors
 	byLayer []map[string]int // layer -> target -> index in pairs
+	// outPair and embPair index the output head's and the token
+	// embedding's pairs in pairs (-1: not adapted).
+	outPair, embPair int
 
 	// Each kind of graph is built and allocated once, with a scheduler of
 	// its own: ggml's allocator never moves a tensor that already has
@@ -72,11 +76,15 @@ type engine struct {
 }
 
 type pairTensors struct {
-	layer  int
+	layer  int // the output head's is Layers, the embedding's -1
 	target string
 	nIn    int
 	nOut   int
 	a, b   ggml.Tensor
+	// flipped: a is [r, n_in] (one row of r values per token), as
+	// llama.cpp applies an embedding's update with get_rows of lora_a;
+	// Params keep A as [n_in, r] for every pair.
+	flipped bool
 }
 
 type graphKind int
@@ -124,7 +132,7 @@ type hostInput struct {
 
 // newEngine allocates LoRA tensors of rank r for targets on every layer.
 func newEngine(base *Base, targets []string, rank int, scale float32, dropout float32, ctxLen, threads int) (*engine, error) {
-	e := &engine{base: base, ctxLen: ctxLen, scale: scale, dropout: dropout, threads: threads, graphs: map[graphKind]*graph{}}
+	e := &engine{base: base, ctxLen: ctxLen, scale: scale, dropout: dropout, threads: threads, graphs: map[graphKind]*graph{}, outPair: -1, embPair: -1}
 	var err error
 	if e.backend, err = ggml.NewCPUBackend(threads); err != nil {
 		return nil, err
@@ -137,6 +145,9 @@ func newEngine(base *Base, targets []string, rank int, scale float32, dropout fl
 	for l := 0; l < base.Hyper.Layers; l++ {
 		m := map[string]int{}
 		for _, t := range targets {
+			if !isLayerTarget(t) {
+				continue
+			}
 			_, nIn, nOut := base.Weight(l, t)
 			p := pairTensors{layer: l, target: t, nIn: nIn, nOut: nOut}
 			p.a = e.pctx.New2D(ggml.TypeF32, nIn, rank).SetName(WeightName(l, t) + ".lora_a")
@@ -147,6 +158,27 @@ func newEngine(base *Base, targets []string, rank int, scale float32, dropout fl
 			e.pairs = append(e.pairs, p)
 		}
 		e.byLayer = append(e.byLayer, m)
+	}
+	for _, t := range targets {
+		if isLayerTarget(t) {
+			continue
+		}
+		_, nIn, nOut := base.Weight(0, t)
+		p := pairTensors{layer: base.Hyper.Layers, target: t, nIn: nIn, nOut: nOut}
+		switch t {
+		case TargetOutput:
+			e.outPair = len(e.pairs)
+			p.a = e.pctx.New2D(ggml.TypeF32, nIn, rank)
+		case TargetEmbed:
+			e.embPair = len(e.pairs)
+			p.layer, p.flipped = -1, true
+			p.a = e.pctx.New2D(ggml.TypeF32, rank, nIn)
+		}
+		p.a.SetName(WeightName(0, t) + ".lora_a")
+		p.b = e.pctx.New2D(ggml.TypeF32, rank, nOut).SetName(WeightName(0, t) + ".lora_b")
+		p.a.SetParam()
+		p.b.SetParam()
+		e.pairs = append(e.pairs, p)
 	}
 	if e.pbuf, err = e.pctx.AllocTensors(e.backend); err != nil {
 		e.close()
@@ -177,9 +209,23 @@ func (e *engine) close() {
 // setParams copies the LoRA values into the backend tensors.
 func (e *engine) setParams(p *Params) {
 	for i, pt := range e.pairs {
-		pt.a.SetF32(p.Pairs[i].A)
+		a := p.Pairs[i].A
+		if pt.flipped {
+			a = adapters.Transpose(a, pt.nIn, p.Rank)
+		}
+		pt.a.SetF32(a)
 		pt.b.SetF32(p.Pairs[i].B)
 	}
+}
+
+// gradA reads the gradient of pair i's A from t into buf, in Params'
+// layout ([n_in, r]).
+func (e *engine) gradA(i int, t ggml.Tensor, buf []float32) []float32 {
+	buf = t.GetF32(buf)
+	if pt := e.pairs[i]; pt.flipped {
+		return adapters.Transpose(buf, pt.a.Ne(0), pt.a.Ne(1))
+	}
+	return buf
 }
 
 // net builds pieces of the model into one graph's context.
@@ -233,17 +279,28 @@ func (n *net) dropoutsOf(layers []int, targets []string) {
 		if layers != nil && !slices.Contains(layers, p.layer) || targets != nil && !slices.Contains(targets, p.target) {
 			continue
 		}
+		if !isLayerTarget(p.target) {
+			continue // as PEFT: no dropout before the embedding's update; none kept for the head's
+		}
 		d := n.x.New2D(ggml.TypeF32, p.nIn, e.ctxLen).SetName(WeightName(p.layer, p.target) + ".dropout")
 		d.SetInput()
 		n.gr.drops[i] = d
 	}
 }
 
-// embed looks up the tokens' embeddings.
+// embed looks up the tokens' embeddings, with the embedding's update
+// scale·B·A[token] as llama.cpp applies it.
 func (n *net) embed() ggml.Tensor {
-	n.gr.tokens = n.x.New1D(ggml.TypeI32, n.e.ctxLen).SetName("tokens")
+	x, e := n.x, n.e
+	n.gr.tokens = x.New1D(ggml.TypeI32, e.ctxLen).SetName("tokens")
 	n.gr.tokens.SetInput()
-	return n.x.GetRows(n.e.base.tokEmbd, n.gr.tokens) // [E, T]
+	emb := x.GetRows(e.base.tokEmbd, n.gr.tokens) // [E, T]
+	if !n.withLoRA || e.embPair < 0 {
+		return emb
+	}
+	p := e.pairs[e.embPair]
+	d := x.MulMat(p.b, x.GetRows(p.a, n.gr.tokens)) // [r, T] then [E, T]
+	return x.Add(emb, x.Scale(d, e.scale))
 }
 
 // frozen is a base weight as the graph multiplies by it.
@@ -345,7 +402,12 @@ func (n *net) afterAttention(l int, o, inp ggml.Tensor) ggml.Tensor {
 func (n *net) logits(hidden ggml.Tensor) ggml.Tensor {
 	x, e := n.x, n.e
 	out := x.Mul(x.RMSNorm(hidden, float32(e.base.Hyper.RMSEpsilon)), e.base.outNorm)
-	return x.MulMat(n.frozen(e.base.output), out)
+	y := x.MulMat(n.frozen(e.base.output), out)
+	if !n.withLoRA || e.outPair < 0 {
+		return y
+	}
+	p := e.pairs[e.outPair]
+	return x.Add(y, x.Scale(x.MulMat(p.b, x.MulMat(p.a, out)), e.scale))
 }
 
 // finishBackward adds the backward pass of gr.loss to gr.g and makes its
@@ -791,7 +853,7 @@ func (e *engine) trainWindow(in *inputs, n int, drops [][]float32, gA, gB [][]fl
 		if err := e.segForward(in, drops, true); err != nil {
 			return 0, err
 		}
-		sum, err := e.segHead(in, 1/float32(n), true)
+		sum, err := e.segHead(in, 1/float32(n), true, gA, gB)
 		if err != nil {
 			return 0, err
 		}
@@ -817,7 +879,7 @@ func (e *engine) trainWindow(in *inputs, n int, drops [][]float32, gA, gB [][]fl
 	}
 	var buf []float32
 	for i := range e.pairs {
-		buf = gr.gradA[i].GetF32(buf)
+		buf = e.gradA(i, gr.gradA[i], buf)
 		addTo(gA[i], buf)
 		buf = gr.gradB[i].GetF32(buf)
 		addTo(gB[i], buf)
@@ -838,7 +900,7 @@ func (e *engine) lossWindow(in *inputs) (float64, error) {
 		if err := e.segForward(in, nil, false); err != nil {
 			return 0, err
 		}
-		sum, err := e.segHead(in, 0, false)
+		sum, err := e.segHead(in, 0, false, nil, nil)
 		return sum / float64(in.targets), err
 	}
 	var gr *graph

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/finetune-dev/finetune/internal/testmodel"
@@ -27,7 +28,8 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 				t.Fatal(err)
 			}
 			const T, rank = 16, 4
-			base, e := openEngine(t, model, Targets, rank, T)
+			all := append(slices.Clone(Targets), ModelTargets...)
+			base, e := openEngine(t, model, all, rank, T)
 			e.checkpoint, e.forceSplit = c.checkpoint, c.split
 			if c.split {
 				old := attentionBudget
@@ -36,10 +38,21 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 			}
 			p := initParams(e, rank, 8, 2, 5)
 			rng := rand.New(rand.NewPCG(9, 9))
-			for i := range p.Pairs {
-				for j := range p.Pairs[i].B {
-					p.Pairs[i].B[j] = float32(rng.NormFloat64() * 0.2)
+			wide := rand.New(rand.NewPCG(7, 7)) // the model-wide pairs' values
+			for i, q := range p.Pairs {
+				r := rng
+				if !isLayerTarget(q.Target) {
+					r = wide
 				}
+				for j := range q.B {
+					q.B[j] = float32(r.NormFloat64() * 0.2)
+				}
+				if q.Target == TargetEmbed { // A starts at zero, as PEFT's
+					for j := range q.A {
+						q.A[j] = float32(r.NormFloat64() * 0.2)
+					}
+				}
+				p.Pairs[i] = q
 			}
 			e.setParams(p)
 			w := singleWindow(randomTokens(rng, T, base.Hyper.VocabSize))
@@ -71,7 +84,7 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 					// Finite differences (step 0.02) of a float32 loss near 6
 					// carry noise of about 1e-5 in the derivative: only
 					// gradients well above that are compared, 13 per matrix.
-					for k, tries := 0, 0; k < 13 && tries < 400; tries++ {
+					for k, tries := 0, 0; k < 13 && tries < 4000; tries++ {
 						j := rng.IntN(len(vals))
 						if math.Abs(float64(grads[j])) < 5e-3 {
 							continue
@@ -101,8 +114,8 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 				}
 			}
 			e.setParams(p)
-			for _, target := range Targets {
-				if checked[target] < 50 {
+			for _, target := range all {
+				if want := 50 - 24*btoi(!isLayerTarget(target)); checked[target] < want {
 					t.Fatalf("only %d parameters of %s checked", checked[target], target)
 				}
 				t.Logf("%-12s %d parameters, worst relative error %.2e", target, checked[target], worst[target])

@@ -3,6 +3,7 @@ package lora
 import (
 	"fmt"
 	"os"
+	"slices"
 	"syscall"
 	"unsafe"
 
@@ -33,8 +34,24 @@ type layerWeights struct {
 	proj              map[string]ggml.Tensor // attn_q ... ffn_down
 }
 
-// Targets are the projections LoRA can adapt, in the order they run.
+// Targets are the projections LoRA can adapt in every layer, in the order
+// they run.
 var Targets = []string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
+
+// The model-wide targets: the output head (tied or not) and the token
+// embedding. They are the ones that let a base learn tokens it never
+// produced (an end-of-turn token, characters it never emitted): no update
+// of the layers can change two tokens whose head rows are equal.
+const (
+	TargetOutput = "output"
+	TargetEmbed  = "token_embd"
+)
+
+// ModelTargets are the targets that are not per layer.
+var ModelTargets = []string{TargetOutput, TargetEmbed}
+
+// isLayerTarget reports whether target is one of the per-layer projections.
+func isLayerTarget(target string) bool { return slices.Contains(Targets, target) }
 
 // trainableTypes are the base weight types the training graph accepts.
 var trainableTypes = map[gguf.TensorType]bool{
@@ -154,13 +171,32 @@ func (b *Base) Close() {
 	}
 }
 
-// Weight returns the base weight adapted by a LoRA target in layer l, and
-// its shape [n_in, n_out].
+// Weight returns the base weight adapted by a LoRA target in layer l (l is
+// ignored for the model-wide targets), and the shape [n_in, n_out] of the
+// linear map its update is: the embedding's update maps a one-hot token
+// (n_in = vocabulary) to an embedding (n_out = embedding size).
 func (b *Base) Weight(l int, target string) (ggml.Tensor, int, int) {
+	switch target {
+	case TargetOutput:
+		return b.output, b.output.Ne(0), b.output.Ne(1)
+	case TargetEmbed:
+		return b.tokEmbd, b.tokEmbd.Ne(1), b.tokEmbd.Ne(0)
+	}
 	t := b.layers[l].proj[target]
 	return t, t.Ne(0), t.Ne(1)
 }
 
+// Tied reports whether the base has no output head of its own: its head
+// is the token embedding.
+func (b *Base) Tied() bool { return !b.byName["output.weight"].Valid() }
+
 // WeightName is the GGUF name of the base weight adapted by target in layer
-// l (the adapter's tensors are this name + ".lora_a"/".lora_b").
-func WeightName(l int, target string) string { return fmt.Sprintf("blk.%d.%s.weight", l, target) }
+// l (the adapter's tensors are this name + ".lora_a"/".lora_b"). The output
+// head's is "output.weight" even for a tied base, whose head is the token
+// embedding (see adapters.Untie).
+func WeightName(l int, target string) string {
+	if !isLayerTarget(target) {
+		return target + ".weight"
+	}
+	return fmt.Sprintf("blk.%d.%s.weight", l, target)
+}

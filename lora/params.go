@@ -32,12 +32,19 @@ func initParams(e *engine, rank int, alpha float64, scale float32, seed uint64) 
 	p := &Params{Rank: rank, Alpha: alpha, Scale: scale}
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	for _, pt := range e.pairs {
-		bound := 1 / math.Sqrt(float64(pt.nIn))
-		a := make([]float32, pt.nIn*rank)
-		for i := range a {
-			a[i] = float32((2*rng.Float64() - 1) * bound)
+		a, b := make([]float32, pt.nIn*rank), make([]float32, rank*pt.nOut)
+		if pt.target == TargetEmbed {
+			// PEFT's embedding LoRA: A zero, B standard normal.
+			for i := range b {
+				b[i] = float32(rng.NormFloat64())
+			}
+		} else {
+			bound := 1 / math.Sqrt(float64(pt.nIn))
+			for i := range a {
+				a[i] = float32((2*rng.Float64() - 1) * bound)
+			}
 		}
-		p.Pairs = append(p.Pairs, Pair{Layer: pt.layer, Target: pt.target, NIn: pt.nIn, NOut: pt.nOut, A: a, B: make([]float32, rank*pt.nOut)})
+		p.Pairs = append(p.Pairs, Pair{Layer: pt.layer, Target: pt.target, NIn: pt.nIn, NOut: pt.nOut, A: a, B: b})
 	}
 	return p
 }

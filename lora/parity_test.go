@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/finetune-dev/finetune/adapters"
@@ -119,15 +120,30 @@ func TestForwardParity(t *testing.T) {
 }
 
 // TestAdapterParity applies a random non-zero adapter in the engine and, saved
-// as GGUF, in llama.cpp.
+// as GGUF, in llama.cpp: on the seven projections, and on the output head
+// and the token embedding (alone and with the projections).
 func TestAdapterParity(t *testing.T) {
 	model := shared.Path(t, "models/stories260K.gguf")
-	base, e := openEngine(t, model, Targets, 4, 64)
+	for _, c := range []struct {
+		name    string
+		targets []string
+	}{{"projections", Targets}, {"output and token_embd", ModelTargets}, {"all nine", append(slices.Clone(Targets), ModelTargets...)}} {
+		t.Run(c.name, func(t *testing.T) { adapterParity(t, model, c.targets) })
+	}
+}
+
+func adapterParity(t *testing.T, model string, targets []string) {
+	base, e := openEngine(t, model, targets, 4, 64)
 	p := initParams(e, 4, 8, 2, 7)
 	rng := rand.New(rand.NewPCG(2, 2))
 	for i := range p.Pairs {
 		for j := range p.Pairs[i].B {
 			p.Pairs[i].B[j] = float32(rng.NormFloat64() * 0.05)
+		}
+		if p.Pairs[i].Target == TargetEmbed {
+			for j := range p.Pairs[i].A {
+				p.Pairs[i].A[j] = float32(rng.NormFloat64())
+			}
 		}
 	}
 	e.setParams(p)

@@ -67,8 +67,8 @@ func (e *engine) initSegments() error {
 	}
 	for l := 0; l <= h.Layers; l++ {
 		t := s.ctx.New2D(ggml.TypeF32, h.Embedding, e.ctxLen).SetName(fmt.Sprintf("hidden.%d", l))
-		if l > 0 {
-			t.SetParam() // its gradient seeds the layer below
+		if l > 0 || e.embPair >= 0 {
+			t.SetParam() // its gradient seeds the layer below (or the embedding's update)
 		}
 		s.hidden = append(s.hidden, t)
 	}
@@ -194,6 +194,11 @@ func (e *engine) headGraph(backward bool) (*graph, error) {
 			return fail(errors.New("lora: no gradient for the last hidden state"))
 		}
 		gr.gradIn.SetOutput()
+		if e.outPair >= 0 {
+			if err := e.pairGrads(gr, e.base.Hyper.Layers); err != nil {
+				return fail(err)
+			}
+		}
 	}
 	if gr.sched, err = ggml.NewSched([]*ggml.Backend{e.backend}, e.graphSize()); err != nil {
 		return fail(err)
@@ -210,7 +215,7 @@ func (e *engine) headGraph(backward bool) (*graph, error) {
 // segHead runs the head over in's target rows and returns the sum of their
 // cross-entropies. With backward, e.seg.grad becomes the gradient of
 // seed·(that sum) with respect to the last hidden state.
-func (e *engine) segHead(in *inputs, seed float32, backward bool) (float64, error) {
+func (e *engine) segHead(in *inputs, seed float32, backward bool, gA, gB [][]float32) (float64, error) {
 	gr, err := e.headGraph(backward)
 	if err != nil {
 		return 0, err
@@ -258,6 +263,9 @@ func (e *engine) segHead(in *inputs, seed float32, backward bool) (float64, erro
 		if backward {
 			g = gr.gradIn.GetF32(g)
 			addTo(s.grad, g)
+			if e.outPair >= 0 {
+				s.grads = e.addPairGrads(gr, gA, gB, s.grads)
+			}
 		}
 	}
 	return sum, nil
@@ -296,13 +304,26 @@ func (e *engine) segBackward(in *inputs, drops [][]float32, gA, gB [][]float32) 
 			return err
 		}
 	}
-	return nil
+	if e.embPair < 0 {
+		return nil
+	}
+	// The embedding's update, seeded with the gradient of layer 0's input.
+	return e.once(func(gr *graph) error {
+		n := e.newNet(gr.ctx, gr, true, true)
+		if err := e.seeded(gr, -1, nil, []ggml.Tensor{n.embed()}, [][]float32{s.grad}); err != nil {
+			return err
+		}
+		return e.pairGrads(gr, -1)
+	}, in, 1, drops, func(gr *graph) error {
+		s.grads = e.addPairGrads(gr, gA, gB, s.grads)
+		return nil
+	})
 }
 
 // inputGrad makes gr.gradIn the gradient of layer l's input, an output of
 // gr (none for layer 0, whose input is the frozen embedding).
 func (e *engine) inputGrad(gr *graph, l int) error {
-	if l == 0 {
+	if l == 0 && e.embPair < 0 {
 		return nil
 	}
 	gr.gradIn = gr.g.Grad(e.seg.hidden[l])
@@ -320,7 +341,7 @@ func (e *engine) addPairGrads(gr *graph, gA, gB [][]float32, buf []float32) []fl
 		if !gr.gradA[i].Valid() {
 			continue
 		}
-		buf = gr.gradA[i].GetF32(buf)
+		buf = e.gradA(i, gr.gradA[i], buf)
 		addTo(gA[i], buf)
 		buf = gr.gradB[i].GetF32(buf)
 		addTo(gB[i], buf)
@@ -573,7 +594,8 @@ func (e *engine) segBackwardSplit(l int, in *inputs, drops [][]float32, gA, gB [
 			return err
 		}
 		gr.outs = []ggml.Tensor{gr.g.Grad(o), gr.g.Grad(s.hidden[l])}
-		for _, t := range gr.outs[:1+min(l, 1)] {
+		wantIn := l > 0 || e.embPair >= 0 // the input's gradient is wanted
+		for _, t := range gr.outs[:1+btoi(wantIn)] {
 			if !t.Valid() {
 				return fmt.Errorf("lora: a gradient of layer %d's feed-forward graph is missing", l)
 			}
@@ -583,7 +605,7 @@ func (e *engine) segBackwardSplit(l int, in *inputs, drops [][]float32, gA, gB [
 	}, in, 1, drops, func(gr *graph) error {
 		sp.buf = e.addPairGrads(gr, gA, gB, sp.buf)
 		sp.do = gr.outs[0].GetF32(sp.do)
-		if l > 0 {
+		if l > 0 || e.embPair >= 0 {
 			gr.outs[1].GetF32(sp.dh)
 		}
 		return nil
@@ -612,12 +634,19 @@ func (e *engine) segBackwardSplit(l int, in *inputs, drops [][]float32, gA, gB [
 		return e.inputGrad(gr, l)
 	}, in, 1, drops, func(gr *graph) error {
 		sp.buf = e.addPairGrads(gr, gA, gB, sp.buf)
-		if l > 0 {
+		if gr.gradIn.Valid() {
 			s.grad = gr.gradIn.GetF32(s.grad)
 			addTo(s.grad, sp.dh) // the residual path, through the rest of the layer
 		}
 		return nil
 	})
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func growTo(b []float32, n int) []float32 {

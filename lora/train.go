@@ -327,7 +327,11 @@ func (t *trainer) fillDropout(rng *rand.Rand) {
 	keep := float32(1 / (1 - p))
 	if t.drops == nil {
 		for _, pt := range t.e.pairs {
-			t.drops = append(t.drops, make([]float32, pt.nIn*t.e.ctxLen))
+			var d []float32
+			if isLayerTarget(pt.target) {
+				d = make([]float32, pt.nIn*t.e.ctxLen)
+			}
+			t.drops = append(t.drops, d)
 		}
 	}
 	for _, d := range t.drops {

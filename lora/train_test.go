@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -220,6 +221,98 @@ func TestLearnsAnswers(t *testing.T) {
 	if bm := meta["base_model"].(map[string]any); bm["sha256"] != "270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d" {
 		t.Fatalf("adapter.json base sha256 = %v", bm["sha256"])
 	}
+}
+
+// TestLearnsToStop trains stories260K on the 20 question/answer pairs with
+// answers that end in </s>, a token the base never produces (its head row
+// ties with unused byte tokens): with the output head among the targets,
+// greedy generation through llama.cpp with the saved adapter reproduces the
+// answers and stops at </s>; with the seven projections alone it does not
+// stop.
+func TestLearnsToStop(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	m, err := llama.LoadModel(model, llama.ModelOptions{VocabOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	exs := qaExamples(t, model)
+	for i := range exs {
+		ex := &exs[i]
+		full, _ := m.Tokenize("Q: "+qa[i][0]+"\nA: "+qa[i][1], true, false)
+		ex.tokens = append(full, m.EOS())
+		ex.weights = ex.weights[:0]
+		for j := range ex.tokens {
+			ex.weights = append(ex.weights, float32(btoi(j >= len(ex.prompt))))
+		}
+	}
+	windows := pack(exs, 128)
+	for _, c := range []struct {
+		name    string
+		targets []string
+		stops   bool
+	}{{"with output", append(slices.Clone(Targets), TargetOutput), true}, {"projections only", Targets, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			res, err := Train(context.Background(), model, Config{
+				Targets: c.targets, Rank: 16, Alpha: 32, LearningRate: 1e-2, Schedule: "cosine", WarmupSteps: 10,
+				MaxSteps: 240, Seed: 1, Threads: 1, Files: filesIn(t.TempDir()),
+			}, Data{Train: windows}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			right, stopped := 0, 0
+			for i, ex := range exs {
+				got, st := generate(t, model, res.Adapter, ex.prompt, 24)
+				if st.Stop == llama.StopEndOfGeneration {
+					stopped++
+				}
+				if strings.TrimSpace(got) == ex.answer && st.Stop == llama.StopEndOfGeneration {
+					right++
+				} else if i < 3 {
+					t.Logf("answer %q (%s), want %q then </s>", got, st.Stop, ex.answer)
+				}
+			}
+			t.Logf("%s: %d/20 answers exact and stopped at </s>; %d/20 stopped", c.name, right, stopped)
+			switch {
+			case c.stops && right < 18:
+				t.Fatalf("with output among the targets, %d/20 answers end at </s> as trained (want >= 18)", right)
+			case !c.stops && stopped > 0:
+				t.Fatalf("without output, %d/20 answers stopped at </s>: the test's premise (an unlearnable </s>) no longer holds", stopped)
+			}
+		})
+	}
+}
+
+// generate decodes greedily through llama.cpp (with adapter, if given) up
+// to max tokens and returns the text and how it stopped.
+func generate(t *testing.T, model, adapter string, prompt []int32, max int) (string, llama.Stats) {
+	t.Helper()
+	m, err := llama.LoadModel(model, llama.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, err := llama.NewContext(m, llama.ContextOptions{Context: 128, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	if adapter != "" {
+		a, err := llama.LoadAdapter(m, adapter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		if err := ctx.SetAdapter(a, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var b strings.Builder
+	st, err := llama.Generate(context.Background(), ctx, prompt, llama.GenerateOptions{MaxTokens: max}, func(s string) { b.WriteString(s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String(), st
 }
 
 func mean(xs []float64) float64 {

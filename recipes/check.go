@@ -16,6 +16,10 @@ import (
 // stays free of the engine).
 var loraTargets = []string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}
 
+// allTargets adds the model-wide targets (lora.ModelTargets), never a
+// default: the output head and the token embedding.
+var allTargets = append(slices.Clone(loraTargets), "output", "token_embd")
+
 var (
 	dataFormats = []string{"", "messages", "sharegpt", "alpaca", "prompt-completion", "text", "fields"}
 	schedules   = []string{"constant", "linear", "cosine"}
@@ -168,12 +172,12 @@ func (r *Recipe) check() error {
 	}
 	l := r.LoRA
 	for i, t := range l.Targets {
-		if !oneOf(t, loraTargets) {
+		if !oneOf(t, allTargets) {
 			msg := fmt.Sprintf("unknown target %q", t)
-			if s := suggest(t, loraTargets); s != "" {
+			if s := suggest(t, allTargets); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			} else {
-				msg += " (choose among " + strings.Join(loraTargets, ", ") + ")"
+				msg += " (choose among " + strings.Join(allTargets, ", ") + ")"
 			}
 			return r.errAt(fmt.Sprintf("lora.targets[%d]", i), "%s", msg)
 		}

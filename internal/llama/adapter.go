@@ -98,18 +98,33 @@ func CheckAdapter(adapter, base *gguf.File) (int, error) {
 		if pr.a == nil || pr.b == nil {
 			return 0, fmt.Errorf("%s: %s has only one of lora_a and lora_b", p, name)
 		}
+		_, hasHead := base.Tensor("output.weight")
 		w, ok := base.Tensor(name)
-		if !ok {
+		switch {
+		case !ok && name == "output.weight":
+			return 0, fmt.Errorf("%s: adapts the output head, but the base model %s ties its head to the token embedding (no output.weight): use the base untied by finetune (finetune publish does this), or merge the adapter", p, base.Path)
+		case !ok:
 			return 0, fmt.Errorf("%s: adapts %s, which the base model %s does not have (wrong base model?)", p, name, base.Path)
+		case name == "token_embd.weight" && !hasHead:
+			// llama.cpp would apply the pair to the tied head as well, with
+			// the embedding's shapes: an abort inside ggml.
+			return 0, fmt.Errorf("%s: adapts the token embedding, but the base model %s ties its output head to it (no output.weight): use the base untied by finetune (finetune publish does this), or merge the adapter", p, base.Path)
 		}
 		if len(w.Dims) != 2 || len(pr.a.Dims) != 2 || len(pr.b.Dims) != 2 {
 			return 0, fmt.Errorf("%s: %s: LoRA tensors and their base weight must be 2-D", p, name)
 		}
 		nIn, nOut := w.Dims[0], w.Dims[1]
-		r := pr.a.Dims[1]
+		r, aIn := pr.a.Dims[1], pr.a.Dims[0]
+		if name == "token_embd.weight" {
+			// Applied as B·A[token]: lora_a is [r, n_vocab], lora_b [r, n_embd].
+			nIn, nOut, r, aIn = w.Dims[1], w.Dims[0], pr.a.Dims[0], w.Dims[1]
+			if pr.a.Dims[1] != w.Dims[1] {
+				return 0, fmt.Errorf("%s: %s.lora_a has %d rows but the base model %s has %d tokens (wrong base model?)", p, name, pr.a.Dims[1], base.Path, w.Dims[1])
+			}
+		}
 		switch {
-		case pr.a.Dims[0] != nIn:
-			return 0, fmt.Errorf("%s: %s.lora_a takes %d inputs but the base weight in %s takes %d (wrong base model?)", p, name, pr.a.Dims[0], base.Path, nIn)
+		case aIn != nIn:
+			return 0, fmt.Errorf("%s: %s.lora_a takes %d inputs but the base weight in %s takes %d (wrong base model?)", p, name, aIn, base.Path, nIn)
 		case pr.b.Dims[1] != nOut:
 			return 0, fmt.Errorf("%s: %s.lora_b gives %d outputs but the base weight in %s gives %d (wrong base model?)", p, name, pr.b.Dims[1], base.Path, nOut)
 		case pr.b.Dims[0] != r:
