@@ -72,7 +72,15 @@ func NewLocal(name string, o LocalOptions) (*Local, error) {
 		o.Threads = runtime.NumCPU()
 	}
 	o.Settings = o.Settings.withDefaults()
-	m, err := llama.LoadModel(o.Model, llama.ModelOptions{})
+	var paths []string
+	for _, a := range o.Adapters {
+		paths = append(paths, a.Path)
+	}
+	model, err := llama.BaseFor(o.Model, paths)
+	if err != nil {
+		return nil, fmt.Errorf("contestant %s: %w", name, err)
+	}
+	m, err := llama.LoadModel(model, llama.ModelOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("contestant %s: %w", name, err)
 	}

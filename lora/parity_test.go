@@ -5,9 +5,11 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/finetune-dev/finetune/adapters"
+	"github.com/finetune-dev/finetune/internal/llama"
 	"github.com/finetune-dev/finetune/internal/llamatest"
 	"github.com/finetune-dev/finetune/internal/shared"
 	"github.com/finetune-dev/finetune/internal/testmodel"
@@ -163,5 +165,72 @@ func adapterParity(t *testing.T, model string, targets []string) {
 		t.Fatalf("max |engine - llama.cpp| with the adapter = %g, want <= 1e-3", d)
 	} else {
 		t.Logf("max abs logit diff with adapter %.2e (adapter moves logits by %.2f)", d, maxAbsDiff(got, plain))
+	}
+}
+
+// TestTiedHeadAdapterParity: on a base whose output head is its token
+// embedding, an adapter of the head and the embedding changes each alone
+// (as PEFT's lm_head and embed_tokens LoRA do). llama.cpp runs it on the
+// base untied (llama.BaseFor), and the merged model, which gets a head of
+// its own, gives the same logits.
+func TestTiedHeadAdapterParity(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", dir) // where BaseFor writes the untied base
+	model := filepath.Join(dir, "tied.gguf")
+	if err := testmodel.Write(model, testmodel.Config{Layers: 2, Embd: 64, Heads: 4, KVHeads: 2, FF: 128, Type: "f32", Seed: 5, TiedOutput: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, targets := range [][]string{{TargetOutput}, {TargetEmbed}, append(slices.Clone(Targets), ModelTargets...)} {
+		t.Run(strings.Join(targets, ","), func(t *testing.T) {
+			base, e := openEngine(t, model, targets, 4, 64)
+			if !base.Tied() {
+				t.Fatal("the test model has a head of its own")
+			}
+			p := initParams(e, 4, 8, 2, 7)
+			rng := rand.New(rand.NewPCG(3, 3))
+			for i := range p.Pairs {
+				for j := range p.Pairs[i].B {
+					p.Pairs[i].B[j] = float32(rng.NormFloat64() * 0.05)
+				}
+				if p.Pairs[i].Target == TargetEmbed {
+					for j := range p.Pairs[i].A {
+						p.Pairs[i].A[j] = float32(rng.NormFloat64())
+					}
+				}
+			}
+			e.setParams(p)
+			path := filepath.Join(t.TempDir(), "adapter.gguf")
+			if err := adapters.Write(path, p.Adapter()); err != nil {
+				t.Fatal(err)
+			}
+			tokens := randomTokens(rng, 64, base.Hyper.VocabSize)
+			w := singleWindow(tokens)
+			got, plain := engineLogits(t, e, w, true), engineLogits(t, e, w, false)
+			if d := maxAbsDiff(got, plain); d < 0.05 {
+				t.Fatalf("the adapter moves the logits by only %g", d)
+			}
+			untied, err := llama.BaseFor(model, []string{path})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if untied == model {
+				t.Fatal("BaseFor kept the tied base")
+			}
+			if d := maxAbsDiff(got, llamatest.Logits(t, untied, path, tokens)); d > 1e-3 {
+				t.Fatalf("max |engine - llama.cpp on the untied base| = %g, want <= 1e-3", d)
+			}
+			if d := maxAbsDiff(plain, llamatest.Logits(t, untied, "", tokens)); d > 1e-3 {
+				t.Fatalf("the untied base alone differs from the tied one by %g", d)
+			}
+			merged := filepath.Join(t.TempDir(), "merged.gguf")
+			if _, err := adapters.Merge(model, path, merged, adapters.MergeOptions{Type: "f32"}); err != nil {
+				t.Fatal(err)
+			}
+			d := maxAbsDiff(got, llamatest.Logits(t, merged, "", tokens))
+			if d > 1e-3 {
+				t.Fatalf("max |engine - merged model| = %g, want <= 1e-3", d)
+			}
+			t.Logf("engine = llama.cpp on the untied base; = merged within %.1e (adapter moves logits by %.2f)", d, maxAbsDiff(got, plain))
+		})
 	}
 }

@@ -70,7 +70,11 @@ func runGenerate(args []string) error {
 	loadBackends()
 	warnSIMD()
 
-	m, err := llama.LoadModel(*model, llama.ModelOptions{})
+	path, err := llama.BaseFor(*model, adapters)
+	if err != nil {
+		return err
+	}
+	m, err := llama.LoadModel(path, llama.ModelOptions{})
 	if err != nil {
 		return err
 	}
