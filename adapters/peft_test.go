@@ -56,7 +56,7 @@ func randomAdapter(rng *rand.Rand, alpha float32) *LoRA {
 			l.Pairs = append(l.Pairs, randomPair(rng, fmt.Sprintf("blk.%d.%s.weight", b, w), s[0], s[1], r, 0.2))
 		}
 	}
-	l.Pairs = append(l.Pairs, randomPair(rng, "output.weight", 64, 259, 8, 0.2))
+	l.Pairs = append(l.Pairs, randomPair(rng, "output.weight", 64, 259, 8, 0.2), randomPair(rng, "token_embd.weight", 259, 64, 4, 0.2))
 	sort.Slice(l.Pairs, func(i, j int) bool { return l.Pairs[i].Base < l.Pairs[j].Base })
 	return l
 }
@@ -104,7 +104,11 @@ func TestPEFTRoundTrip(t *testing.T) {
 	st := readST(t, filepath.Join(dir, PEFTWeightsFile))
 	for _, p := range l.Pairs {
 		m, _ := hfModule(p.Base)
-		b := st.f32(t, peftPrefix+m+".lora_B.weight")
+		suffix := ".lora_B.weight"
+		if p.Embedding() {
+			suffix = ".lora_embedding_B" // as PEFT names an nn.Embedding's LoRA
+		}
+		b := st.f32(t, peftPrefix+m+suffix)
 		permuted := strings.Contains(p.Base, "attn_q") || strings.Contains(p.Base, "attn_k")
 		if reflect.DeepEqual(b, p.B) == permuted {
 			t.Errorf("%s: PEFT lora_B equals the GGUF's: %v, want %v", p.Base, !permuted, permuted)
@@ -386,6 +390,8 @@ func TestPEFTFiles(t *testing.T) {
 		"base_model.model.model.layers.1.mlp.down_proj.lora_A.weight":    {8, 96},
 		"base_model.model.lm_head.lora_A.weight":                         {8, 64},
 		"base_model.model.lm_head.lora_B.weight":                         {259, 8},
+		"base_model.model.model.embed_tokens.lora_embedding_A":           {4, 259},
+		"base_model.model.model.embed_tokens.lora_embedding_B":           {64, 4},
 	} {
 		if got := st.entry(t, name).Shape; !reflect.DeepEqual(got, shape) {
 			t.Errorf("%s: shape %v, want %v", name, got, shape)
@@ -403,7 +409,7 @@ func TestPEFTFiles(t *testing.T) {
 		"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4.0, "lora_alpha": 16.0, "lora_dropout": 0.0, "bias": "none",
 		"fan_in_fan_out": false, "use_rslora": false, "use_dora": false, "inference_mode": true,
 		"base_model_name_or_path": "meta-llama/Llama-3.2-1B",
-		"target_modules":          []any{"down_proj", "gate_proj", "k_proj", "lm_head", "o_proj", "q_proj", "up_proj", "v_proj"},
+		"target_modules":          []any{"down_proj", "embed_tokens", "gate_proj", "k_proj", "lm_head", "o_proj", "q_proj", "up_proj", "v_proj"},
 		"rank_pattern":            map[string]any{"lm_head": 8.0, "model.layers.0.mlp.down_proj": 8.0, "model.layers.1.mlp.down_proj": 8.0},
 		"alpha_pattern":           map[string]any{},
 	}
@@ -701,12 +707,8 @@ func TestImportPEFTErrors(t *testing.T) {
 		{"dora", `{"r": 4, "lora_alpha": 8, "use_dora": true}`, "F32", good, []string{PEFTConfigFile, "DoRA", "not supported"}},
 		{"no rank", `{"lora_alpha": 8}`, "F32", good, []string{PEFTConfigFile, "positive r"}},
 		{"bad pattern", `{"r": 4, "lora_alpha": 8, "rank_pattern": {"(q_proj": 2}}`, "F32", good, []string{"rank_pattern", "(q_proj"}},
-		{"embedding", config, "F32", append(good, peftTensor{"base_model.model.model.embed_tokens.lora_embedding_A", []int{4, 259}, make([]float32, 4*259)}),
-			[]string{PEFTWeightsFile, "model.embed_tokens.lora_embedding_A", "embedding LoRA", "not supported"}},
-		{"embed_tokens as lora_A", config, "F32", append(good,
-			peftTensor{"model.embed_tokens.lora_A.weight", []int{4, 259}, make([]float32, 4*259)},
-			peftTensor{"model.embed_tokens.lora_B.weight", []int{64, 4}, make([]float32, 4*64)}),
-			[]string{PEFTWeightsFile, "embed_tokens", "not supported"}},
+		{"embedding without B", config, "F32", append(good, peftTensor{"base_model.model.model.embed_tokens.lora_embedding_A", []int{4, 259}, make([]float32, 4*259)}),
+			[]string{PEFTWeightsFile, "model.embed_tokens", "only one of lora_A and lora_B"}},
 		{"shape mismatch", config, "F32", []peftTensor{
 			{"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", []int{4, 48}, make([]float32, 4*48)},
 			{"base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", []int{64, 4}, make([]float32, 4*64)}},
@@ -744,8 +746,8 @@ func TestImportPEFTErrors(t *testing.T) {
 func TestExportPEFTErrors(t *testing.T) {
 	base := gqaBase(t)
 	rng := rand.New(rand.NewPCG(9, 9))
-	embd := writeAdapter(t, &LoRA{Architecture: "llama", Alpha: 8, Pairs: []Pair{randomPair(rng, "token_embd.weight", 64, 259, 4, 0.1)}})
-	wantErr(t, ExportPEFT(embd, base, filepath.Join(t.TempDir(), "p"), ExportOptions{}), embd, "token_embd.weight", "no Hugging Face name")
+	norm := writeAdapter(t, &LoRA{Architecture: "llama", Alpha: 8, Pairs: []Pair{randomPair(rng, "output_norm.weight", 1, 64, 4, 0.1)}})
+	wantErr(t, ExportPEFT(norm, base, filepath.Join(t.TempDir(), "p"), ExportOptions{}), norm, "output_norm.weight")
 	deep := writeAdapter(t, &LoRA{Architecture: "llama", Alpha: 8, Pairs: []Pair{randomPair(rng, "blk.5.attn_v.weight", 64, 32, 4, 0.1)}})
 	wantErr(t, ExportPEFT(deep, base, filepath.Join(t.TempDir(), "p"), ExportOptions{}), deep, "blk.5.attn_v.weight", "wrong base model")
 	tied := filepath.Join(t.TempDir(), "tied.gguf")
@@ -753,7 +755,10 @@ func TestExportPEFTErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	head := writeAdapter(t, &LoRA{Architecture: "llama", Alpha: 8, Pairs: []Pair{randomPair(rng, "output.weight", 64, 259, 4, 0.1)}})
-	wantErr(t, ExportPEFT(head, tied, filepath.Join(t.TempDir(), "p"), ExportOptions{}), head, "ties it to the token embedding", "without lm_head")
+	// lm_head's LoRA on a tied base is PEFT's own case: exported as it is.
+	if err := ExportPEFT(head, tied, filepath.Join(t.TempDir(), "p"), ExportOptions{}); err != nil {
+		t.Fatalf("lm_head LoRA on a tied base: %v", err)
+	}
 	notDir := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(notDir, nil, 0o644)
 	wantErr(t, ExportPEFT(writeAdapter(t, randomAdapter(rng, 8)), base, notDir, ExportOptions{}), notDir, "new or empty folder")
