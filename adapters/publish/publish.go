@@ -34,6 +34,7 @@ import (
 	"github.com/finetune-dev/finetune/internal/atomicfile"
 	"github.com/finetune-dev/finetune/internal/filehash"
 	"github.com/finetune-dev/finetune/internal/gguf"
+	"github.com/finetune-dev/finetune/internal/llama"
 	"github.com/finetune-dev/finetune/internal/ollamahost"
 	"github.com/finetune-dev/finetune/internal/textfmt"
 )
@@ -304,6 +305,23 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 		}
 	} else if as == AsAuto {
 		as = AsAdapter
+	}
+	if as != AsMerged {
+		f, err := llama.OpenGGUF(o.Base)
+		if err != nil {
+			return nil, err
+		}
+		untied, err := llama.NeedsUntied(o.Adapter, f)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case untied && as == AsAdapter && o.As == AsAdapter:
+			return nil, fmt.Errorf("publish: %s updates the output head or the token embedding, which %s ties together: Ollama's runner cannot apply it to that base; publish it merged (--as merged)", o.Adapter, o.Base)
+		case untied:
+			as = AsMerged
+			o.Logger.Info("publishing merged: the adapter updates the output head or the token embedding, which the base ties together", "base", o.Base)
+		}
 	}
 
 	// 1. The adapter in the engine Ollama's runner uses.

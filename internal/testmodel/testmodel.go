@@ -40,6 +40,15 @@ type Config struct {
 	// TiedOutput leaves out output.weight, so llama.cpp uses the token
 	// embedding as the output head.
 	TiedOutput bool
+	// ResidualScale multiplies the spread of the weights that write into
+	// the residual stream (attn_output, ffn_down; 0: 1), and EmbedStd is the
+	// token embedding's (0: 1/sqrt(Embd)). With every weight N(0, 1/n_in),
+	// each layer adds a random vector about sqrt(Embd) times the size of
+	// the token's embedding, and the token is lost after the first layer;
+	// quieter layers and a louder embedding keep it, as in a network at the
+	// start of pretraining.
+	ResidualScale float64
+	EmbedStd      float64
 }
 
 var fileTypes = map[string]struct {
@@ -234,6 +243,12 @@ func Write(path string, c Config) error {
 		}
 		vals := make([]float32, nIn*nOut)
 		std := 1 / math.Sqrt(float64(nIn))
+		switch {
+		case name == "token_embd.weight" && c.EmbedStd > 0:
+			std = c.EmbedStd
+		case (strings.HasSuffix(name, "attn_output.weight") || strings.HasSuffix(name, "ffn_down.weight")) && c.ResidualScale > 0:
+			std *= c.ResidualScale
+		}
 		for i := range vals {
 			vals[i] = float32(rng.NormFloat64() * std)
 		}
