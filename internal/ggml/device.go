@@ -140,6 +140,19 @@ func Libraries() []Library {
 	return append([]Library(nil), libraries.list...)
 }
 
+// libraryPath is the file the backend registry named reg was loaded from
+// by LoadBackends ("" for a built-in one).
+func libraryPath(reg string) string {
+	libraries.Lock()
+	defer libraries.Unlock()
+	for _, l := range libraries.list {
+		if l.Backend == reg {
+			return l.Path
+		}
+	}
+	return ""
+}
+
 // deviceTypes are the names NewDeviceBackend takes for "the first device of
 // this type".
 var deviceTypes = map[string]C.enum_ggml_backend_dev_type{

@@ -129,7 +129,8 @@ type Device struct {
 	MemoryTotal  uint64
 	ComputeMajor int
 	ComputeMinor int
-	Library      string
+	Library      string // ggml's name of the library kind ("CUDA"); may be empty
+	Path         string // the backend library file it came from; empty when built in
 }
 
 // Devices lists the devices of every registered backend.
@@ -154,6 +155,7 @@ func deviceOf(dev C.ggml_backend_dev_t) Device {
 		ComputeMajor: int(props.compute_major),
 		ComputeMinor: int(props.compute_minor),
 		Library:      goString(props.library),
+		Path:         libraryPath(goString(C.ggml_backend_reg_name(C.ggml_backend_dev_backend_reg(dev)))),
 	}
 }
 
