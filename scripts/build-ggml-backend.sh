@@ -40,6 +40,10 @@ EOF
   exit 2
 }
 
+# Part of the cache key: raise it when a change to this script changes what
+# it builds.
+recipe=1
+
 die() { echo "build-ggml-backend: $*" >&2; exit 1; }
 say() { echo "build-ggml-backend: $*" >&2; }
 
@@ -185,11 +189,12 @@ case "$backend" in
 esac
 
 # The cache key: the sources' content, the backend, the toolkit, the
-# architectures, the CMake arguments and the build recipe itself.
+# architectures, the CMake arguments and the build recipe (the hook and
+# recipe, to be raised whenever a change here changes what is built).
 srcsum=$(cd "$src" && find CMakeLists.txt CMakePresets.json ml/backend/ggml/ggml -type f \
   ! -name '*.go' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 keysum=$( { echo "$srcsum"; echo "$backend"; echo "$toolkit"; echo "$preset"; printf '%s\n' "${cmake_args[@]}" | sed "s|$repo|REPO|g; s|$cache|CACHE|g"
-  cat "$0" "$hook"; } | sha256sum | cut -c1-16)
+  echo "recipe $recipe"; cat "$hook"; } | sha256sum | cut -c1-16)
 key="$backend-$version-$keysum"
 dir="$cache/ggml-backends/$key"
 lib="$dir/libggml-$backend.so"

@@ -56,7 +56,8 @@ func lastLines(s string, n int) string {
 
 // trainStep is one forward and backward pass of a small two-layer graph
 // (mul_mat, add, silu, rms_norm, mul, mul_mat, cross-entropy) computed by a
-// scheduler over backends, the weights in a CPU buffer.
+// scheduler over backends, the weights and inputs in a buffer of backend
+// weights.
 type trainStep struct {
 	loss, logits, gradW1, gradW2, gradB []float32
 	splits                              int
@@ -65,7 +66,7 @@ type trainStep struct {
 	unsupported                         []string          // ops the first backend cannot run
 }
 
-func runTrainStep(t *testing.T, backends []*Backend, cpu *Backend) trainStep {
+func runTrainStep(t *testing.T, backends []*Backend, weights *Backend) trainStep {
 	t.Helper()
 	const nIn, nHid, nOut, nTok = 64, 48, 40, 36
 	rng := rand.New(rand.NewPCG(7, 8))
@@ -90,7 +91,7 @@ func runTrainStep(t *testing.T, backends []*Backend, cpu *Backend) trainStep {
 	for _, p := range []Tensor{w1, w2, bias} {
 		p.SetParam()
 	}
-	buf, err := wctx.AllocTensors(cpu)
+	buf, err := wctx.AllocTensors(weights)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,5 +271,52 @@ func TestBLASBackend(t *testing.T) {
 		if d > 1e-4 || math.IsNaN(d) {
 			t.Errorf("%s: BLAS+CPU differs from the CPU by %.2e of its largest value", c.name, d)
 		}
+	}
+}
+
+// TestGPUBackends runs the training step of TestBLASBackend on every GPU
+// the backend libraries in FINETUNE_LIB_PATH bring (make cuda), weights in
+// the GPU's memory, and compares it with the CPU. Without a GPU it skips.
+func TestGPUBackends(t *testing.T) {
+	LoadBackends(filepath.SplitList(os.Getenv("FINETUNE_LIB_PATH")))
+	var gpus []Device
+	for _, d := range Devices() {
+		if d.Type == DeviceGPU || d.Type == DeviceIGPU {
+			gpus = append(gpus, d)
+		}
+	}
+	if len(gpus) == 0 {
+		t.Skipf("no GPU device (libraries %+v)", Libraries())
+	}
+	cpu, err := NewCPUBackend(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cpu.Close()
+	ref := runTrainStep(t, []*Backend{cpu}, cpu)
+	for _, d := range gpus {
+		t.Run(d.Name, func(t *testing.T) {
+			gpu, err := NewDeviceBackend(d.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer gpu.Close()
+			t.Logf("%s: %s, %d of %d bytes free, compute %d.%d, from %s", d.Name, d.Description, d.MemoryFree, d.MemoryTotal, d.ComputeMajor, d.ComputeMinor, d.Path)
+			got := runTrainStep(t, []*Backend{gpu, cpu}, gpu)
+			t.Logf("%s+CPU: %d splits, nodes %v; %s cannot run: %v", d.Name, got.splits, got.placement, d.Name, got.unsupported)
+			if got.placement[gpu.Name()] == 0 {
+				t.Errorf("no node ran on %s: %v", d.Name, got.placement)
+			}
+			for _, c := range []struct {
+				name     string
+				got, ref []float32
+			}{{"loss", got.loss, ref.loss}, {"logits", got.logits, ref.logits}, {"grad w1", got.gradW1, ref.gradW1}, {"grad w2", got.gradW2, ref.gradW2}, {"grad bias", got.gradB, ref.gradB}} {
+				diff := maxRelDiff(c.got, c.ref)
+				t.Logf("%s: max difference %.2e of its largest value", c.name, diff)
+				if diff > 1e-3 || math.IsNaN(diff) {
+					t.Errorf("%s: %s differs from the CPU by %.2e of its largest value", c.name, d.Name, diff)
+				}
+			}
+		})
 	}
 }
