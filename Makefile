@@ -19,7 +19,7 @@ LDFLAGS = -X main.version=$(VERSION) -X main.llamaCommit=$(LLAMA_COMMIT) -X main
 space := $(subst ,, )
 TEST_FLAGS ?= -timeout 30m
 
-.PHONY: build install test vet demo clean bench-train
+.PHONY: build install test vet demo clean bench-train blas cuda
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/finetune
@@ -36,6 +36,16 @@ vet:
 
 clean:
 	rm -rf bin
+
+# ggml's BLAS and CUDA backends as loadable libraries in bin/lib, beside
+# bin/finetune, built from the ollama module's sources and cached in
+# ~/.cache/finetune/ggml-backends (scripts/build-ggml-backend.sh -h for the
+# options: BACKEND_FLAGS='--archs 90', CUDA_ARCHITECTURES, --src, --nvcc).
+blas:
+	scripts/build-ggml-backend.sh blas $(BACKEND_FLAGS)
+
+cuda:
+	scripts/build-ggml-backend.sh cuda $(BACKEND_FLAGS)
 
 demo: build
 	BIN=$(BIN) scripts/demo.sh

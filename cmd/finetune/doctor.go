@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 
@@ -28,6 +29,7 @@ type doctorReport struct {
 	GPUs        int            `json:"gpus"`
 	LibPath     []string       `json:"backend_search_path"`
 	LibSearched []string       `json:"backend_folders_found"`
+	Libraries   []ggml.Library `json:"backend_libraries"`
 }
 
 func runDoctor(args []string) error {
@@ -40,6 +42,7 @@ func runDoctor(args []string) error {
 	r.Finetune, r.Ollama, r.LlamaCpp = versions()
 	r.LibPath = backendPath()
 	r.LibSearched = loadBackends()
+	r.Libraries = ggml.Libraries()
 	r.SystemInfo = llama.SystemInfo()
 	r.Features = ggml.Features()
 	r.MissingSIMD = ggml.MissingSIMD()
@@ -85,22 +88,24 @@ func runDoctor(args []string) error {
 	fmt.Fprintf(w, "\nbackends        %s\n", strings.Join(r.Backends, ", "))
 	fmt.Fprintln(w, "devices")
 	for _, d := range r.Devices {
-		line := fmt.Sprintf("  %-10s %-5s %s", d.Name, d.Type, d.Description)
+		line := fmt.Sprintf("  %-10s %-11s %s", d.Name, d.Type, d.Description)
 		if d.MemoryTotal > 0 {
 			line += fmt.Sprintf(", %s of %s free", textfmt.HumanBytes(d.MemoryFree), textfmt.HumanBytes(d.MemoryTotal))
 		}
 		if d.ComputeMajor > 0 {
-			line += fmt.Sprintf(", compute %d.%d", d.ComputeMajor, d.ComputeMinor)
+			line += fmt.Sprintf(", compute capability %d.%d", d.ComputeMajor, d.ComputeMinor)
 		}
-		if d.Library != "" {
-			line += ", from " + d.Library
+		if d.Path != "" {
+			line += ", from " + d.Path
+		} else if d.Library != "" && d.Library != d.Backend {
+			line += ", library " + d.Library
 		}
 		fmt.Fprintln(w, line)
 	}
 	if r.GPUs == 0 {
 		fmt.Fprintln(w, "GPUs            none found: training and generation run on the CPU")
 	}
-	fmt.Fprintln(w, "\nGPU backend libraries are searched in (FINETUNE_LIB_PATH, then lib/ beside the executable):")
+	fmt.Fprintln(w, "\nbackend libraries (libggml-*.so) are searched in FINETUNE_LIB_PATH, then lib/ beside the executable:")
 	found := map[string]bool{}
 	for _, d := range r.LibSearched {
 		found[d] = true
@@ -111,6 +116,22 @@ func runDoctor(args []string) error {
 			state = "searched"
 		}
 		fmt.Fprintf(w, "  %s (%s)\n", d, state)
+		for _, l := range r.Libraries {
+			if abs, err := absPath(d); err != nil || filepath.Dir(l.Path) != abs {
+				continue
+			}
+			switch {
+			case l.Backend != "":
+				fmt.Fprintf(w, "    %-20s loaded: %s, %d device(s)\n", filepath.Base(l.Path), l.Backend, l.Devices)
+			case strings.HasPrefix(l.Error, "skipped"):
+				fmt.Fprintf(w, "    %-20s %s\n", filepath.Base(l.Path), l.Error)
+			default:
+				fmt.Fprintf(w, "    %-20s not loaded: %s\n", filepath.Base(l.Path), l.Error)
+			}
+		}
+	}
+	if len(r.Libraries) == 0 {
+		fmt.Fprintln(w, "  no backend library found: 'make cuda' or 'make blas' builds one into bin/lib")
 	}
 	return nil
 }

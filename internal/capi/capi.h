@@ -279,6 +279,25 @@ enum ggml_status ggml_backend_sched_graph_compute(ggml_backend_sched_t sched, st
 void ggml_backend_sched_reset(ggml_backend_sched_t sched);
 size_t ggml_backend_sched_get_buffer_size(ggml_backend_sched_t sched, ggml_backend_t backend);
 
+// Devices as backends, op support and where the scheduler put each node.
+typedef void (*ggml_backend_set_n_threads_t)(ggml_backend_t backend, int n_threads);
+ggml_backend_dev_t ggml_backend_dev_by_name(const char * name);
+ggml_backend_dev_t ggml_backend_dev_by_type(enum ggml_backend_dev_type type);
+ggml_backend_t ggml_backend_dev_init(ggml_backend_dev_t device, const char * params);
+bool ggml_backend_dev_supports_op(ggml_backend_dev_t device, const struct ggml_tensor * op);
+ggml_backend_buffer_type_t ggml_backend_dev_buffer_type(ggml_backend_dev_t device);
+void * ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name);
+const char * ggml_backend_name(ggml_backend_t backend);
+ggml_backend_dev_t ggml_backend_get_device(ggml_backend_t backend);
+bool ggml_backend_supports_op(ggml_backend_t backend, const struct ggml_tensor * op);
+void ggml_backend_synchronize(ggml_backend_t backend);
+const char * ggml_backend_buffer_name(ggml_backend_buffer_t buffer);
+bool ggml_backend_buffer_is_host(ggml_backend_buffer_t buffer);
+int ggml_backend_sched_get_n_splits(ggml_backend_sched_t sched);
+int ggml_backend_sched_get_n_copies(ggml_backend_sched_t sched);
+ggml_backend_t ggml_backend_sched_get_tensor_backend(ggml_backend_sched_t sched, struct ggml_tensor * node);
+void ggml_backend_sched_set_tensor_backend(ggml_backend_sched_t sched, struct ggml_tensor * node, ggml_backend_t backend);
+
 // ---------------------------------------------------------------- gguf
 
 enum gguf_type {

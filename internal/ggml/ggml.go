@@ -9,6 +9,7 @@ package ggml
 
 /*
 #cgo CPPFLAGS: -I${SRCDIR}/../capi
+#cgo linux LDFLAGS: -rdynamic -ldl
 #include <stdlib.h>
 #include "capi.h"
 */
@@ -16,9 +17,6 @@ import "C"
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
-	"sync"
 	"unsafe"
 
 	_ "github.com/ollama/ollama/ml/backend/ggml/ggml/src"
@@ -131,30 +129,34 @@ type Device struct {
 	MemoryTotal  uint64
 	ComputeMajor int
 	ComputeMinor int
-	Library      string
+	Library      string // ggml's name of the library kind ("CUDA"); may be empty
+	Path         string // the backend library file it came from; empty when built in
 }
 
 // Devices lists the devices of every registered backend.
 func Devices() []Device {
 	var out []Device
 	for i := C.size_t(0); i < C.ggml_backend_dev_count(); i++ {
-		dev := C.ggml_backend_dev_get(i)
-		var props C.struct_ggml_backend_dev_props
-		C.ggml_backend_dev_get_props(dev, &props)
-		d := Device{
-			Name:         goString(props.name),
-			Description:  goString(props.description),
-			Backend:      goString(C.ggml_backend_reg_name(C.ggml_backend_dev_backend_reg(dev))),
-			Type:         DeviceType(props._type),
-			MemoryFree:   uint64(props.memory_free),
-			MemoryTotal:  uint64(props.memory_total),
-			ComputeMajor: int(props.compute_major),
-			ComputeMinor: int(props.compute_minor),
-			Library:      goString(props.library),
-		}
-		out = append(out, d)
+		out = append(out, deviceOf(C.ggml_backend_dev_get(i)))
 	}
 	return out
+}
+
+func deviceOf(dev C.ggml_backend_dev_t) Device {
+	var props C.struct_ggml_backend_dev_props
+	C.ggml_backend_dev_get_props(dev, &props)
+	return Device{
+		Name:         goString(props.name),
+		Description:  goString(props.description),
+		Backend:      goString(C.ggml_backend_reg_name(C.ggml_backend_dev_backend_reg(dev))),
+		Type:         DeviceType(props._type),
+		MemoryFree:   uint64(props.memory_free),
+		MemoryTotal:  uint64(props.memory_total),
+		ComputeMajor: int(props.compute_major),
+		ComputeMinor: int(props.compute_minor),
+		Library:      goString(props.library),
+		Path:         libraryPath(goString(C.ggml_backend_reg_name(C.ggml_backend_dev_backend_reg(dev)))),
+	}
 }
 
 // Backends lists the names of the registered backends ("CPU", ...).
@@ -164,33 +166,6 @@ func Backends() []string {
 		out = append(out, goString(C.ggml_backend_reg_name(C.ggml_backend_reg_get(i))))
 	}
 	return out
-}
-
-var loaded sync.Map
-
-// LoadBackends asks ggml to load every backend library (ggml-cuda.so, ...)
-// found in the given folders; folders that do not exist are skipped. It
-// returns the folders that were searched. Each folder is searched once per
-// process.
-func LoadBackends(dirs []string) []string {
-	var searched []string
-	for _, dir := range dirs {
-		abs, err := filepath.Abs(dir)
-		if err != nil {
-			continue
-		}
-		if st, err := os.Stat(abs); err != nil || !st.IsDir() {
-			continue
-		}
-		searched = append(searched, abs)
-		if _, done := loaded.LoadOrStore(abs, true); done {
-			continue
-		}
-		cdir := C.CString(abs)
-		C.ggml_backend_load_all_from_path(cdir)
-		C.free(unsafe.Pointer(cdir))
-	}
-	return searched
 }
 
 func goString(s *C.char) string {

@@ -361,14 +361,10 @@ func NewCPUBackend(threads int) (*Backend, error) {
 	return &Backend{c: b}, nil
 }
 
-// SetThreads sets how many threads the CPU backend computes with from
-// its next graph on (threads <= 0: every core).
-func (b *Backend) SetThreads(threads int) {
-	if threads <= 0 {
-		threads = runtime.NumCPU()
-	}
-	C.ggml_backend_cpu_set_n_threads(b.c, C.int(threads))
-}
+// SetThreads sets how many threads the backend computes with from its
+// next graph on (threads <= 0: every core). Backends without a thread count
+// (GPUs) ignore it; the CPU and BLAS backends have one.
+func (b *Backend) SetThreads(threads int) { b.setThreads(threads) }
 
 // Close frees the backend.
 func (b *Backend) Close() {
@@ -424,12 +420,18 @@ func (b *Buffer) Place(t Tensor, addr unsafe.Pointer) error {
 type Sched struct {
 	c        C.ggml_backend_sched_t
 	backends []C.ggml_backend_t
+	owners   []*Backend
 }
 
-// NewSched makes a scheduler over backends (the CPU backend last) for
-// graphs of at most graphSize nodes.
+// NewSched makes a scheduler over backends for graphs of at most graphSize
+// nodes. The order is the priority: a node runs on the first backend that
+// supports it and can use its inputs' memory; the CPU backend must be last
+// (ggml aborts otherwise, so NewSched checks).
 func NewSched(backends []*Backend, graphSize int) (*Sched, error) {
-	s := &Sched{}
+	if len(backends) == 0 || !backends[len(backends)-1].IsCPU() {
+		return nil, errors.New("ggml: a scheduler needs the CPU backend last")
+	}
+	s := &Sched{owners: append([]*Backend(nil), backends...)}
 	for _, b := range backends {
 		s.backends = append(s.backends, b.c)
 	}
