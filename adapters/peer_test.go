@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/finetune-dev/finetune/adapters"
@@ -63,11 +64,13 @@ func peerModels(t *testing.T) []peerModel {
 
 // TestPeerPEFT proves the PEFT export and import against PEFT:
 //
-//   - export: an adapter trained by finetune on all seven projections,
+//   - export: an adapter trained by finetune on all seven projections, the
+//     output head and the token embedding,
 //     exported with ExportPEFT (`finetune export peft`) and loaded by PEFT
 //     onto the transformers model of the same GGUF, gives llama.cpp's logits
 //     with the GGUF adapter;
-//   - import: an adapter trained a few steps by PEFT in torch, imported with
+//   - import: an adapter trained a few steps by PEFT in torch (lm_head and
+//     embed_tokens among its targets), imported with
 //     ImportPEFT (`finetune export import-peft`), gives PEFT's logits in
 //     llama.cpp.
 //
@@ -93,7 +96,8 @@ func TestPeerPEFT(t *testing.T) {
 		// finetune trains: 6 steps at a high rate, so that B is far from
 		// zero and the adapter moves the logits.
 		res, err := lora.Train(context.Background(), m.path, lora.Config{
-			Rank: 8, Alpha: 16, LearningRate: 2e-2, Schedule: "constant", MaxSteps: 6, Seed: 3, Threads: 2,
+			Targets: append(slices.Clone(lora.Targets), lora.ModelTargets...),
+			Rank:    8, Alpha: 16, LearningRate: 2e-2, Schedule: "constant", MaxSteps: 6, Seed: 3, Threads: 2,
 			Files: lora.Files{Checkpoint: filepath.Join(d, "ckpt.gguf"), Metrics: filepath.Join(d, "metrics.jsonl"), Adapter: filepath.Join(d, "adapter.gguf")},
 		}, lora.Data{Train: peerWindows(rng, 4, 32, m.vocab)}, nil)
 		if err != nil {
@@ -116,7 +120,7 @@ func TestPeerPEFT(t *testing.T) {
 		jobs = append(jobs,
 			map[string]any{"op": "logits", "gguf": m.path, "adapter": nil, "tokens": w.tokens, "out": w.baseOut},
 			map[string]any{"op": "logits", "gguf": m.path, "adapter": w.exported, "tokens": w.tokens, "out": w.exportOut},
-			map[string]any{"op": "train", "gguf": m.path, "targets": hfTargets, "r": 8, "alpha": 16, "lr": 2e-2,
+			map[string]any{"op": "train", "gguf": m.path, "targets": append(slices.Clone(hfTargets), "lm_head", "embed_tokens"), "r": 8, "alpha": 16, "lr": 2e-2,
 				"weight_decay": 0.0, "betas": []float64{0.9, 0.999}, "eps": 1e-8, "clip": 1.0, "steps": 4, "schedule": "constant",
 				"windows": jw, "grad_accum": 1, "seed": 5, "final_out": w.peftTrained, "losses_out": w.peftLosses},
 			map[string]any{"op": "logits", "gguf": m.path, "adapter": w.peftTrained, "tokens": w.tokens, "out": w.peftOut})

@@ -13,6 +13,9 @@ import (
 type Config struct {
 	// Targets are the projections to adapt (default: all seven).
 	Targets []string
+	// Device is where the graphs run: "auto" (default: the first GPU, else
+	// the CPU), "cpu", "cuda[:N]", or a device by ggml's name (OpenDevice).
+	Device  string
 	Rank    int     // default 8
 	Alpha   float64 // default 16
 	RSLoRA  bool    // scale alpha/sqrt(rank) instead of alpha/rank

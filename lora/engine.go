@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/finetune-dev/finetune/adapters"
@@ -42,7 +43,14 @@ type engine struct {
 	dropout float32
 	threads int
 
-	backend *ggml.Backend
+	backend *ggml.Backend // the CPU's: the scheduler's last resort, and the whole of it without a device
+	// dev, when not nil, is the device the graphs run on (a GPU, or an
+	// accelerator such as ggml's BLAS backend); the LoRA tensors, the
+	// transposed copies and the kept activations live in its memory, and
+	// so do the base weights on a GPU. Nodes it cannot compute run on the
+	// CPU (logged once per graph kind).
+	dev     *ggml.Backend
+	placed  map[string]bool
 	pctx    *ggml.Ctx // LoRA tensors
 	pbuf    *ggml.Buffer
 	pairs   []pairTensors
@@ -100,6 +108,28 @@ const (
 	graphLossRows                       // as graphLoss, the head over the target rows only
 )
 
+func (k graphKind) String() string {
+	switch k {
+	case graphTrain:
+		return "train"
+	case graphLoss:
+		return "loss"
+	case graphLogits:
+		return "logits"
+	case graphLogitsP:
+		return "base logits"
+	case graphHeadTrain:
+		return "output head, training"
+	case graphHeadLoss:
+		return "output head, loss"
+	case graphTrainRows:
+		return "train (target rows)"
+	case graphLossRows:
+		return "loss (target rows)"
+	}
+	return fmt.Sprintf("graph kind %d", int(k))
+}
+
 type graph struct {
 	kind   graphKind
 	nRows  int // graphTrainRows, graphLossRows: the rows the head runs over
@@ -130,12 +160,27 @@ type hostInput struct {
 	v []float32
 }
 
-// newEngine allocates LoRA tensors of rank r for targets on every layer.
+// newEngine allocates LoRA tensors of rank r for targets on every layer,
+// on the CPU.
 func newEngine(base *Base, targets []string, rank int, scale float32, dropout float32, ctxLen, threads int) (*engine, error) {
-	e := &engine{base: base, ctxLen: ctxLen, scale: scale, dropout: dropout, threads: threads, graphs: map[graphKind]*graph{}, outPair: -1, embPair: -1}
+	return newEngineOn(nil, base, targets, rank, scale, dropout, ctxLen, threads)
+}
+
+// newEngineOn is newEngine with the graphs on device dev (nil: the CPU);
+// the engine owns dev from then on.
+func newEngineOn(dev *ggml.Backend, base *Base, targets []string, rank int, scale float32, dropout float32, ctxLen, threads int) (*engine, error) {
+	e := &engine{base: base, ctxLen: ctxLen, scale: scale, dropout: dropout, threads: threads, graphs: map[graphKind]*graph{}, outPair: -1, embPair: -1,
+		dev: dev, placed: map[string]bool{}}
 	var err error
 	if e.backend, err = ggml.NewCPUBackend(threads); err != nil {
+		dev.Close()
 		return nil, err
+	}
+	if dev != nil && dev.Device().Type != ggml.DeviceCPU && dev.Device().Type != ggml.DeviceAccel {
+		if err := base.placeOn(dev); err != nil {
+			e.close()
+			return nil, err
+		}
 	}
 	n := base.Hyper.Layers * len(targets)
 	if e.pctx, err = ggml.NewCtx((2*n+8)*ggml.TensorOverhead(), true); err != nil {
@@ -180,7 +225,7 @@ func newEngine(base *Base, targets []string, rank int, scale float32, dropout fl
 		p.b.SetParam()
 		e.pairs = append(e.pairs, p)
 	}
-	if e.pbuf, err = e.pctx.AllocTensors(e.backend); err != nil {
+	if e.pbuf, err = e.pctx.AllocTensors(e.main()); err != nil {
 		e.close()
 		return nil, err
 	}
@@ -204,6 +249,55 @@ func (e *engine) close() {
 	e.pbuf.Close()
 	e.pctx.Close()
 	e.backend.Close()
+	e.dev.Close()
+}
+
+// main is the backend the engine's tensors live on: the device's, else the
+// CPU's.
+func (e *engine) main() *ggml.Backend {
+	if e.dev != nil {
+		return e.dev
+	}
+	return e.backend
+}
+
+// backends are the scheduler's backends, in priority order (the CPU last).
+func (e *engine) backends() []*ggml.Backend {
+	if e.dev != nil {
+		return []*ggml.Backend{e.dev, e.backend}
+	}
+	return []*ggml.Backend{e.backend}
+}
+
+// setThreads sets the threads of the CPU's backend and of a device that
+// computes with threads (BLAS).
+func (e *engine) setThreads(n int) {
+	e.backend.SetThreads(n)
+	if e.dev != nil {
+		e.dev.SetThreads(n)
+	}
+}
+
+// newSched is a scheduler over e.backends().
+func (e *engine) newSched(size int) (*ggml.Sched, error) {
+	return ggml.NewSched(e.backends(), size)
+}
+
+// logPlacement says, once per kind of graph, how the scheduler cut an
+// allocated graph between the device and the CPU, naming the ops (with
+// their types) that the device cannot compute.
+func (e *engine) logPlacement(kind string, s *ggml.Sched, g ggml.Graph) {
+	if e.dev == nil || e.placed[kind] {
+		return
+	}
+	e.placed[kind] = true
+	if ops := e.dev.Unsupported(g); len(ops) > 0 {
+		if e.log != nil {
+			e.log.Warn("part of the graph runs on the CPU: the device cannot compute these ops", "graph", kind, "device", e.dev.Name(), "ops", strings.Join(ops, " "), "splits", s.Splits())
+		}
+		return
+	}
+	e.logf("graph placed on the device", "graph", kind, "device", e.dev.Name(), "splits", s.Splits())
 }
 
 // setParams copies the LoRA values into the backend tensors.
@@ -551,7 +645,7 @@ func (e *engine) useRows(kind graphKind, nRows int) (*graph, error) {
 		return nil, err
 	}
 	if sched == nil {
-		if sched, err = ggml.NewSched([]*ggml.Backend{e.backend}, e.graphSize()); err != nil {
+		if sched, err = e.newSched(e.graphSize()); err != nil {
 			gr.ctx.Close()
 			return nil, err
 		}
@@ -562,6 +656,7 @@ func (e *engine) useRows(kind graphKind, nRows int) (*graph, error) {
 		gr.ctx.Close()
 		return nil, err
 	}
+	e.logPlacement(kind.String(), sched, gr.g)
 	gr.sched = sched
 	e.graphs[kind] = gr
 	return gr, nil
@@ -592,7 +687,7 @@ func (e *engine) use(kind graphKind) (*graph, error) {
 	if err != nil {
 		return nil, err
 	}
-	if gr.sched, err = ggml.NewSched([]*ggml.Backend{e.backend}, e.graphSize()); err != nil {
+	if gr.sched, err = e.newSched(e.graphSize()); err != nil {
 		gr.ctx.Close()
 		return nil, err
 	}
@@ -601,6 +696,7 @@ func (e *engine) use(kind graphKind) (*graph, error) {
 		gr.ctx.Close()
 		return nil, err
 	}
+	e.logPlacement(kind.String(), gr.sched, gr.g)
 	e.graphs[kind] = gr
 	return gr, nil
 }
@@ -768,7 +864,7 @@ func (e *engine) transposeWeights() error {
 		wt[w] = t
 		order = append(order, w)
 	}
-	if e.wtBuf, err = e.wtCtx.AllocTensors(e.backend); err != nil {
+	if e.wtBuf, err = e.wtCtx.AllocTensors(e.main()); err != nil {
 		return err
 	}
 	start, last := time.Now(), time.Now()
@@ -820,7 +916,7 @@ func (e *engine) transposeInto(w, dst ggml.Tensor) error {
 		}
 		g.Expand(x.Cpy(x.Cont(x.Transpose(src)), x.View2D(dst, nOut, n, dst.Nb(1), c0*dst.Nb(1))))
 	}
-	s, err := ggml.NewSched([]*ggml.Backend{e.backend}, size)
+	s, err := e.newSched(size)
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,9 @@ type Base struct {
 	mapped []byte
 	ctx    *ggml.Ctx
 	buf    *ggml.Buffer
+	// devCtx, devBuf hold the weights' copies on a GPU (placeOn).
+	devCtx *ggml.Ctx
+	devBuf *ggml.Buffer
 	byName map[string]ggml.Tensor
 	layers []layerWeights
 
@@ -139,6 +142,13 @@ func (b *Base) mmap() error {
 		}
 		b.byName[ti.Name] = t
 	}
+	b.bind()
+	return nil
+}
+
+// bind points the model's fields at the tensors of byName.
+func (b *Base) bind() {
+	b.layers = b.layers[:0]
 	b.tokEmbd = b.byName["token_embd.weight"]
 	b.outNorm = b.byName["output_norm.weight"]
 	b.output = b.byName["output.weight"]
@@ -155,6 +165,36 @@ func (b *Base) mmap() error {
 		}
 		b.layers = append(b.layers, lw)
 	}
+}
+
+// placeOn copies the weights into the memory of dev (a GPU's), in their
+// own types, and has the model use those copies.
+func (b *Base) placeOn(dev *ggml.Backend) error {
+	ctx, err := ggml.NewCtx((len(b.byName)+8)*ggml.TensorOverhead(), true)
+	if err != nil {
+		return err
+	}
+	copies := make(map[string]ggml.Tensor, len(b.byName))
+	for name, t := range b.byName {
+		var c ggml.Tensor
+		if t.Ne(1) == 1 {
+			c = ctx.New1D(t.Type(), t.Ne(0))
+		} else {
+			c = ctx.New2D(t.Type(), t.Ne(0), t.Ne(1))
+		}
+		copies[name] = c.SetName(name)
+	}
+	buf, err := ctx.AllocTensors(dev)
+	if err != nil {
+		ctx.Close()
+		return fmt.Errorf("%s: the weights do not fit in %s's memory: %w", b.Path, dev.Name(), err)
+	}
+	for name, t := range b.byName {
+		copies[name].SetBytes(t.GetBytes())
+	}
+	b.devCtx, b.devBuf = ctx, buf
+	b.byName = copies
+	b.bind()
 	return nil
 }
 
@@ -163,6 +203,8 @@ func (b *Base) Close() {
 	if b == nil {
 		return
 	}
+	b.devBuf.Close()
+	b.devCtx.Close()
 	b.buf.Close()
 	b.ctx.Close()
 	if b.mapped != nil {

@@ -72,11 +72,11 @@ func (e *engine) initSegments() error {
 		}
 		s.hidden = append(s.hidden, t)
 	}
-	if s.buf, err = s.ctx.AllocTensors(e.backend); err != nil {
+	if s.buf, err = s.ctx.AllocTensors(e.main()); err != nil {
 		s.ctx.Close()
 		return err
 	}
-	if s.sched, err = ggml.NewSched([]*ggml.Backend{e.backend}, e.graphSize()); err != nil {
+	if s.sched, err = e.newSched(e.graphSize()); err != nil {
 		s.buf.Close()
 		s.ctx.Close()
 		return err
@@ -113,7 +113,8 @@ func (e *engine) once(build func(gr *graph) error, in *inputs, seed float32, dro
 	if err := gr.sched.Alloc(gr.g); err != nil {
 		return err
 	}
-	if n := gr.sched.BufferSize(e.backend); n > e.seg.peak {
+	e.logPlacement("checkpointed segment", gr.sched, gr.g)
+	if n := gr.sched.BufferSize(e.main()); n > e.seg.peak {
 		e.seg.peak = n
 		e.logf("compute buffer of the checkpointed path", "MiB", n>>20)
 	}
@@ -200,14 +201,15 @@ func (e *engine) headGraph(backward bool) (*graph, error) {
 			}
 		}
 	}
-	if gr.sched, err = ggml.NewSched([]*ggml.Backend{e.backend}, e.graphSize()); err != nil {
+	if gr.sched, err = e.newSched(e.graphSize()); err != nil {
 		return fail(err)
 	}
 	if err := gr.sched.Alloc(gr.g); err != nil {
 		gr.sched.Close()
 		return fail(err)
 	}
-	e.logf("compute buffer of the output head", "rows", C, "MiB", gr.sched.BufferSize(e.backend)>>20)
+	e.logPlacement(kind.String(), gr.sched, gr.g)
+	e.logf("compute buffer of the output head", "rows", C, "MiB", gr.sched.BufferSize(e.main())>>20)
 	e.graphs[kind] = gr
 	return gr, nil
 }

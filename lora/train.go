@@ -16,6 +16,7 @@ import (
 	"github.com/finetune-dev/finetune/adapters"
 	"github.com/finetune-dev/finetune/internal/cpuload"
 	"github.com/finetune-dev/finetune/internal/filehash"
+	"github.com/finetune-dev/finetune/internal/ggml"
 	"github.com/finetune-dev/finetune/internal/sysmem"
 )
 
@@ -109,19 +110,27 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 	if err != nil {
 		return nil, err
 	}
-	e, err := newEngine(base, cfg.Targets, cfg.Rank, cfg.scale(), float32(cfg.Dropout), ctxLen, cfg.Threads)
+	dev, err := OpenDevice(cfg.Device)
+	if err != nil {
+		return nil, err
+	}
+	avail := sysmem.Available()
+	if dev != nil && dev.Device().Type == ggml.DeviceGPU {
+		avail = int64(dev.Device().MemoryFree)
+	}
+	e, err := newEngineOn(dev, base, cfg.Targets, cfg.Rank, cfg.scale(), float32(cfg.Dropout), ctxLen, cfg.Threads)
 	if err != nil {
 		return nil, err
 	}
 	defer e.close()
 	var need int64
-	e.checkpoint, need = mem.Choose(cfg.Checkpointing, sysmem.Available())
+	e.checkpoint, need = mem.Choose(cfg.Checkpointing, avail)
 	e.allRows = cfg.EveryRow
 	e.log = cfg.Logger
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
-	e.log.Info("training graph", "checkpointing", e.checkpoint, "memory_estimate", fmt.Sprintf("%.2f GiB", float64(need)/(1<<30)), "threads_at_most", cfg.Threads)
+	e.log.Info("training graph", "device", e.main().Name(), "checkpointing", e.checkpoint, "memory_estimate", fmt.Sprintf("%.2f GiB", float64(need)/(1<<30)), "threads_at_most", cfg.Threads)
 
 	total := cfg.MaxSteps
 	if total == 0 {
@@ -319,7 +328,7 @@ func (t *trainer) threads() {
 	if !t.cfg.FixedThreads {
 		n = cpuload.Threads(n)
 	}
-	t.e.backend.SetThreads(n)
+	t.e.setThreads(n)
 }
 
 func (t *trainer) fillDropout(rng *rand.Rand) {
