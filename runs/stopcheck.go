@@ -57,8 +57,8 @@ type StopCheck struct {
 	Decoded  int    // tokens decoded
 	// Prob is the highest probability the base gave the stop token at an
 	// answer end, Rank its rank there (1: the likeliest token).
-	Prob float64
-	Rank int
+	Prob    float64
+	Rank    int
 	Elapsed time.Duration
 }
 
