@@ -32,10 +32,14 @@ const (
 	// shortest, so that the check stays a few forward passes.
 	stopMaxExamples = 8
 	// stopBudget is how many tokens it decodes at most, all examples
-	// together (about a second on a 1B model on two cores). An example
-	// longer than that alone is read from its first token and its last
-	// stopBudget-1.
-	stopBudget = 256
+	// together, on a model of up to stopBudgetParams parameters: 1.9 s for
+	// a 1B Q8_0 model on two cores (measured; about 0.5 s of it loading).
+	// A larger model gets fewer, so that the work stays the same, but never
+	// under stopMinBudget. An example longer than the budget alone is read
+	// from its first token and the last ones before its answer's end.
+	stopBudget       = 96
+	stopBudgetParams = 1.25e9
+	stopMinBudget    = 32
 	// stopMinProb and stopMaxRank: the base produces the stop token when,
 	// at one answer end at least, it gives it a probability of stopMinProb
 	// or more, or ranks it among its stopMaxRank likeliest tokens. A base
@@ -123,7 +127,8 @@ type stopExample struct {
 
 // MeasureStop measures how likely the base finds the stop token where the
 // trained answers of train end: the token most trained answer ends have.
-// It reads the shortest few examples, at most stopBudget tokens in all, with
+// It reads the shortest few examples, at most stopBudget tokens in all (fewer
+// on a model over stopBudgetParams parameters), with
 // threads threads (0: the cores other work leaves free). It returns nil when
 // no answer end is trained.
 func MeasureStop(ctx context.Context, base string, train []lora.Window, threads int) (*StopCheck, error) {
@@ -133,7 +138,11 @@ func MeasureStop(ctx context.Context, base string, train []lora.Window, threads 
 		return nil, err
 	}
 	defer m.Close()
-	stop, exs := stopSamples(m, train)
+	budget := stopBudget
+	if p := float64(m.Params()); p > stopBudgetParams {
+		budget = max(stopMinBudget, int(stopBudget*stopBudgetParams/p))
+	}
+	stop, exs := stopSamples(m, train, budget)
 	if len(exs) == 0 {
 		return nil, nil
 	}
@@ -198,8 +207,8 @@ func logProbRank(logits []float32, t int32) (float64, int) {
 // stopSamples finds the stop token (the end-of-generation token most
 // trained answer ends have) and the examples the check reads: the shortest
 // ones holding a trained answer end with it, at most stopMaxExamples of them
-// and stopBudget tokens in all.
-func stopSamples(m *llama.Model, train []lora.Window) (int32, []stopExample) {
+// and budget tokens in all.
+func stopSamples(m *llama.Model, train []lora.Window, budget int) (int32, []stopExample) {
 	type found struct {
 		w, start, n int   // window, first token, tokens up to the last end
 		ends        []int // indices into the window of the trained ends
@@ -247,13 +256,13 @@ func stopSamples(m *llama.Model, train []lora.Window) (int32, []stopExample) {
 			continue
 		}
 		n := ends[len(ends)-1] - f.start // tokens before the last end
-		if total+n > stopBudget {
+		if total+n > budget {
 			if len(out) > 0 {
 				break
 			}
 			// The shortest example alone is over the budget: its first
 			// token (BOS) and the last ones before its last end.
-			cut := f.start + n - (stopBudget - 1)
+			cut := f.start + n - (budget - 1)
 			ex := stopExample{tokens: append([]int32{w.Tokens[f.start]}, w.Tokens[cut:f.start+n]...)}
 			for _, e := range ends {
 				if e-1 >= cut {

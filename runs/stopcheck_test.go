@@ -178,11 +178,11 @@ func TestStopSamplesBudget(t *testing.T) {
 		}
 		return w
 	}
-	stop, exs := stopSamples(m, []lora.Window{window(90, 40), window(1000), window(30, 20, 10, 200)})
+	stop, exs := stopSamples(m, []lora.Window{window(90, 40), window(1000), window(30, 20, 10, 200)}, stopBudget)
 	if stop != eos {
 		t.Fatalf("stop token %d, want EOS %d", stop, eos)
 	}
-	// The shortest first, within the budget: 10, 20, 30, 40 and 90 tokens
+	// The shortest first, within the budget: 10, 20, 30 and 40 tokens
 	// with their ends (less the end itself, which is predicted).
 	var lens []int
 	total := 0
@@ -193,18 +193,18 @@ func TestStopSamplesBudget(t *testing.T) {
 			t.Fatalf("ends %v of an example of %d tokens", ex.ends, len(ex.tokens))
 		}
 	}
-	if want := []int{9, 19, 29, 39, 89}; !equalInts(lens, want) || total > stopBudget {
+	if want := []int{9, 19, 29, 39}; !equalInts(lens, want) || total > stopBudget {
 		t.Fatalf("examples of %v tokens, want %v", lens, want)
 	}
 	// One example over the budget alone: its first token and the last ones.
-	_, exs = stopSamples(m, []lora.Window{window(1000)})
+	_, exs = stopSamples(m, []lora.Window{window(1000)}, stopBudget)
 	if len(exs) != 1 || len(exs[0].tokens) != stopBudget || exs[0].ends[0] != stopBudget-1 || exs[0].tokens[0] != 100 {
 		t.Fatalf("a long example: %d examples, %d tokens, ends %v", len(exs), len(exs[0].tokens), exs[0].ends)
 	}
 	// No trained end: nothing to read.
 	w := window(20)
 	w.Weights[19] = 0
-	if _, exs := stopSamples(m, []lora.Window{w}); len(exs) != 0 {
+	if _, exs := stopSamples(m, []lora.Window{w}, stopBudget); len(exs) != 0 {
 		t.Fatalf("%d examples without a trained end", len(exs))
 	}
 }
