@@ -42,11 +42,13 @@ const (
 	stopMinBudget    = 32
 	// stopMinProb and stopMaxRank: the base produces the stop token when,
 	// at one answer end at least, it gives it a probability of stopMinProb
-	// or more, or ranks it among its stopMaxRank likeliest tokens. A base
-	// that emits the token after an answer gives it percents there; one
-	// that never emits it gives it millionths or less (stories260K gives
-	// </s> 1e-10 and less, ranks in the 400s of its 512 tokens): orders of
-	// magnitude apart, so the exact figures hardly matter.
+	// or more (or of 1/vocabulary, a uniform guess, when that is less:
+	// a row of the head that is merely random is no dead row), or ranks it
+	// among its stopMaxRank likeliest tokens. A base that emits the token
+	// after an answer gives it percents there; one that never emits it
+	// gives it millionths or less (stories260K gives </s> 1e-10 and less,
+	// ranks in the 400s of its 512 tokens): orders of magnitude apart, so
+	// the exact figures hardly matter.
 	stopMinProb = 1e-4
 	stopMaxRank = 10
 )
@@ -68,7 +70,9 @@ type StopCheck struct {
 
 // Produced reports whether the base produces the stop token where answers
 // end.
-func (c *StopCheck) Produced() bool { return c.Prob >= stopMinProb || c.Rank <= stopMaxRank }
+func (c *StopCheck) Produced() bool {
+	return c.Prob >= min(stopMinProb, 1/float64(c.Vocab)) || c.Rank <= stopMaxRank
+}
 
 // Warning is what the run says about a base that does not produce the stop
 // token, given the recipe's LoRA targets; "" when it does.

@@ -229,3 +229,32 @@ func mustRead(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+func TestStopCheckThresholds(t *testing.T) {
+	for _, c := range []struct {
+		prob float64
+		rank int
+		want bool
+	}{
+		{1e-10, 422, false}, // stories260K's </s>
+		{5e-5, 40, false},
+		{1e-4, 40, true},
+		{1e-9, 3, true}, // among the likeliest, however flat the distribution
+	} {
+		sc := StopCheck{Text: "</s>", Vocab: 512, Ends: 4, Prob: c.prob, Rank: c.rank}
+		if got := sc.Produced(); got != c.want || (sc.Warning(nil) == "") != c.want {
+			t.Errorf("prob %g rank %d of 512: produced %v, want %v", c.prob, c.rank, got, c.want)
+		}
+	}
+	// A vocabulary where a uniform guess is under 1e-4: chance level is a
+	// live row.
+	for _, c := range []struct {
+		prob float64
+		want bool
+	}{{2.8e-5, true}, {5e-6, false}} {
+		sc := StopCheck{Vocab: 128256, Ends: 1, Prob: c.prob, Rank: 5000}
+		if sc.Produced() != c.want {
+			t.Errorf("prob %g of 128256 tokens: produced %v, want %v", c.prob, sc.Produced(), c.want)
+		}
+	}
+}

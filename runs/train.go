@@ -86,11 +86,11 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 		return nil, fmt.Errorf("%s: the run needs about %.1f GiB but the machine has %.1f GiB available: %s", r.Path, gib(need), gib(avail), hint)
 	}
 	log.Info("memory", "estimated", fmt.Sprintf("%.2f GiB", gib(need)), "checkpointing", checkpoint)
-	checkStop(ctx, r, path, data.Train, log)
 	sum, _, err := filehash.SHA256(path)
 	if err != nil {
 		return nil, err
 	}
+	checkStop(ctx, r, path, data.Train, log)
 	return &prepared{base: BaseModel{Ref: r.Base, Path: path, SHA256: sum}, data: data}, nil
 }
 
