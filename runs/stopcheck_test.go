@@ -6,19 +6,22 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/finetune-dev/finetune/internal/gguf"
 	"github.com/finetune-dev/finetune/internal/llama"
 	"github.com/finetune-dev/finetune/internal/shared"
+	"github.com/finetune-dev/finetune/internal/testmodel"
 	"github.com/finetune-dev/finetune/lora"
 )
 
 // storyRecipe writes prompt/completion data of stories260K's own kind,
 // each completion cut where the base would write a full stop, and a
-// recipe (template none) that trains base on it.
-func storyRecipe(t *testing.T, base string, extra string) string {
+// recipe with the given template ("": the model's own) that trains base on
+// it.
+func storyRecipe(t *testing.T, base, template string) string {
 	t.Helper()
 	dir := t.TempDir()
 	var b strings.Builder
@@ -33,7 +36,10 @@ func storyRecipe(t *testing.T, base string, extra string) string {
 	}
 	os.WriteFile(filepath.Join(dir, "train.jsonl"), []byte(b.String()), 0o644)
 	os.WriteFile(filepath.Join(dir, "eval.jsonl"), []byte(b.String()), 0o644)
-	body := "name: stops\nbase: " + base + "\ndata:\n  train: train.jsonl\n  eval: eval.jsonl\n  template: none\n  seq_len: 64\n" + extra
+	body := "name: stops\nbase: " + base + "\ndata:\n  train: train.jsonl\n  eval: eval.jsonl\n  seq_len: 64\n"
+	if template != "" {
+		body += "  template: " + template + "\n"
+	}
 	p := filepath.Join(dir, "recipe.yaml")
 	os.WriteFile(p, []byte(body), 0o644)
 	return p
@@ -52,7 +58,7 @@ func warnings(h *recorder) []string {
 
 func TestStopCheckWarnsWhenTheBaseNeverStops(t *testing.T) {
 	model := shared.Path(t, "models/stories260K.gguf")
-	dir := filepath.Dir(storyRecipe(t, model, ""))
+	dir := filepath.Dir(storyRecipe(t, model, "none"))
 	r := recipe(t, dir, mustRead(t, filepath.Join(dir, "recipe.yaml")), "train.max_steps=1", "train.threads=1")
 	var h recorder
 	out := filepath.Join(t.TempDir(), "run")
@@ -88,33 +94,63 @@ func TestStopCheckWarnsWhenTheBaseNeverStops(t *testing.T) {
 }
 
 func TestStopCheckQuietWhenTheBaseStops(t *testing.T) {
-	model := stoppingStories(t)
+	for _, c := range []struct {
+		name, template string
+		chatml         bool
+	}{{"template none", "none", false}, {"ChatML", "", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			model := editedStories(t, c.chatml, true)
+			dir := filepath.Dir(storyRecipe(t, model, c.template))
+			r := recipe(t, dir, mustRead(t, filepath.Join(dir, "recipe.yaml")), "train.threads=1")
+			d, err := LoadData(r, model)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc, err := MeasureStop(context.Background(), model, d.Train, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%+v", *sc)
+			if !sc.Produced() || sc.Warning(r.LoRA.Targets) != "" || sc.Ends < 3 {
+				t.Fatalf("a base that stops where answers end: %+v, warning %q", *sc, sc.Warning(r.LoRA.Targets))
+			}
+			var h recorder
+			if _, err := prepare(context.Background(), r, &TrainOptions{}, slog.New(&h)); err != nil {
+				t.Fatal(err)
+			}
+			if ws := warnings(&h); len(ws) > 0 {
+				t.Fatalf("warnings %q for a base that stops", ws)
+			}
+		})
+	}
+}
+
+// A chat template's end-of-turn token that the base never learnt: the
+// ChatML tokens of editedStories have the output-head rows of byte tokens
+// stories260K never saw.
+func TestStopCheckWarnsOnAnUnlearntEndOfTurn(t *testing.T) {
+	model := editedStories(t, true, false)
 	dir := filepath.Dir(storyRecipe(t, model, ""))
 	r := recipe(t, dir, mustRead(t, filepath.Join(dir, "recipe.yaml")), "train.threads=1")
-	d, err := LoadData(r, model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := MeasureStop(context.Background(), model, d.Train, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%+v", *c)
-	if !c.Produced() || c.Warning(r.LoRA.Targets) != "" || c.Ends != 4 || c.Examples != 4 {
-		t.Fatalf("a base that stops where answers end: %+v, warning %q", *c, c.Warning(r.LoRA.Targets))
-	}
 	var h recorder
 	if _, err := prepare(context.Background(), r, &TrainOptions{}, slog.New(&h)); err != nil {
 		t.Fatal(err)
 	}
-	if ws := warnings(&h); len(ws) > 0 {
-		t.Fatalf("warnings %q for a base that stops", ws)
+	ws := warnings(&h)
+	if len(ws) != 1 || !strings.Contains(ws[0], "never produces `<|im_end|>`") || !strings.Contains(ws[0], "add `output` to lora.targets") {
+		t.Fatalf("warnings %q, want the one about <|im_end|>", ws)
 	}
+	t.Log(ws[0])
 }
 
-// stoppingStories writes stories260K with the output-head row of </s> set
-// to the row of ".": a base that stops wherever it would end a sentence.
-func stoppingStories(t *testing.T) string {
+// editedStories writes a copy of stories260K. With chatml, two byte tokens
+// TinyStories never holds (<0x01>, <0x02>) become ChatML's <|im_start|>
+// and <|im_end|>, and the ChatML template is embedded: end-of-turn tokens
+// whose output-head rows the base never trained, as a base model's chat
+// tokens. With stops, the output-head row of the stop token (<|im_end|>,
+// else </s>) is set to the row of ".": a base that stops wherever it would
+// end a sentence.
+func editedStories(t *testing.T, chatml, stops bool) string {
 	t.Helper()
 	src := shared.Path(t, "models/stories260K.gguf")
 	m, err := llama.LoadModel(src, llama.ModelOptions{VocabOnly: true})
@@ -122,7 +158,7 @@ func stoppingStories(t *testing.T) string {
 		t.Fatal(err)
 	}
 	toks, _ := m.Tokenize("Lily.", false, false)
-	dot, eos := toks[len(toks)-1], m.EOS()
+	dot, stop := toks[len(toks)-1], m.EOS()
 	if m.TokenText(dot) != "." {
 		t.Fatalf("%q tokenizes to %v, ending with %q", "Lily.", toks, m.TokenText(dot))
 	}
@@ -131,24 +167,50 @@ func stoppingStories(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	kv := slices.Clone(f.KV)
+	if chatml {
+		const imStart, imEnd = 4, 5 // <0x01>, <0x02>
+		stop = imEnd
+		for i := range kv {
+			switch v := kv[i].Value.(type) {
+			case []string:
+				if kv[i].Key == "tokenizer.ggml.tokens" {
+					v = slices.Clone(v)
+					if v[imStart] != "<0x01>" || v[imEnd] != "<0x02>" {
+						t.Fatalf("tokens %d and %d are %q and %q", imStart, imEnd, v[imStart], v[imEnd])
+					}
+					v[imStart], v[imEnd] = "<|im_start|>", "<|im_end|>"
+					kv[i].Value = v
+				}
+			case []int32:
+				if kv[i].Key == "tokenizer.ggml.token_type" {
+					v = slices.Clone(v)
+					v[imStart], v[imEnd] = 3, 3 // control
+					kv[i].Value = v
+				}
+			}
+		}
+		kv = append(kv, gguf.KV{Key: "tokenizer.ggml.eot_token_id", Value: uint32(imEnd)},
+			gguf.KV{Key: "tokenizer.chat_template", Value: testmodel.ChatMLTemplate})
+	}
 	var ts []gguf.Tensor
 	for _, ti := range f.Tensors {
 		data, err := f.ReadTensorData(ti.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ti.Name == "output.weight" {
+		if ti.Name == "output.weight" && stops {
 			if ti.Type != gguf.F32 {
 				t.Fatalf("output.weight is %s", ti.Type)
 			}
 			row := int(ti.Dims[0]) * 4
-			data = append([]byte(nil), data...)
-			copy(data[int(eos)*row:(int(eos)+1)*row], data[int(dot)*row:(int(dot)+1)*row])
+			data = slices.Clone(data)
+			copy(data[int(stop)*row:(int(stop)+1)*row], data[int(dot)*row:(int(dot)+1)*row])
 		}
 		ts = append(ts, gguf.Tensor{Name: ti.Name, Dims: ti.Dims, Type: ti.Type, Data: data})
 	}
-	out := filepath.Join(t.TempDir(), "stories-stops.gguf")
-	if err := gguf.Write(out, f.KV, ts); err != nil {
+	out := filepath.Join(t.TempDir(), "stories-edited.gguf")
+	if err := gguf.Write(out, kv, ts); err != nil {
 		t.Fatal(err)
 	}
 	return out
