@@ -18,11 +18,12 @@ import (
 // The stop-token check. Every trained answer ends with the token that stops
 // generation (the template's end-of-turn token; EOS with template none). A
 // base that has never produced that token, because its output-head row was
-// never trained (a chat template's special token on a base model) or ties
-// with the rows of tokens that never occur (stories260K's </s>), cannot be
-// taught to stop by LoRA on the attention and feed-forward projections: no
-// change of the last hidden state lifts one row of a head whose row is no
-// different from a dead token's. Only training the output head does. So
+// never trained (a chat template's special token on a base model) or was
+// never a target, like the rows of tokens that never occur (stories260K's
+// </s>), cannot be taught to stop by LoRA on the attention and feed-forward
+// projections: no change of the last hidden state lifts one row of a head
+// whose row is no different from a dead token's. Training the output head
+// does. So
 // before training, the base (no adapter) reads a few training examples up to
 // where their answers end, and a run whose base gives the stop token next to
 // no probability at every one of those ends is warned about.
