@@ -90,6 +90,7 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 	if err != nil {
 		return nil, err
 	}
+	checkStop(ctx, r, path, data.Train, log)
 	return &prepared{base: BaseModel{Ref: r.Base, Path: path, SHA256: sum}, data: data}, nil
 }
 
