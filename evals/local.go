@@ -23,7 +23,9 @@ type AdapterSpec struct {
 
 // LocalOptions configure a model run in-process through llama.cpp.
 type LocalOptions struct {
-	Model    string // GGUF file
+	Model string // GGUF file
+	// Device is the ggml device the model runs on ("CUDA0"; "": the CPU).
+	Device   string
 	Adapters []AdapterSpec
 	Settings Settings
 	// Sequences is how many cases are decoded together, one sequence each
@@ -80,7 +82,7 @@ func NewLocal(name string, o LocalOptions) (*Local, error) {
 	if err != nil {
 		return nil, fmt.Errorf("contestant %s: %w", name, err)
 	}
-	m, err := llama.LoadModel(model, llama.ModelOptions{})
+	m, err := llama.LoadModel(model, llama.ModelOptions{Device: o.Device})
 	if err != nil {
 		return nil, fmt.Errorf("contestant %s: %w", name, err)
 	}

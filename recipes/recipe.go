@@ -107,6 +107,10 @@ type Train struct {
 	// forward pass); "off" keeps them; "auto" (default) turns it on when
 	// keeping them would take more than a third of the memory available.
 	Checkpointing string `yaml:"checkpointing"`
+	// Device is where training and the local contestants run: "auto"
+	// (default: the first GPU ggml has a backend library for, else the
+	// CPU), "cpu", "cuda", "cuda:N", or a device by ggml's name.
+	Device string `yaml:"device"`
 }
 
 // Eval is the eval suite run by `finetune eval`.

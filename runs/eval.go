@@ -15,6 +15,7 @@ import (
 	"github.com/finetune-dev/finetune/datasets"
 	"github.com/finetune-dev/finetune/evals"
 	"github.com/finetune-dev/finetune/internal/basemodel"
+	"github.com/finetune-dev/finetune/internal/ggml"
 	"github.com/finetune-dev/finetune/internal/llama"
 	"github.com/finetune-dev/finetune/recipes"
 )
@@ -133,6 +134,19 @@ type EvalOptions struct {
 	Base     basemodel.Options
 	Logger   *slog.Logger // the run's logger, and evals.RunOptions.Logger
 	Progress func(evals.Progress)
+	// Device runs the local contestants there instead of on the recipe's
+	// train.device (auto, cpu, cuda[:N], a device's name).
+	Device string
+}
+
+// onDevice is r with o.Device as its train.device, when given.
+func (o *EvalOptions) onDevice(r *recipes.Recipe) *recipes.Recipe {
+	if o.Device == "" || r == nil {
+		return r
+	}
+	c := *r
+	c.Train.Device = o.Device
+	return &c
 }
 
 // Eval runs the run's eval suite (or o.Recipe's) against every contestant,
@@ -146,6 +160,7 @@ func (run *Run) Eval(ctx context.Context, o EvalOptions) (*evals.Results, error)
 	if r == nil {
 		return nil, fmt.Errorf("%s: no %s: give the recipe whose eval suite to run", run.Dir, RecipeFile)
 	}
+	r = o.onDevice(r)
 	if _, err := os.Stat(run.Adapter()); err != nil {
 		return nil, fmt.Errorf("%s: no %s in this run folder (did the training finish? resume it with `finetune train --resume %s`)", run.Dir, AdapterFile, run.Dir)
 	}
@@ -169,6 +184,7 @@ func (run *Run) Eval(ctx context.Context, o EvalOptions) (*evals.Results, error)
 // any, takes o.Adapter), writing the reports into o.Out (default
 // runs/<name>/eval-<timestamp>).
 func Eval(ctx context.Context, r *recipes.Recipe, o EvalOptions) (*evals.Results, error) {
+	r = o.onDevice(r)
 	base, err := basemodel.Resolve(ctx, r.Base, r.Dir, o.Base)
 	if err != nil {
 		return nil, &recipes.Error{File: r.Path, Line: r.Line("base"), Path: "base", Msg: err.Error()}
@@ -302,7 +318,11 @@ func contestant(r *recipes.Recipe, i int, c recipes.Contestant, base, adapter st
 	if c.Model != "" {
 		model = r.Resolve(c.Model)
 	}
-	o := evals.LocalOptions{Model: model, Settings: s, Threads: r.Train.Threads}
+	dev, err := ggml.PickDevice(r.Train.Device)
+	if err != nil {
+		return nil, &recipes.Error{File: r.Path, Line: r.Line("train.device"), Path: "train.device", Msg: err.Error()}
+	}
+	o := evals.LocalOptions{Model: model, Settings: s, Threads: r.Train.Threads, Device: dev}
 	switch c.Adapter {
 	case "":
 	case "tuned":

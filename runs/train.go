@@ -14,6 +14,7 @@ import (
 	"github.com/finetune-dev/finetune/internal/atomicfile"
 	"github.com/finetune-dev/finetune/internal/basemodel"
 	"github.com/finetune-dev/finetune/internal/filehash"
+	"github.com/finetune-dev/finetune/internal/ggml"
 	"github.com/finetune-dev/finetune/internal/gguf"
 	"github.com/finetune-dev/finetune/internal/sysmem"
 	"github.com/finetune-dev/finetune/lora"
@@ -76,7 +77,16 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 	if err != nil {
 		return nil, err
 	}
+	dev, err := ggml.PickDevice(r.Train.Device)
+	if err != nil {
+		return nil, &recipes.Error{File: r.Path, Line: r.Line("train.device"), Path: "train.device", Msg: err.Error()}
+	}
 	avail := sysmem.Available()
+	for _, d := range ggml.Devices() {
+		if d.Name == dev && d.Type == ggml.DeviceGPU {
+			avail = int64(d.MemoryFree)
+		}
+	}
 	checkpoint, need := mem.Choose(r.Train.Checkpointing, avail)
 	if avail > 0 && need > avail {
 		hint := "lower data.seq_len or use a smaller or quantized base"
@@ -215,7 +225,7 @@ func LoRAConfig(r *recipes.Recipe, dir string) lora.Config {
 		Targets: r.LoRA.Targets, Rank: r.LoRA.Rank, Alpha: r.LoRA.Alpha, RSLoRA: r.LoRA.RSLoRA, Dropout: r.LoRA.Dropout,
 		LearningRate: t.LearningRate, Schedule: t.Schedule, WarmupSteps: t.WarmupSteps, WeightDecay: t.WeightDecay,
 		GradAccum: t.BatchSize, ClipNorm: t.ClipNorm, MaxSteps: t.MaxSteps, Epochs: t.Epochs,
-		EvalEvery: t.EvalEvery, Patience: t.Patience, CheckpointEvery: t.CheckpointEvery, Seed: t.Seed, Threads: t.Threads, Checkpointing: t.Checkpointing,
+		EvalEvery: t.EvalEvery, Patience: t.Patience, CheckpointEvery: t.CheckpointEvery, Seed: t.Seed, Threads: t.Threads, Checkpointing: t.Checkpointing, Device: t.Device,
 		Files: lora.Files{
 			Checkpoint: filepath.Join(dir, CheckpointFile),
 			Metrics:    filepath.Join(dir, MetricsFile),

@@ -28,6 +28,7 @@ func runEval(args []string) error {
 	gate := fs.String("fail-under", "", `exit non-zero unless this holds, e.g. "tuned.label_accuracy - base.label_accuracy >= 0.05"`)
 	var sets listFlag
 	fs.Var(&sets, "set", "override a recipe field (repeatable)")
+	device := fs.String("device", "", "where the local contestants run: auto (the first GPU, else the CPU), cpu, cuda[:N] (default: the recipe's train.device)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -68,7 +69,7 @@ func runEval(args []string) error {
 	cx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	prog := &evalProgress{latest: map[string]evals.Progress{}}
-	o := runs.EvalOptions{Recipe: r, Adapter: *adapter, Out: *out, Logger: slog.New(log.Default()), Progress: prog.show}
+	o := runs.EvalOptions{Recipe: r, Adapter: *adapter, Out: *out, Logger: slog.New(log.Default()), Progress: prog.show, Device: *device}
 	var res *evals.Results
 	if run != nil {
 		if o.Out == "" {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/charmbracelet/log"
 
+	"github.com/finetune-dev/finetune/internal/ggml"
 	"github.com/finetune-dev/finetune/internal/llama"
 )
 
@@ -35,6 +36,7 @@ func runGenerate(args []string) error {
 	topP := fs.Float64("top-p", 0.95, "nucleus sampling threshold (with temperature > 0)")
 	seed := fs.Uint("seed", 42, "random seed for sampling")
 	threads := fs.Int("threads", runtime.NumCPU(), "CPU threads")
+	device := fs.String("device", "auto", "where the model runs: auto (the first GPU, else the CPU), cpu, cuda[:N], or a device's name")
 	ctxSize := fs.Int("ctx", 0, "context size in tokens (0: prompt + max tokens, at most the model's)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -74,7 +76,11 @@ func runGenerate(args []string) error {
 	if err != nil {
 		return err
 	}
-	m, err := llama.LoadModel(path, llama.ModelOptions{})
+	dev, err := ggml.PickDevice(*device)
+	if err != nil {
+		return err
+	}
+	m, err := llama.LoadModel(path, llama.ModelOptions{Device: dev})
 	if err != nil {
 		return err
 	}

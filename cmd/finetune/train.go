@@ -25,15 +25,21 @@ func runTrain(args []string) error {
 	resume := fs.Bool("resume", false, "continue a run from its checkpoint: RUN_DIR, or the newest unfinished run of RECIPE")
 	var sets listFlag
 	fs.Var(&sets, "set", "override a recipe field, e.g. --set train.learning_rate=1e-4 (repeatable)")
+	device := fs.String("device", "", "where to train: auto (the first GPU, else the CPU), cpu, cuda[:N] (sets train.device)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
+	}
+	if *device != "" {
+		sets = append(sets, "train.device="+*device)
 	}
 	switch {
 	case len(pos) > 1:
 		return usageErr("train takes one recipe file (or, with --resume, a run folder), got %d arguments", len(pos))
 	case len(pos) == 0 && !(*resume && *out != ""):
 		return usageErr("train takes a recipe file, or --resume RUN_DIR")
+	case *resume && *device != "":
+		return usageErr("a resumed run keeps its recipe's train.device; --device starts a new run (leave out --resume)")
 	case *resume && len(sets) > 0:
 		return usageErr("a resumed run keeps the recipe and overrides it started with; --set starts a new run (leave out --resume)")
 	}

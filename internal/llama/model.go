@@ -30,8 +30,12 @@ type Model struct {
 
 // ModelOptions tune loading.
 type ModelOptions struct {
-	// GPULayers is the number of layers to offload to a GPU (0: none).
+	// GPULayers is the number of layers to offload to a GPU (0: none, or
+	// all of them when Device is set).
 	GPULayers int
+	// Device, a ggml device name ("CUDA0"; ggml.PickDevice), puts the
+	// model on that device alone; "" keeps it on the CPU.
+	Device string
 	// NoMmap reads the file into memory instead of mapping it.
 	NoMmap bool
 	// VocabOnly loads only the tokenizer.
@@ -68,6 +72,20 @@ func LoadModel(path string, opts ModelOptions) (*Model, error) {
 	}
 	params := C.llama_model_default_params()
 	params.n_gpu_layers = C.int32_t(opts.GPULayers)
+	if opts.Device != "" && !opts.VocabOnly {
+		if dev := deviceByName(opts.Device); dev == nil {
+			return nil, fmt.Errorf("%s: no device %q to load the model on", path, opts.Device)
+		}
+	}
+	if dev := deviceByName(opts.Device); dev != nil && !opts.VocabOnly && isGPU(dev) {
+		devs := (*[2]C.ggml_backend_dev_t)(C.malloc(C.size_t(2 * unsafe.Sizeof(dev))))
+		defer C.free(unsafe.Pointer(devs))
+		devs[0], devs[1] = dev, nil
+		params.devices = &devs[0]
+		if opts.GPULayers == 0 {
+			params.n_gpu_layers = 999 // every layer, and the output head
+		}
+	}
 	params.use_mmap = C.bool(!opts.NoMmap)
 	params.vocab_only = C.bool(opts.VocabOnly)
 	cpath, free := cstr(path)
@@ -78,6 +96,23 @@ func LoadModel(path string, opts ModelOptions) (*Model, error) {
 		return nil, cError("%s: llama.cpp could not load the model", path)
 	}
 	return &Model{c: m, vocab: C.llama_model_get_vocab(m), Path: path, File: f}, nil
+}
+
+// deviceByName is ggml's device of that name (nil: none, or name "").
+func deviceByName(name string) C.ggml_backend_dev_t {
+	if name == "" {
+		return nil
+	}
+	cname, free := cstr(name)
+	defer free()
+	return C.ggml_backend_dev_by_name(cname)
+}
+
+// isGPU reports whether llama.cpp takes dev as a device to put layers on
+// (accelerators such as BLAS it uses by itself, for the CPU's work).
+func isGPU(dev C.ggml_backend_dev_t) bool {
+	t := C.ggml_backend_dev_type(dev)
+	return t == C.GGML_BACKEND_DEVICE_TYPE_GPU || t == C.GGML_BACKEND_DEVICE_TYPE_IGPU
 }
 
 // Close frees the model. Contexts and adapters made from it must be closed
