@@ -51,6 +51,9 @@ var shapes = []shape{
 	{Name: "135M F32 ctx 1024", Cfg: smol("f32"), Ctx: 1024},
 	{Name: "135M Q8_0 ctx 1024", Cfg: smol("q8_0"), Ctx: 1024},
 	{Name: "1B Q8_0 ctx 1024", Cfg: llama1B(), Ctx: 1024, Rank: 16, Heavy: true},
+	// The GPU check's shapes: F16 weights, LoRA r16 on all seven targets.
+	{Name: "135M F16 ctx 1024 r16", Cfg: smol("f16"), Ctx: 1024, Rank: 16, Heavy: true},
+	{Name: "1B F16 ctx 1024 r16", Cfg: llama1BF16(), Ctx: 1024, Rank: 16, Heavy: true},
 	{Name: "1B Q8_0 ctx 2048", Cfg: llama1B(), Ctx: 2048, Rank: 16, Heavy: true},
 	{Name: "1B Q8_0 ctx 4096", Cfg: llama1B(), Ctx: 4096, Rank: 16, Heavy: true},
 }
@@ -58,6 +61,13 @@ var shapes = []shape{
 // llama1B is Llama-3.2-1B's shape (its head tied to the embeddings).
 func llama1B() testmodel.Config {
 	return testmodel.Config{Layers: 16, Embd: 2048, Heads: 32, KVHeads: 8, FF: 8192, VocabSize: 128256, Context: 8192, Type: "q8_0"}
+}
+
+// llama1BF16 is llama1B with F16 weights.
+func llama1BF16() testmodel.Config {
+	c := llama1B()
+	c.Type = "f16"
+	return c
 }
 
 // smol is SmolLM2-135M's shape.
@@ -80,6 +90,7 @@ type result struct {
 
 // options are what the parent passes to each child.
 type options struct {
+	device                 string
 	steps, warmup, threads int
 	cache, mode            string
 	trained                float64
@@ -88,7 +99,7 @@ type options struct {
 
 func (o options) args() []string {
 	return []string{"-steps", fmt.Sprint(o.steps), "-warmup", fmt.Sprint(o.warmup), "-threads", fmt.Sprint(o.threads),
-		"-cache", o.cache, "-trained", fmt.Sprint(o.trained), "-fixed-threads=" + fmt.Sprint(o.fixed)}
+		"-cache", o.cache, "-trained", fmt.Sprint(o.trained), "-fixed-threads=" + fmt.Sprint(o.fixed), "-device", o.device}
 }
 
 func main() {
@@ -100,12 +111,16 @@ func main() {
 	flag.StringVar(&o.cache, "cache", filepath.Join(os.TempDir(), "finetune-bench"), "folder for the generated test models")
 	flag.StringVar(&o.mode, "checkpointing", "all", "old (whole-window graph, the head over every row, as before), off (whole-window graph), on (checkpointed), or all")
 	flag.Float64Var(&o.trained, "trained", 1, "fraction of each window's tokens that are targets (SFT data: prompts masked)")
+	flag.StringVar(&o.device, "device", "cpu", "where to train: cpu, auto, cuda[:N] (backend libraries from FINETUNE_LIB_PATH, then bin/lib)")
 	flag.BoolVar(&o.fixed, "fixed-threads", true, "compute with exactly -threads threads (false: only the cores free at each step)")
 	only := flag.String("only", "", "run only shapes whose name contains this (heavy shapes run only when named)")
 	peakOnly := flag.Bool("peak", false, "measure the matmul peak only (child mode)")
 	contention := flag.Bool("contention", false, "measure tokens/s alone, beside a busy process and two runs at once")
 	busy := flag.Bool("busy", false, "spin one thread until killed (child mode)")
 	flag.Parse()
+	if o.device != "cpu" {
+		ggml.LoadBackends(append(filepath.SplitList(os.Getenv("FINETUNE_LIB_PATH")), "bin/lib"))
+	}
 	switch {
 	case *busy:
 		for {
@@ -379,7 +394,7 @@ func runShape(s shape, o options) (r result) {
 	if ckpt == "old" {
 		ckpt = "off"
 	}
-	cfg := lora.Config{Rank: rank, Alpha: 16, MaxSteps: o.warmup + steps, Threads: threads, FixedThreads: o.fixed, Checkpointing: ckpt, EveryRow: o.mode == "old", Seed: 1,
+	cfg := lora.Config{Rank: rank, Alpha: 16, MaxSteps: o.warmup + steps, Threads: threads, FixedThreads: o.fixed, Checkpointing: ckpt, EveryRow: o.mode == "old", Seed: 1, Device: o.device,
 		Files: lora.Files{Checkpoint: filepath.Join(out, "checkpoint.gguf"), Metrics: filepath.Join(out, "metrics.jsonl"), Adapter: filepath.Join(out, "adapter.gguf")}}
 	if os.Getenv("BENCH_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
