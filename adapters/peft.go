@@ -265,6 +265,17 @@ func ImportPEFT(dir, basePath, outPath string) error {
 	return Write(outPath, l)
 }
 
+// frozenEmbeddingCopy reports whether name is the copy of the base's own
+// head or embedding that PEFT saves beside their LoRA ("...lm_head.
+// base_layer.weight"; save_embedding_layers="auto" does so whenever they
+// are targets, in case the vocabulary was resized). LoRA leaves them as
+// they are; a resized vocabulary shows in the LoRA tensors' shapes, which
+// are checked against the base.
+func frozenEmbeddingCopy(name string) bool {
+	m, ok := strings.CutSuffix(strings.TrimPrefix(name, peftPrefix), ".base_layer.weight")
+	return ok && (m == "lm_head" || m == "model.embed_tokens")
+}
+
 // peftPairs groups the tensors of a PEFT adapter into pairs, by Hugging
 // Face module, checking their shapes against each other and the config.
 func peftPairs(tensors map[string]stValue, cfg *importConfig, path string) (map[string]*Pair, error) {
@@ -274,6 +285,9 @@ func peftPairs(tensors map[string]stValue, cfg *importConfig, path string) (map[
 	type ab struct{ a, b string }
 	names := map[string]*ab{}
 	for _, name := range slices.Sorted(maps.Keys(tensors)) {
+		if frozenEmbeddingCopy(name) {
+			continue
+		}
 		module, which, err := splitPEFTName(name)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
