@@ -42,7 +42,7 @@ EOF
 
 # Part of the cache key: raise it when a change to this script changes what
 # it builds.
-recipe=1
+recipe=2
 
 die() { echo "build-ggml-backend: $*" >&2; exit 1; }
 say() { echo "build-ggml-backend: $*" >&2; }
@@ -165,9 +165,16 @@ case "$backend" in
         base="${lib%.so.*}.so"
         [ -e "$base" ] || ln -s "$(basename "$lib")" "$base"
       done
-      if [ ! -e "$root/lib/stubs/libcuda.so" ]; then
+      # The stub defines the driver functions ggml-cuda calls (its VMM
+      # pool), so the linker records libcuda.so.1 as needed; the check after
+      # the build names any it misses.
+      if [ ! -e "$root/lib/stubs/libcuda.so" ] || ! grep -q cuMemCreate "$root/lib/stubs/stub.c" 2>/dev/null; then
         mkdir -p "$root/lib/stubs"
-        echo 'void finetune_libcuda_stub(void) {}' >"$root/lib/stubs/stub.c"
+        for fn in cuDeviceGet cuDeviceGetAttribute cuGetErrorString cuMemAddressFree cuMemAddressReserve \
+          cuMemCreate cuMemGetAllocationGranularity cuMemMap cuMemRelease cuMemSetAccess cuMemUnmap \
+          cuInit cuDriverGetVersion cuCtxGetCurrent cuCtxSetCurrent cuDevicePrimaryCtxRetain; do
+          echo "int $fn(void) { return 999; }"
+        done >"$root/lib/stubs/stub.c"
         cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$root/lib/stubs/libcuda.so" "$root/lib/stubs/stub.c"
       fi
       say "CUDA toolkit: $root (PyPI, CUDA $cuda_version)"
@@ -179,7 +186,12 @@ case "$backend" in
       archs=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | tr -d ' .' | sort -u | paste -sd';' || true)
     fi
     [ -n "$archs" ] || die "no GPU found to build for: give the CUDA architectures with --archs (e.g. --archs 90 for H100/H200, \"80;86;89;90\") or CUDA_ARCHITECTURES"
-    cmake_args+=(-DCMAKE_CUDA_COMPILER="$nvcc" -DCUDAToolkit_ROOT="$root" -DCMAKE_CUDA_ARCHITECTURES="$archs" -DCMAKE_CUDA_FLAGS="")
+    # The library finds the toolkit's cudart and cuBLAS where it was built,
+    # else beside itself or on the system's library path.
+    libdir="$root/lib64"
+    [ -d "$libdir" ] || libdir="$root/lib"
+    cmake_args+=(-DCMAKE_CUDA_COMPILER="$nvcc" -DCUDAToolkit_ROOT="$root" -DCMAKE_CUDA_ARCHITECTURES="$archs" -DCMAKE_CUDA_FLAGS=""
+      -DFINETUNE_RPATH="$(readlink -f "$libdir")")
     toolkit="cuda $release ($("$nvcc" --version | tail -1)) archs $archs"
     ;;
   rocm|hip)
@@ -218,6 +230,10 @@ if [ "$force" = 1 ] || [ ! -f "$lib" ]; then
   [ -n "$built" ] || die "the build made no libggml-$backend.so (see $log)"
   if readelf -d "$built" | grep -q 'NEEDED.*libggml'; then
     die "$built still needs a libggml core library: the no-ggml-base hook did not apply"
+  fi
+  driver=$(nm -D --undefined-only "$built" | awk '$2 ~ /^cu[A-Z]/ {print $2}' | paste -sd' ')
+  if [ -n "$driver" ] && ! readelf -d "$built" | grep -q 'NEEDED.*libcuda\.so'; then
+    die "$built calls the CUDA driver ($driver) but does not need libcuda.so.1: the libcuda stub lacks them"
   fi
   cp "$built" "$lib.tmp" && mv "$lib.tmp" "$lib"
   {
