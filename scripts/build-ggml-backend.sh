@@ -100,6 +100,10 @@ fi
 
 [ -n "$backend" ] || usage
 command -v cmake >/dev/null || die "CMake is needed (apt-get install cmake)"
+cmv=$(cmake --version | sed -n 's/^cmake version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+if [ "${cmv% *}" -lt 3 ] || { [ "${cmv% *}" -eq 3 ] && [ "${cmv#* }" -lt 21 ]; }; then
+  die "CMake ${cmv/ /.} is too old: Ollama's CMakeLists.txt and presets need 3.21 (pip install cmake has a newer one)"
+fi
 
 cmake_args=(-DCMAKE_PROJECT_INCLUDE="$hook" -DFINETUNE_BACKENDS="ggml-$backend" -DGGML_CCACHE=OFF)
 toolkit=""
