@@ -31,7 +31,7 @@ BACKEND       blas | cuda
 --out DIR     install folder (default: bin/lib in this repository; "" for none)
 --archs LIST  CUDA architectures, e.g. 90 or "80;90" (default: $CUDA_ARCHITECTURES,
               else the compute capabilities nvidia-smi reports)
---cuda VER    CUDA from PyPI wheels when no system nvcc is used: 13.0 (default) or 12.9
+--cuda VER    CUDA from PyPI wheels when no system nvcc is used: 13.0 (the one known)
 --nvcc PATH   this nvcc (a system toolkit); default: nvcc on PATH or in /usr/local/cuda
 --pypi        use the PyPI toolkit even when a system nvcc exists
 --jobs N      parallel compile jobs (default: every core)
@@ -133,8 +133,8 @@ case "$backend" in
       # pinned to one release, in a virtual environment of their own.
       case "$cuda_version" in
         13.0) pkgs=(nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cublas nvidia-cuda-cccl nvidia-nvvm nvidia-cuda-crt) pin="==13.0.*" ;;
-        12.9) pkgs=(nvidia-cuda-nvcc-cu12 nvidia-cuda-runtime-cu12 nvidia-cublas-cu12 nvidia-cuda-cccl-cu12) pin="==12.9.*" ;;
-        *) die "--cuda $cuda_version: only 13.0 and 12.9 are known" ;;
+        12*) die "--cuda $cuda_version: PyPI's CUDA 12 compiler wheel (nvidia-cuda-nvcc-cu12 12.9.86) holds ptxas but no nvcc; use 13.0, or a CUDA 12 toolkit with --nvcc" ;;
+        *) die "--cuda $cuda_version: only 13.0 is known" ;;
       esac
       venv="$cache/cuda-$cuda_version"
       if [ ! -f "$venv/.complete" ]; then
@@ -146,19 +146,7 @@ case "$backend" in
         touch "$venv/.complete"
       fi
       site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-      if [ "$cuda_version" = 13.0 ]; then
-        root="$site/nvidia/cu13"
-      else
-        # The CUDA 12 wheels keep each component in its own folder: merge
-        # them into one toolkit tree of links.
-        root="$venv/toolkit"
-        if [ ! -d "$root/bin" ]; then
-          mkdir -p "$root"
-          for part in cuda_nvcc cuda_runtime cublas cuda_cccl; do
-            [ -d "$site/nvidia/$part" ] && cp -rs "$site/nvidia/$part/." "$root/"
-          done
-        fi
-      fi
+      root="$site/nvidia/cu13"
       nvcc="$root/bin/nvcc"
       [ -x "$nvcc" ] || die "no nvcc in $root after installing the wheels"
       # nvcc links from lib64/, CMake looks for the unversioned names and
