@@ -31,7 +31,7 @@ BACKEND       blas | cuda
 --out DIR     install folder (default: bin/lib in this repository; "" for none)
 --archs LIST  CUDA architectures, e.g. 90 or "80;90" (default: $CUDA_ARCHITECTURES,
               else the compute capabilities nvidia-smi reports)
---cuda VER    CUDA from PyPI wheels when no system nvcc is used: 13.0 (default) or 12.9
+--cuda VER    CUDA from PyPI wheels when no system nvcc is used: 13.0 (the one known)
 --nvcc PATH   this nvcc (a system toolkit); default: nvcc on PATH or in /usr/local/cuda
 --pypi        use the PyPI toolkit even when a system nvcc exists
 --jobs N      parallel compile jobs (default: every core)
@@ -42,7 +42,7 @@ EOF
 
 # Part of the cache key: raise it when a change to this script changes what
 # it builds.
-recipe=1
+recipe=2
 
 die() { echo "build-ggml-backend: $*" >&2; exit 1; }
 say() { echo "build-ggml-backend: $*" >&2; }
@@ -100,6 +100,10 @@ fi
 
 [ -n "$backend" ] || usage
 command -v cmake >/dev/null || die "CMake is needed (apt-get install cmake)"
+cmv=$(cmake --version | sed -n 's/^cmake version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+if [ "${cmv% *}" -lt 3 ] || { [ "${cmv% *}" -eq 3 ] && [ "${cmv#* }" -lt 21 ]; }; then
+  die "CMake ${cmv/ /.} is too old: Ollama's CMakeLists.txt and presets need 3.21 (pip install cmake has a newer one)"
+fi
 
 cmake_args=(-DCMAKE_PROJECT_INCLUDE="$hook" -DFINETUNE_BACKENDS="ggml-$backend" -DGGML_CCACHE=OFF)
 toolkit=""
@@ -129,8 +133,8 @@ case "$backend" in
       # pinned to one release, in a virtual environment of their own.
       case "$cuda_version" in
         13.0) pkgs=(nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cublas nvidia-cuda-cccl nvidia-nvvm nvidia-cuda-crt) pin="==13.0.*" ;;
-        12.9) pkgs=(nvidia-cuda-nvcc-cu12 nvidia-cuda-runtime-cu12 nvidia-cublas-cu12 nvidia-cuda-cccl-cu12) pin="==12.9.*" ;;
-        *) die "--cuda $cuda_version: only 13.0 and 12.9 are known" ;;
+        12*) die "--cuda $cuda_version: PyPI's CUDA 12 compiler wheel (nvidia-cuda-nvcc-cu12 12.9.86) holds ptxas but no nvcc; use 13.0, or a CUDA 12 toolkit with --nvcc" ;;
+        *) die "--cuda $cuda_version: only 13.0 is known" ;;
       esac
       venv="$cache/cuda-$cuda_version"
       if [ ! -f "$venv/.complete" ]; then
@@ -142,19 +146,7 @@ case "$backend" in
         touch "$venv/.complete"
       fi
       site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-      if [ "$cuda_version" = 13.0 ]; then
-        root="$site/nvidia/cu13"
-      else
-        # The CUDA 12 wheels keep each component in its own folder: merge
-        # them into one toolkit tree of links.
-        root="$venv/toolkit"
-        if [ ! -d "$root/bin" ]; then
-          mkdir -p "$root"
-          for part in cuda_nvcc cuda_runtime cublas cuda_cccl; do
-            [ -d "$site/nvidia/$part" ] && cp -rs "$site/nvidia/$part/." "$root/"
-          done
-        fi
-      fi
+      root="$site/nvidia/cu13"
       nvcc="$root/bin/nvcc"
       [ -x "$nvcc" ] || die "no nvcc in $root after installing the wheels"
       # nvcc links from lib64/, CMake looks for the unversioned names and
@@ -165,9 +157,16 @@ case "$backend" in
         base="${lib%.so.*}.so"
         [ -e "$base" ] || ln -s "$(basename "$lib")" "$base"
       done
-      if [ ! -e "$root/lib/stubs/libcuda.so" ]; then
+      # The stub defines the driver functions ggml-cuda calls (its VMM
+      # pool), so the linker records libcuda.so.1 as needed; the check after
+      # the build names any it misses.
+      if [ ! -e "$root/lib/stubs/libcuda.so" ] || ! grep -q cuMemCreate "$root/lib/stubs/stub.c" 2>/dev/null; then
         mkdir -p "$root/lib/stubs"
-        echo 'void finetune_libcuda_stub(void) {}' >"$root/lib/stubs/stub.c"
+        for fn in cuDeviceGet cuDeviceGetAttribute cuGetErrorString cuMemAddressFree cuMemAddressReserve \
+          cuMemCreate cuMemGetAllocationGranularity cuMemMap cuMemRelease cuMemSetAccess cuMemUnmap \
+          cuInit cuDriverGetVersion cuCtxGetCurrent cuCtxSetCurrent cuDevicePrimaryCtxRetain; do
+          echo "int $fn(void) { return 999; }"
+        done >"$root/lib/stubs/stub.c"
         cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$root/lib/stubs/libcuda.so" "$root/lib/stubs/stub.c"
       fi
       say "CUDA toolkit: $root (PyPI, CUDA $cuda_version)"
@@ -179,7 +178,12 @@ case "$backend" in
       archs=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | tr -d ' .' | sort -u | paste -sd';' || true)
     fi
     [ -n "$archs" ] || die "no GPU found to build for: give the CUDA architectures with --archs (e.g. --archs 90 for H100/H200, \"80;86;89;90\") or CUDA_ARCHITECTURES"
-    cmake_args+=(-DCMAKE_CUDA_COMPILER="$nvcc" -DCUDAToolkit_ROOT="$root" -DCMAKE_CUDA_ARCHITECTURES="$archs" -DCMAKE_CUDA_FLAGS="")
+    # The library finds the toolkit's cudart and cuBLAS where it was built,
+    # else beside itself or on the system's library path.
+    libdir="$root/lib64"
+    [ -d "$libdir" ] || libdir="$root/lib"
+    cmake_args+=(-DCMAKE_CUDA_COMPILER="$nvcc" -DCUDAToolkit_ROOT="$root" -DCMAKE_CUDA_ARCHITECTURES="$archs" -DCMAKE_CUDA_FLAGS=""
+      -DFINETUNE_RPATH="$(readlink -f "$libdir")")
     toolkit="cuda $release ($("$nvcc" --version | tail -1)) archs $archs"
     ;;
   rocm|hip)
@@ -218,6 +222,10 @@ if [ "$force" = 1 ] || [ ! -f "$lib" ]; then
   [ -n "$built" ] || die "the build made no libggml-$backend.so (see $log)"
   if readelf -d "$built" | grep -q 'NEEDED.*libggml'; then
     die "$built still needs a libggml core library: the no-ggml-base hook did not apply"
+  fi
+  driver=$(nm -D --undefined-only "$built" | awk '$2 ~ /^cu[A-Z]/ {print $2}' | paste -sd' ')
+  if [ -n "$driver" ] && ! readelf -d "$built" | grep -q 'NEEDED.*libcuda\.so'; then
+    die "$built calls the CUDA driver ($driver) but does not need libcuda.so.1: the libcuda stub lacks them"
   fi
   cp "$built" "$lib.tmp" && mv "$lib.tmp" "$lib"
   {

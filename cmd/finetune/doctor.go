@@ -121,6 +121,8 @@ func runDoctor(args []string) error {
 				continue
 			}
 			switch {
+			case l.Backend != "" && l.Warning != "":
+				fmt.Fprintf(w, "    %-20s loaded: %s, %d device(s); WARNING: %s\n", filepath.Base(l.Path), l.Backend, l.Devices, l.Warning)
 			case l.Backend != "":
 				fmt.Fprintf(w, "    %-20s loaded: %s, %d device(s)\n", filepath.Base(l.Path), l.Backend, l.Devices)
 			case strings.HasPrefix(l.Error, "skipped"):

@@ -320,3 +320,74 @@ func TestGPUBackends(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkMulMatBLAS times one 2048x2048 by 2048x256 F32 matrix product
+// on the CPU backend alone and through the BLAS backend (2 threads each):
+//
+//	flock /tmp/heavy.lock go test -run - -bench MulMatBLAS ./internal/ggml
+func BenchmarkMulMatBLAS(b *testing.B) {
+	lib := ""
+	for _, d := range append(filepath.SplitList(os.Getenv("FINETUNE_LIB_PATH")), filepath.Join("..", "..", "bin", "lib")) {
+		if f := filepath.Join(d, "libggml-blas.so"); d != "" && fileExists(f) {
+			lib = f
+		}
+	}
+	if lib == "" {
+		b.Skip("no libggml-blas.so: make blas")
+	}
+	LoadBackends([]string{filepath.Dir(lib)})
+	cpu, err := NewCPUBackend(2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cpu.Close()
+	blas, err := NewDeviceBackend("BLAS")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer blas.Close()
+	blas.SetThreads(2)
+	const K, M, N = 2048, 2048, 256
+	for _, c := range []struct {
+		name     string
+		backends []*Backend
+	}{{"CPU", []*Backend{cpu}}, {"BLAS", []*Backend{blas, cpu}}} {
+		b.Run(c.name, func(b *testing.B) {
+			x, _ := NewCtx(8*TensorOverhead(), true)
+			defer x.Close()
+			w, in := x.New2D(TypeF32, K, M), x.New2D(TypeF32, K, N)
+			buf, err := x.AllocTensors(cpu)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer buf.Close()
+			v := make([]float32, K*M)
+			for i := range v {
+				v[i] = float32(i%7) * 0.01
+			}
+			w.SetF32(v)
+			in.SetF32(v[:K*N])
+			g, _ := NewCtx(16*TensorOverhead()+GraphOverhead(16, false), true)
+			defer g.Close()
+			y := g.MulMat(w, in)
+			graph := g.NewGraph(16, false)
+			graph.Expand(y)
+			s, err := NewSched(c.backends, 16)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			if err := s.Alloc(graph); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := s.Compute(graph); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(2*K*M*N*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			b.Logf("%s: placement %v", c.name, s.Placement(graph))
+		})
+	}
+}

@@ -39,6 +39,7 @@ type Library struct {
 	Backend string `json:"backend,omitempty"` // the registry it added ("CUDA", "BLAS"); empty when not loaded
 	Devices int    `json:"devices"`           // how many devices it brought
 	Error   string `json:"error,omitempty"`   // why it was not loaded
+	Warning string `json:"warning,omitempty"` // loaded, but something is wrong
 }
 
 var libraries struct {
@@ -119,6 +120,9 @@ func loadLibrary(f string) Library {
 	}
 	libraries.names[name] = f
 	lib.Backend = goString(C.ggml_backend_reg_name(reg))
+	if maps, err := os.ReadFile("/proc/self/maps"); err == nil && strings.Contains(string(maps), "/libggml-base") {
+		lib.Warning = "a libggml-base library came with it: a second ggml core is in the process (build it with scripts/build-ggml-backend.sh)"
+	}
 	lib.Devices = int(C.ggml_backend_dev_count() - before)
 	return lib
 }

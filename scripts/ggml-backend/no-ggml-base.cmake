@@ -27,6 +27,9 @@ function(finetune_unlink_ggml_base)
     # Whatever RPATH CMake computes for the toolkit's libraries, also look
     # beside the backend itself (bin/lib).
     set_property(TARGET ${backend} APPEND PROPERTY BUILD_RPATH "$ORIGIN")
+    if(FINETUNE_RPATH)
+      set_property(TARGET ${backend} APPEND PROPERTY BUILD_RPATH "${FINETUNE_RPATH}")
+    endif()
     message(STATUS "finetune: ${backend} links ${libs} (no ggml-base: the ggml core comes from the executable)")
   endforeach()
 endfunction()
