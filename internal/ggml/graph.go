@@ -329,6 +329,62 @@ func (g Graph) UseTransposed(transposed map[Tensor]Tensor) int {
 	return n
 }
 
+// OutProdsAsMulMat rewrites OUT_PROD nodes with F32 operands into MUL_MAT
+// nodes. ggml's autodiff builds both gradients of every mul_mat as
+// out_prods, and its CPU out_prod is a loop of axpys, several times slower
+// than its mul_mat. out_prod(a, b)[i,j] = Σ_k a[i,k]·b[j,k] is
+// mul_mat(aᵀ, bᵀ): an operand that is the transpose of another tensor is
+// that tensor (made contiguous when it is not); any other operand gets a
+// contiguous transposed copy, nodes added to the graph just before the
+// product. use(a, b) picks the nodes to rewrite (nil: every one). Nodes
+// are rewritten only while the graph has room for the copies. It returns
+// how many nodes it rewrote.
+func (g Graph) OutProdsAsMulMat(x *Ctx, use func(a, b Tensor) bool) int {
+	n := g.Nodes()
+	room := int(C.ggml_graph_size(g.c)) - n
+	order := make([]*C.struct_ggml_tensor, 0, n)
+	rewritten := 0
+	for i := 0; i < n; i++ {
+		node := C.ggml_graph_node(g.c, C.int(i))
+		a, b := node.src[0], node.src[1]
+		if node.op == C.GGML_OP_OUT_PROD && a._type == C.GGML_TYPE_F32 && b._type == C.GGML_TYPE_F32 &&
+			(use == nil || use(Tensor{a}, Tensor{b})) {
+			at, preA := transposedOperand(x, a)
+			bt, preB := transposedOperand(x, b)
+			if len(preA)+len(preB) <= room {
+				room -= len(preA) + len(preB)
+				order = append(append(order, preA...), preB...)
+				node.op = C.GGML_OP_MUL_MAT
+				node.src[0], node.src[1] = at, bt
+				rewritten++
+			}
+		}
+		order = append(order, node)
+	}
+	for len(order) > g.Nodes() {
+		C.ggml_graph_add_node(g.c, order[0]) // grows the node count; the order is written below
+	}
+	copy(unsafe.Slice(C.ggml_graph_nodes(g.c), len(order)), order)
+	return rewritten
+}
+
+// transposedOperand is a contiguous tensor holding tᵀ, and the nodes (in
+// order) that make it when t is not itself a transpose of a contiguous
+// tensor.
+func transposedOperand(x *Ctx, t *C.struct_ggml_tensor) (*C.struct_ggml_tensor, []*C.struct_ggml_tensor) {
+	if t.op == C.GGML_OP_TRANSPOSE && t.src[0] != nil && t.view_src != nil {
+		src := t.src[0]
+		if C.ggml_is_contiguous(src) {
+			return src, nil
+		}
+		c := x.Cont(Tensor{src}).c
+		return c, []*C.struct_ggml_tensor{c}
+	}
+	tr := x.Transpose(Tensor{t}).c
+	c := x.Cont(Tensor{tr}).c
+	return c, []*C.struct_ggml_tensor{tr, c}
+}
+
 // OutProdTypes lists the types of the first operand of every OUT_PROD
 // node left in the graph.
 func (g Graph) OutProdTypes() []Type {
