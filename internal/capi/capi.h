@@ -261,6 +261,9 @@ int ggml_graph_size(struct ggml_cgraph * cgraph);
 struct ggml_tensor ** ggml_graph_nodes(struct ggml_cgraph * cgraph);
 void ggml_graph_add_node(struct ggml_cgraph * cgraph, struct ggml_tensor * tensor);
 bool ggml_is_contiguous(const struct ggml_tensor * tensor);
+#define GGML_N_TASKS_MAX (-1)
+typedef void (*ggml_custom1_op_t)(struct ggml_tensor * dst, const struct ggml_tensor * a, int ith, int nth, void * userdata);
+struct ggml_tensor * ggml_map_custom1(struct ggml_context * ctx, struct ggml_tensor * a, ggml_custom1_op_t fun, int n_tasks, void * userdata);
 const char * ggml_op_desc(const struct ggml_tensor * t);
 struct ggml_tensor * ggml_graph_get_grad(const struct ggml_cgraph * cgraph, const struct ggml_tensor * node);
 
