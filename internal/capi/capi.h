@@ -113,6 +113,7 @@ enum ggml_op {
     GGML_OP_NONE = 0,
     GGML_OP_MUL_MAT = 29,
     GGML_OP_OUT_PROD = 31,
+    GGML_OP_VIEW = 37,
     GGML_OP_TRANSPOSE = 39,
 };
 

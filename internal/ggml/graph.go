@@ -345,22 +345,28 @@ func (g Graph) OutProdsAsMulMat(x *Ctx, use func(a, b Tensor) bool) int {
 	}
 	n := g.Nodes()
 	room := int(C.ggml_graph_size(g.c)) - n
+	uses := map[*C.struct_ggml_tensor]int{}
+	for i := 0; i < n; i++ {
+		for _, s := range C.ggml_graph_node(g.c, C.int(i)).src {
+			if s != nil {
+				uses[s]++
+			}
+		}
+	}
 	order := make([]*C.struct_ggml_tensor, 0, n)
 	rewritten := 0
 	for i := 0; i < n; i++ {
 		node := C.ggml_graph_node(g.c, C.int(i))
 		a, b := node.src[0], node.src[1]
 		if node.op == C.GGML_OP_OUT_PROD && a._type == C.GGML_TYPE_F32 && b._type == C.GGML_TYPE_F32 &&
-			use(Tensor{a}, Tensor{b}) {
-			at, preA := transposedOperand(x, a)
-			bt, preB := transposedOperand(x, b)
-			if len(preA)+len(preB) <= room {
-				room -= len(preA) + len(preB)
-				order = append(append(order, preA...), preB...)
-				node.op = C.GGML_OP_MUL_MAT
-				node.src[0], node.src[1] = at, bt
-				rewritten++
-			}
+			use(Tensor{a}, Tensor{b}) && copiesNeeded(a, uses)+copiesNeeded(b, uses) <= room {
+			at, preA := transposedOperand(x, a, uses)
+			bt, preB := transposedOperand(x, b, uses)
+			room -= len(preA) + len(preB)
+			order = append(append(order, preA...), preB...)
+			node.op = C.GGML_OP_MUL_MAT
+			node.src[0], node.src[1] = at, bt
+			rewritten++
 		}
 		order = append(order, node)
 	}
@@ -380,12 +386,31 @@ func (g Graph) OutProdsAsMulMat(x *Ctx, use func(a, b Tensor) bool) int {
 // rank: ggml's mul_mat has no fast kernel for a contraction that short.
 func MulMatFaster(a, b Tensor) bool { return a.Ne(1) >= 32 }
 
+// copiesNeeded is how many nodes transposedOperand adds for t.
+func copiesNeeded(t *C.struct_ggml_tensor, uses map[*C.struct_ggml_tensor]int) int {
+	if t.op != C.GGML_OP_TRANSPOSE || t.src[0] == nil {
+		return 2
+	}
+	if C.ggml_is_contiguous(t.src[0]) {
+		return 0
+	}
+	return 1
+}
+
 // transposedOperand is a contiguous tensor holding tᵀ, and the nodes (in
-// order) that make it when t is not itself a transpose of a contiguous
-// tensor.
-func transposedOperand(x *Ctx, t *C.struct_ggml_tensor) (*C.struct_ggml_tensor, []*C.struct_ggml_tensor) {
-	if t.op == C.GGML_OP_TRANSPOSE && t.src[0] != nil && t.view_src != nil {
+// order) that make it. When t is a transpose used by nothing but the
+// product being rewritten (autodiff makes one for each product), t itself
+// becomes the view it transposed: left in the graph unused, it would keep
+// its source's memory from being reused until the end of the graph.
+func transposedOperand(x *Ctx, t *C.struct_ggml_tensor, uses map[*C.struct_ggml_tensor]int) (*C.struct_ggml_tensor, []*C.struct_ggml_tensor) {
+	if t.op == C.GGML_OP_TRANSPOSE && t.src[0] != nil {
 		src := t.src[0]
+		if uses[t] == 1 && t.flags&tensorFlagOutput == 0 {
+			t.op = C.GGML_OP_VIEW
+			t.ne[0], t.ne[1] = src.ne[0], src.ne[1]
+			t.nb[0], t.nb[1] = src.nb[0], src.nb[1]
+			src = t
+		}
 		if C.ggml_is_contiguous(src) {
 			return src, nil
 		}
@@ -396,6 +421,12 @@ func transposedOperand(x *Ctx, t *C.struct_ggml_tensor) (*C.struct_ggml_tensor, 
 	c := x.contF32(Tensor{tr}).c
 	return c, []*C.struct_ggml_tensor{tr, c}
 }
+
+// tensorFlagOutput is ggml's GGML_TENSOR_FLAG_OUTPUT.
+const tensorFlagOutput = 2
+
+// isViewOp reports whether t is a VIEW node (a check of capi.h's value).
+func isViewOp(t Tensor) bool { return t.c.op == C.GGML_OP_VIEW }
 
 // OutProdTypes lists the types of the first operand of every OUT_PROD
 // node left in the graph.
