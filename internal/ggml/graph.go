@@ -307,6 +307,7 @@ func (g Graph) KeepInputsOf(ops ...string) int {
 // place. It returns how many nodes it rewrote.
 func (g Graph) UseTransposed(transposed map[Tensor]Tensor) int {
 	n := 0
+	uses := g.uses()
 	for i := 0; i < g.Nodes(); i++ {
 		node := C.ggml_graph_node(g.c, C.int(i))
 		if node.op != C.GGML_OP_OUT_PROD {
@@ -323,7 +324,7 @@ func (g Graph) UseTransposed(transposed map[Tensor]Tensor) int {
 		}
 		node.op = C.GGML_OP_MUL_MAT
 		node.src[0] = wt.c
-		node.src[1] = dy
+		node.src[1] = untransposed(b, uses)
 		n++
 	}
 	return n
@@ -345,14 +346,7 @@ func (g Graph) OutProdsAsMulMat(x *Ctx, use func(a, b Tensor) bool) int {
 	}
 	n := g.Nodes()
 	room := int(C.ggml_graph_size(g.c)) - n
-	uses := map[*C.struct_ggml_tensor]int{}
-	for i := 0; i < n; i++ {
-		for _, s := range C.ggml_graph_node(g.c, C.int(i)).src {
-			if s != nil {
-				uses[s]++
-			}
-		}
-	}
+	uses := g.uses()
 	order := make([]*C.struct_ggml_tensor, 0, n)
 	rewritten := 0
 	for i := 0; i < n; i++ {
@@ -381,7 +375,7 @@ func (g Graph) OutProdsAsMulMat(x *Ctx, use func(a, b Tensor) bool) int {
 // faster as a mul_mat on ggml's CPU backend, transposed copies included:
 // measured on one thread (attention and LoRA shapes of a 135M model at
 // context 512), 1.4-3.6x faster for the attention's four products, 7-28x
-// for the LoRA B factor's two, even for its A factor's gradient; 12x
+// for the LoRA B factor's two, about as fast for its A factor's gradient; 12x
 // slower for the LoRA input gradient through A, whose contraction is the
 // rank: ggml's mul_mat has no fast kernel for a contraction that short.
 func MulMatFaster(a, b Tensor) bool { return a.Ne(1) >= 32 }
@@ -397,20 +391,40 @@ func copiesNeeded(t *C.struct_ggml_tensor, uses map[*C.struct_ggml_tensor]int) i
 	return 1
 }
 
+// uses counts how many times each tensor is a source of a node.
+func (g Graph) uses() map[*C.struct_ggml_tensor]int {
+	uses := map[*C.struct_ggml_tensor]int{}
+	for i := 0; i < g.Nodes(); i++ {
+		for _, s := range C.ggml_graph_node(g.c, C.int(i)).src {
+			if s != nil {
+				uses[s]++
+			}
+		}
+	}
+	return uses
+}
+
+// untransposed is the tensor that t, a TRANSPOSE node, transposed, for a
+// product rewritten to read that instead of t. When t has no other reader
+// (autodiff makes a transpose for each product), t itself becomes a view
+// of that tensor: left in the graph unread, it would keep its source's
+// memory from being reused until the end of the graph.
+func untransposed(t *C.struct_ggml_tensor, uses map[*C.struct_ggml_tensor]int) *C.struct_ggml_tensor {
+	src := t.src[0]
+	if uses[t] != 1 || t.flags&tensorFlagOutput != 0 {
+		return src
+	}
+	t.op = C.GGML_OP_VIEW
+	t.ne[0], t.ne[1] = src.ne[0], src.ne[1]
+	t.nb[0], t.nb[1] = src.nb[0], src.nb[1]
+	return t
+}
+
 // transposedOperand is a contiguous tensor holding tᵀ, and the nodes (in
-// order) that make it. When t is a transpose used by nothing but the
-// product being rewritten (autodiff makes one for each product), t itself
-// becomes the view it transposed: left in the graph unused, it would keep
-// its source's memory from being reused until the end of the graph.
+// order) that make it.
 func transposedOperand(x *Ctx, t *C.struct_ggml_tensor, uses map[*C.struct_ggml_tensor]int) (*C.struct_ggml_tensor, []*C.struct_ggml_tensor) {
 	if t.op == C.GGML_OP_TRANSPOSE && t.src[0] != nil {
-		src := t.src[0]
-		if uses[t] == 1 && t.flags&tensorFlagOutput == 0 {
-			t.op = C.GGML_OP_VIEW
-			t.ne[0], t.ne[1] = src.ne[0], src.ne[1]
-			t.nb[0], t.nb[1] = src.nb[0], src.nb[1]
-			src = t
-		}
+		src := untransposed(t, uses)
 		if C.ggml_is_contiguous(src) {
 			return src, nil
 		}
