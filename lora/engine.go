@@ -519,6 +519,9 @@ func (e *engine) finishBackward(gr *graph, wt map[ggml.Tensor]ggml.Tensor) error
 			return err
 		}
 		gr.g.UseTransposed(e.wt)
+		// The out_prods left are those of the attention's activations
+		// and of the LoRA factors.
+		gr.g.OutProdsAsMulMat(gr.ctx, nil)
 	}
 	for _, t := range gr.g.OutProdTypes() {
 		if t == ggml.TypeF16 || t == ggml.TypeBF16 {

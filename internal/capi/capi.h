@@ -113,6 +113,7 @@ enum ggml_op {
     GGML_OP_NONE = 0,
     GGML_OP_MUL_MAT = 29,
     GGML_OP_OUT_PROD = 31,
+    GGML_OP_VIEW = 37,
     GGML_OP_TRANSPOSE = 39,
 };
 
@@ -257,6 +258,13 @@ void ggml_build_forward_expand(struct ggml_cgraph * cgraph, struct ggml_tensor *
 void ggml_build_backward_expand(struct ggml_context * ctx, struct ggml_cgraph * cgraph, struct ggml_tensor ** grad_accs);
 int ggml_graph_n_nodes(struct ggml_cgraph * cgraph);
 struct ggml_tensor * ggml_graph_node(struct ggml_cgraph * cgraph, int i);
+int ggml_graph_size(struct ggml_cgraph * cgraph);
+struct ggml_tensor ** ggml_graph_nodes(struct ggml_cgraph * cgraph);
+void ggml_graph_add_node(struct ggml_cgraph * cgraph, struct ggml_tensor * tensor);
+bool ggml_is_contiguous(const struct ggml_tensor * tensor);
+#define GGML_N_TASKS_MAX (-1)
+typedef void (*ggml_custom1_op_t)(struct ggml_tensor * dst, const struct ggml_tensor * a, int ith, int nth, void * userdata);
+struct ggml_tensor * ggml_map_custom1(struct ggml_context * ctx, struct ggml_tensor * a, ggml_custom1_op_t fun, int n_tasks, void * userdata);
 const char * ggml_op_desc(const struct ggml_tensor * t);
 struct ggml_tensor * ggml_graph_get_grad(const struct ggml_cgraph * cgraph, const struct ggml_tensor * node);
 
