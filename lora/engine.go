@@ -520,8 +520,12 @@ func (e *engine) finishBackward(gr *graph, wt map[ggml.Tensor]ggml.Tensor) error
 		}
 		gr.g.UseTransposed(e.wt)
 		// The out_prods left are those of the attention's activations
-		// and of the LoRA factors.
-		gr.g.OutProdsAsMulMat(gr.ctx, nil)
+		// and of the LoRA factors: on the CPU, mul_mats on transposed
+		// copies are faster (the copies are a CPU-only custom op, so a
+		// device keeps its own out_prod).
+		if e.dev == nil {
+			gr.g.OutProdsAsMulMat(gr.ctx, nil)
+		}
 	}
 	for _, t := range gr.g.OutProdTypes() {
 		if t == ggml.TypeF16 || t == ggml.TypeBF16 {
