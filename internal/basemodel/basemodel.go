@@ -20,20 +20,26 @@ import (
 	"github.com/finetune-dev/finetune/internal/testmodel"
 )
 
+//go:generate go run ./mkwords
+
 // Builtins are the models finetune can write on the spot. "tiny" is a
 // 3-layer Llama (hidden size 128, 4 heads / 2 KV heads, feed-forward 384,
-// F32, 0.66M parameters) with random weights, a byte vocabulary (the 256
-// bytes, <s>, </s>, <unk>) plus the ChatML tokens <|im_start|> and
-// <|im_end|>, and a ChatML chat template: small enough to train and
-// evaluate in minutes on 2 cores, and honest about what it is: it knows
-// nothing before tuning.
+// F32) with random weights and a ChatML chat template. Its vocabulary is a
+// byte vocabulary (the 256 bytes, <s>, </s>, <unk>), the ChatML tokens
+// <|im_start|> and <|im_end|>, "▁", and 4000 word tokens: the frequent
+// words of the shipped recipes' training data with their prefixes (see
+// mkwords), as a tokenizer trained on the domain would have them, so a
+// conversation is a few tokens a word and a snake_case label is one
+// token. Small enough to train and evaluate in minutes on 2 cores, and
+// honest about what it is: it knows nothing before tuning.
 var Builtins = map[string]testmodel.Config{
-	"tiny": {Layers: 3, Embd: 128, Heads: 4, KVHeads: 2, FF: 384, Context: 2048, Type: "f32", ChatML: true, Seed: 20251126},
+	"tiny": {Layers: 3, Embd: 128, Heads: 4, KVHeads: 2, FF: 384, Context: 2048, Type: "f32", ChatML: true, Words: tinyWords, Seed: 20251126},
 }
 
 // builtinVersion changes whenever testmodel writes a builtin differently
-// for the same configuration (v2: the ChatML vocabulary's "▁" token).
-const builtinVersion = 2
+// for the same configuration (v2: the ChatML vocabulary's "▁" token; v3:
+// word tokens).
+const builtinVersion = 3
 
 // Options say where to look.
 type Options struct {
