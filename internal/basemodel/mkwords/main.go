@@ -4,7 +4,7 @@
 // trained on the domain would hold them. Run it from internal/basemodel
 // with `go generate`.
 //
-// A word is a run of letters, digits, '_' and inner '\'' (so a snake_case
+// A word is a run of letters, digits, '_' and inner '\” (so a snake_case
 // label is one word), written "▁word" after a space and "word" elsewhere
 // (at the start of a turn or a line, after punctuation), as SentencePiece
 // sees it. The vocabulary holds each word and its prefixes, so words are
