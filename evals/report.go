@@ -314,8 +314,13 @@ func mdConfusions(b *strings.Builder, r *Results) {
 			continue
 		}
 		for _, c := range r.Contestants {
-			cm := c.Confusion[m.Name]
+			full := c.Confusion[m.Name]
+			if full == nil {
+				continue
+			}
+			cm := full.Compact()
 			if cm == nil {
+				fmt.Fprintf(b, "\n### Confusion matrix: %s, %s\n\n%s\n", m.Name, mdCell(c.Name), noLabelNote(full))
 				continue
 			}
 			fmt.Fprintf(b, "\n### Confusion matrix: %s, %s\n\n| reference \\ answer |", m.Name, mdCell(c.Name))
@@ -457,7 +462,20 @@ type cmpRow struct {
 
 type confusionView struct {
 	Metric, Contestant string
-	*Confusion
+	*Confusion                // compacted; nil when no answer named a label
+	Note               string // then, what the matrix would have shown
+}
+
+// noLabelNote says what a confusion matrix with nothing but "(other)"
+// would have shown.
+func noLabelNote(cm *Confusion) string {
+	n := 0
+	for _, row := range cm.Counts {
+		for _, c := range row {
+			n += c
+		}
+	}
+	return fmt.Sprintf("No answer named one of the %d labels: all %d cases are (other).", len(cm.Labels), n)
 }
 
 type caseView struct {
@@ -518,8 +536,12 @@ func htmlReport(r *Results, x ReportExtras) ([]byte, error) {
 	d.Comparisons = htmlComparisons(r)
 	for _, m := range r.Metrics {
 		for _, c := range r.Contestants {
-			if cm := c.Confusion[m.Name]; cm != nil {
-				d.Confusions = append(d.Confusions, confusionView{m.Name, c.Name, cm})
+			if full := c.Confusion[m.Name]; full != nil {
+				v := confusionView{Metric: m.Name, Contestant: c.Name, Confusion: full.Compact()}
+				if v.Confusion == nil {
+					v.Note = noLabelNote(full)
+				}
+				d.Confusions = append(d.Confusions, v)
 			}
 		}
 	}

@@ -298,3 +298,23 @@ func TestReportsMarkIncomplete(t *testing.T) {
 		t.Logf("report.md:\n%s", md)
 	}
 }
+
+// TestConfusionCompact: reports leave out the labels no answer named, and
+// a matrix of nothing but "(other)" becomes a sentence.
+func TestConfusionCompact(t *testing.T) {
+	cm := &Confusion{Labels: []string{"a", "b", "c"}, Predicted: []string{"a", "b", "c", "(other)"},
+		Counts: [][]int{{2, 0, 0, 1}, {1, 0, 0, 0}, {0, 0, 0, 3}}}
+	got := cm.Compact()
+	if got == nil || fmt.Sprint(got.Predicted) != "[a (other)]" || fmt.Sprint(got.Counts) != "[[2 1] [1 0] [0 3]]" || fmt.Sprint(got.Labels) != "[a b c]" {
+		t.Fatalf("compacted to %+v", got)
+	}
+	none := &Confusion{Labels: []string{"a", "b"}, Predicted: []string{"a", "b", "(other)"}, Counts: [][]int{{0, 0, 2}, {0, 0, 3}}}
+	if none.Compact() != nil || noLabelNote(none) != "No answer named one of the 2 labels: all 5 cases are (other)." {
+		t.Fatalf("all (other): %+v, %q", none.Compact(), noLabelNote(none))
+	}
+	var md strings.Builder
+	mdConfusions(&md, &Results{Metrics: []MetricInfo{{Name: "acc", Kind: Label}}, Contestants: []ContestantResult{{Name: "base", Confusion: map[string]*Confusion{"acc": none}}}})
+	if !strings.Contains(md.String(), "all 5 cases are (other)") || strings.Contains(md.String(), "| reference") {
+		t.Fatalf("report.md:\n%s", md.String())
+	}
+}

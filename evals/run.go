@@ -195,6 +195,36 @@ type Confusion struct {
 	Counts    [][]int  `json:"counts"`
 }
 
+// Compact is the matrix as reports show it: without the labels no answer
+// named (columns of zeros; "(other)" stays), or nil when no answer named
+// a label at all, every case being "(other)": a column that says nothing
+// a sentence would not.
+func (cm *Confusion) Compact() *Confusion {
+	var keep []int
+	for j, p := range cm.Predicted {
+		used := j == len(cm.Predicted)-1 && p == "(other)"
+		for i := range cm.Counts {
+			used = used || cm.Counts[i][j] > 0
+		}
+		if used {
+			keep = append(keep, j)
+		}
+	}
+	if len(keep) == 0 || len(keep) == 1 && cm.Predicted[keep[0]] == "(other)" {
+		return nil
+	}
+	out := &Confusion{Labels: cm.Labels, Counts: make([][]int, len(cm.Counts))}
+	for _, j := range keep {
+		out.Predicted = append(out.Predicted, cm.Predicted[j])
+	}
+	for i, row := range cm.Counts {
+		for _, j := range keep {
+			out.Counts[i] = append(out.Counts[i], row[j])
+		}
+	}
+	return out
+}
+
 // ContestantResult sums up one contestant.
 type ContestantResult struct {
 	Name string `json:"name"`

@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/finetune-dev/finetune/internal/ggml"
 	"github.com/finetune-dev/finetune/internal/gguf"
@@ -49,6 +50,14 @@ type Config struct {
 	// start of pretraining.
 	ResidualScale float64
 	EmbedStd      float64
+	// Words adds whole words to the ChatML byte vocabulary as normal
+	// tokens ("▁" for a leading space, as SentencePiece writes it), each
+	// with the chain of its prefixes from two characters on, scored by
+	// length. llama.cpp's SentencePiece tokenizer joins two adjacent
+	// pieces only into a token of the vocabulary, best score first, so a
+	// word is one token only if its prefixes are tokens too; other text
+	// falls back to the byte tokens.
+	Words []string
 }
 
 var fileTypes = map[string]struct {
@@ -80,6 +89,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("testmodel: a vocabulary size applies to the byte vocabulary and must be at least 262")
 	case c.ChatML && c.VocabFrom != "":
 		return fmt.Errorf("testmodel: ChatML applies to the byte vocabulary")
+	case len(c.Words) > 0 && (!c.ChatML || c.VocabSize != 0):
+		return fmt.Errorf("testmodel: words extend the ChatML byte vocabulary, unpadded")
 	case c.Layers < 1 || c.Embd < 1 || c.Heads < 1 || c.KVHeads < 1 || c.FF < 1 || c.Context < 1:
 		return fmt.Errorf("testmodel: layers, embd, heads, kv-heads, ff and context must all be positive")
 	case c.Embd%c.Heads != 0:
@@ -147,6 +158,49 @@ func addChatML(kv []gguf.KV) []gguf.KV {
 		gguf.KV{Key: "tokenizer.chat_template", Value: ChatMLTemplate})
 }
 
+// addWords appends words and their prefixes (from two characters) to a
+// vocabulary, each once, scored by its length in characters: the longer
+// piece wins a merge, so the tokenizer grows a word from its start.
+func addWords(kv []gguf.KV, words []string) []gguf.KV {
+	var pieces []string
+	for i := range kv {
+		if v, ok := kv[i].Value.([]string); ok {
+			pieces = v
+		}
+	}
+	seen := make(map[string]bool, len(pieces))
+	for _, p := range pieces {
+		seen[p] = true
+	}
+	var add []string
+	for _, w := range words {
+		r := []rune(w)
+		for n := 2; n <= len(r); n++ {
+			if p := string(r[:n]); !seen[p] {
+				seen[p] = true
+				add = append(add, p)
+			}
+		}
+	}
+	for i := range kv {
+		switch v := kv[i].Value.(type) {
+		case []string:
+			kv[i].Value = append(v, add...)
+		case []float32:
+			for _, p := range add {
+				v = append(v, float32(utf8.RuneCountInString(p)))
+			}
+			kv[i].Value = v
+		case []int32:
+			for range add {
+				v = append(v, 1) // normal
+			}
+			kv[i].Value = v
+		}
+	}
+	return kv
+}
+
 // padVocab extends a byte vocabulary with normal tokens up to n.
 func padVocab(kv []gguf.KV, n int) []gguf.KV {
 	for i := range kv {
@@ -201,6 +255,9 @@ func Write(path string, c Config) error {
 		vocab = ByteVocab()
 		if c.ChatML {
 			vocab = addChatML(vocab)
+		}
+		if len(c.Words) > 0 {
+			vocab = addWords(vocab, c.Words)
 		}
 		if c.VocabSize > 0 {
 			vocab = padVocab(vocab, c.VocabSize)
