@@ -110,14 +110,23 @@ func runDoctor(args []string) error {
 	for _, d := range r.LibSearched {
 		found[d] = true
 	}
+	listed := map[string]bool{}
 	for _, d := range r.LibPath {
 		state := "absent"
 		if abs, err := absPath(d); err == nil && found[abs] {
 			state = "searched"
 		}
+		abs, err := absPath(d)
+		if err == nil && listed[abs] {
+			state = "the same folder as above"
+		}
 		fmt.Fprintf(w, "  %s (%s)\n", d, state)
+		if err != nil || listed[abs] {
+			continue
+		}
+		listed[abs] = true
 		for _, l := range r.Libraries {
-			if abs, err := absPath(d); err != nil || filepath.Dir(l.Path) != abs {
+			if filepath.Dir(l.Path) != abs {
 				continue
 			}
 			switch {
