@@ -140,7 +140,7 @@ func tunedAdapter(t testing.TB, model string) (string, []LossPoint) {
 		dir := filepath.Join(tmpRoot, "run")
 		res, err := lora.Train(context.Background(), model, lora.Config{
 			Rank: 16, Alpha: 32, LearningRate: 1e-2, Schedule: "cosine", WarmupSteps: 10,
-			MaxSteps: 120, Seed: 1, Threads: 1, Files: lora.Files{Checkpoint: filepath.Join(dir, "checkpoint.gguf"), Metrics: filepath.Join(dir, "metrics.jsonl"), Adapter: filepath.Join(dir, "adapter.gguf")},
+			MaxSteps: 240, Seed: 1, Threads: 1, Files: lora.Files{Checkpoint: filepath.Join(dir, "checkpoint.gguf"), Metrics: filepath.Join(dir, "metrics.jsonl"), Adapter: filepath.Join(dir, "adapter.gguf")},
 		}, lora.Data{Train: windows}, nil)
 		if err != nil {
 			tuned.err = err
