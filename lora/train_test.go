@@ -323,34 +323,12 @@ func mean(xs []float64) float64 {
 	return s / float64(len(xs))
 }
 
-// answer generates greedily through llama.cpp (with adapter, if given).
+// answer generates greedily through llama.cpp (with adapter, if given)
+// and returns the first line.
 func answer(t *testing.T, model, adapter string, prompt []int32) string {
 	t.Helper()
-	m, err := llama.LoadModel(model, llama.ModelOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	ctx, err := llama.NewContext(m, llama.ContextOptions{Context: 128, Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ctx.Close()
-	if adapter != "" {
-		a, err := llama.LoadAdapter(m, adapter)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		if err := ctx.SetAdapter(a, 1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var b strings.Builder
-	if _, err := llama.Generate(context.Background(), ctx, prompt, llama.GenerateOptions{MaxTokens: 24}, func(s string) { b.WriteString(s) }); err != nil {
-		t.Fatal(err)
-	}
-	first, _, _ := strings.Cut(b.String(), "\n")
+	text, _ := generate(t, model, adapter, prompt, 24)
+	first, _, _ := strings.Cut(text, "\n")
 	return strings.TrimSpace(first)
 }
 

@@ -1,57 +1,21 @@
 package ggml
 
 import (
-	"fmt"
+	"github.com/finetune-dev/finetune/internal/ggmltest"
 	"math"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 )
 
-// blasLibrary finds libggml-blas.so: in FINETUNE_LIB_PATH or bin/lib, else
-// built (or taken from the build cache) by scripts/build-ggml-backend.sh.
-// When it cannot be had the test is skipped, saying so on stderr too, since
-// a skip is easy to miss.
-func blasLibrary(t *testing.T) string {
-	t.Helper()
-	repo, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dirs := filepath.SplitList(os.Getenv("FINETUNE_LIB_PATH"))
-	for _, d := range append(dirs, filepath.Join(repo, "bin", "lib")) {
-		if f := filepath.Join(d, "libggml-blas.so"); d != "" && fileExists(f) {
-			return f
-		}
-	}
-	cmd := exec.Command(filepath.Join(repo, "scripts", "build-ggml-backend.sh"), "blas", "--out", "")
-	cmd.Dir = repo
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if f := strings.TrimSpace(string(out)); err == nil && fileExists(f) {
-		return f
-	}
-	msg := fmt.Sprintf("SKIP %s: no libggml-blas.so, and building it failed (%v): run 'make blas' (needs cmake and apt's libopenblas-dev, pkg-config)\n%s", t.Name(), err, lastLines(stderr.String(), 5))
-	fmt.Fprintln(os.Stderr, msg)
-	t.Skip(msg)
-	return ""
-}
+// blasLibrary finds libggml-blas.so, or skips the test, loudly.
+func blasLibrary(t *testing.T) string { return ggmltest.BLAS(t) }
 
 func fileExists(f string) bool {
 	st, err := os.Stat(f)
 	return err == nil && st.Mode().IsRegular()
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // trainStep is one forward and backward pass of a small two-layer graph
