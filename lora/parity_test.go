@@ -134,10 +134,11 @@ func TestAdapterParity(t *testing.T) {
 	}
 }
 
-func adapterParity(t *testing.T, model string, targets []string) {
-	base, e := openEngine(t, model, targets, 4, 64)
+// randomParams are rank-4 LoRA values with B drawn from rng (and the
+// embedding's A, which starts at zero), set in e: an adapter that moves
+// the logits.
+func randomParams(e *engine, rng *rand.Rand) *Params {
 	p := initParams(e, 4, 8, 2, 7)
-	rng := rand.New(rand.NewPCG(2, 2))
 	for i := range p.Pairs {
 		for j := range p.Pairs[i].B {
 			p.Pairs[i].B[j] = float32(rng.NormFloat64() * 0.05)
@@ -149,6 +150,13 @@ func adapterParity(t *testing.T, model string, targets []string) {
 		}
 	}
 	e.setParams(p)
+	return p
+}
+
+func adapterParity(t *testing.T, model string, targets []string) {
+	base, e := openEngine(t, model, targets, 4, 64)
+	rng := rand.New(rand.NewPCG(2, 2))
+	p := randomParams(e, rng)
 	path := filepath.Join(t.TempDir(), "adapter.gguf")
 	if err := adapters.Write(path, p.Adapter()); err != nil {
 		t.Fatal(err)
@@ -186,19 +194,8 @@ func TestTiedHeadAdapterParity(t *testing.T) {
 			if !base.Tied() {
 				t.Fatal("the test model has a head of its own")
 			}
-			p := initParams(e, 4, 8, 2, 7)
 			rng := rand.New(rand.NewPCG(3, 3))
-			for i := range p.Pairs {
-				for j := range p.Pairs[i].B {
-					p.Pairs[i].B[j] = float32(rng.NormFloat64() * 0.05)
-				}
-				if p.Pairs[i].Target == TargetEmbed {
-					for j := range p.Pairs[i].A {
-						p.Pairs[i].A[j] = float32(rng.NormFloat64())
-					}
-				}
-			}
-			e.setParams(p)
+			p := randomParams(e, rng)
 			path := filepath.Join(t.TempDir(), "adapter.gguf")
 			if err := adapters.Write(path, p.Adapter()); err != nil {
 				t.Fatal(err)

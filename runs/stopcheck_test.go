@@ -255,7 +255,7 @@ func TestStopSamplesBudget(t *testing.T) {
 			t.Fatalf("ends %v of an example of %d tokens", ex.ends, len(ex.tokens))
 		}
 	}
-	if want := []int{9, 19, 29, 39}; !equalInts(lens, want) || total > stopBudget {
+	if want := []int{9, 19, 29, 39}; !slices.Equal(lens, want) || total > stopBudget {
 		t.Fatalf("examples of %v tokens, want %v", lens, want)
 	}
 	// One example over the budget alone: its first token and the last ones.
@@ -269,18 +269,6 @@ func TestStopSamplesBudget(t *testing.T) {
 	if _, exs := stopSamples(m, []lora.Window{w}, stopBudget); len(exs) != 0 {
 		t.Fatalf("%d examples without a trained end", len(exs))
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func mustRead(t *testing.T, path string) string {
