@@ -1,7 +1,11 @@
 // Package basemodel turns a recipe's base model reference into a GGUF file:
 // a path, "ollama:NAME[:TAG]" for a model already pulled into a local
 // Ollama (through its API when a server answers, else from its model store
-// on disk), or "builtin:NAME" for a small model finetune writes itself.
+// on disk), "builtin:NAME" for a small model finetune writes itself, or
+// "catalog:NAME" for a pretrained model of finetune's catalog (Catalog):
+// from a shared/models/ folder when there is one (dev and CI machines),
+// else from the copy "finetune models fetch NAME" downloaded into the
+// cache (Fetch). Resolving never downloads anything.
 package basemodel
 
 import (
@@ -51,18 +55,23 @@ type Options struct {
 	// OllamaModels is Ollama's model store (default $OLLAMA_MODELS, else
 	// ~/.ollama/models).
 	OllamaModels string
-	// CacheDir holds builtin models (default the user cache folder).
+	// CacheDir holds builtin models and fetched catalog models (default:
+	// finetune/builtin and finetune/models in the user cache folder,
+	// ~/.cache on Linux).
 	CacheDir string
 }
 
 // Resolve returns the GGUF file of a base model reference; relative paths
-// start at dir.
+// start at dir, and a catalog model's shared/ folder is looked for above
+// dir as well as above the current folder (see CatalogEntry.Locate).
 func Resolve(ctx context.Context, ref, dir string, o Options) (string, error) {
 	switch {
 	case strings.HasPrefix(ref, "ollama:"):
 		return resolveOllama(ctx, strings.TrimPrefix(ref, "ollama:"), o)
 	case strings.HasPrefix(ref, "builtin:"):
 		return resolveBuiltin(strings.TrimPrefix(ref, "builtin:"), o)
+	case strings.HasPrefix(ref, "catalog:"):
+		return resolveCatalog(strings.TrimPrefix(ref, "catalog:"), dir, o)
 	}
 	p := ref
 	if !filepath.IsAbs(p) {
