@@ -151,7 +151,7 @@ func (r *Recipe) check() error {
 	case !nameRE.MatchString(r.Name):
 		return r.errAt("name", "%q: use letters, digits, '.', '_' and '-' (it names a folder)", r.Name)
 	case r.Base == "":
-		return r.errAt("base", "missing: a GGUF file, ollama:NAME[:TAG] or builtin:NAME")
+		return r.errAt("base", "missing: a GGUF file, ollama:NAME[:TAG], builtin:NAME or catalog:NAME")
 	case r.Data.Train == "":
 		return r.errAt("data.train", "missing: the training data file, folder or glob")
 	}

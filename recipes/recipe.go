@@ -28,8 +28,9 @@ type Recipe struct {
 	Name string `yaml:"name"`
 	// Base is the base model: a GGUF file (relative to the recipe's
 	// folder), "ollama:NAME[:TAG]" for a model pulled into a local Ollama,
-	// or "builtin:NAME" for a model finetune writes itself (see
-	// builtin.go).
+	// "builtin:NAME" for a model finetune writes itself, or "catalog:NAME"
+	// for a pretrained model of finetune's catalog (see
+	// internal/basemodel).
 	Base    string  `yaml:"base"`
 	Data    Data    `yaml:"data"`
 	LoRA    LoRA    `yaml:"lora"`

@@ -51,7 +51,7 @@ type Record struct {
 
 // BaseModel is the base a run trains on.
 type BaseModel struct {
-	Ref    string `json:"ref"`  // as the recipe names it: a file, ollama:NAME or builtin:NAME
+	Ref    string `json:"ref"`  // as the recipe names it: a file, ollama:NAME, builtin:NAME or catalog:NAME
 	Path   string `json:"path"` // the GGUF file (absolute)
 	SHA256 string `json:"sha256"`
 }

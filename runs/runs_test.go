@@ -12,6 +12,7 @@ import (
 
 	"github.com/finetune-dev/finetune/datasets"
 	"github.com/finetune-dev/finetune/evals"
+	"github.com/finetune-dev/finetune/internal/basemodel"
 	"github.com/finetune-dev/finetune/internal/filehash"
 	"github.com/finetune-dev/finetune/internal/shared"
 	"github.com/finetune-dev/finetune/internal/sysmem"
@@ -240,6 +241,45 @@ func TestAbsolutePaths(t *testing.T) {
 	o := recipe(t, dir, strings.Replace(minimal, "base.gguf", "ollama:llama3.2:1b", 1))
 	if c := absolutePaths(o, "/blobs/sha256-x"); c.Base != "ollama:llama3.2:1b" {
 		t.Fatalf("an Ollama base became %q", c.Base)
+	}
+	// A catalog base is found on each machine anew: the reference stays.
+	k := recipe(t, dir, strings.Replace(minimal, "base.gguf", "catalog:smollm2-135m-instruct", 1))
+	if c := absolutePaths(k, "/shared/models/x.gguf"); c.Base != "catalog:smollm2-135m-instruct" {
+		t.Fatalf("a catalog base became %q", c.Base)
+	}
+}
+
+// TestStartRefusesACatalogBaseOfAnotherHash: a catalog model is found by
+// its size; training, which hashes its base, refuses a file of that size
+// that is not the catalog's, before any folder exists.
+func TestStartRefusesACatalogBaseOfAnotherHash(t *testing.T) {
+	dir := t.TempDir()
+	sharedDir := filepath.Join(dir, "shared")
+	t.Setenv("FINETUNE_SHARED", sharedDir)
+	model := filepath.Join(sharedDir, "models", "Fake.gguf")
+	os.MkdirAll(filepath.Dir(model), 0o755)
+	if err := testmodel.Write(model, testmodel.Config{Layers: 1, Embd: 32, Heads: 2, KVHeads: 2, FF: 32, Context: 256}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(model)
+	saved := basemodel.Catalog
+	basemodel.Catalog = append(append([]basemodel.CatalogEntry(nil), saved...),
+		basemodel.CatalogEntry{Name: "fake", File: "Fake.gguf", Size: st.Size(), SHA256: strings.Repeat("0", 64)})
+	t.Cleanup(func() { basemodel.Catalog = saved })
+	os.MkdirAll(filepath.Join(dir, "data"), 0o755)
+	var data strings.Builder
+	for i := range 20 {
+		fmt.Fprintf(&data, `{"prompt": "question %d", "completion": "answer %d"}`+"\n", i, i)
+	}
+	os.WriteFile(filepath.Join(dir, "data", "train.jsonl"), []byte(data.String()), 0o644)
+	r := recipe(t, dir, "name: fake\nbase: catalog:fake\ndata:\n  train: data/train.jsonl\n  template: none\n  eval_ratio: 0.5\n  seq_len: 64\n")
+	root := filepath.Join(dir, "runs")
+	_, _, err := Start(context.Background(), r, TrainOptions{Root: root})
+	if err == nil || !strings.Contains(err.Error(), "recipe.yaml:2: base: catalog:fake: "+model+" has sha256 ") || !strings.Contains(err.Error(), `not the catalog's 000000000000`) {
+		t.Fatalf("Start = %v; want a refusal naming the file and both hashes", err)
+	}
+	if _, err := os.Stat(root); !os.IsNotExist(err) {
+		t.Fatalf("a refused run left %s behind", root)
 	}
 }
 

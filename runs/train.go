@@ -100,6 +100,13 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 	if err != nil {
 		return nil, err
 	}
+	// A catalog model is found by its size; its hash, computed here
+	// anyway, says it is the right file.
+	if want := basemodel.CatalogSHA256(r.Base); want != "" && sum != want {
+		return nil, &recipes.Error{File: r.Path, Line: r.Line("base"), Path: "base",
+			Msg: fmt.Sprintf("%s: %s has sha256 %s, not the catalog's %s: replace it, or remove it and run \"finetune models fetch %s\"",
+				r.Base, path, short(sum), short(want), strings.TrimPrefix(r.Base, "catalog:"))}
+	}
 	checkStop(ctx, r, path, data.Train, log)
 	return &prepared{base: BaseModel{Ref: r.Base, Path: path, SHA256: sum}, data: data}, nil
 }
@@ -154,7 +161,7 @@ func Start(ctx context.Context, r *recipes.Recipe, o TrainOptions) (*Run, *lora.
 func absolutePaths(r *recipes.Recipe, base string) *recipes.Recipe {
 	c := *r
 	c.Data.Train, c.Data.Eval = r.Resolve(r.Data.Train), r.Resolve(r.Data.Eval)
-	if !strings.HasPrefix(r.Base, "ollama:") && !strings.HasPrefix(r.Base, "builtin:") {
+	if !strings.HasPrefix(r.Base, "ollama:") && !strings.HasPrefix(r.Base, "builtin:") && !strings.HasPrefix(r.Base, "catalog:") {
 		c.Base = base
 	}
 	c.Eval.Contestants = append([]recipes.Contestant(nil), r.Eval.Contestants...)
@@ -336,8 +343,8 @@ func resumable(run *Run) error {
 }
 
 // checkBase checks that the base the run will load is the one it trained
-// on: the recorded file, or for ollama: and builtin: bases the file the
-// reference resolves to now.
+// on: the recorded file, or for ollama:, builtin: and catalog: bases the
+// file the reference resolves to now.
 func (run *Run) checkBase(ctx context.Context, o basemodel.Options) error {
 	b := run.Record.Base
 	path := b.Path

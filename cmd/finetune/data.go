@@ -97,7 +97,8 @@ func runDataInspect(args []string) error {
 			return err
 		}
 		if *model == "" {
-			// The base train uses: a file, ollama:NAME or builtin:NAME.
+			// The base train uses: a file, ollama:NAME, builtin:NAME or
+			// catalog:NAME.
 			if *model, err = basemodel.Resolve(context.Background(), r.Base, r.Dir, basemodel.Options{}); err != nil {
 				return fmt.Errorf("%s: %w", pos[0], err)
 			}
