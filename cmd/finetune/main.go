@@ -4,6 +4,7 @@
 //	finetune doctor                      what this build and machine can do
 //	finetune inspect MODEL.gguf          a model's shape, types and vocabulary
 //	finetune generate --model M --prompt P
+//	finetune models fetch NAME           download a catalog model (base: catalog:NAME)
 //	finetune testmodel --out M.gguf ...  write a random Llama model for tests
 package main
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/finetune-dev/finetune/internal/basemodel"
 	"github.com/finetune-dev/finetune/internal/shared"
 	"github.com/finetune-dev/finetune/internal/testmodel"
 )
@@ -18,6 +20,15 @@ import (
 // it runs main, so tests see real exit codes, stderr and crashes.
 func TestMain(m *testing.M) {
 	if os.Getenv("FINETUNE_AS_CLI") == "1" {
+		// Catalog entries a test adds (JSON), so that models fetch can be
+		// tried against a loopback package index.
+		if c := os.Getenv("FINETUNE_TEST_CATALOG"); c != "" {
+			var extra []basemodel.CatalogEntry
+			if err := json.Unmarshal([]byte(c), &extra); err != nil {
+				panic(err)
+			}
+			basemodel.Catalog = append(basemodel.Catalog, extra...)
+		}
 		os.Args = append([]string{"finetune"}, os.Args[1:]...)
 		main()
 		os.Exit(0)
