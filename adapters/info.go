@@ -46,16 +46,19 @@ type LoRAInfo struct {
 
 // Training summarises the training run.
 type Training struct {
-	Steps         int      `json:"steps"`
-	TokensSeen    int64    `json:"tokens_seen"`
-	TrainLoss     float64  `json:"final_train_loss"`
-	ValLoss       *float64 `json:"final_val_loss,omitempty"`
-	BestValLoss   *float64 `json:"best_val_loss,omitempty"`
-	BestStep      int      `json:"best_step,omitempty"`
-	StoppedEarly  bool     `json:"stopped_early"`
-	Interrupted   bool     `json:"interrupted"`
-	WallSeconds   float64  `json:"wall_seconds"`
-	TrainableVals int      `json:"trainable_parameters"`
+	Steps        int      `json:"steps"`
+	TokensSeen   int64    `json:"tokens_seen"`
+	TrainLoss    float64  `json:"final_train_loss"`
+	ValLoss      *float64 `json:"final_val_loss,omitempty"`
+	BestValLoss  *float64 `json:"best_val_loss,omitempty"`
+	BestStep     int      `json:"best_step,omitempty"`
+	StoppedEarly bool     `json:"stopped_early"`
+	Interrupted  bool     `json:"interrupted"`
+	WallSeconds  float64  `json:"wall_seconds"`
+	// ValPasses is how many times the validation windows were read
+	// (every eval_every steps and at the last step).
+	ValPasses     int `json:"val_passes,omitempty"`
+	TrainableVals int `json:"trainable_parameters"`
 }
 
 // Optimizer holds AdamW's settings.

@@ -51,16 +51,17 @@ type Result struct {
 
 // state is everything a checkpoint holds besides the configuration.
 type state struct {
-	params   *Params
-	m, v     [][]float32 // AdamW moments, per pair: A values then B values
-	step     int
-	tokens   int64
-	elapsed  time.Duration
-	bestVal  float64
-	bestStep int
-	badEvals int
-	best     *Params
-	lastLoss float64 // the last step's training loss
+	params    *Params
+	m, v      [][]float32 // AdamW moments, per pair: A values then B values
+	step      int
+	tokens    int64
+	elapsed   time.Duration
+	bestVal   float64
+	bestStep  int
+	badEvals  int
+	best      *Params
+	valPasses int     // validation passes run
+	lastLoss  float64 // the last step's training loss
 }
 
 // Train fine-tunes LoRA adapters for the base model at basePath on data.
@@ -223,13 +224,23 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 	}
 	res.Steps, res.TokensSeen, res.TrainLoss = st.step, st.tokens, st.lastLoss
 	if len(data.Val) > 0 && !res.Interrupted {
-		e.setParams(final)
-		v, err := t.validate()
-		if err != nil {
-			return nil, err
+		if st.best != nil {
+			// The adapter written is the best one, validated at its step
+			// on these very weights: no second pass over the same windows.
+			v := st.bestVal
+			res.ValLoss = &v
+		} else {
+			// No validation kept a best (none ran, or none gave a
+			// number): validate what is written.
+			e.setParams(final)
+			v, err := t.validate()
+			if err != nil {
+				return nil, err
+			}
+			res.ValLoss = &v
 		}
-		res.ValLoss = &v
 	}
+	res.ValPasses = st.valPasses
 	res.WallTime = st.elapsed
 	res.WallSeconds = st.elapsed.Seconds()
 	if err := writeInfo(basePath, &cfg, res); err != nil {
@@ -383,6 +394,7 @@ func (t *trainer) adamw(clip float64) {
 // validate is the mean loss over every target of the validation windows.
 func (t *trainer) validate() (float64, error) {
 	t.threads()
+	t.st.valPasses++
 	sum, n := 0.0, 0
 	for i := range t.data.Val {
 		t.e.prepare(&t.data.Val[i], &t.in, true)
