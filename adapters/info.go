@@ -54,7 +54,13 @@ type Training struct {
 	BestStep     int      `json:"best_step,omitempty"`
 	StoppedEarly bool     `json:"stopped_early"`
 	Interrupted  bool     `json:"interrupted"`
-	WallSeconds  float64  `json:"wall_seconds"`
+	// WallSeconds is the run's wall time, from reading its data to
+	// writing the adapter, validation and checkpoints included, summed
+	// over the sessions of a resumed run; StepsSeconds the part spent
+	// computing optimizer steps and ValSeconds in validation passes.
+	WallSeconds  float64 `json:"wall_seconds"`
+	StepsSeconds float64 `json:"steps_seconds"`
+	ValSeconds   float64 `json:"val_seconds,omitempty"`
 	// ValPasses is how many times the validation windows were read
 	// (every eval_every steps and at the last step).
 	ValPasses     int `json:"val_passes,omitempty"`

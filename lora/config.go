@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Config holds every setting of a training run. Zero values take the
@@ -62,6 +63,9 @@ type Config struct {
 	BaseSHA256 string
 	// Meta is stored in the adapter's Info as its recipe.
 	Meta any
+	// Started is when the run's work began in this process (reading its
+	// data, say), where its wall time starts; zero: when Train is called.
+	Started time.Time
 	// Logger hears what happens before the first step (the path chosen,
 	// the weights' transposed copies being made); nil: nothing is logged.
 	Logger *slog.Logger

@@ -37,8 +37,13 @@ type Metrics struct {
 	GradNorm     float64  `json:"grad_norm"`
 	Tokens       int64    `json:"tokens"`
 	TokensPerSec float64  `json:"tokens_per_s"`
-	ElapsedSec   float64  `json:"elapsed_s"`
-	ETASec       float64  `json:"eta_s"`
+	// ElapsedSec is the run's wall time so far (Result.WallSeconds at
+	// this step); ETASec what the steps and validation passes left should
+	// take at the pace so far.
+	ElapsedSec float64 `json:"elapsed_s"`
+	ETASec     float64 `json:"eta_s"`
+	// ValSec is the time the validation pass of this step took.
+	ValSec float64 `json:"val_s,omitempty"`
 }
 
 // Result summarises a finished run: the adapter file and the figures its
@@ -46,6 +51,8 @@ type Metrics struct {
 type Result struct {
 	Adapter string `json:"adapter"`
 	adapters.Training
+	// WallTime is WallSeconds as a duration: the run's wall time, every
+	// session of a resumed run, validation and checkpoints included.
 	WallTime time.Duration `json:"-"`
 }
 
@@ -55,7 +62,9 @@ type state struct {
 	m, v      [][]float32 // AdamW moments, per pair: A values then B values
 	step      int
 	tokens    int64
-	elapsed   time.Duration
+	elapsed   time.Duration // the run's wall time up to the last step
+	stepTime  time.Duration // of which computing optimizer steps
+	valTime   time.Duration // of which validation passes
 	bestVal   float64
 	bestStep  int
 	badEvals  int
@@ -70,6 +79,10 @@ type state struct {
 // the last) with its adapters.Info beside it. progress, when not nil, sees
 // every step. Cancelling ctx stops after writing a checkpoint.
 func Train(ctx context.Context, basePath string, cfg Config, data Data, progress func(Metrics)) (*Result, error) {
+	began := cfg.Started
+	if began.IsZero() {
+		began = time.Now()
+	}
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -159,8 +172,10 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 
 	t := &trainer{cfg: &cfg, e: e, data: data, st: st, total: total}
 	res := &Result{Training: adapters.Training{TrainableVals: st.params.count()}}
-	start := time.Now()
+	// The run's wall time: the sessions before this one (from the
+	// checkpoint), then this one from its start, its setup included.
 	elapsed0 := st.elapsed
+	wall := func() time.Duration { return elapsed0 + time.Since(began) }
 	for st.step < total {
 		if ctx.Err() != nil {
 			res.Interrupted = true
@@ -171,20 +186,21 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 		if err != nil {
 			return nil, err
 		}
+		took := time.Since(stepStart)
+		st.stepTime += took
+		t.stepsRun++
+		t.stepsTime += took
 		st.step++
 		st.tokens += int64(tokens)
-		st.elapsed = elapsed0 + time.Since(start)
 		st.lastLoss = loss
 		m := Metrics{Step: st.step, TotalSteps: total, Epoch: float64(st.step*cfg.GradAccum) / float64(len(data.Train)),
-			Loss: loss, LR: t.lr, GradNorm: norm, Tokens: st.tokens, ElapsedSec: st.elapsed.Seconds(),
-			TokensPerSec: float64(tokens) / time.Since(stepStart).Seconds()}
-		m.ETASec = st.elapsed.Seconds() / float64(st.step) * float64(total-st.step)
-		if len(data.Val) > 0 && ((cfg.EvalEvery > 0 && st.step%cfg.EvalEvery == 0) || st.step == total) {
+			Loss: loss, LR: t.lr, GradNorm: norm, Tokens: st.tokens, TokensPerSec: float64(tokens) / took.Seconds()}
+		if t.validates(st.step) {
 			val, err := t.validate()
 			if err != nil {
 				return nil, err
 			}
-			m.ValLoss = &val
+			m.ValLoss, m.ValSec = &val, t.lastPass.Seconds()
 			if val < st.bestVal {
 				st.bestVal, st.bestStep, st.badEvals = val, st.step, 0
 				st.best = st.params.clone()
@@ -192,6 +208,8 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 				st.badEvals++
 			}
 		}
+		st.elapsed = wall()
+		m.ElapsedSec, m.ETASec = st.elapsed.Seconds(), t.eta().Seconds()
 		if err := metrics.write(m); err != nil {
 			return nil, err
 		}
@@ -208,6 +226,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 			break
 		}
 	}
+	st.elapsed = wall()
 	if err := saveCheckpoint(ckpt, &cfg, st); err != nil {
 		return nil, err
 	}
@@ -241,8 +260,9 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 		}
 	}
 	res.ValPasses = st.valPasses
-	res.WallTime = st.elapsed
-	res.WallSeconds = st.elapsed.Seconds()
+	res.WallTime = wall()
+	res.WallSeconds = res.WallTime.Seconds()
+	res.StepsSeconds, res.ValSeconds = st.stepTime.Seconds(), st.valTime.Seconds()
 	if err := writeInfo(basePath, &cfg, res); err != nil {
 		return nil, err
 	}
@@ -264,6 +284,41 @@ type trainer struct {
 
 	permEpoch int // the epoch perm belongs to (-1: none yet)
 	perm      []int
+
+	// This session's pace, for the ETA: steps and validation passes run
+	// and the time they took; lastPass is the last pass's time.
+	stepsRun, passesRun   int
+	stepsTime, passesTime time.Duration
+	lastPass              time.Duration
+}
+
+// validates says whether step (1-based) ends with a validation pass:
+// every EvalEvery steps and at the last step, when there are validation
+// windows.
+func (t *trainer) validates(step int) bool {
+	every := t.cfg.EvalEvery
+	return len(t.data.Val) > 0 && (every > 0 && step%every == 0 || step == t.total)
+}
+
+// eta is what the steps and validation passes after the current step
+// should take at this session's pace (a pass not yet timed counts 0).
+func (t *trainer) eta() time.Duration {
+	st := t.st
+	if t.stepsRun == 0 {
+		return 0
+	}
+	left := time.Duration(float64(t.stepsTime) / float64(t.stepsRun) * float64(t.total-st.step))
+	if t.passesRun > 0 && len(t.data.Val) > 0 && st.step < t.total {
+		passes := 1 // the last step's
+		if every := t.cfg.EvalEvery; every > 0 {
+			passes = t.total/every - st.step/every
+			if t.total%every != 0 {
+				passes++
+			}
+		}
+		left += time.Duration(float64(t.passesTime) / float64(t.passesRun) * float64(passes))
+	}
+	return left
 }
 
 // windowAt returns the training window consumed at global position g:
@@ -393,6 +448,14 @@ func (t *trainer) adamw(clip float64) {
 
 // validate is the mean loss over every target of the validation windows.
 func (t *trainer) validate() (float64, error) {
+	start := time.Now()
+	defer func() {
+		d := time.Since(start)
+		t.st.valTime += d
+		t.passesTime += d
+		t.passesRun++
+		t.lastPass = d
+	}()
 	t.threads()
 	t.st.valPasses++
 	sum, n := 0.0, 0
