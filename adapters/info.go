@@ -63,8 +63,13 @@ type Training struct {
 	ValSeconds   float64 `json:"val_seconds,omitempty"`
 	// ValPasses is how many times the validation windows were read
 	// (every eval_every steps and at the last step).
-	ValPasses     int `json:"val_passes,omitempty"`
-	TrainableVals int `json:"trainable_parameters"`
+	ValPasses int `json:"val_passes,omitempty"`
+	// ValWindows is how many validation windows each pass read, of the
+	// ValWindowsTotal that hold targets (a seeded sample, the same windows
+	// at every pass, when fewer).
+	ValWindows      int `json:"val_windows,omitempty"`
+	ValWindowsTotal int `json:"val_windows_total,omitempty"`
+	TrainableVals   int `json:"trainable_parameters"`
 }
 
 // Optimizer holds AdamW's settings.

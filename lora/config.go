@@ -34,7 +34,12 @@ type Config struct {
 	MaxSteps     int     // optimizer steps; 0: Epochs over the data
 	Epochs       float64 // default 1 when MaxSteps is 0
 
-	EvalEvery       int // validation loss every N steps; 0: only at the end
+	EvalEvery int // validation loss every N steps; 0: only at the end
+	// ValWindows is how many validation windows a pass reads: a random
+	// sample of that many (of those with targets), seeded by Seed, the
+	// same windows at every pass and after a resume, so that the losses
+	// compare; 0: every window.
+	ValWindows      int
 	Patience        int // stop after N evaluations without improvement; 0: never
 	CheckpointEvery int // 0: only at the end
 	Seed            uint64
@@ -156,6 +161,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("lora: gradient accumulation must be at least 1")
 	case c.MaxSteps < 0 || c.Epochs < 0:
 		return fmt.Errorf("lora: max steps and epochs must not be negative")
+	case c.ValWindows < 0:
+		return fmt.Errorf("lora: validation windows must not be negative (0: every window), got %d", c.ValWindows)
 	case c.Files.Checkpoint == "" || c.Files.Metrics == "" || c.Files.Adapter == "":
 		return fmt.Errorf("lora: Files must name the checkpoint, metrics and adapter files")
 	}

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/finetune-dev/finetune/adapters"
@@ -42,8 +43,10 @@ type Metrics struct {
 	// take at the pace so far.
 	ElapsedSec float64 `json:"elapsed_s"`
 	ETASec     float64 `json:"eta_s"`
-	// ValSec is the time the validation pass of this step took.
-	ValSec float64 `json:"val_s,omitempty"`
+	// ValSec is the time the validation pass of this step took, and
+	// ValWindows how many windows it read.
+	ValSec     float64 `json:"val_s,omitempty"`
+	ValWindows int     `json:"val_windows,omitempty"`
 }
 
 // Result summarises a finished run: the adapter file and the figures its
@@ -172,6 +175,16 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 
 	t := &trainer{cfg: &cfg, e: e, data: data, st: st, total: total}
 	res := &Result{Training: adapters.Training{TrainableVals: st.params.count()}}
+	if len(data.Val) > 0 {
+		var of int
+		t.valIdx, of = valSample(data.Val, cfg.ValWindows, cfg.Seed)
+		res.ValWindows, res.ValWindowsTotal = len(t.valIdx), of
+		if len(t.valIdx) < of {
+			e.log.Info(fmt.Sprintf("validation on %d of %d windows", len(t.valIdx), of), "sample", "seeded, the same windows at every pass", "seed", cfg.Seed)
+		} else {
+			e.log.Info(fmt.Sprintf("validation on all %d windows", of))
+		}
+	}
 	// The run's wall time: the sessions before this one (from the
 	// checkpoint), then this one from its start, its setup included.
 	elapsed0 := st.elapsed
@@ -200,7 +213,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 			if err != nil {
 				return nil, err
 			}
-			m.ValLoss, m.ValSec = &val, t.lastPass.Seconds()
+			m.ValLoss, m.ValSec, m.ValWindows = &val, t.lastPass.Seconds(), len(t.valIdx)
 			if val < st.bestVal {
 				st.bestVal, st.bestStep, st.badEvals = val, st.step, 0
 				st.best = st.params.clone()
@@ -284,6 +297,8 @@ type trainer struct {
 
 	permEpoch int // the epoch perm belongs to (-1: none yet)
 	perm      []int
+
+	valIdx []int // the validation windows a pass reads (valSample)
 
 	// This session's pace, for the ETA: steps and validation passes run
 	// and the time they took; lastPass is the last pass's time.
@@ -446,7 +461,28 @@ func (t *trainer) adamw(clip float64) {
 	}
 }
 
-// validate is the mean loss over every target of the validation windows.
+// valSample chooses the validation windows a pass reads, by their index in
+// val: n of those that hold targets, at random with seed, in their order;
+// all of them when n is 0 or not below their number, of.
+func valSample(val []Window, n int, seed uint64) (idx []int, of int) {
+	for i := range val {
+		if val[i].Targets() > 0 {
+			idx = append(idx, i)
+		}
+	}
+	of = len(idx)
+	if n <= 0 || n >= of {
+		return idx, of
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x5a1_da7e))
+	rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
+	idx = idx[:n]
+	slices.Sort(idx)
+	return idx, of
+}
+
+// validate is the mean loss over every target of the validation windows
+// valSample chose.
 func (t *trainer) validate() (float64, error) {
 	start := time.Now()
 	defer func() {
@@ -459,7 +495,7 @@ func (t *trainer) validate() (float64, error) {
 	t.threads()
 	t.st.valPasses++
 	sum, n := 0.0, 0
-	for i := range t.data.Val {
+	for _, i := range t.valIdx {
 		t.e.prepare(&t.data.Val[i], &t.in, true)
 		if t.in.targets == 0 {
 			continue

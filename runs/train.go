@@ -226,7 +226,7 @@ func LoRAConfig(r *recipes.Recipe, dir string) lora.Config {
 		Targets: r.LoRA.Targets, Rank: r.LoRA.Rank, Alpha: r.LoRA.Alpha, RSLoRA: r.LoRA.RSLoRA, Dropout: r.LoRA.Dropout,
 		LearningRate: t.LearningRate, Schedule: t.Schedule, WarmupSteps: t.WarmupSteps, WeightDecay: t.WeightDecay,
 		GradAccum: t.BatchSize, ClipNorm: t.ClipNorm, MaxSteps: t.MaxSteps, Epochs: t.Epochs,
-		EvalEvery: t.EvalEvery, Patience: t.Patience, CheckpointEvery: t.CheckpointEvery, Seed: t.Seed, Threads: t.Threads, Checkpointing: t.Checkpointing, Device: t.Device,
+		EvalEvery: t.EvalEvery, ValWindows: int(t.ValWindows), Patience: t.Patience, CheckpointEvery: t.CheckpointEvery, Seed: t.Seed, Threads: t.Threads, Checkpointing: t.Checkpointing, Device: t.Device,
 		Files: lora.Files{
 			Checkpoint: filepath.Join(dir, CheckpointFile),
 			Metrics:    filepath.Join(dir, MetricsFile),

@@ -102,9 +102,15 @@ func TestTrainRunFolder(t *testing.T) {
 	if tr := info.Training; tr.ValPasses != 3 || tr.ValSeconds <= 0 || tr.StepsSeconds <= 0 || tr.WallSeconds < tr.StepsSeconds+tr.ValSeconds {
 		t.Fatalf("adapter.json: %d validation passes in %g s, steps %g s, wall %g s; want 3 passes, and a wall time that holds steps and validation", tr.ValPasses, tr.ValSeconds, tr.StepsSeconds, tr.WallSeconds)
 	}
-	for _, want := range []string{" wall=", " steps_time=", " validation_time=", " val_passes=3"} {
+	// The eval split fills fewer windows than the 32 a pass samples: every
+	// one is read.
+	tr := info.Training
+	if tr.ValWindows < 1 || tr.ValWindows != tr.ValWindowsTotal {
+		t.Fatalf("adapter.json: validation on %d of %d windows, want all of them", tr.ValWindows, tr.ValWindowsTotal)
+	}
+	for _, want := range []string{fmt.Sprintf(`msg="validation on all %d windows"`, tr.ValWindows), " wall=", " steps_time=", " validation_time=", " val_passes=3"} {
 		if !strings.Contains(string(log), want) {
-			t.Fatalf("train.log's last line lacks %q:\n%s", want, log)
+			t.Fatalf("train.log lacks %q:\n%s", want, log)
 		}
 	}
 	// llama.cpp loads the adapter.
