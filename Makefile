@@ -12,7 +12,11 @@ export CGO_ENABLED := 1
 
 GO ?= go
 BIN ?= bin/finetune
-OLLAMA_DIR = $(shell $(GO) list -m -f '{{.Dir}}' github.com/ollama/ollama)
+# The module's folder, downloaded first: on a machine whose module cache is
+# empty (a fresh one), go list -m reports no folder until the module is there,
+# and the llama.cpp commit would be left out of the binary. Recursive (=), so
+# only the targets that use LDFLAGS pay for it.
+OLLAMA_DIR = $(shell $(GO) mod download github.com/ollama/ollama && $(GO) list -m -f '{{.Dir}}' github.com/ollama/ollama)
 LLAMA_COMMIT = $(shell sed -n 's/^FETCH_HEAD=//p' $(OLLAMA_DIR)/Makefile.sync 2>/dev/null)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS = -X main.version=$(VERSION) -X main.llamaCommit=$(LLAMA_COMMIT) -X main.buildFlags=$(subst $(space),_,$(SIMD_FLAGS))

@@ -46,16 +46,30 @@ type LoRAInfo struct {
 
 // Training summarises the training run.
 type Training struct {
-	Steps         int      `json:"steps"`
-	TokensSeen    int64    `json:"tokens_seen"`
-	TrainLoss     float64  `json:"final_train_loss"`
-	ValLoss       *float64 `json:"final_val_loss,omitempty"`
-	BestValLoss   *float64 `json:"best_val_loss,omitempty"`
-	BestStep      int      `json:"best_step,omitempty"`
-	StoppedEarly  bool     `json:"stopped_early"`
-	Interrupted   bool     `json:"interrupted"`
-	WallSeconds   float64  `json:"wall_seconds"`
-	TrainableVals int      `json:"trainable_parameters"`
+	Steps        int      `json:"steps"`
+	TokensSeen   int64    `json:"tokens_seen"`
+	TrainLoss    float64  `json:"final_train_loss"`
+	ValLoss      *float64 `json:"final_val_loss,omitempty"`
+	BestValLoss  *float64 `json:"best_val_loss,omitempty"`
+	BestStep     int      `json:"best_step,omitempty"`
+	StoppedEarly bool     `json:"stopped_early"`
+	Interrupted  bool     `json:"interrupted"`
+	// WallSeconds is the run's wall time, from reading its data to
+	// writing the adapter, validation and checkpoints included, summed
+	// over the sessions of a resumed run; StepsSeconds the part spent
+	// computing optimizer steps and ValSeconds in validation passes.
+	WallSeconds  float64 `json:"wall_seconds"`
+	StepsSeconds float64 `json:"steps_seconds"`
+	ValSeconds   float64 `json:"val_seconds,omitempty"`
+	// ValPasses is how many times the validation windows were read
+	// (every eval_every steps and at the last step).
+	ValPasses int `json:"val_passes,omitempty"`
+	// ValWindows is how many validation windows each pass read, of the
+	// ValWindowsTotal that hold targets (a seeded sample, the same windows
+	// at every pass, when fewer).
+	ValWindows      int `json:"val_windows,omitempty"`
+	ValWindowsTotal int `json:"val_windows_total,omitempty"`
+	TrainableVals   int `json:"trainable_parameters"`
 }
 
 // Optimizer holds AdamW's settings.

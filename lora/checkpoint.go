@@ -22,10 +22,13 @@ func saveCheckpoint(path string, cfg *Config, st *state) error {
 		{Key: "finetune.checkpoint.step", Value: uint64(st.step)},
 		{Key: "finetune.checkpoint.tokens", Value: uint64(st.tokens)},
 		{Key: "finetune.checkpoint.elapsed_ns", Value: int64(st.elapsed)},
+		{Key: "finetune.checkpoint.steps_ns", Value: int64(st.stepTime)},
+		{Key: "finetune.checkpoint.val_ns", Value: int64(st.valTime)},
 		{Key: "finetune.checkpoint.best_val", Value: st.bestVal},
 		{Key: "finetune.checkpoint.last_loss", Value: st.lastLoss},
 		{Key: "finetune.checkpoint.best_step", Value: uint64(st.bestStep)},
 		{Key: "finetune.checkpoint.bad_evals", Value: uint64(st.badEvals)},
+		{Key: "finetune.checkpoint.val_passes", Value: uint64(st.valPasses)},
 		{Key: "finetune.checkpoint.seed", Value: cfg.Seed},
 		{Key: "finetune.checkpoint.grad_accum", Value: uint32(cfg.GradAccum)},
 		{Key: "adapter.lora.rank", Value: uint32(st.params.Rank)},
@@ -79,10 +82,14 @@ func loadCheckpoint(path string, cfg *Config, e *engine) (*state, error) {
 	step, _ := f.Uint("finetune.checkpoint.step")
 	tokens, _ := f.Uint("finetune.checkpoint.tokens")
 	elapsed, _ := f.Int("finetune.checkpoint.elapsed_ns")
+	stepTime, _ := f.Int("finetune.checkpoint.steps_ns") // 0 in checkpoints written before they were kept
+	valTime, _ := f.Int("finetune.checkpoint.val_ns")
 	bestStep, _ := f.Uint("finetune.checkpoint.best_step")
 	bad, _ := f.Uint("finetune.checkpoint.bad_evals")
+	passes, _ := f.Uint("finetune.checkpoint.val_passes") // 0 in checkpoints written before it was kept
 	st.step, st.tokens, st.elapsed = int(step), int64(tokens), time.Duration(elapsed)
-	st.bestStep, st.badEvals = int(bestStep), int(bad)
+	st.stepTime, st.valTime = time.Duration(stepTime), time.Duration(valTime)
+	st.bestStep, st.badEvals, st.valPasses = int(bestStep), int(bad), int(passes)
 	st.bestVal, _ = f.Float("finetune.checkpoint.best_val")
 	st.lastLoss, _ = f.Float("finetune.checkpoint.last_loss")
 	read := func(name string, n int) ([]float32, error) {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Config holds every setting of a training run. Zero values take the
@@ -33,7 +34,12 @@ type Config struct {
 	MaxSteps     int     // optimizer steps; 0: Epochs over the data
 	Epochs       float64 // default 1 when MaxSteps is 0
 
-	EvalEvery       int // validation loss every N steps; 0: only at the end
+	EvalEvery int // validation loss every N steps; 0: only at the end
+	// ValWindows is how many validation windows a pass reads: a random
+	// sample of that many (of those with targets), seeded by Seed, the
+	// same windows at every pass and after a resume, so that the losses
+	// compare; 0: every window.
+	ValWindows      int
 	Patience        int // stop after N evaluations without improvement; 0: never
 	CheckpointEvery int // 0: only at the end
 	Seed            uint64
@@ -62,6 +68,9 @@ type Config struct {
 	BaseSHA256 string
 	// Meta is stored in the adapter's Info as its recipe.
 	Meta any
+	// Started is when the run's work began in this process (reading its
+	// data, say), where its wall time starts; zero: when Train is called.
+	Started time.Time
 	// Logger hears what happens before the first step (the path chosen,
 	// the weights' transposed copies being made); nil: nothing is logged.
 	Logger *slog.Logger
@@ -152,6 +161,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("lora: gradient accumulation must be at least 1")
 	case c.MaxSteps < 0 || c.Epochs < 0:
 		return fmt.Errorf("lora: max steps and epochs must not be negative")
+	case c.ValWindows < 0:
+		return fmt.Errorf("lora: validation windows must not be negative (0: every window), got %d", c.ValWindows)
 	case c.Files.Checkpoint == "" || c.Files.Metrics == "" || c.Files.Adapter == "":
 		return fmt.Errorf("lora: Files must name the checkpoint, metrics and adapter files")
 	}

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/finetune-dev/finetune/adapters"
@@ -37,8 +38,15 @@ type Metrics struct {
 	GradNorm     float64  `json:"grad_norm"`
 	Tokens       int64    `json:"tokens"`
 	TokensPerSec float64  `json:"tokens_per_s"`
-	ElapsedSec   float64  `json:"elapsed_s"`
-	ETASec       float64  `json:"eta_s"`
+	// ElapsedSec is the run's wall time so far (Result.WallSeconds at
+	// this step); ETASec what the steps and validation passes left should
+	// take at the pace so far.
+	ElapsedSec float64 `json:"elapsed_s"`
+	ETASec     float64 `json:"eta_s"`
+	// ValSec is the time the validation pass of this step took, and
+	// ValWindows how many windows it read.
+	ValSec     float64 `json:"val_s,omitempty"`
+	ValWindows int     `json:"val_windows,omitempty"`
 }
 
 // Result summarises a finished run: the adapter file and the figures its
@@ -46,21 +54,26 @@ type Metrics struct {
 type Result struct {
 	Adapter string `json:"adapter"`
 	adapters.Training
+	// WallTime is WallSeconds as a duration: the run's wall time, every
+	// session of a resumed run, validation and checkpoints included.
 	WallTime time.Duration `json:"-"`
 }
 
 // state is everything a checkpoint holds besides the configuration.
 type state struct {
-	params   *Params
-	m, v     [][]float32 // AdamW moments, per pair: A values then B values
-	step     int
-	tokens   int64
-	elapsed  time.Duration
-	bestVal  float64
-	bestStep int
-	badEvals int
-	best     *Params
-	lastLoss float64 // the last step's training loss
+	params    *Params
+	m, v      [][]float32 // AdamW moments, per pair: A values then B values
+	step      int
+	tokens    int64
+	elapsed   time.Duration // the run's wall time up to the last step
+	stepTime  time.Duration // of which computing optimizer steps
+	valTime   time.Duration // of which validation passes
+	bestVal   float64
+	bestStep  int
+	badEvals  int
+	best      *Params
+	valPasses int     // validation passes run
+	lastLoss  float64 // the last step's training loss
 }
 
 // Train fine-tunes LoRA adapters for the base model at basePath on data.
@@ -69,6 +82,10 @@ type state struct {
 // the last) with its adapters.Info beside it. progress, when not nil, sees
 // every step. Cancelling ctx stops after writing a checkpoint.
 func Train(ctx context.Context, basePath string, cfg Config, data Data, progress func(Metrics)) (*Result, error) {
+	began := cfg.Started
+	if began.IsZero() {
+		began = time.Now()
+	}
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -158,8 +175,20 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 
 	t := &trainer{cfg: &cfg, e: e, data: data, st: st, total: total}
 	res := &Result{Training: adapters.Training{TrainableVals: st.params.count()}}
-	start := time.Now()
+	if len(data.Val) > 0 {
+		var of int
+		t.valIdx, of = valSample(data.Val, cfg.ValWindows, cfg.Seed)
+		res.ValWindows, res.ValWindowsTotal = len(t.valIdx), of
+		if len(t.valIdx) < of {
+			e.log.Info(fmt.Sprintf("validation on %d of %d windows", len(t.valIdx), of), "sample", "seeded, the same windows at every pass", "seed", cfg.Seed)
+		} else {
+			e.log.Info(fmt.Sprintf("validation on all %d windows", of))
+		}
+	}
+	// The run's wall time: the sessions before this one (from the
+	// checkpoint), then this one from its start, its setup included.
 	elapsed0 := st.elapsed
+	wall := func() time.Duration { return elapsed0 + time.Since(began) }
 	for st.step < total {
 		if ctx.Err() != nil {
 			res.Interrupted = true
@@ -170,20 +199,21 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 		if err != nil {
 			return nil, err
 		}
+		took := time.Since(stepStart)
+		st.stepTime += took
+		t.stepsRun++
+		t.stepsTime += took
 		st.step++
 		st.tokens += int64(tokens)
-		st.elapsed = elapsed0 + time.Since(start)
 		st.lastLoss = loss
 		m := Metrics{Step: st.step, TotalSteps: total, Epoch: float64(st.step*cfg.GradAccum) / float64(len(data.Train)),
-			Loss: loss, LR: t.lr, GradNorm: norm, Tokens: st.tokens, ElapsedSec: st.elapsed.Seconds(),
-			TokensPerSec: float64(tokens) / time.Since(stepStart).Seconds()}
-		m.ETASec = st.elapsed.Seconds() / float64(st.step) * float64(total-st.step)
-		if len(data.Val) > 0 && ((cfg.EvalEvery > 0 && st.step%cfg.EvalEvery == 0) || st.step == total) {
+			Loss: loss, LR: t.lr, GradNorm: norm, Tokens: st.tokens, TokensPerSec: float64(tokens) / took.Seconds()}
+		if t.validates(st.step) {
 			val, err := t.validate()
 			if err != nil {
 				return nil, err
 			}
-			m.ValLoss = &val
+			m.ValLoss, m.ValSec, m.ValWindows = &val, t.lastPass.Seconds(), len(t.valIdx)
 			if val < st.bestVal {
 				st.bestVal, st.bestStep, st.badEvals = val, st.step, 0
 				st.best = st.params.clone()
@@ -191,6 +221,8 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 				st.badEvals++
 			}
 		}
+		st.elapsed = wall()
+		m.ElapsedSec, m.ETASec = st.elapsed.Seconds(), t.eta().Seconds()
 		if err := metrics.write(m); err != nil {
 			return nil, err
 		}
@@ -207,6 +239,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 			break
 		}
 	}
+	st.elapsed = wall()
 	if err := saveCheckpoint(ckpt, &cfg, st); err != nil {
 		return nil, err
 	}
@@ -223,15 +256,26 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 	}
 	res.Steps, res.TokensSeen, res.TrainLoss = st.step, st.tokens, st.lastLoss
 	if len(data.Val) > 0 && !res.Interrupted {
-		e.setParams(final)
-		v, err := t.validate()
-		if err != nil {
-			return nil, err
+		if st.best != nil {
+			// The adapter written is the best one, validated at its step
+			// on these very weights: no second pass over the same windows.
+			v := st.bestVal
+			res.ValLoss = &v
+		} else {
+			// No validation kept a best (none ran, or none gave a
+			// number): validate what is written.
+			e.setParams(final)
+			v, err := t.validate()
+			if err != nil {
+				return nil, err
+			}
+			res.ValLoss = &v
 		}
-		res.ValLoss = &v
 	}
-	res.WallTime = st.elapsed
-	res.WallSeconds = st.elapsed.Seconds()
+	res.ValPasses = st.valPasses
+	res.WallTime = wall()
+	res.WallSeconds = res.WallTime.Seconds()
+	res.StepsSeconds, res.ValSeconds = st.stepTime.Seconds(), st.valTime.Seconds()
 	if err := writeInfo(basePath, &cfg, res); err != nil {
 		return nil, err
 	}
@@ -253,6 +297,43 @@ type trainer struct {
 
 	permEpoch int // the epoch perm belongs to (-1: none yet)
 	perm      []int
+
+	valIdx []int // the validation windows a pass reads (valSample)
+
+	// This session's pace, for the ETA: steps and validation passes run
+	// and the time they took; lastPass is the last pass's time.
+	stepsRun, passesRun   int
+	stepsTime, passesTime time.Duration
+	lastPass              time.Duration
+}
+
+// validates says whether step (1-based) ends with a validation pass:
+// every EvalEvery steps and at the last step, when there are validation
+// windows.
+func (t *trainer) validates(step int) bool {
+	every := t.cfg.EvalEvery
+	return len(t.data.Val) > 0 && (every > 0 && step%every == 0 || step == t.total)
+}
+
+// eta is what the steps and validation passes after the current step
+// should take at this session's pace (a pass not yet timed counts 0).
+func (t *trainer) eta() time.Duration {
+	st := t.st
+	if t.stepsRun == 0 {
+		return 0
+	}
+	left := time.Duration(float64(t.stepsTime) / float64(t.stepsRun) * float64(t.total-st.step))
+	if t.passesRun > 0 && len(t.data.Val) > 0 && st.step < t.total {
+		passes := 1 // the last step's
+		if every := t.cfg.EvalEvery; every > 0 {
+			passes = t.total/every - st.step/every
+			if t.total%every != 0 {
+				passes++
+			}
+		}
+		left += time.Duration(float64(t.passesTime) / float64(t.passesRun) * float64(passes))
+	}
+	return left
 }
 
 // windowAt returns the training window consumed at global position g:
@@ -380,11 +461,41 @@ func (t *trainer) adamw(clip float64) {
 	}
 }
 
-// validate is the mean loss over every target of the validation windows.
+// valSample chooses the validation windows a pass reads, by their index in
+// val: n of those that hold targets, at random with seed, in their order;
+// all of them when n is 0 or not below their number, of.
+func valSample(val []Window, n int, seed uint64) (idx []int, of int) {
+	for i := range val {
+		if val[i].Targets() > 0 {
+			idx = append(idx, i)
+		}
+	}
+	of = len(idx)
+	if n <= 0 || n >= of {
+		return idx, of
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x5a1_da7e))
+	rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
+	idx = idx[:n]
+	slices.Sort(idx)
+	return idx, of
+}
+
+// validate is the mean loss over every target of the validation windows
+// valSample chose.
 func (t *trainer) validate() (float64, error) {
+	start := time.Now()
+	defer func() {
+		d := time.Since(start)
+		t.st.valTime += d
+		t.passesTime += d
+		t.passesRun++
+		t.lastPass = d
+	}()
 	t.threads()
+	t.st.valPasses++
 	sum, n := 0.0, 0
-	for i := range t.data.Val {
+	for _, i := range t.valIdx {
 		t.e.prepare(&t.data.Val[i], &t.in, true)
 		if t.in.targets == 0 {
 			continue

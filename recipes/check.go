@@ -88,6 +88,9 @@ func (r *Recipe) defaults() {
 	if t.EvalEvery == 0 && !r.given["train.eval_every"] {
 		t.EvalEvery = 25
 	}
+	if t.ValWindows == 0 && !r.given["train.val_windows"] {
+		t.ValWindows = DefaultValWindows
+	}
 	e := &r.Eval
 	if len(e.Contestants) == 0 {
 		e.Contestants = []Contestant{{Name: "base", Kind: "local"}, {Name: "tuned", Kind: "local", Adapter: "tuned"}}
@@ -217,6 +220,8 @@ func (r *Recipe) check() error {
 		return r.errAt("train.warmup_steps", "%d warmup steps for a run of %d steps: warmup must be shorter than the run", t.WarmupSteps, t.MaxSteps)
 	case t.WeightDecay < 0:
 		return r.errAt("train.weight_decay", "must not be negative")
+	case t.ValWindows < 0:
+		return r.errAt("train.val_windows", "%d: a number of windows, or all (every window)", t.ValWindows)
 	case t.CheckpointEvery < 0 || t.EvalEvery < 0 || t.Patience < 0 || t.Threads < 0:
 		return r.errAt("train", "checkpoint_every, eval_every, patience and threads must not be negative")
 	case t.Checkpointing != "" && t.Checkpointing != "auto" && t.Checkpointing != "on" && t.Checkpointing != "off":

@@ -171,7 +171,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 	return d.scalar(n, v, path)
 }
 
-var durationType = reflect.TypeOf(time.Duration(0))
+var (
+	durationType = reflect.TypeOf(time.Duration(0))
+	countType    = reflect.TypeOf(Count(0))
+)
 
 func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) error {
 	s := n.Value
@@ -186,6 +189,19 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) error {
 			dur = time.Duration(f * float64(time.Second))
 		}
 		v.SetInt(int64(dur))
+		return nil
+	}
+	if v.Type() == countType {
+		// A whole number, or "all" (0: every item).
+		if strings.EqualFold(strings.TrimSpace(s), "all") {
+			v.SetInt(0)
+			return nil
+		}
+		i, err := strconv.ParseInt(strings.ReplaceAll(strings.TrimSpace(s), "_", ""), 10, 64)
+		if err != nil {
+			return d.errf(n, path, "expected a whole number or all, got %q", s)
+		}
+		v.SetInt(i)
 		return nil
 	}
 	switch v.Kind() {

@@ -101,8 +101,13 @@ type Train struct {
 	Seed            uint64  `yaml:"seed"`
 	CheckpointEvery int     `yaml:"checkpoint_every"` // steps; default 50
 	EvalEvery       int     `yaml:"eval_every"`       // validation loss every N steps; default 25
-	Patience        int     `yaml:"patience"`         // early stopping; default 0 (off)
-	Threads         int     `yaml:"threads"`          // at most; default: every core free at each step
+	// ValWindows is how many windows of the eval split a validation pass
+	// reads: a random sample of that many, seeded by train.seed, the same
+	// windows at every pass (so the losses compare); 0 or "all": every
+	// window. Default 32 (DefaultValWindows).
+	ValWindows Count `yaml:"val_windows"`
+	Patience   int   `yaml:"patience"` // early stopping; default 0 (off)
+	Threads    int   `yaml:"threads"`  // at most; default: every core free at each step
 	// Checkpointing: "on" recomputes each layer's activations in the
 	// backward pass instead of keeping them (far less memory, one more
 	// forward pass); "off" keeps them; "auto" (default) turns it on when
@@ -112,6 +117,24 @@ type Train struct {
 	// (default: the first GPU ggml has a backend library for, else the
 	// CPU), "cpu", "cuda", "cuda:N", or a device by ggml's name.
 	Device string `yaml:"device"`
+}
+
+// DefaultValWindows is train.val_windows when the recipe leaves it out:
+// about 16k tokens a pass at 512-token windows, where a validation over
+// every window of a large eval split would take minutes at every
+// eval_every.
+const DefaultValWindows = 32
+
+// Count is a number of items to take where 0, written "all", is every
+// item.
+type Count int
+
+// MarshalYAML writes 0 as "all".
+func (c Count) MarshalYAML() (any, error) {
+	if c == 0 {
+		return "all", nil
+	}
+	return int(c), nil
 }
 
 // Eval is the eval suite run by `finetune eval`.

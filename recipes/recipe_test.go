@@ -303,3 +303,58 @@ func TestContestantPatience(t *testing.T) {
 		t.Errorf("timeout on a local contestant: %v", err)
 	}
 }
+
+// TestValWindows: train.val_windows is 32 when left out, a number, or all
+// (0 too) for every window; the resolved recipe writes all, and reads
+// back the same.
+func TestValWindows(t *testing.T) {
+	for _, c := range []struct {
+		set  []string
+		want Count
+		yaml string
+	}{
+		{nil, DefaultValWindows, "val_windows: 32"},
+		{[]string{"train.val_windows=100"}, 100, "val_windows: 100"},
+		{[]string{"train.val_windows=all"}, 0, "val_windows: all"},
+		{[]string{"train.val_windows=ALL"}, 0, "val_windows: all"},
+		{[]string{"train.val_windows=0"}, 0, "val_windows: all"},
+		{[]string{"train.val_windows=all", "train.val_windows="}, DefaultValWindows, "val_windows: 32"},
+	} {
+		p := write(t, good)
+		r, err := Load(p, c.set)
+		if err != nil {
+			t.Fatalf("%v: %v", c.set, err)
+		}
+		if r.Train.ValWindows != c.want {
+			t.Errorf("%v: val_windows %d, want %d", c.set, r.Train.ValWindows, c.want)
+		}
+		out, err := r.YAML()
+		if err != nil || !strings.Contains(string(out), c.yaml) {
+			t.Fatalf("%v: the resolved recipe lacks %q:\n%s", c.set, c.yaml, out)
+		}
+		// The run folder keeps the resolved recipe and reads it back (as
+		// it is, without defaults: runs.Open).
+		again, err := Parse(p, out)
+		if err != nil || again.Train.ValWindows != c.want {
+			t.Fatalf("%v: the resolved recipe reads back as %v (%v)", c.set, again, err)
+		}
+	}
+	body := strings.Replace(good, "  learning_rate: 1e-3", "  learning_rate: 1e-3\n  val_windows: all", 1)
+	if r, err := Load(write(t, body), nil); err != nil || r.Train.ValWindows != 0 || r.Line("train.val_windows") != 13 {
+		t.Fatalf("val_windows: all in the file: %v, %v", r, err)
+	}
+	for _, c := range []struct{ value, want string }{
+		{"-1", "recipe.yaml:13: train.val_windows: -1: a number of windows, or all (every window)"},
+		{"some", `recipe.yaml:13: train.val_windows: expected a whole number or all, got "some"`},
+		{"2.5", `recipe.yaml:13: train.val_windows: expected a whole number or all, got "2.5"`},
+	} {
+		body := strings.Replace(good, "  learning_rate: 1e-3", "  learning_rate: 1e-3\n  val_windows: "+c.value, 1)
+		if _, err := Load(write(t, body), nil); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("val_windows: %s: err = %v, want %q", c.value, err, c.want)
+		}
+	}
+	body = strings.Replace(good, "  learning_rate: 1e-3", "  learning_rate: 1e-3\n  val_window: 8", 1)
+	if _, err := Load(write(t, body), nil); err == nil || !strings.Contains(err.Error(), `recipe.yaml:13: train: unknown key "val_window" (did you mean "val_windows"?)`) {
+		t.Errorf("misspelled val_windows: %v", err)
+	}
+}

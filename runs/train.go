@@ -117,6 +117,7 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 // its lock until Close, also when training failed after the folder was
 // made (then the error says how to resume).
 func Start(ctx context.Context, r *recipes.Recipe, o TrainOptions) (*Run, *lora.Result, error) {
+	began := time.Now()
 	o.defaults()
 	// Lines logged before the folder exists go to train.log once it does.
 	var early recorder
@@ -152,7 +153,7 @@ func Start(ctx context.Context, r *recipes.Recipe, o TrainOptions) (*Run, *lora.
 	}
 	run.fileLog.Info("run", "dir", run.Dir, "recipe", from, "overrides", strings.Join(o.Overrides, " "), "command", o.Command)
 	early.replay(ctx, run.fileLog.Handler())
-	res, err := run.train(ctx, p.data, false, o.Progress)
+	res, err := run.train(ctx, p.data, false, began, o.Progress)
 	return run, res, err
 }
 
@@ -232,7 +233,7 @@ func LoRAConfig(r *recipes.Recipe, dir string) lora.Config {
 		Targets: r.LoRA.Targets, Rank: r.LoRA.Rank, Alpha: r.LoRA.Alpha, RSLoRA: r.LoRA.RSLoRA, Dropout: r.LoRA.Dropout,
 		LearningRate: t.LearningRate, Schedule: t.Schedule, WarmupSteps: t.WarmupSteps, WeightDecay: t.WeightDecay,
 		GradAccum: t.BatchSize, ClipNorm: t.ClipNorm, MaxSteps: t.MaxSteps, Epochs: t.Epochs,
-		EvalEvery: t.EvalEvery, Patience: t.Patience, CheckpointEvery: t.CheckpointEvery, Seed: t.Seed, Threads: t.Threads, Checkpointing: t.Checkpointing, Device: t.Device,
+		EvalEvery: t.EvalEvery, ValWindows: int(t.ValWindows), Patience: t.Patience, CheckpointEvery: t.CheckpointEvery, Seed: t.Seed, Threads: t.Threads, Checkpointing: t.Checkpointing, Device: t.Device,
 		Files: lora.Files{
 			Checkpoint: filepath.Join(dir, CheckpointFile),
 			Metrics:    filepath.Join(dir, MetricsFile),
@@ -242,10 +243,12 @@ func LoRAConfig(r *recipes.Recipe, dir string) lora.Config {
 	}
 }
 
-// train runs lora.Train in the locked run folder and records the outcome.
-func (run *Run) train(ctx context.Context, d *Data, resume bool, progress func(lora.Metrics)) (*lora.Result, error) {
+// train runs lora.Train in the locked run folder and records the outcome;
+// began is when this session's work began (its wall time starts there).
+func (run *Run) train(ctx context.Context, d *Data, resume bool, began time.Time, progress func(lora.Metrics)) (*lora.Result, error) {
 	cfg := LoRAConfig(run.Recipe, run.Dir)
 	cfg.Resume = resume
+	cfg.Started = began
 	cfg.BaseSHA256 = run.Record.Base.SHA256
 	if err := run.setState(Training, run.Record.Steps, nil); err != nil {
 		return nil, err
@@ -255,7 +258,7 @@ func (run *Run) train(ctx context.Context, d *Data, resume bool, progress func(l
 	res, err := lora.Train(ctx, run.Base(), cfg, lora.Data{Train: d.Train, Val: d.Val}, func(m lora.Metrics) {
 		kv := []any{"step", m.Step, "of", m.TotalSteps, "loss", fmt.Sprintf("%.4f", m.Loss)}
 		if m.ValLoss != nil {
-			kv = append(kv, "val_loss", fmt.Sprintf("%.4f", *m.ValLoss))
+			kv = append(kv, "val_loss", fmt.Sprintf("%.4f", *m.ValLoss), "val_s", fmt.Sprintf("%.1f", m.ValSec))
 		}
 		run.fileLog.Info("step", append(kv, "lr", fmt.Sprintf("%.3g", m.LR), "grad_norm", fmt.Sprintf("%.3f", m.GradNorm),
 			"tokens_per_s", fmt.Sprintf("%.0f", m.TokensPerSec), "elapsed_s", fmt.Sprintf("%.0f", m.ElapsedSec))...)
@@ -280,9 +283,15 @@ func (run *Run) train(ctx context.Context, d *Data, resume bool, progress func(l
 	if err := run.setState(state, res.Steps, nil); err != nil {
 		return res, err
 	}
-	kv := []any{"state", state, "steps", res.Steps, "tokens", res.TokensSeen, "train_loss", fmt.Sprintf("%.4f", res.TrainLoss), "wall", (time.Duration(res.WallSeconds) * time.Second).String()}
+	kv := []any{"state", state, "steps", res.Steps, "tokens", res.TokensSeen, "train_loss", fmt.Sprintf("%.4f", res.TrainLoss)}
 	if res.ValLoss != nil {
 		kv = append(kv, "val_loss", fmt.Sprintf("%.4f", *res.ValLoss))
+	}
+	// The run's wall time, and the parts of it the steps and the
+	// validation passes took (the rest: loading, checkpoints, setup).
+	kv = append(kv, "wall", seconds(res.WallSeconds), "steps_time", seconds(res.StepsSeconds))
+	if res.ValPasses > 0 {
+		kv = append(kv, "validation_time", seconds(res.ValSeconds), "val_passes", res.ValPasses)
 	}
 	if res.StoppedEarly {
 		kv = append(kv, "stopped_early_at_best_step", res.BestStep)
@@ -299,6 +308,7 @@ var ErrFinished = errors.New("the run is finished")
 // (checked by SHA-256). It takes the run's lock, which the run holds until
 // Close.
 func (run *Run) Resume(ctx context.Context, o TrainOptions) (*lora.Result, error) {
+	began := time.Now()
 	o.defaults()
 	if run.Recipe == nil {
 		return nil, fmt.Errorf("%s: no %s to resume with", run.Dir, RecipeFile)
@@ -327,7 +337,7 @@ func (run *Run) Resume(ctx context.Context, o TrainOptions) (*lora.Result, error
 	if err != nil {
 		return nil, err
 	}
-	return run.train(ctx, d, true, o.Progress)
+	return run.train(ctx, d, true, began, o.Progress)
 }
 
 // resumable says why a run cannot be resumed.
@@ -379,3 +389,13 @@ func short(digest string) string {
 }
 
 func gib(n int64) float64 { return float64(n) / (1 << 30) }
+
+// seconds is a time in seconds as a duration for people: to the tenth of
+// a second below a minute, else to the second.
+func seconds(s float64) string {
+	d := time.Duration(s * float64(time.Second))
+	if d < time.Minute {
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}

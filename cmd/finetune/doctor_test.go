@@ -3,9 +3,13 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/finetune-dev/finetune/internal/shared"
 )
 
 // TestDoctorBackendLibraries: doctor reports each backend library file it
@@ -65,5 +69,59 @@ func TestDoctorBackendLibraries(t *testing.T) {
 	text := cli(t, "doctor")
 	if !strings.Contains(text.stdout, "libggml-blas.so      loaded: BLAS, 1 device(s)") || !strings.Contains(text.stdout, "libggml-broken.so    not loaded: ") {
 		t.Errorf("doctor's text does not list the libraries:\n%s", text.stdout)
+	}
+}
+
+// TestMakeBuildEmbedsLlamaCommitOnAFreshMachine: `make build` on a machine
+// whose Go module cache is empty (nothing downloaded yet) still links the
+// llama.cpp commit in, for doctor to show. The ollama module is fetched
+// from this machine's own cache (a file:// proxy) into an empty one, so
+// the test needs no network; `make -n` prints the build command without
+// compiling anything.
+func TestMakeBuildEmbedsLlamaCommitOnAFreshMachine(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("SKIPPED: no make on this machine")
+	}
+	root := shared.ModuleRoot()
+	if root == "" {
+		t.Fatal("no module root")
+	}
+	goenv := func(key string) string {
+		out, err := exec.Command("go", "env", key).Output()
+		if err != nil {
+			t.Fatalf("go env %s: %v", key, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	cache := goenv("GOMODCACHE")
+	dir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/ollama/ollama").Output()
+	if err != nil || strings.TrimSpace(string(dir)) == "" {
+		t.Skipf("SKIPPED: the ollama module is not in this machine's module cache (%v)", err)
+	}
+	sync, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(dir)), "Makefile.sync"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^FETCH_HEAD=(\S+)`).FindSubmatch(sync)
+	if m == nil {
+		t.Fatal("the ollama module's Makefile.sync names no FETCH_HEAD")
+	}
+	want := string(m[1])
+
+	fresh := t.TempDir()
+	cmd := exec.Command("make", "-n", "build")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GOMODCACHE="+fresh, "GOPROXY=file://"+filepath.Join(cache, "cache", "download"),
+		"GOFLAGS="+goenv("GOFLAGS")+" -modcacherw", "GOSUMDB=off")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n build: %v\n%s", err, out)
+	}
+	got := regexp.MustCompile(`-X main\.llamaCommit=(\S*)`).FindSubmatch(out)
+	if got == nil {
+		t.Fatalf("make -n build sets no main.llamaCommit:\n%s", out)
+	}
+	if string(got[1]) != want {
+		t.Fatalf("with an empty module cache, make build links llamaCommit=%q, want %q:\n%s", got[1], want, out)
 	}
 }

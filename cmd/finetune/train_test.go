@@ -93,6 +93,26 @@ func TestTrainRunFolder(t *testing.T) {
 			t.Fatalf("train.log lacks %q:\n%s", want, log)
 		}
 	}
+	// Validation ran at steps 4, 8 and 12, once each; the run's wall time
+	// holds it.
+	info, err := adapters.ReadInfo(filepath.Join(out, "adapter.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr := info.Training; tr.ValPasses != 3 || tr.ValSeconds <= 0 || tr.StepsSeconds <= 0 || tr.WallSeconds < tr.StepsSeconds+tr.ValSeconds {
+		t.Fatalf("adapter.json: %d validation passes in %g s, steps %g s, wall %g s; want 3 passes, and a wall time that holds steps and validation", tr.ValPasses, tr.ValSeconds, tr.StepsSeconds, tr.WallSeconds)
+	}
+	// The eval split fills fewer windows than the 32 a pass samples: every
+	// one is read.
+	tr := info.Training
+	if tr.ValWindows < 1 || tr.ValWindows != tr.ValWindowsTotal {
+		t.Fatalf("adapter.json: validation on %d of %d windows, want all of them", tr.ValWindows, tr.ValWindowsTotal)
+	}
+	for _, want := range []string{fmt.Sprintf(`msg="validation on all %d windows"`, tr.ValWindows), " wall=", " steps_time=", " validation_time=", " val_passes=3"} {
+		if !strings.Contains(string(log), want) {
+			t.Fatalf("train.log lacks %q:\n%s", want, log)
+		}
+	}
 	// llama.cpp loads the adapter.
 	g := cli(t, "generate", "--model", model, "--adapter", filepath.Join(out, "adapter.gguf"), "--prompt", "Q: Who wrote Hamlet?\nA:", "--max-tokens", "4", "--threads", "1")
 	if g.code != 0 {
