@@ -46,14 +46,13 @@ func runEval(args []string) error {
 		}
 	}
 	var r *recipes.Recipe
+	var runSets []string // --set overrides of a run folder's own recipe, for this eval only
 	if st, err := os.Stat(pos[0]); err == nil && st.IsDir() {
 		if *runDir != "" || *adapter != "" {
 			return usageErr("a run folder brings its adapter: leave out --run and --adapter")
 		}
-		if len(sets) > 0 {
-			return usageErr("--set changes a recipe: give the recipe with --run %s", pos[0])
-		}
 		*runDir = pos[0]
+		runSets = sets
 	} else if r, err = recipes.Load(pos[0], sets); err != nil {
 		return err
 	}
@@ -69,10 +68,17 @@ func runEval(args []string) error {
 	cx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	prog := &evalProgress{latest: map[string]evals.Progress{}}
-	o := runs.EvalOptions{Recipe: r, Adapter: *adapter, Out: *out, Logger: slog.New(log.Default()), Progress: prog.show, Device: *device}
+	o := runs.EvalOptions{Recipe: r, Adapter: *adapter, Out: *out, Logger: slog.New(log.Default()), Progress: prog.show, Device: *device, Sets: runSets}
 	var res *evals.Results
 	if run != nil {
-		if o.Out == "" {
+		switch {
+		case o.Out != "":
+		case len(runSets) > 0:
+			// An eval with overrides leaves the run's own eval/ as it is;
+			// it shares its answer cache (the settings are part of a key).
+			o.Out = run.Path("eval-" + time.Now().Format("20060102-150405"))
+			o.CacheDir = runs.EvalCacheDir(run.Path(runs.EvalDir))
+		default:
 			o.Out = run.Path(runs.EvalDir)
 		}
 		res, err = run.Eval(cx, o)
@@ -84,7 +90,7 @@ func runEval(args []string) error {
 	}
 	if err != nil {
 		if cx.Err() != nil {
-			return prog.interrupted(o.Out, *out == "" && run == nil)
+			return prog.interrupted(o.Out, *out == "" && (run == nil || len(runSets) > 0))
 		}
 		return err
 	}
