@@ -139,6 +139,18 @@ func batchFor(batchTokens, seqLen int) int {
 	return max(1, (batchTokens+seqLen-1)/seqLen)
 }
 
+// clipped quotes a value for an error message, its start only when it is
+// long (a value can be megabytes).
+func clipped(v string) string {
+	if len(v) <= maxEcho {
+		return fmt.Sprintf("%q", v)
+	}
+	return fmt.Sprintf("%q (%d bytes)", strings.ToValidUTF8(v[:maxEcho], "")+"…", len(v))
+}
+
+// maxEcho is how much of a value an error message quotes.
+const maxEcho = 64
+
 func oneOf(v string, options []string) bool { return slices.Contains(options, v) }
 
 func quoteList(xs []string) string {
@@ -157,7 +169,7 @@ func (r *Recipe) check() error {
 	case r.Name == "":
 		return r.errAt("name", "missing: name the recipe (runs go to runs/<name>/)")
 	case !nameRE.MatchString(r.Name):
-		return r.errAt("name", "%q: use letters, digits, '.', '_' and '-' (it names a folder)", r.Name)
+		return r.errAt("name", "%s: use letters, digits, '.', '_' and '-' (it names a folder)", clipped(r.Name))
 	case r.Base == "":
 		return r.errAt("base", "missing: a GGUF file, ollama:NAME[:TAG], builtin:NAME or catalog:NAME")
 	case r.Data.Train == "":

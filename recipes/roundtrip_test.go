@@ -1,8 +1,10 @@
 package recipes
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -57,5 +59,25 @@ func TestResolvedRecipeRoundTrips(t *testing.T) {
 				t.Fatalf("resolving the resolved recipe changes it:\n%s\n---\n%s", y, y2)
 			}
 		})
+	}
+}
+
+// TestErrorsStayShortAndPlaced: a recipe that is not UTF-8 names the line
+// and column of the first bad byte; a megabyte value is clipped in the one
+// line that names it.
+func TestErrorsStayShortAndPlaced(t *testing.T) {
+	_, err := Decode("r.yaml", []byte("name: x\nbase: m.gguf\ndata:\n  train: caf\xe9.jsonl\n"), nil)
+	if err == nil || !strings.Contains(err.Error(), "r.yaml:4: ") || !strings.Contains(err.Error(), "column 13") || !strings.Contains(err.Error(), "UTF-8") {
+		t.Fatalf("a Latin-1 byte on line 4: %v", err)
+	}
+	long := strings.Repeat("a b", 2<<20)
+	for _, src := range []string{
+		"name: " + long + "\nbase: m.gguf\ndata: {train: t.jsonl}\n",
+		"name: x\nbase: m.gguf\ndata: {train: t.jsonl, format: " + long + "}\n",
+	} {
+		_, err := Decode("r.yaml", []byte(src), nil)
+		if err == nil || len(err.Error()) > 600 || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "bytes") {
+			t.Fatalf("a 6 MB value: %d bytes of error: %.300s", len(fmt.Sprint(err)), err)
+		}
 	}
 }
