@@ -88,10 +88,12 @@ func runEval(args []string) error {
 		}
 		res, err = runs.Eval(cx, r, o)
 	}
+	if cx.Err() != nil {
+		// Ctrl-C: whatever the eval returned (an error, or results of
+		// the cases it got to), it did not finish.
+		return prog.interrupted(o.Out, *out == "" && (run == nil || len(runSets) > 0))
+	}
 	if err != nil {
-		if cx.Err() != nil {
-			return prog.interrupted(o.Out, *out == "" && (run == nil || len(runSets) > 0))
-		}
 		return err
 	}
 	printHeadline(res)
@@ -147,7 +149,8 @@ func (e *evalProgress) show(p evals.Progress) {
 	}
 }
 
-// interrupted is the one line an eval stopped by Ctrl-C ends with: what
+// interrupted is the one line an eval stopped by Ctrl-C ends with (exit
+// code 130, as for every command Ctrl-C stops): what
 // the cache kept and the command that resumes (the same one, with --out
 // when the report folder was a fresh default).
 func (e *evalProgress) interrupted(out string, addOut bool) error {
@@ -164,8 +167,8 @@ func (e *evalProgress) interrupted(out string, addOut bool) error {
 	for i, a := range args {
 		quoted[i] = shellQuote(a)
 	}
-	return fmt.Errorf("interrupted: %d answers kept in the cache %s (%d of them new); to resume, run: finetune %s",
-		kept, displayPath(runs.EvalCacheDir(out)), fresh, strings.Join(quoted, " "))
+	return &exitError{code: exitInterrupted, err: fmt.Errorf("interrupted: %d answers kept in the cache %s (%d of them new); to resume, run: finetune %s",
+		kept, displayPath(runs.EvalCacheDir(out)), fresh, strings.Join(quoted, " "))}
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.
