@@ -187,7 +187,11 @@ func (run *Run) Eval(ctx context.Context, o EvalOptions) (*evals.Results, error)
 	}
 	r = o.onDevice(r)
 	if _, err := os.Stat(run.Adapter()); err != nil {
-		return nil, fmt.Errorf("%s: no %s in this run folder (did the training finish? resume it with `finetune train --resume %s`)", run.Dir, AdapterFile, run.Dir)
+		if run.Record.State == Finished {
+			return nil, fmt.Errorf("%s: no %s in this run folder: the run finished but its adapter is gone; restore it, or train the run's recipe again with `finetune train %s`",
+				run.Dir, AdapterFile, run.Path(RecipeFile))
+		}
+		return nil, fmt.Errorf("%s: no %s in this run folder (the training did not finish: resume it with `finetune train --resume %s`)", run.Dir, AdapterFile, run.Dir)
 	}
 	if err := run.Lock("finetune eval", o.Logger); err != nil {
 		return nil, err
