@@ -51,8 +51,8 @@ func editRecord(t *testing.T, run string, edit func(map[string]any)) {
 
 // TestCorruptAdapterAndCheckpoint: an adapter and a checkpoint carry the
 // digest of their tensor data; one flipped byte inside it is one line
-// naming the file in generate, eval, export merge, export peft and
-// resume; the resume error's hint works (without the checkpoint the run
+// naming the file in generate, eval, export merge, export peft, publish
+// and resume; the resume error's hint works (without the checkpoint the run
 // trains again from step 0).
 func TestCorruptAdapterAndCheckpoint(t *testing.T) {
 	model := shared.Path(t, "models/stories260K.gguf")
@@ -81,6 +81,7 @@ func TestCorruptAdapterAndCheckpoint(t *testing.T) {
 		{"eval", run},
 		{"export", "merge", run, "--out", filepath.Join(t.TempDir(), "m.gguf"), "--type", "f32"},
 		{"export", "peft", run, "--out", filepath.Join(t.TempDir(), "peft")},
+		{"publish", run, "--ollama", "qa-bot", "--modelfile-only", "--as", "adapter", "--host", "http://127.0.0.1:1"},
 	} {
 		wantCleanError(t, cli(t, args...), adapter+": "+corrupt)
 	}
