@@ -75,7 +75,9 @@ func Write(path string, l *LoRA) error {
 		tensors = append(tensors, a,
 			gguf.Tensor{Name: p.Base + ".lora_b", Dims: []uint64{uint64(p.Rank), uint64(p.NOut)}, Type: gguf.F32, Data: gguf.F32Data(p.B)})
 	}
-	return gguf.Write(path, kv, tensors)
+	// The digest of the tensor data lets every reader tell a corrupt file
+	// (a flipped byte the header's checks cannot see) from a good one.
+	return gguf.Write(path, gguf.WithTensorDigest(kv, tensors), tensors)
 }
 
 // Read reads an adapter written in llama.cpp's GGUF LoRA format with F32
@@ -96,10 +98,13 @@ func Read(path string) (*LoRA, error) {
 	if !ok || !isF32 {
 		return nil, fmt.Errorf("%s: adapter.lora.alpha must be a float32 (llama.cpp's runner aborts on other types)", path)
 	}
+	if err := f.CheckTensorData(); err != nil {
+		return nil, err
+	}
 	l := &LoRA{Architecture: f.Architecture(), Alpha: a32}
 	for _, kv := range f.KV {
 		switch kv.Key {
-		case "general.architecture", "general.type", "adapter.type", "adapter.lora.alpha", "general.alignment":
+		case "general.architecture", "general.type", "adapter.type", "adapter.lora.alpha", "general.alignment", gguf.TensorDataKey:
 		default:
 			l.Meta = append(l.Meta, kv)
 		}

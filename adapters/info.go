@@ -23,6 +23,9 @@ type Info struct {
 	LoRA      LoRAInfo  `json:"lora"`
 	Training  Training  `json:"training"`
 	Optimizer Optimizer `json:"optimizer"`
+	// TensorDataSHA256 is the digest of the adapter's tensor data, as its
+	// GGUF metadata records it (gguf.TensorDataKey).
+	TensorDataSHA256 string `json:"tensor_data_sha256,omitempty"`
 	// Recipe is the resolved recipe the adapter was trained with.
 	Recipe     any    `json:"recipe,omitempty"`
 	WrittenUTC string `json:"written_utc"`

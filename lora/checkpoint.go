@@ -50,10 +50,26 @@ func saveCheckpoint(path string, cfg *Config, st *state) error {
 			add(n+".best_b", st.best.Pairs[i].B)
 		}
 	}
-	return gguf.Write(path, kv, ts)
+	return gguf.Write(path, gguf.WithTensorDigest(kv, ts), ts)
 }
 
-func loadCheckpoint(path string, cfg *Config, e *engine) (*state, error) {
+// CheckpointError is a checkpoint that cannot be resumed from: damaged,
+// corrupt (its tensor data does not match its digest) or made for other
+// settings.
+type CheckpointError struct {
+	Path string
+	Err  error
+}
+
+func (e *CheckpointError) Error() string { return e.Err.Error() }
+func (e *CheckpointError) Unwrap() error { return e.Err }
+
+func loadCheckpoint(path string, cfg *Config, e *engine) (st *state, err error) {
+	defer func() {
+		if err != nil {
+			err = &CheckpointError{Path: path, Err: err}
+		}
+	}()
 	f, err := gguf.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("resume: %w", err)
@@ -63,6 +79,9 @@ func loadCheckpoint(path string, cfg *Config, e *engine) (*state, error) {
 	}
 	if v, _ := f.Uint("finetune.checkpoint.version"); v != ckptVersion {
 		return nil, fmt.Errorf("resume: %s has checkpoint version %d, this finetune reads %d", path, v, ckptVersion)
+	}
+	if err := f.CheckTensorData(); err != nil {
+		return nil, err
 	}
 	rank, _ := f.Uint("adapter.lora.rank")
 	seed, _ := f.Uint("finetune.checkpoint.seed")
@@ -78,7 +97,7 @@ func loadCheckpoint(path string, cfg *Config, e *engine) (*state, error) {
 	case !slices.Equal(targets, cfg.Targets):
 		return nil, fmt.Errorf("resume: %s adapts %v, the run asks for %v", path, targets, cfg.Targets)
 	}
-	st := &state{}
+	st = &state{}
 	step, _ := f.Uint("finetune.checkpoint.step")
 	tokens, _ := f.Uint("finetune.checkpoint.tokens")
 	elapsed, _ := f.Int("finetune.checkpoint.elapsed_ns")

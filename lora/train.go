@@ -18,6 +18,7 @@ import (
 	"github.com/finetune-dev/finetune/internal/cpuload"
 	"github.com/finetune-dev/finetune/internal/filehash"
 	"github.com/finetune-dev/finetune/internal/ggml"
+	"github.com/finetune-dev/finetune/internal/gguf"
 	"github.com/finetune-dev/finetune/internal/sysmem"
 )
 
@@ -590,6 +591,10 @@ func writeInfo(basePath string, cfg *Config, res *Result) error {
 	if abs, err := filepath.Abs(basePath); err == nil {
 		basePath = abs
 	}
+	var digest string
+	if f, err := gguf.Open(res.Adapter); err == nil {
+		digest, _ = f.String(gguf.TensorDataKey)
+	}
 	info := &adapters.Info{
 		Format:   adapters.InfoFormat,
 		Adapter:  filepath.Base(res.Adapter),
@@ -598,8 +603,9 @@ func writeInfo(basePath string, cfg *Config, res *Result) error {
 		Training: res.Training,
 		Optimizer: adapters.Optimizer{Name: "adamw", LR: cfg.LearningRate, Schedule: cfg.Schedule, WarmupSteps: cfg.WarmupSteps, WeightDecay: cfg.WeightDecay,
 			Betas: []float64{cfg.Beta1, cfg.Beta2}, Eps: cfg.Epsilon, GradAccum: cfg.GradAccum, ClipNorm: cfg.ClipNorm, Seed: cfg.Seed},
-		Recipe:     cfg.Meta,
-		WrittenUTC: time.Now().UTC().Format(time.RFC3339),
+		Recipe:           cfg.Meta,
+		TensorDataSHA256: digest,
+		WrittenUTC:       time.Now().UTC().Format(time.RFC3339),
 	}
 	return adapters.WriteInfo(adapters.InfoPath(res.Adapter), info)
 }

@@ -62,7 +62,7 @@ func (r *Recipe) defaults() {
 		t.BatchSize = 1
 	}
 	if t.BatchTokens > 0 && t.BatchSize == 0 {
-		t.BatchSize = max(1, (t.BatchTokens+d.SeqLen-1)/d.SeqLen)
+		t.BatchSize = batchFor(t.BatchTokens, d.SeqLen)
 	}
 	if t.LearningRate == 0 && !r.given["train.learning_rate"] {
 		t.LearningRate = 2e-4
@@ -134,6 +134,26 @@ func (r *Recipe) defaults() {
 	}
 }
 
+// batchFor is the batch size batch_tokens gives: windows of seqLen tokens.
+func batchFor(batchTokens, seqLen int) int {
+	if seqLen <= 0 {
+		return 1
+	}
+	return max(1, (batchTokens+seqLen-1)/seqLen)
+}
+
+// clipped quotes a value for an error message, its start only when it is
+// long (a value can be megabytes).
+func clipped(v string) string {
+	if len(v) <= maxEcho {
+		return fmt.Sprintf("%q", v)
+	}
+	return fmt.Sprintf("%q (%d bytes)", strings.ToValidUTF8(v[:maxEcho], "")+"…", len(v))
+}
+
+// maxEcho is how much of a value an error message quotes.
+const maxEcho = 64
+
 func oneOf(v string, options []string) bool { return slices.Contains(options, v) }
 
 func quoteList(xs []string) string {
@@ -152,7 +172,7 @@ func (r *Recipe) check() error {
 	case r.Name == "":
 		return r.errAt("name", "missing: name the recipe (runs go to runs/<name>/)")
 	case !nameRE.MatchString(r.Name):
-		return r.errAt("name", "%q: use letters, digits, '.', '_' and '-' (it names a folder)", r.Name)
+		return r.errAt("name", "%s: use letters, digits, '.', '_' and '-' (it names a folder)", clipped(r.Name))
 	case r.Base == "":
 		return r.errAt("base", "missing: a GGUF file, ollama:NAME[:TAG], builtin:NAME or catalog:NAME")
 	case r.Data.Train == "":
@@ -162,7 +182,9 @@ func (r *Recipe) check() error {
 	switch {
 	case !oneOf(d.Format, dataFormats):
 		return r.errAt("data.format", "unknown format %q (use one of %s, or leave it out to detect)", d.Format, quoteList(dataFormats))
-	case d.Eval != "" && r.lines["data.eval_ratio"] > 0:
+	case d.Eval != "" && d.EvalRatio != 0:
+		// eval_ratio: 0 beside an eval file is what a resolved recipe
+		// (a run's recipe.yaml) holds: no conflict.
 		return r.errAt("data.eval_ratio", "give a separate eval file (data.eval) or an eval ratio, not both")
 	case d.EvalRatio < 0 || d.EvalRatio >= 1:
 		return r.errAt("data.eval_ratio", "%g is not within [0, 1)", d.EvalRatio)
@@ -208,7 +230,9 @@ func (r *Recipe) check() error {
 		return r.errAt("train.batch_size", "%d: at least 1 window per step", t.BatchSize)
 	case t.BatchTokens < 0:
 		return r.errAt("train.batch_tokens", "must not be negative")
-	case r.lines["train.batch_size"] > 0 && r.lines["train.batch_tokens"] > 0:
+	case t.BatchTokens > 0 && r.given["train.batch_size"] && t.BatchSize != batchFor(t.BatchTokens, d.SeqLen):
+		// Both, when batch_size is the one batch_tokens gives, is what a
+		// resolved recipe holds (batch_tokens: 0 is none).
 		return r.errAt("train.batch_tokens", "give batch_size or batch_tokens, not both")
 	case t.LearningRate <= 0:
 		return r.errAt("train.learning_rate", "%g: the learning rate must be positive", t.LearningRate)

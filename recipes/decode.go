@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/finetune-dev/finetune/internal/textfmt"
 )
 
 // decoder fills Go values from YAML nodes strictly: every key must be a
@@ -30,15 +32,23 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
+	msg := e.Msg
+	if len(msg) > maxMsg {
+		// A value echoed whole can be megabytes: one line stays readable.
+		msg = strings.ToValidUTF8(textfmt.Shorten(msg, maxMsg), "") + fmt.Sprintf(" (%d bytes in all)", len(e.Msg))
+	}
 	where := e.File
 	if e.Line > 0 {
 		where = fmt.Sprintf("%s:%d", e.File, e.Line)
 	}
 	if e.Path != "" {
-		return fmt.Sprintf("%s: %s: %s", where, e.Path, e.Msg)
+		return fmt.Sprintf("%s: %s: %s", where, e.Path, msg)
 	}
-	return fmt.Sprintf("%s: %s", where, e.Msg)
+	return fmt.Sprintf("%s: %s", where, msg)
 }
+
+// maxMsg is the longest message an Error shows whole.
+const maxMsg = 400
 
 func (d *decoder) errf(n *yaml.Node, path, format string, args ...any) error {
 	line := 0

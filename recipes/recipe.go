@@ -18,6 +18,7 @@ import (
 	"reflect"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -344,11 +345,33 @@ func notText(path string, head []byte) error {
 	return nil
 }
 
+// notUTF8 names the line and column of the first byte of src that is not
+// UTF-8 (YAML's own error names neither). UTF-16 text, which YAML reads,
+// passes.
+func notUTF8(path string, src []byte) error {
+	if bytes.HasPrefix(src, []byte{0xFF, 0xFE}) || bytes.HasPrefix(src, []byte{0xFE, 0xFF}) || utf8.Valid(src) {
+		return nil
+	}
+	for i := 0; i < len(src); {
+		r, n := utf8.DecodeRune(src[i:])
+		if r == utf8.RuneError && n <= 1 {
+			line := 1 + bytes.Count(src[:i], []byte("\n"))
+			col := 1 + utf8.RuneCount(src[bytes.LastIndexByte(src[:i], '\n')+1:i])
+			return &Error{File: path, Line: line, Msg: fmt.Sprintf("byte 0x%02X at column %d is not UTF-8: save the recipe as UTF-8 text (e.g. iconv -f latin1 -t utf-8)", src[i], col)}
+		}
+		i += n
+	}
+	return nil
+}
+
 // Parse decodes a recipe without defaults or checks. Path stays as given;
 // Dir is the absolute folder of the recipe, so paths resolved from it do
 // not depend on the working folder.
 func Parse(path string, src []byte) (*Recipe, error) {
 	if err := notText(path, src); err != nil {
+		return nil, err
+	}
+	if err := notUTF8(path, src); err != nil {
 		return nil, err
 	}
 	var doc yaml.Node

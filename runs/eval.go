@@ -14,9 +14,11 @@ import (
 
 	"github.com/finetune-dev/finetune/datasets"
 	"github.com/finetune-dev/finetune/evals"
+	"github.com/finetune-dev/finetune/internal/atomicfile"
 	"github.com/finetune-dev/finetune/internal/basemodel"
 	"github.com/finetune-dev/finetune/internal/ggml"
 	"github.com/finetune-dev/finetune/internal/llama"
+	"github.com/finetune-dev/finetune/internal/textfmt"
 	"github.com/finetune-dev/finetune/recipes"
 )
 
@@ -137,7 +139,15 @@ type EvalOptions struct {
 	// Device runs the local contestants there instead of on the recipe's
 	// train.device (auto, cpu, cuda[:N], a device's name).
 	Device string
+	// Sets are --set overrides of the run's recipe for this eval only
+	// (Run.Eval without Recipe): the run's recipe.yaml stays as trained,
+	// and the eval's folder keeps the recipe it ran (EvalRecipeFile).
+	Sets []string
 }
+
+// EvalRecipeFile, in an eval's folder, is the recipe an eval with --set
+// overrides ran: the run's recipe.yaml with the overrides applied.
+const EvalRecipeFile = "eval-recipe.yaml"
 
 // onDevice is r with o.Device as its train.device, when given.
 func (o *EvalOptions) onDevice(r *recipes.Recipe) *recipes.Recipe {
@@ -160,9 +170,28 @@ func (run *Run) Eval(ctx context.Context, o EvalOptions) (*evals.Results, error)
 	if r == nil {
 		return nil, fmt.Errorf("%s: no %s: give the recipe whose eval suite to run", run.Dir, RecipeFile)
 	}
+	if len(o.Sets) > 0 {
+		if o.Recipe != nil {
+			return nil, fmt.Errorf("give --set overrides with the recipe, not beside it")
+		}
+		src, err := os.ReadFile(run.Path(RecipeFile))
+		if err != nil {
+			return nil, err
+		}
+		over, err := recipes.Decode(run.Path(RecipeFile), src, o.Sets)
+		if err != nil {
+			return nil, err
+		}
+		over.Dir = run.Recipe.Dir
+		r = over
+	}
 	r = o.onDevice(r)
 	if _, err := os.Stat(run.Adapter()); err != nil {
-		return nil, fmt.Errorf("%s: no %s in this run folder (did the training finish? resume it with `finetune train --resume %s`)", run.Dir, AdapterFile, run.Dir)
+		if run.Record.State == Finished {
+			return nil, fmt.Errorf("%s: no %s in this run folder: the run finished but its adapter is gone; restore it, or train the run's recipe again with `finetune train %s`",
+				run.Dir, AdapterFile, run.Path(RecipeFile))
+		}
+		return nil, fmt.Errorf("%s: no %s in this run folder (the training did not finish: resume it with `finetune train --resume %s`)", run.Dir, AdapterFile, run.Dir)
 	}
 	if err := run.Lock("finetune eval", o.Logger); err != nil {
 		return nil, err
@@ -177,7 +206,30 @@ func (run *Run) Eval(ctx context.Context, o EvalOptions) (*evals.Results, error)
 	if st := run.Record.State; st != Finished && st != "" {
 		o.Logger.Warn("the run is not finished: evaluating its adapter as it was at the last stop", "state", st, "steps", run.Record.Steps, "resume", "finetune train --resume "+run.Dir)
 	}
+	if len(o.Sets) > 0 {
+		if err := writeEvalRecipe(r, run, o); err != nil {
+			return nil, err
+		}
+	}
 	return evaluate(ctx, r, run.Base(), run, o)
+}
+
+// writeEvalRecipe records the recipe an eval with --set overrides runs in
+// its folder, the overrides named on its first lines.
+func writeEvalRecipe(r *recipes.Recipe, run *Run, o EvalOptions) error {
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return err
+	}
+	y, err := r.YAML()
+	if err != nil {
+		return err
+	}
+	var h strings.Builder
+	fmt.Fprintf(&h, "# The recipe this eval ran: %s with these overrides (for this eval only):\n", run.Path(RecipeFile))
+	for _, s := range o.Sets {
+		fmt.Fprintf(&h, "#   --set %s\n", textfmt.OneLine(s))
+	}
+	return atomicfile.Write(filepath.Join(o.Out, EvalRecipeFile), append([]byte(h.String()), y...))
 }
 
 // Eval runs a recipe's eval suite without a run (the tuned contestant, if
@@ -274,6 +326,9 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 		return nil, err
 	}
 	extras := evals.ReportExtras{Title: "Evaluation: " + r.Name, Notes: []string{"recipe " + r.Path, "base " + r.Base + " (" + base + ")", time.Now().Format("2006-01-02 15:04")}}
+	if len(o.Sets) > 0 {
+		extras.Notes = append(extras.Notes, "overrides --set "+strings.Join(o.Sets, " --set ")+" (recipe in "+EvalRecipeFile+")")
+	}
 	if run != nil {
 		extras.Notes = append(extras.Notes, "run "+run.Dir)
 		if loss, err := evals.LoadLossCurve(run.Path(MetricsFile)); err == nil {

@@ -42,11 +42,16 @@ type Record struct {
 	// already applied in recipe.yaml.
 	Overrides []string  `json:"overrides,omitempty"`
 	Base      BaseModel `json:"base"`
-	State     State     `json:"state"`
-	Steps     int       `json:"steps"` // optimizer steps done at the last change of state
-	Error     string    `json:"error,omitempty"`
-	Created   time.Time `json:"created"`
-	Updated   time.Time `json:"updated"`
+	// Data is the data files' digests and the windowing settings, which
+	// resume checks (nil in run.json made before it); DataChanges the
+	// resumes that went on with changed data (--accept-changed-data).
+	Data        *DataRecord  `json:"data,omitempty"`
+	DataChanges []DataChange `json:"data_changes,omitempty"`
+	State       State        `json:"state"`
+	Steps       int          `json:"steps"` // optimizer steps done at the last change of state
+	Error       string       `json:"error,omitempty"`
+	Created     time.Time    `json:"created"`
+	Updated     time.Time    `json:"updated"`
 }
 
 // BaseModel is the base a run trains on.

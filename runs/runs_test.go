@@ -134,14 +134,16 @@ func TestResumeRules(t *testing.T) {
 		t.Fatalf("resume of a finished run: %v", err)
 	}
 
-	// Without a checkpoint there is nothing to resume from.
+	// Without a checkpoint (stopped before its first) the run trains
+	// again from step 0 (here it goes as far as the fake base).
 	nock := fakeRun(t, Interrupted, base)
 	os.Remove(nock.Path(CheckpointFile))
 	run, _ = Open(nock.Dir)
 	_, err = run.Resume(ctx, TrainOptions{})
 	run.Close()
-	if err == nil || !strings.Contains(err.Error(), "no checkpoint") {
-		t.Fatalf("resume without a checkpoint: %v", err)
+	log, _ := os.ReadFile(nock.Path(LogFile))
+	if err == nil || strings.Contains(err.Error(), "no checkpoint") || !strings.Contains(string(log), "starts again from step 0") {
+		t.Fatalf("resume without a checkpoint: %v\n%s", err, log)
 	}
 
 	// A base that changed (same name, other weights) is refused.

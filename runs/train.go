@@ -2,7 +2,6 @@ package runs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,6 +34,9 @@ type TrainOptions struct {
 	Base     basemodel.Options
 	Logger   *slog.Logger
 	Progress func(lora.Metrics)
+	// AcceptChangedData lets Resume go on when the data files differ from
+	// those the run started with (recorded in run.json).
+	AcceptChangedData bool
 }
 
 func (o *TrainOptions) defaults() {
@@ -50,8 +52,9 @@ func (o *TrainOptions) defaults() {
 // can be checked is checked first (base, data, memory), so a bad recipe
 // leaves no folder behind.
 type prepared struct {
-	base BaseModel
-	data *Data
+	base       BaseModel
+	data       *Data
+	dataRecord *DataRecord
 }
 
 func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.Logger) (*prepared, error) {
@@ -108,7 +111,11 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 				r.Base, path, short(sum), short(want), strings.TrimPrefix(r.Base, "catalog:"))}
 	}
 	checkStop(ctx, r, path, data.Train, log)
-	return &prepared{base: BaseModel{Ref: r.Base, Path: path, SHA256: sum}, data: data}, nil
+	dr, err := recordData(r)
+	if err != nil {
+		return nil, err
+	}
+	return &prepared{base: BaseModel{Ref: r.Base, Path: path, SHA256: sum}, data: data, dataRecord: dr}, nil
 }
 
 // Start trains a recipe into a new run folder. The folder is made only
@@ -145,7 +152,7 @@ func Start(ctx context.Context, r *recipes.Recipe, o TrainOptions) (*Run, *lora.
 		from = abs
 	}
 	now := time.Now().UTC()
-	run.Record = Record{Recipe: from, Overrides: o.Overrides, Base: p.base, State: Created, Created: now, Updated: now}
+	run.Record = Record{Recipe: from, Overrides: o.Overrides, Base: p.base, Data: p.dataRecord, State: Created, Created: now, Updated: now}
 	trained := absolutePaths(r, p.base.Path)
 	run.Recipe = trained
 	if err := run.writeStartFiles(p.data); err != nil {
@@ -191,11 +198,7 @@ func (run *Run) writeStartFiles(d *Data) error {
 	if err := run.writeRecord(); err != nil {
 		return err
 	}
-	rep, err := json.MarshalIndent(d.Report, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.Write(run.Path(DataReportFile), append(rep, '\n')); err != nil {
+	if err := run.writeDataReport(d); err != nil {
 		return err
 	}
 	var sk strings.Builder
@@ -271,10 +274,17 @@ func (run *Run) train(ctx context.Context, d *Data, resume bool, began time.Time
 		if err := run.setState(Failed, steps, err); err != nil {
 			log.Warn("could not record the failure", "err", err)
 		}
+		var bad *lora.CheckpointError
+		if errors.As(err, &bad) {
+			// The checkpoint itself is what failed: resuming from it
+			// again cannot work.
+			return nil, fmt.Errorf("%w (the run cannot resume from this checkpoint: delete %s and `finetune train --resume %s` trains the run again from step 0, or start a new run with `finetune train %s`)",
+				err, bad.Path, run.Dir, run.Path(RecipeFile))
+		}
 		if _, serr := os.Stat(run.Path(CheckpointFile)); serr == nil {
 			return nil, fmt.Errorf("%w (the run keeps its last checkpoint: `finetune train --resume %s`)", err, run.Dir)
 		}
-		return nil, err
+		return nil, fmt.Errorf("%w (the run stopped before its first checkpoint: `finetune train --resume %s` trains it again from step 0)", err, run.Dir)
 	}
 	state := Finished
 	if res.Interrupted {
@@ -327,27 +337,47 @@ func (run *Run) Resume(ctx context.Context, o TrainOptions) (*lora.Result, error
 	}
 	log := run.Logger()
 	step := run.Record.Steps
+	_, cerr := os.Stat(run.Path(CheckpointFile))
+	fromCheckpoint := cerr == nil
 	if f, err := gguf.Open(run.Path(CheckpointFile)); err == nil {
 		if n, ok := f.Uint("finetune.checkpoint.step"); ok {
 			step = int(n) // the checkpoint is newer than run.json after a kill
 		}
+	}
+	if !fromCheckpoint {
+		// Stopped before its first checkpoint: nothing of its training is
+		// kept, so it trains again from the start, in the same folder.
+		step = 0
+		run.Record.Steps = 0
+		log.Info("the run has no checkpoint yet (it stopped before its first): training starts again from step 0")
+	}
+	changed, err := run.checkData(o.AcceptChangedData, step)
+	if err != nil {
+		return nil, err
 	}
 	log.Info("resuming", "dir", run.Dir, "from_step", step, "state", run.Record.State, "base", run.Base())
 	d, err := LoadData(run.Recipe, run.Base())
 	if err != nil {
 		return nil, err
 	}
-	return run.train(ctx, d, true, began, o.Progress)
+	if changed {
+		// The report describes the data the run goes on with.
+		if err := run.writeDataReport(d); err != nil {
+			return nil, err
+		}
+	}
+	return run.train(ctx, d, fromCheckpoint, began, o.Progress)
 }
 
 // resumable says why a run cannot be resumed.
 func resumable(run *Run) error {
 	if run.Record.State == Finished {
+		if _, err := os.Stat(run.Adapter()); err != nil {
+			return fmt.Errorf("%s: %w (%d steps) but its %s is gone: nothing to resume; restore the adapter, or train the run's recipe again with `finetune train %s`",
+				run.Dir, ErrFinished, run.Record.Steps, AdapterFile, run.Path(RecipeFile))
+		}
 		return fmt.Errorf("%s: %w (%d steps, its adapter is %s): nothing to resume; start a new run with `finetune train %s`",
 			run.Dir, ErrFinished, run.Record.Steps, run.Adapter(), run.Record.Recipe)
-	}
-	if _, err := os.Stat(run.Path(CheckpointFile)); err != nil {
-		return fmt.Errorf("%s: no checkpoint to resume from (the run stopped before its first one): start a new run", run.Dir)
 	}
 	return nil
 }

@@ -191,6 +191,10 @@ func squeue(ctx context.Context, ids []string) (map[string]queueEntry, error) {
 	return out, nil
 }
 
+// completing reports whether an squeue state (%T, or %t's short form) is
+// Slurm's completing one: the task's processes are gone, not running.
+func completing(state string) bool { return state == "COMPLETING" || state == "CG" }
+
 // alive reports whether process pid runs on this host.
 func alive(host string, pid int) bool {
 	if pid <= 0 {
@@ -253,10 +257,21 @@ func (s *Sweep) Status(ctx context.Context) (trials []TrialStatus, warn error) {
 			ts.Log = s.Path(LogsDir, "local-"+t.Name()+".log")
 		}
 		submittedAfter := j != nil && (st == nil || j.Submitted.After(st.Started))
+		if inQueue && completing(q.state) {
+			// The task's processes have ended; Slurm is cleaning up (or
+			// cannot reach the node's slurmd to confirm). The state file
+			// says how the trial ended.
+			inQueue = false
+		}
 		switch {
 		case qerr != nil && j != nil && j.Executor == "slurm" && st == nil:
 			ts.State, ts.Error = Pending, "Slurm did not answer"
 		case qerr != nil && st != nil:
+			ts.State, ts.Error = st.State, st.Error
+		case st != nil && !submittedAfter && (st.State == Done || st.State == Failed):
+			// The trial's own final state of its newest submission wins
+			// over the scheduler's view, which lags behind (a task ending,
+			// a cancelled one draining, a node whose slurmd is down).
 			ts.State, ts.Error = st.State, st.Error
 		case inQueue && q.state == "PENDING":
 			ts.State, ts.Error = Pending, "queued ("+q.reason+")"

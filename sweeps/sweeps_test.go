@@ -355,3 +355,72 @@ eval:
 		t.Errorf("leaderboard.html:\n%s", html)
 	}
 }
+
+// fakeSqueue puts an squeue on PATH that prints out for every job asked.
+func fakeSqueue(t *testing.T, out string) {
+	dir := t.TempDir()
+	body := "#!/bin/sh\ncat <<'EOF'\n" + out + "EOF\n"
+	if err := os.WriteFile(filepath.Join(dir, "squeue"), []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+}
+
+// TestStatusTrustsTheTrial: a trial whose state file records how it
+// ended is done or failed whatever squeue says of its task (completing
+// while slurmd is down, still running while a cancelled task drains), a
+// completing task is not running, and the leaderboard ranks the done
+// trials.
+func TestStatusTrustsTheTrial(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "r.yaml")
+	os.WriteFile(p, []byte(`name: qa
+base: m.gguf
+data: {train: t.jsonl}
+eval:
+  contestants: [{name: base}, {name: tuned, adapter: tuned}, {name: api, kind: openai, model: m, base_url: "http://x/v1"}]
+  metrics: [{name: rouge_l}]
+`), 0o644)
+	spec, err := plan(t, p, PlanOptions{Grid: []string{"lora.rank=1,2,3,4,5"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw, err := Create(spec, filepath.Join(t.TempDir(), "sw"), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	if err := sw.addJob(Job{Executor: "slurm", ID: "77", Trials: []int{0, 1, 2, 3, 4}, Submitted: now.Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	fakeSqueue(t, "77_0|COMPLETING|None\n77_1|RUNNING|None\n77_2|COMPLETING|None\n77_3|RUNNING|None\n77_4|CG|None\n")
+	sw.writeStatus(Status{Index: 0, State: Done, Attempt: 1, Job: "77_0", Started: now, Ended: now})
+	sw.writeStatus(Status{Index: 1, State: Failed, Error: "interrupted", Attempt: 1, Job: "77_1", Started: now, Ended: now})
+	sw.writeStatus(Status{Index: 2, State: Running, Attempt: 1, Job: "77_2", Started: now})
+	sw.writeStatus(Status{Index: 3, State: Running, Attempt: 1, Job: "77_3", Started: now})
+	sw.writeStatus(Status{Index: 4, State: Done, Attempt: 1, Job: "77_4", Started: now, Ended: now})
+	writeResults(t, sw, 0, 0.4)
+	writeResults(t, sw, 4, 0.5)
+	ts, warn := sw.Status(context.Background())
+	if warn != nil {
+		t.Fatal(warn)
+	}
+	want := []struct{ state, err string }{
+		{Done, ""}, {Failed, "interrupted"}, {Failed, "ended without recording"}, {Running, ""}, {Done, ""},
+	}
+	for i, w := range want {
+		if ts[i].State != w.state || !strings.Contains(ts[i].Error, w.err) {
+			t.Errorf("trial %d: %s %q (squeue %q), want %s %q", i, ts[i].State, ts[i].Error, ts[i].Scheduler, w.state, w.err)
+		}
+	}
+	lb, err := sw.WriteLeaderboard(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lb.Best == nil || *lb.Best != 4 {
+		t.Fatalf("the leaderboard's best is %v, want trial 4", lb.Best)
+	}
+	md, _ := os.ReadFile(sw.Path(LeaderboardMD))
+	if strings.Contains(string(md), "No trial is done yet") {
+		t.Fatalf("leaderboard.md:\n%s", md)
+	}
+}

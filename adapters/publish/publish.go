@@ -331,6 +331,10 @@ func (p *publisher) publish(ctx context.Context) (*Result, error) {
 		Template: localTemplate(o.Template.Train),
 	})
 	if err != nil {
+		var corrupt *gguf.CorruptError
+		if errors.As(err, &corrupt) {
+			return nil, fmt.Errorf("%w; nothing was uploaded", corrupt)
+		}
 		msg := strings.TrimPrefix(err.Error(), "contestant tuned: ")
 		return nil, fmt.Errorf("%s does not load with %s in llama.cpp, so Ollama could not serve it either: %s; nothing was uploaded", o.Adapter, o.Base, msg)
 	}

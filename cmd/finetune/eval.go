@@ -46,14 +46,13 @@ func runEval(args []string) error {
 		}
 	}
 	var r *recipes.Recipe
+	var runSets []string // --set overrides of a run folder's own recipe, for this eval only
 	if st, err := os.Stat(pos[0]); err == nil && st.IsDir() {
 		if *runDir != "" || *adapter != "" {
 			return usageErr("a run folder brings its adapter: leave out --run and --adapter")
 		}
-		if len(sets) > 0 {
-			return usageErr("--set changes a recipe: give the recipe with --run %s", pos[0])
-		}
 		*runDir = pos[0]
+		runSets = sets
 	} else if r, err = recipes.Load(pos[0], sets); err != nil {
 		return err
 	}
@@ -69,10 +68,17 @@ func runEval(args []string) error {
 	cx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	prog := &evalProgress{latest: map[string]evals.Progress{}}
-	o := runs.EvalOptions{Recipe: r, Adapter: *adapter, Out: *out, Logger: slog.New(log.Default()), Progress: prog.show, Device: *device}
+	o := runs.EvalOptions{Recipe: r, Adapter: *adapter, Out: *out, Logger: slog.New(log.Default()), Progress: prog.show, Device: *device, Sets: runSets}
 	var res *evals.Results
 	if run != nil {
-		if o.Out == "" {
+		switch {
+		case o.Out != "":
+		case len(runSets) > 0:
+			// An eval with overrides leaves the run's own eval/ as it is;
+			// it shares its answer cache (the settings are part of a key).
+			o.Out = run.Path("eval-" + time.Now().Format("20060102-150405"))
+			o.CacheDir = runs.EvalCacheDir(run.Path(runs.EvalDir))
+		default:
 			o.Out = run.Path(runs.EvalDir)
 		}
 		res, err = run.Eval(cx, o)
@@ -82,10 +88,12 @@ func runEval(args []string) error {
 		}
 		res, err = runs.Eval(cx, r, o)
 	}
+	if cx.Err() != nil {
+		// Ctrl-C: whatever the eval returned (an error, or results of
+		// the cases it got to), it did not finish.
+		return prog.interrupted(o.Out, *out == "" && (run == nil || len(runSets) > 0))
+	}
 	if err != nil {
-		if cx.Err() != nil {
-			return prog.interrupted(o.Out, *out == "" && run == nil)
-		}
 		return err
 	}
 	printHeadline(res)
@@ -141,7 +149,8 @@ func (e *evalProgress) show(p evals.Progress) {
 	}
 }
 
-// interrupted is the one line an eval stopped by Ctrl-C ends with: what
+// interrupted is the one line an eval stopped by Ctrl-C ends with (exit
+// code 130, as for every command Ctrl-C stops): what
 // the cache kept and the command that resumes (the same one, with --out
 // when the report folder was a fresh default).
 func (e *evalProgress) interrupted(out string, addOut bool) error {
@@ -158,8 +167,8 @@ func (e *evalProgress) interrupted(out string, addOut bool) error {
 	for i, a := range args {
 		quoted[i] = shellQuote(a)
 	}
-	return fmt.Errorf("interrupted: %d answers kept in the cache %s (%d of them new); to resume, run: finetune %s",
-		kept, displayPath(runs.EvalCacheDir(out)), fresh, strings.Join(quoted, " "))
+	return &exitError{code: exitInterrupted, err: fmt.Errorf("interrupted: %d answers kept in the cache %s (%d of them new); to resume, run: finetune %s",
+		kept, displayPath(runs.EvalCacheDir(out)), fresh, strings.Join(quoted, " "))}
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.

@@ -325,7 +325,7 @@ func TestEvalInterruptResumes(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGINT)
 	err := cmd.Wait()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+	if !errors.As(err, &ee) || ee.ExitCode() != exitInterrupted {
 		t.Fatalf("the interrupted eval exited with %v:\n%s", err, stderr.String())
 	}
 	log := stderr.String()

@@ -57,6 +57,12 @@ func runGenerate(args []string) error {
 		return usageErr("--temperature must be >= 0 and --top-p within [0, 1]")
 	case *seed > 1<<32-1:
 		return usageErr("--seed must fit in 32 bits")
+	case *maxTokens < 0:
+		return usageErr("--max-tokens %d: give 0 (until the model stops or the context is full) or more", *maxTokens)
+	case *ctxSize < 0:
+		return usageErr("--ctx %d: give 0 (prompt + max tokens) or a context size in tokens", *ctxSize)
+	case *threads < 1:
+		return usageErr("--threads %d: at least 1", *threads)
 	}
 	adapterScales := make([]float32, len(adapters))
 	for i := range adapters {

@@ -26,6 +26,7 @@ func runTrain(args []string) error {
 	var sets listFlag
 	fs.Var(&sets, "set", "override a recipe field, e.g. --set train.learning_rate=1e-4 (repeatable)")
 	device := fs.String("device", "", "where to train: auto (the first GPU, else the CPU), cpu, cuda[:N] (sets train.device)")
+	acceptData := fs.Bool("accept-changed-data", false, "with --resume: go on although the data files changed since the run started (recorded in run.json)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -40,6 +41,8 @@ func runTrain(args []string) error {
 		return usageErr("train takes a recipe file, or --resume RUN_DIR")
 	case *resume && *device != "":
 		return usageErr("a resumed run keeps its recipe's train.device; --device starts a new run (leave out --resume)")
+	case *acceptData && !*resume:
+		return usageErr("--accept-changed-data goes with --resume")
 	case *resume && len(sets) > 0:
 		return usageErr("a resumed run keeps the recipe and overrides it started with; --set starts a new run (leave out --resume)")
 	}
@@ -48,7 +51,7 @@ func runTrain(args []string) error {
 	defer stop()
 	prog := newProgress(os.Stderr)
 	o := runs.TrainOptions{Out: *out, Overrides: sets, Logger: logger, Progress: prog.update,
-		Command: "finetune train " + strings.Join(args, " ")}
+		Command: "finetune train " + strings.Join(args, " "), AcceptChangedData: *acceptData}
 
 	var run *runs.Run
 	var res *lora.Result
@@ -104,11 +107,10 @@ func runToResume(pos []string, out string) (*runs.Run, error) {
 				return nil, err
 			}
 			run, err := runs.Newest("runs", r.Name, func(run *runs.Run) bool {
-				_, err := os.Stat(run.Path(runs.CheckpointFile))
-				return run.Record.State != runs.Finished && err == nil
+				return run.Record.State != runs.Finished && run.Recipe != nil
 			})
 			if err != nil {
-				return nil, fmt.Errorf("%w that has a checkpoint and is unfinished: nothing to resume", err)
+				return nil, fmt.Errorf("%w that is unfinished: nothing to resume", err)
 			}
 			return run, nil
 		}

@@ -34,6 +34,9 @@ func LoadAdapter(m *Model, path string) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := f.CheckTensorData(); err != nil {
+		return nil, err
+	}
 	alpha, _ := f.Float("adapter.lora.alpha")
 	cpath, free := cstr(path)
 	defer free()
