@@ -72,7 +72,19 @@ type Answer struct {
 	// of generation and stop strings excluded; nil from a cache or a
 	// server).
 	Tokens []int32
+	// FinishReason is why the answer ended: FinishStop (the model ended
+	// it, or a stop string), FinishLength (it hit MaxTokens or the
+	// context), or "" when unknown (a server that did not say, an answer
+	// cached before finetune kept it).
+	FinishReason string
 }
+
+// Why an answer ended (Answer.FinishReason; OpenAI's finish_reason and
+// Ollama's done_reason use the same words).
+const (
+	FinishStop   = "stop"
+	FinishLength = "length"
+)
 
 // Info describes a contestant for reports and for the response cache.
 type Info struct {

@@ -187,6 +187,7 @@ type seqState struct {
 	tokens  []int32
 	n       int // generated tokens
 	done    bool
+	reason  string    // FinishStop or FinishLength, once done
 	end     time.Time // when the answer was complete
 }
 
@@ -241,10 +242,11 @@ func (l *Local) wave(ctx context.Context, cases []Case, answers []Answer, errs [
 		for _, q := range seqs {
 			if q.done {
 				answers[q.idx] = Answer{
-					Text:    strings.ToValidUTF8(string(q.text), "\uFFFD"),
-					Usage:   Usage{PromptTokens: len(q.prompt), CompletionTokens: q.n},
-					Latency: q.end.Sub(start),
-					Tokens:  q.tokens,
+					Text:         strings.ToValidUTF8(string(q.text), "\uFFFD"),
+					Usage:        Usage{PromptTokens: len(q.prompt), CompletionTokens: q.n},
+					Latency:      q.end.Sub(start),
+					Tokens:       q.tokens,
+					FinishReason: q.reason,
 				}
 			}
 		}
@@ -317,7 +319,7 @@ func (l *Local) wave(ctx context.Context, cases []Case, answers []Answer, errs [
 				continue
 			}
 			if q.pos >= l.ctx.Size() {
-				l.finish(q) // the context is full
+				l.finish(q, FinishLength) // the context is full
 				continue
 			}
 			batch = append(batch, llama.BatchToken{Token: q.last, Pos: q.pos, Seq: si, Logits: true})
@@ -402,11 +404,12 @@ func (l *Local) LogProbs(ctx context.Context, c Case, after []int32) ([]float64,
 }
 
 // accept records a sampled token: the end of the answer (end-of-generation
-// token, a stop string, MaxTokens) or one more token to decode.
+// token, a stop string: FinishStop; MaxTokens: FinishLength) or one more
+// token to decode.
 func (l *Local) accept(q *seqState, tok llama.Token) {
 	s := l.opts.Settings
 	if l.model.IsEndOfGeneration(tok) {
-		l.finish(q)
+		l.finish(q, FinishStop)
 		return
 	}
 	q.n++
@@ -423,18 +426,19 @@ func (l *Local) accept(q *seqState, tok llama.Token) {
 		}
 		if cut >= 0 {
 			q.text = q.text[:cut]
-			l.finish(q)
+			l.finish(q, FinishStop)
 			return
 		}
 	}
 	if q.n >= s.MaxTokens {
-		l.finish(q)
+		l.finish(q, FinishLength)
 	}
 }
 
-// finish marks q done.
-func (l *Local) finish(q *seqState) {
+// finish marks q done, for reason.
+func (l *Local) finish(q *seqState, reason string) {
 	q.done = true
+	q.reason = reason
 	q.end = time.Now()
 }
 

@@ -158,6 +158,9 @@ func (c *Ollama) Answer(ctx context.Context, cs Case) (Answer, error) {
 			Text:    text.String(),
 			Usage:   Usage{PromptTokens: final.PromptEvalCount, CompletionTokens: final.EvalCount},
 			Latency: time.Since(start),
+			// "stop" or "length" ("" from a cut answer sent without
+			// done: unknown).
+			FinishReason: final.DoneReason,
 		}
 		return nil
 	})

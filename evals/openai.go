@@ -171,6 +171,9 @@ func (c *OpenAI) Answer(ctx context.Context, cs Case) (Answer, error) {
 			Text:    c.red.text(resp.Choices[0].Message.Content),
 			Usage:   Usage{PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens},
 			Latency: time.Since(start),
+			// "stop", "length"; others ("content_filter", "tool_calls")
+			// are kept as the server says them.
+			FinishReason: string(resp.Choices[0].FinishReason),
 		}
 		return nil
 	})
