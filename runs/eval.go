@@ -260,6 +260,13 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 		return nil, err
 	}
 	defer plan.Close()
+	if o.Logger != nil {
+		if lr, err := LongReferences(base, cases, plan.Contestants); err != nil {
+			o.Logger.Warn("could not compare the reference answers with max_tokens", "err", err)
+		} else if lr != nil {
+			lr.Warn(o.Logger)
+		}
+	}
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, err
 	}
@@ -284,6 +291,68 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 		return nil, err
 	}
 	return res, nil
+}
+
+// LongRefs are the reference answers longer than a contestant's
+// max_tokens, in the base's tokens: such an answer, right as it may be, is
+// cut off and scored as written.
+type LongRefs struct {
+	Longer, Of  int      // references longer than MaxTokens, of all
+	Longest     int      // tokens of the longest reference
+	MaxTokens   int      // the smallest max_tokens they exceed
+	Contestants []string // whose max_tokens is below Longest
+}
+
+// Fits is the max_tokens that holds every reference and the end of the
+// answer after it (an answer that reaches max_tokens counts as cut off).
+func (l *LongRefs) Fits() int { return l.Longest + 1 }
+
+// Warn logs the one line that says so.
+func (l *LongRefs) Warn(log *slog.Logger) {
+	log.Warn("reference answers are longer than max_tokens in the base's tokens: right answers will be cut off",
+		"longer", fmt.Sprintf("%d of %d", l.Longer, l.Of), "longest", l.Longest, "max_tokens", l.MaxTokens,
+		"contestants", strings.Join(l.Contestants, ","), "fits", fmt.Sprintf("generation.max_tokens: %d", l.Fits()))
+}
+
+// LongReferences tokenizes the cases' references with the base's
+// tokenizer and compares them with every contestant's max_tokens (for an
+// API contestant the base's tokens are an estimate); nil when all fit.
+func LongReferences(base string, cases []datasets.Case, cs []evals.Contestant) (*LongRefs, error) {
+	m, err := llama.LoadModel(base, llama.ModelOptions{VocabOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	lens := make([]int, len(cases))
+	longest := 0
+	for i, c := range cases {
+		toks, err := m.Tokenize(c.Reference, false, false)
+		if err != nil {
+			return nil, err
+		}
+		lens[i] = len(toks)
+		longest = max(longest, lens[i])
+	}
+	var lr *LongRefs
+	for _, c := range cs {
+		mt := c.Info().Settings.MaxTokens
+		if mt <= 0 || mt >= longest {
+			continue
+		}
+		if lr == nil {
+			lr = &LongRefs{Of: len(cases), Longest: longest, MaxTokens: mt}
+		}
+		lr.Contestants = append(lr.Contestants, c.Name())
+		lr.MaxTokens = min(lr.MaxTokens, mt)
+	}
+	if lr != nil {
+		for _, n := range lens {
+			if n > lr.MaxTokens {
+				lr.Longer++
+			}
+		}
+	}
+	return lr, nil
 }
 
 func settings(g recipes.Generation, suite recipes.Generation) evals.Settings {
