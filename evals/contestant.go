@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/finetune-dev/finetune/datasets"
@@ -27,6 +28,11 @@ type Settings struct {
 	MaxTokens   int      `json:"max_tokens"`      // 0: 256
 	Stop        []string `json:"stop,omitempty"`  // generation ends before the first of these
 	Seed        int64    `json:"seed"`
+	// Choices, when given, restrict a local contestant's answer to exactly
+	// one of these strings (constrained decoding with llama.cpp's grammar
+	// sampler); the choice is the whole answer. API contestants refuse
+	// them.
+	Choices []string `json:"choices,omitempty"`
 }
 
 // DefaultMaxTokens is the answer length limit when Settings.MaxTokens is 0.
@@ -150,3 +156,10 @@ type FatalError struct{ Err error }
 
 func (e *FatalError) Error() string { return e.Err.Error() }
 func (e *FatalError) Unwrap() error { return e.Err }
+
+// errNoChoices is the error of an API contestant given Settings.Choices:
+// constrained decoding needs the sampler, which only a local contestant
+// has.
+func errNoChoices(name string) error {
+	return fmt.Errorf("contestant %s: choices (constrained decoding) work for local contestants only", name)
+}

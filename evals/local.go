@@ -241,8 +241,15 @@ func (l *Local) wave(ctx context.Context, cases []Case, answers []Answer, errs [
 	defer func() {
 		for _, q := range seqs {
 			if q.done {
+				text := strings.ToValidUTF8(string(q.text), "\uFFFD")
+				if len(s.Choices) > 0 {
+					// The grammar lets the answer start with a space
+					// (see llama.SampleOptions.Choices): the choice
+					// is what follows it.
+					text = strings.TrimPrefix(text, " ")
+				}
 				answers[q.idx] = Answer{
-					Text:         strings.ToValidUTF8(string(q.text), "\uFFFD"),
+					Text:         text,
 					Usage:        Usage{PromptTokens: len(q.prompt), CompletionTokens: q.n},
 					Latency:      q.end.Sub(start),
 					Tokens:       q.tokens,
@@ -252,7 +259,12 @@ func (l *Local) wave(ctx context.Context, cases []Case, answers []Answer, errs [
 		}
 	}()
 	for _, q := range seqs {
-		q.sampler = llama.NewSampler(llama.SampleOptions{Temperature: float32(s.Temperature), TopP: float32(s.TopP), Seed: uint32(s.Seed)})
+		sp, err := llama.NewSampler(l.model, llama.SampleOptions{Temperature: float32(s.Temperature), TopP: float32(s.TopP), Seed: uint32(s.Seed), Choices: s.Choices})
+		if err != nil {
+			fail(err)
+			return
+		}
+		q.sampler = sp
 		defer q.sampler.Close()
 	}
 

@@ -50,6 +50,9 @@ func NewOllama(name string, o OllamaOptions) (*Ollama, error) {
 	if o.Model == "" {
 		return nil, fmt.Errorf("contestant %s: no model given", name)
 	}
+	if len(o.Settings.Choices) > 0 {
+		return nil, errNoChoices(name)
+	}
 	u, err := ollamahost.URL(o.Host)
 	if err != nil {
 		return nil, fmt.Errorf("contestant %s: %w", name, err)

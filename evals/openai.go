@@ -60,6 +60,9 @@ func NewOpenAI(name string, o OpenAIOptions) (*OpenAI, error) {
 	if o.Model == "" {
 		return nil, fmt.Errorf("contestant %s: no model given", name)
 	}
+	if len(o.Settings.Choices) > 0 {
+		return nil, errNoChoices(name)
+	}
 	if o.BaseURL == "" {
 		o.BaseURL = "https://api.openai.com/v1"
 	}
