@@ -442,9 +442,28 @@ func (l *Local) accept(q *seqState, tok llama.Token) {
 			return
 		}
 	}
+	if len(s.Choices) > 0 && chosen(strings.TrimPrefix(string(q.text), " "), s.Choices) {
+		l.finish(q, FinishStop) // the grammar allows nothing but the end now
+		return
+	}
 	if q.n >= s.MaxTokens {
 		l.finish(q, FinishLength)
 	}
+}
+
+// chosen reports whether text is one of the choices and the start of no
+// other: an answer that can only end.
+func chosen(text string, choices []string) bool {
+	found := false
+	for _, c := range choices {
+		switch {
+		case c == text:
+			found = true
+		case strings.HasPrefix(c, text):
+			return false
+		}
+	}
+	return found
 }
 
 // finish marks q done, for reason.

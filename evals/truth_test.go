@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -211,4 +212,41 @@ func TestAPIFinishReason(t *testing.T) {
 			t.Errorf("%s: %s %s, hit the limit %s", name, c.Status, c.Error, c.LimitText())
 		}
 	}
+}
+
+// TestLocalChoices: with choices, every answer of a local contestant is
+// one of them (stories260K, which would rather tell a story), stopped, not
+// cut off, and the label metric reads it as the whole answer; the choices
+// are part of the contestant's identity, so cached answers without them
+// are not reused.
+func TestLocalChoices(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	cases := qaCases(t, model)[:8]
+	var choices []string
+	for _, c := range cases {
+		choices = append(choices, strings.TrimSpace(c.Reference))
+	}
+	free := newLocal(t, "free", model, nil, 8, Settings{MaxTokens: 16})
+	choosing := newLocal(t, "choosing", model, nil, 8, Settings{MaxTokens: 16, Choices: choices})
+	res, err := Run(context.Background(), Suite{Cases: cases, Metrics: []Metric{{Name: "label", Kind: Label}}},
+		[]Contestant{free, choosing}, RunOptions{Bootstrap: 20, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range res.Cases {
+		a := c.Answers[1]
+		if !slices.Contains(choices, a.Text) || a.FinishReason != FinishStop {
+			t.Errorf("case %d: %q (%s) is not one of the choices", i, a.Text, a.FinishReason)
+		}
+		if a.Details["label"] == "" {
+			t.Errorf("case %d: the label metric read no label from %q", i, a.Text)
+		}
+	}
+	if cm := res.Contestant("choosing").Confusion["label"]; cm.NotALabel != 0 || cm.NoLabel != 0 {
+		t.Errorf("choosing named %d things that are no label", cm.NotALabel)
+	}
+	if free.Info().Identity == choosing.Info().Identity {
+		t.Error("choices do not change the contestant's identity")
+	}
+	t.Logf("free: %q; choosing: %q", res.Cases[0].Answers[0].Text, res.Cases[0].Answers[1].Text)
 }

@@ -212,12 +212,14 @@ func (p *EvalPlan) Close() {
 
 // PlanEval maps the recipe's eval section onto evals' contestants and
 // metrics: local contestants on base (with adapter for "tuned"), Ollama
-// and OpenAI-compatible ones, and each metric with its judge.
-func PlanEval(r *recipes.Recipe, base, adapter string) (*EvalPlan, error) {
+// and OpenAI-compatible ones, and each metric with its judge. The cases
+// give generation.choices "labels" its meaning (LabelSet).
+func PlanEval(r *recipes.Recipe, base, adapter string, cases []datasets.Case) (*EvalPlan, error) {
 	p := &EvalPlan{}
 	byName := map[string]evals.Contestant{}
+	labels := LabelSet(cases)
 	for i, c := range r.Eval.Contestants {
-		ec, err := contestant(r, i, c, base, adapter)
+		ec, err := contestant(r, i, c, base, adapter, labels)
 		if err != nil {
 			p.Close()
 			return nil, err
@@ -255,7 +257,7 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 	if err != nil {
 		return nil, err
 	}
-	plan, err := PlanEval(r, base, o.Adapter)
+	plan, err := PlanEval(r, base, o.Adapter, cases)
 	if err != nil {
 		return nil, err
 	}
@@ -369,11 +371,43 @@ func settings(g recipes.Generation, suite recipes.Generation) evals.Settings {
 	if len(g.Stop) > 0 {
 		s.Stop = g.Stop
 	}
+	s.Choices = suite.Choices
+	if len(g.Choices) > 0 {
+		s.Choices = g.Choices
+	}
 	return s
 }
 
-func contestant(r *recipes.Recipe, i int, c recipes.Contestant, base, adapter string) (evals.Contestant, error) {
+// LabelSet is what generation.choices "labels" stands for: the eval
+// cases' labels (a case without one counts its reference answer, as the
+// label metric does), each once, sorted. Training labels are not in it:
+// an answer can only be right with a label the eval cases have.
+func LabelSet(cases []datasets.Case) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, c := range cases {
+		l := c.Label
+		if l == "" {
+			l = c.Reference
+		}
+		if l != "" && !seen[l] {
+			seen[l] = true
+			out = append(out, l)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func contestant(r *recipes.Recipe, i int, c recipes.Contestant, base, adapter string, labels []string) (evals.Contestant, error) {
 	s := settings(c.Generation, r.Eval.Generation)
+	if len(s.Choices) == 1 && s.Choices[0] == recipes.ChoicesLabels {
+		if len(labels) == 0 {
+			return nil, &recipes.Error{File: r.Path, Line: r.Line("eval.generation.choices"), Path: "eval.generation.choices",
+				Msg: "labels: the eval cases have no labels to choose from"}
+		}
+		s.Choices = labels
+	}
 	price := evals.Price{InputPerMillion: c.PriceIn, OutputPerMillion: c.PriceOut}
 	retry := evals.Retry{Attempts: c.Attempts, Timeout: c.Timeout, Budget: c.Budget}
 	switch c.Kind {

@@ -21,7 +21,9 @@ func (l limited) Name() string { return l.name }
 func (l limited) Info() evals.Info {
 	return evals.Info{Kind: "test", Settings: evals.Settings{MaxTokens: l.max}}
 }
-func (l limited) Answer(context.Context, evals.Case) (evals.Answer, error) { return evals.Answer{}, nil }
+func (l limited) Answer(context.Context, evals.Case) (evals.Answer, error) {
+	return evals.Answer{}, nil
+}
 
 // TestLongReferences: before generating, eval says how many reference
 // answers are longer than max_tokens in the base's tokens, the longest,
