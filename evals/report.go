@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/finetune-dev/finetune/internal/atomicfile"
@@ -442,7 +443,7 @@ type htmlData struct {
 	Charts                      []template.HTML
 	Loss                        template.HTML
 	Comparisons                 []cmpRow
-	Confusions                  []confusionView
+	Confusions                  []heatView
 	Judges                      []JudgeResult
 	Columns                     []string
 	Cases                       []caseView
@@ -471,13 +472,6 @@ type cmpRow struct {
 	Comparison
 	DiffText, WTL, NText string
 	Sig                  int
-}
-
-type confusionView struct {
-	Metric, Contestant string
-	*Confusion                // compacted; nil when no answer named a label
-	Note               string // then, what the matrix would have shown
-	Other              string // what the "(other)" answers were (otherText)
 }
 
 // otherText says what the "(other)" answers were: "not a label: 199
@@ -568,13 +562,14 @@ func htmlReport(r *Results, x ReportExtras) ([]byte, error) {
 	}
 	d.Comparisons = htmlComparisons(r)
 	for _, m := range r.Metrics {
+		sum := heatSum(r, m.Name)
+		if sum == nil {
+			continue
+		}
+		order := heatOrder(sum.Labels, sum.Counts)
 		for _, c := range r.Contestants {
-			if full := c.Confusion[m.Name]; full != nil {
-				v := confusionView{Metric: m.Name, Contestant: c.Name, Confusion: full.Compact(), Other: otherText(full)}
-				if v.Confusion == nil {
-					v.Note = noLabelNote(full)
-				}
-				d.Confusions = append(d.Confusions, v)
+			if full := c.Confusion[m.Name]; full != nil && slices.Equal(full.Labels, sum.Labels) {
+				d.Confusions = append(d.Confusions, heatMap(m.Name, c.Name, full, order))
 			}
 		}
 	}
