@@ -30,8 +30,9 @@ type Settings struct {
 	Seed        int64    `json:"seed"`
 	// Choices, when given, restrict a local contestant's answer to exactly
 	// one of these strings (constrained decoding with llama.cpp's grammar
-	// sampler); the choice is the whole answer. API contestants refuse
-	// them.
+	// sampler); the choice is the whole answer, and MaxTokens is raised
+	// to hold the longest (its length in bytes, plus one). API contestants
+	// refuse them.
 	Choices []string `json:"choices,omitempty"`
 }
 

@@ -250,3 +250,20 @@ func TestLocalChoices(t *testing.T) {
 	}
 	t.Logf("free: %q; choosing: %q", res.Cases[0].Answers[0].Text, res.Cases[0].Answers[1].Text)
 }
+
+// TestChoicesRaiseMaxTokens: a max_tokens too short for a choice is raised
+// to hold it, so no answer stops in the middle of one.
+func TestChoicesRaiseMaxTokens(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	choices := []string{"Carbon dioxide and a long tail", "Lima"}
+	l := newLocal(t, "choosing", model, nil, 4, Settings{MaxTokens: 4, Choices: choices})
+	if got := l.Info().Settings.MaxTokens; got != len(choices[0])+1 {
+		t.Fatalf("max_tokens %d, want %d", got, len(choices[0])+1)
+	}
+	answers, errs := l.AnswerBatch(context.Background(), qaCases(t, model)[:4])
+	for i, a := range answers {
+		if errs[i] != nil || !slices.Contains(choices, a.Text) || a.FinishReason != FinishStop {
+			t.Errorf("case %d: %q (%s), %v", i, a.Text, a.FinishReason, errs[i])
+		}
+	}
+}
