@@ -126,6 +126,17 @@ func TestConfusionHeatMapInChromium(t *testing.T) {
 		t.Error("base's matrix of nothing but (other) is not a sentence")
 	}
 
+	// report.md lists the confusions instead of a 72-column table.
+	md, _ := os.ReadFile(filepath.Join(dir, "report.md"))
+	for _, w := range []string{"72 labels: 191 of 216 cases right.", "| intent_04_xxxx | intent_40_xxxx | 1 |", "| intent_03_xxx | (other) | 1 |"} {
+		if !bytes.Contains(md, []byte(w)) {
+			t.Errorf("report.md lacks %q", w)
+		}
+	}
+	if bytes.Contains(md, []byte("| reference \\ answer |")) {
+		t.Error("report.md has the 72-label table")
+	}
+
 	bin := findChromium()
 	if bin == "" {
 		t.Skip("SKIPPED: no chromium in PATH (apt-get install chromium); the heat map was not laid out in a browser")

@@ -334,6 +334,10 @@ func mdConfusions(b *strings.Builder, r *Results) {
 				fmt.Fprintf(b, "%s\n", noLabelNote(full))
 				continue
 			}
+			if len(full.Labels) > heatLarge {
+				mdConfusionList(b, full)
+				continue
+			}
 			b.WriteString("| reference \\ answer |")
 			for _, p := range cm.Predicted {
 				fmt.Fprintf(b, " %s |", mdCell(p))
@@ -351,6 +355,40 @@ func mdConfusions(b *strings.Builder, r *Results) {
 				b.WriteString("\n")
 			}
 		}
+	}
+}
+
+// mdConfusionList writes a matrix of many labels as what it holds: the
+// right answers, and the most frequent confusions (report.html has the
+// heat map).
+func mdConfusionList(b *strings.Builder, cm *Confusion) {
+	type pair struct {
+		ref, ans string
+		n        int
+	}
+	var pairs []pair
+	right, total := 0, 0
+	for i, row := range cm.Counts {
+		for j, n := range row {
+			total += n
+			switch {
+			case j == i:
+				right += n
+			case n > 0:
+				pairs = append(pairs, pair{cm.Labels[i], cm.Predicted[j], n})
+			}
+		}
+	}
+	slices.SortStableFunc(pairs, func(a, b pair) int { return b.n - a.n })
+	fmt.Fprintf(b, "%d labels: %d of %d cases right. The most frequent confusions (report.html has the whole matrix as a heat map):\n\n| reference | answer | cases |\n|---|---|---|\n",
+		len(cm.Labels), right, total)
+	const shown = 20
+	for k, p := range pairs {
+		if k == shown {
+			fmt.Fprintf(b, "| … %d more | | |\n", len(pairs)-shown)
+			break
+		}
+		fmt.Fprintf(b, "| %s | %s | %d |\n", mdCell(p.ref), mdCell(p.ans), p.n)
 	}
 }
 
