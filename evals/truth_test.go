@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/finetune-dev/finetune/internal/shared"
+	"github.com/finetune-dev/finetune/internal/testmodel"
 )
 
 // TestHitLimitCountedAndShown: answers that ended at max_tokens are
@@ -264,6 +265,30 @@ func TestChoicesRaiseMaxTokens(t *testing.T) {
 	for i, a := range answers {
 		if errs[i] != nil || !slices.Contains(choices, a.Text) || a.FinishReason != FinishStop {
 			t.Errorf("case %d: %q (%s), %v", i, a.Text, a.FinishReason, errs[i])
+		}
+	}
+}
+
+// TestLocalChoicesChatML: on a ChatML model with a byte vocabulary, whose
+// turn ends with <|im_end|>, every constrained answer is one of the
+// choices and ends with the turn.
+func TestLocalChoicesChatML(t *testing.T) {
+	model := filepath.Join(t.TempDir(), "chatml.gguf")
+	if err := testmodel.Write(model, testmodel.Config{Layers: 1, Embd: 32, Heads: 4, KVHeads: 4, FF: 64, ChatML: true, Seed: 5}); err != nil {
+		t.Fatal(err)
+	}
+	choices := []string{"refund", "card_lost", "top_up_failed", "Ünïcode \"quoted\""}
+	var cases []Case
+	for i := 0; i < 6; i++ {
+		cases = append(cases, Case{Prompt: []Message{{Role: "user", Content: fmt.Sprintf("I need help with my card, case %d", i)}}, Reference: choices[i%len(choices)]})
+	}
+	for _, temp := range []float64{0, 1.3} {
+		l := newLocal(t, "chat", model, nil, 3, Settings{MaxTokens: 8, Temperature: temp, Seed: 1, Choices: choices})
+		answers, errs := l.AnswerBatch(context.Background(), cases)
+		for i, a := range answers {
+			if errs[i] != nil || !slices.Contains(choices, a.Text) || a.FinishReason != FinishStop {
+				t.Errorf("temperature %g, case %d: %q (%s), %v", temp, i, a.Text, a.FinishReason, errs[i])
+			}
 		}
 	}
 }
