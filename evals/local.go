@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -252,7 +253,7 @@ func (l *Local) wave(ctx context.Context, cases []Case, answers []Answer, errs [
 					// The grammar lets the answer start with a space
 					// (see llama.SampleOptions.Choices): the choice
 					// is what follows it.
-					text = strings.TrimPrefix(text, " ")
+					text = choiceText(text, s.Choices)
 				}
 				answers[q.idx] = Answer{
 					Text:         text,
@@ -448,13 +449,22 @@ func (l *Local) accept(q *seqState, tok llama.Token) {
 			return
 		}
 	}
-	if len(s.Choices) > 0 && chosen(strings.TrimPrefix(string(q.text), " "), s.Choices) {
+	if len(s.Choices) > 0 && chosen(choiceText(string(q.text), s.Choices), s.Choices) {
 		l.finish(q, FinishStop) // the grammar allows nothing but the end now
 		return
 	}
 	if q.n >= s.MaxTokens {
 		l.finish(q, FinishLength)
 	}
+}
+
+// choiceText is a constrained answer without the space the grammar
+// allows before a choice, unless the choice itself starts with it.
+func choiceText(text string, choices []string) string {
+	if slices.Contains(choices, text) {
+		return text
+	}
+	return strings.TrimPrefix(text, " ")
 }
 
 // chosen reports whether text is one of the choices and the start of no

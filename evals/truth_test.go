@@ -277,7 +277,7 @@ func TestLocalChoicesChatML(t *testing.T) {
 	if err := testmodel.Write(model, testmodel.Config{Layers: 1, Embd: 32, Heads: 4, KVHeads: 4, FF: 64, ChatML: true, Seed: 5}); err != nil {
 		t.Fatal(err)
 	}
-	choices := []string{"refund", "card_lost", "top_up_failed", "Ünïcode \"quoted\""}
+	choices := []string{"refund", "card_lost", "top_up_failed", "Ünïcode \"quoted\"", " spaced"}
 	var cases []Case
 	for i := 0; i < 6; i++ {
 		cases = append(cases, Case{Prompt: []Message{{Role: "user", Content: fmt.Sprintf("I need help with my card, case %d", i)}}, Reference: choices[i%len(choices)]})

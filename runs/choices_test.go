@@ -18,7 +18,7 @@ import (
 func TestChoicesPlan(t *testing.T) {
 	model := shared.Path(t, "models/stories260K.gguf")
 	dir := t.TempDir()
-	cases := []datasets.Case{{Reference: "Intent: refund", Label: "refund"}, {Reference: "top_up"}, {Reference: "x", Label: "card_lost"}, {Reference: "y", Label: "refund"}}
+	cases := []datasets.Case{{Reference: "Intent: refund", Label: "refund"}, {Reference: " top_up\n"}, {Reference: "x", Label: "card_lost"}, {Reference: "y", Label: "refund"}}
 	if got := fmt.Sprint(LabelSet(cases)); got != "[card_lost refund top_up]" {
 		t.Fatalf("label set %s", got)
 	}

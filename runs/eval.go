@@ -380,15 +380,15 @@ func settings(g recipes.Generation, suite recipes.Generation) evals.Settings {
 
 // LabelSet is what generation.choices "labels" stands for: the eval
 // cases' labels (a case without one counts its reference answer, as the
-// label metric does), each once, sorted. Training labels are not in it:
+// label metric does), white space around them removed, each once, sorted. Training labels are not in it:
 // an answer can only be right with a label the eval cases have.
 func LabelSet(cases []datasets.Case) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, c := range cases {
-		l := c.Label
+		l := strings.TrimSpace(c.Label)
 		if l == "" {
-			l = c.Reference
+			l = strings.TrimSpace(c.Reference)
 		}
 		if l != "" && !seen[l] {
 			seen[l] = true
