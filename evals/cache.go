@@ -20,13 +20,16 @@ import (
 type cache struct{ dir string }
 
 type cacheEntry struct {
-	Contestant string    `json:"contestant"`
-	Kind       string    `json:"kind"`
-	Model      string    `json:"model"`
-	Text       string    `json:"text"`
-	Usage      Usage     `json:"usage"`
-	LatencyMS  float64   `json:"latency_ms"`
-	Created    time.Time `json:"created"`
+	Contestant string  `json:"contestant"`
+	Kind       string  `json:"kind"`
+	Model      string  `json:"model"`
+	Text       string  `json:"text"`
+	Usage      Usage   `json:"usage"`
+	LatencyMS  float64 `json:"latency_ms"`
+	// FinishReason: "stop", "length", or absent when unknown (entries
+	// written before it was kept read as unknown, not as "stop").
+	FinishReason string    `json:"finish_reason,omitempty"`
+	Created      time.Time `json:"created"`
 }
 
 // cacheKey is the entry's name: the contestant's identity and every field
@@ -59,7 +62,7 @@ func (c *cache) get(key string) (Answer, bool) {
 	if json.Unmarshal(b, &e) != nil {
 		return Answer{}, false // a damaged entry is asked again
 	}
-	return Answer{Text: e.Text, Usage: e.Usage, Latency: time.Duration(math.Round(e.LatencyMS * float64(time.Millisecond)))}, true
+	return Answer{Text: e.Text, Usage: e.Usage, FinishReason: e.FinishReason, Latency: time.Duration(math.Round(e.LatencyMS * float64(time.Millisecond)))}, true
 }
 
 func (c *cache) put(key string, info Info, name string, a Answer) error {
@@ -67,7 +70,7 @@ func (c *cache) put(key string, info Info, name string, a Answer) error {
 		return nil
 	}
 	e := cacheEntry{Contestant: name, Kind: info.Kind, Model: info.Model, Text: a.Text, Usage: a.Usage,
-		LatencyMS: float64(a.Latency) / float64(time.Millisecond), Created: time.Now().UTC()}
+		FinishReason: a.FinishReason, LatencyMS: float64(a.Latency) / float64(time.Millisecond), Created: time.Now().UTC()}
 	b, err := json.MarshalIndent(e, "", "  ")
 	if err != nil {
 		return err

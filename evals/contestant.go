@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/finetune-dev/finetune/datasets"
@@ -27,6 +28,12 @@ type Settings struct {
 	MaxTokens   int      `json:"max_tokens"`      // 0: 256
 	Stop        []string `json:"stop,omitempty"`  // generation ends before the first of these
 	Seed        int64    `json:"seed"`
+	// Choices, when given, restrict a local contestant's answer to exactly
+	// one of these strings (constrained decoding with llama.cpp's grammar
+	// sampler); the choice is the whole answer, and MaxTokens is raised
+	// to hold the longest (its length in bytes, plus one). API contestants
+	// refuse them.
+	Choices []string `json:"choices,omitempty"`
 }
 
 // DefaultMaxTokens is the answer length limit when Settings.MaxTokens is 0.
@@ -72,7 +79,19 @@ type Answer struct {
 	// of generation and stop strings excluded; nil from a cache or a
 	// server).
 	Tokens []int32
+	// FinishReason is why the answer ended: FinishStop (the model ended
+	// it, or a stop string), FinishLength (it hit MaxTokens or the
+	// context), or "" when unknown (a server that did not say, an answer
+	// cached before finetune kept it).
+	FinishReason string
 }
+
+// Why an answer ended (Answer.FinishReason; OpenAI's finish_reason and
+// Ollama's done_reason use the same words).
+const (
+	FinishStop   = "stop"
+	FinishLength = "length"
+)
 
 // Info describes a contestant for reports and for the response cache.
 type Info struct {
@@ -138,3 +157,10 @@ type FatalError struct{ Err error }
 
 func (e *FatalError) Error() string { return e.Err.Error() }
 func (e *FatalError) Unwrap() error { return e.Err }
+
+// errNoChoices is the error of an API contestant given Settings.Choices:
+// constrained decoding needs the sampler, which only a local contestant
+// has.
+func errNoChoices(name string) error {
+	return fmt.Errorf("contestant %s: choices (constrained decoding) work for local contestants only", name)
+}

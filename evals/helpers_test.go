@@ -18,6 +18,7 @@ type scripted struct {
 	calls       atomic.Int64
 	mu          sync.Mutex
 	asked       map[string]int // prompt text -> times asked
+	reason      string         // every answer's FinishReason
 }
 
 func newScripted(name string, answer func(c Case) (string, error)) *scripted {
@@ -39,7 +40,7 @@ func (s *scripted) Answer(ctx context.Context, c Case) (Answer, error) {
 	if err != nil {
 		return Answer{}, err
 	}
-	return Answer{Text: text, Usage: Usage{PromptTokens: 10, CompletionTokens: len(text)}}, nil
+	return Answer{Text: text, Usage: Usage{PromptTokens: 10, CompletionTokens: len(text)}, FinishReason: s.reason}, nil
 }
 
 func lastUser(c Case) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -74,6 +75,12 @@ func NewLocal(name string, o LocalOptions) (*Local, error) {
 		o.Threads = runtime.NumCPU()
 	}
 	o.Settings = o.Settings.withDefaults()
+	// With choices the grammar bounds an answer: a choice's bytes and the
+	// optional space before it are the most tokens it can take. A lower
+	// max_tokens would only cut choices off.
+	for _, c := range o.Settings.Choices {
+		o.Settings.MaxTokens = max(o.Settings.MaxTokens, len(c)+1)
+	}
 	var paths []string
 	for _, a := range o.Adapters {
 		paths = append(paths, a.Path)
@@ -187,6 +194,7 @@ type seqState struct {
 	tokens  []int32
 	n       int // generated tokens
 	done    bool
+	reason  string    // FinishStop or FinishLength, once done
 	end     time.Time // when the answer was complete
 }
 
@@ -240,17 +248,30 @@ func (l *Local) wave(ctx context.Context, cases []Case, answers []Answer, errs [
 	defer func() {
 		for _, q := range seqs {
 			if q.done {
+				text := strings.ToValidUTF8(string(q.text), "\uFFFD")
+				if len(s.Choices) > 0 {
+					// The grammar lets the answer start with a space
+					// (see llama.SampleOptions.Choices): the choice
+					// is what follows it.
+					text = choiceText(text, s.Choices)
+				}
 				answers[q.idx] = Answer{
-					Text:    strings.ToValidUTF8(string(q.text), "\uFFFD"),
-					Usage:   Usage{PromptTokens: len(q.prompt), CompletionTokens: q.n},
-					Latency: q.end.Sub(start),
-					Tokens:  q.tokens,
+					Text:         text,
+					Usage:        Usage{PromptTokens: len(q.prompt), CompletionTokens: q.n},
+					Latency:      q.end.Sub(start),
+					Tokens:       q.tokens,
+					FinishReason: q.reason,
 				}
 			}
 		}
 	}()
 	for _, q := range seqs {
-		q.sampler = llama.NewSampler(llama.SampleOptions{Temperature: float32(s.Temperature), TopP: float32(s.TopP), Seed: uint32(s.Seed)})
+		sp, err := llama.NewSampler(l.model, llama.SampleOptions{Temperature: float32(s.Temperature), TopP: float32(s.TopP), Seed: uint32(s.Seed), Choices: s.Choices})
+		if err != nil {
+			fail(err)
+			return
+		}
+		q.sampler = sp
 		defer q.sampler.Close()
 	}
 
@@ -317,7 +338,7 @@ func (l *Local) wave(ctx context.Context, cases []Case, answers []Answer, errs [
 				continue
 			}
 			if q.pos >= l.ctx.Size() {
-				l.finish(q) // the context is full
+				l.finish(q, FinishLength) // the context is full
 				continue
 			}
 			batch = append(batch, llama.BatchToken{Token: q.last, Pos: q.pos, Seq: si, Logits: true})
@@ -402,11 +423,12 @@ func (l *Local) LogProbs(ctx context.Context, c Case, after []int32) ([]float64,
 }
 
 // accept records a sampled token: the end of the answer (end-of-generation
-// token, a stop string, MaxTokens) or one more token to decode.
+// token, a stop string: FinishStop; MaxTokens: FinishLength) or one more
+// token to decode.
 func (l *Local) accept(q *seqState, tok llama.Token) {
 	s := l.opts.Settings
 	if l.model.IsEndOfGeneration(tok) {
-		l.finish(q)
+		l.finish(q, FinishStop)
 		return
 	}
 	q.n++
@@ -423,18 +445,47 @@ func (l *Local) accept(q *seqState, tok llama.Token) {
 		}
 		if cut >= 0 {
 			q.text = q.text[:cut]
-			l.finish(q)
+			l.finish(q, FinishStop)
 			return
 		}
 	}
+	if len(s.Choices) > 0 && chosen(choiceText(string(q.text), s.Choices), s.Choices) {
+		l.finish(q, FinishStop) // the grammar allows nothing but the end now
+		return
+	}
 	if q.n >= s.MaxTokens {
-		l.finish(q)
+		l.finish(q, FinishLength)
 	}
 }
 
-// finish marks q done.
-func (l *Local) finish(q *seqState) {
+// choiceText is a constrained answer without the space the grammar
+// allows before a choice, unless the choice itself starts with it.
+func choiceText(text string, choices []string) string {
+	if slices.Contains(choices, text) {
+		return text
+	}
+	return strings.TrimPrefix(text, " ")
+}
+
+// chosen reports whether text is one of the choices and the start of no
+// other: an answer that can only end.
+func chosen(text string, choices []string) bool {
+	found := false
+	for _, c := range choices {
+		switch {
+		case c == text:
+			found = true
+		case strings.HasPrefix(c, text):
+			return false
+		}
+	}
+	return found
+}
+
+// finish marks q done, for reason.
+func (l *Local) finish(q *seqState, reason string) {
 	q.done = true
+	q.reason = reason
 	q.end = time.Now()
 }
 

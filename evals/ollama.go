@@ -50,6 +50,9 @@ func NewOllama(name string, o OllamaOptions) (*Ollama, error) {
 	if o.Model == "" {
 		return nil, fmt.Errorf("contestant %s: no model given", name)
 	}
+	if len(o.Settings.Choices) > 0 {
+		return nil, errNoChoices(name)
+	}
 	u, err := ollamahost.URL(o.Host)
 	if err != nil {
 		return nil, fmt.Errorf("contestant %s: %w", name, err)
@@ -158,6 +161,9 @@ func (c *Ollama) Answer(ctx context.Context, cs Case) (Answer, error) {
 			Text:    text.String(),
 			Usage:   Usage{PromptTokens: final.PromptEvalCount, CompletionTokens: final.EvalCount},
 			Latency: time.Since(start),
+			// "stop" or "length" ("" from a cut answer sent without
+			// done: unknown).
+			FinishReason: final.DoneReason,
 		}
 		return nil
 	})

@@ -60,6 +60,9 @@ func NewOpenAI(name string, o OpenAIOptions) (*OpenAI, error) {
 	if o.Model == "" {
 		return nil, fmt.Errorf("contestant %s: no model given", name)
 	}
+	if len(o.Settings.Choices) > 0 {
+		return nil, errNoChoices(name)
+	}
 	if o.BaseURL == "" {
 		o.BaseURL = "https://api.openai.com/v1"
 	}
@@ -171,6 +174,9 @@ func (c *OpenAI) Answer(ctx context.Context, cs Case) (Answer, error) {
 			Text:    c.red.text(resp.Choices[0].Message.Content),
 			Usage:   Usage{PromptTokens: resp.Usage.PromptTokens, CompletionTokens: resp.Usage.CompletionTokens},
 			Latency: time.Since(start),
+			// "stop", "length"; others ("content_filter", "tool_calls")
+			// are kept as the server says them.
+			FinishReason: string(resp.Choices[0].FinishReason),
 		}
 		return nil
 	})

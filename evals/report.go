@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/finetune-dev/finetune/internal/atomicfile"
@@ -250,6 +251,7 @@ func mdHeadline(b *strings.Builder, r *Results) {
 	}
 	row("status", fmtStatus)
 	row("answered / failed", func(c *ContestantResult) string { return fmt.Sprintf("%d / %d", c.Answered, c.Failed) })
+	row("hit the limit", func(c *ContestantResult) string { return c.LimitText() })
 	row("cost (this run)", func(c *ContestantResult) string {
 		return fmt.Sprintf("%s (%s)", textfmt.USD(c.Cost), textfmt.USD(c.Spent))
 	})
@@ -260,6 +262,11 @@ func mdHeadline(b *strings.Builder, r *Results) {
 		return fmt.Sprintf("%.0f / %.0f ms", c.LatencyP50MS, c.LatencyP95MS)
 	})
 	row("from cache", func(c *ContestantResult) string { return fmt.Sprint(c.Cached) })
+	for i := range r.Contestants {
+		if w := r.Contestants[i].LimitWarning(); w != "" {
+			fmt.Fprintf(b, "\n> **Warning** %s\n", mdCell(w))
+		}
+	}
 }
 
 // mdContestants writes what each contestant is: kind, model and adapters,
@@ -319,11 +326,19 @@ func mdConfusions(b *strings.Builder, r *Results) {
 				continue
 			}
 			cm := full.Compact()
+			fmt.Fprintf(b, "\n### Confusion matrix: %s, %s\n\n", m.Name, mdCell(c.Name))
+			if t := otherText(full); t != "" {
+				fmt.Fprintf(b, "%s\n\n", mdCell(t))
+			}
 			if cm == nil {
-				fmt.Fprintf(b, "\n### Confusion matrix: %s, %s\n\n%s\n", m.Name, mdCell(c.Name), noLabelNote(full))
+				fmt.Fprintf(b, "%s\n", noLabelNote(full))
 				continue
 			}
-			fmt.Fprintf(b, "\n### Confusion matrix: %s, %s\n\n| reference \\ answer |", m.Name, mdCell(c.Name))
+			if len(full.Labels) > heatLarge {
+				mdConfusionList(b, full)
+				continue
+			}
+			b.WriteString("| reference \\ answer |")
 			for _, p := range cm.Predicted {
 				fmt.Fprintf(b, " %s |", mdCell(p))
 			}
@@ -340,6 +355,40 @@ func mdConfusions(b *strings.Builder, r *Results) {
 				b.WriteString("\n")
 			}
 		}
+	}
+}
+
+// mdConfusionList writes a matrix of many labels as what it holds: the
+// right answers, and the most frequent confusions (report.html has the
+// heat map).
+func mdConfusionList(b *strings.Builder, cm *Confusion) {
+	type pair struct {
+		ref, ans string
+		n        int
+	}
+	var pairs []pair
+	right, total := 0, 0
+	for i, row := range cm.Counts {
+		for j, n := range row {
+			total += n
+			switch {
+			case j == i:
+				right += n
+			case n > 0:
+				pairs = append(pairs, pair{cm.Labels[i], cm.Predicted[j], n})
+			}
+		}
+	}
+	slices.SortStableFunc(pairs, func(a, b pair) int { return b.n - a.n })
+	fmt.Fprintf(b, "%d labels: %d of %d cases right. The most frequent confusions (report.html has the whole matrix as a heat map):\n\n| reference | answer | cases |\n|---|---|---|\n",
+		len(cm.Labels), right, total)
+	const shown = 20
+	for k, p := range pairs {
+		if k == shown {
+			fmt.Fprintf(b, "| … %d more | | |\n", len(pairs)-shown)
+			break
+		}
+		fmt.Fprintf(b, "| %s | %s | %d |\n", mdCell(p.ref), mdCell(p.ans), p.n)
 	}
 }
 
@@ -432,11 +481,14 @@ type htmlData struct {
 	Charts                      []template.HTML
 	Loss                        template.HTML
 	Comparisons                 []cmpRow
-	Confusions                  []confusionView
+	Confusions                  []heatView
 	Judges                      []JudgeResult
 	Columns                     []string
 	Cases                       []caseView
 	Failures                    []ContestantResult
+	// LimitWarnings: a line for each contestant most of whose answers hit
+	// max_tokens.
+	LimitWarnings []string
 }
 
 type headRow struct {
@@ -460,10 +512,18 @@ type cmpRow struct {
 	Sig                  int
 }
 
-type confusionView struct {
-	Metric, Contestant string
-	*Confusion                // compacted; nil when no answer named a label
-	Note               string // then, what the matrix would have shown
+// otherText says what the "(other)" answers were: "not a label: 199
+// (verify_my_id 40, …); no label: 3" ("" when there are none). The label
+// set is the eval cases' labels.
+func otherText(cm *Confusion) string {
+	var parts []string
+	if t := cm.NotALabelText(); t != "" {
+		parts = append(parts, t+" — answers naming something that is none of the eval cases' labels")
+	}
+	if cm.NoLabel > 0 {
+		parts = append(parts, fmt.Sprintf("no label: %d", cm.NoLabel))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // noLabelNote says what a confusion matrix with nothing but "(other)"
@@ -528,6 +588,11 @@ func htmlReport(r *Results, x ReportExtras) ([]byte, error) {
 			d.Failures = append(d.Failures, c)
 		}
 	}
+	for i := range r.Contestants {
+		if w := r.Contestants[i].LimitWarning(); w != "" {
+			d.LimitWarnings = append(d.LimitWarnings, w)
+		}
+	}
 	d.Headline, d.Charts = htmlHeadline(r, d.Columns)
 	d.Stats = htmlStats(r)
 	if len(x.Loss) > 1 {
@@ -535,13 +600,14 @@ func htmlReport(r *Results, x ReportExtras) ([]byte, error) {
 	}
 	d.Comparisons = htmlComparisons(r)
 	for _, m := range r.Metrics {
+		sum := heatSum(r, m.Name)
+		if sum == nil {
+			continue
+		}
+		order := heatOrder(sum.Labels, sum.Counts)
 		for _, c := range r.Contestants {
-			if full := c.Confusion[m.Name]; full != nil {
-				v := confusionView{Metric: m.Name, Contestant: c.Name, Confusion: full.Compact()}
-				if v.Confusion == nil {
-					v.Note = noLabelNote(full)
-				}
-				d.Confusions = append(d.Confusions, v)
+			if full := c.Confusion[m.Name]; full != nil && slices.Equal(full.Labels, sum.Labels) {
+				d.Confusions = append(d.Confusions, heatMap(m.Name, c.Name, full, order))
 			}
 		}
 	}
@@ -593,6 +659,7 @@ func htmlStats(r *Results) []statRow {
 	}
 	stat("status", fmtStatus)
 	stat("answered / failed", func(c *ContestantResult) string { return fmt.Sprintf("%d / %d", c.Answered, c.Failed) })
+	stat("hit the limit", func(c *ContestantResult) string { return c.LimitText() })
 	stat("requests", func(c *ContestantResult) string { return fmtRetry(c.Retry) })
 	stat("cost (spent this run)", func(c *ContestantResult) string {
 		return fmt.Sprintf("%s (%s)", textfmt.USD(c.Cost), textfmt.USD(c.Spent))
@@ -627,6 +694,9 @@ func htmlCase(r *Results, c CaseResult, columns []string) caseView {
 		scores[a.Contestant] = a.Scores
 		av := answerView{Contestant: a.Contestant, Error: a.Error, Text: highlight(a.Text, c.Reference)}
 		av.Meta = fmt.Sprintf("%d+%d tokens, %.0f ms", a.Usage.PromptTokens, a.Usage.CompletionTokens, a.LatencyMS)
+		if a.FinishReason == FinishLength {
+			av.Meta += ", hit max_tokens"
+		}
 		if a.Cached {
 			av.Meta += ", cached"
 		}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -193,6 +194,45 @@ type Confusion struct {
 	Labels    []string `json:"labels"`
 	Predicted []string `json:"predicted"`
 	Counts    [][]int  `json:"counts"`
+	// The answers counted as "(other)": NoLabel of them had no label to
+	// extract; NotALabel named something that is none of Labels (the
+	// label set is the eval cases' labels), NotALabelTop the most frequent
+	// of those (up to 10, the most frequent first).
+	NoLabel      int          `json:"no_label"`
+	NotALabel    int          `json:"not_a_label"`
+	NotALabelTop []LabelCount `json:"not_a_label_top,omitempty"`
+}
+
+// LabelCount is how many answers named a label.
+type LabelCount struct {
+	Label string `json:"label"`
+	Count int    `json:"count"`
+}
+
+// NotALabelText is the answers whose label is none of the label set, in
+// words: "not a label: 199 (verify_my_id 40, age_range 12, …)", or "" when
+// there are none.
+func (cm *Confusion) NotALabelText() string {
+	if cm.NotALabel == 0 {
+		return ""
+	}
+	var top []string
+	for _, lc := range cm.NotALabelTop {
+		top = append(top, fmt.Sprintf("%s %d", clipText(lc.Label, 60), lc.Count))
+	}
+	s := fmt.Sprintf("not a label: %d (%s", cm.NotALabel, strings.Join(top, ", "))
+	if len(cm.NotALabelTop) > 0 && sumCounts(cm.NotALabelTop) < cm.NotALabel {
+		s += ", …"
+	}
+	return s + ")"
+}
+
+func sumCounts(lcs []LabelCount) int {
+	n := 0
+	for _, lc := range lcs {
+		n += lc.Count
+	}
+	return n
 }
 
 // Compact is the matrix as reports show it: without the labels no answer
@@ -213,7 +253,7 @@ func (cm *Confusion) Compact() *Confusion {
 	if len(keep) == 0 || len(keep) == 1 && cm.Predicted[keep[0]] == "(other)" {
 		return nil
 	}
-	out := &Confusion{Labels: cm.Labels, Counts: make([][]int, len(cm.Counts))}
+	out := &Confusion{Labels: cm.Labels, Counts: make([][]int, len(cm.Counts)), NoLabel: cm.NoLabel, NotALabel: cm.NotALabel, NotALabelTop: cm.NotALabelTop}
 	for _, j := range keep {
 		out.Predicted = append(out.Predicted, cm.Predicted[j])
 	}
@@ -245,12 +285,42 @@ type ContestantResult struct {
 	Usage      Usage  `json:"usage"`
 	// Cost is the price of every answer; Spent, of those not taken from
 	// the cache in this run.
-	Cost         float64               `json:"cost_usd"`
-	Spent        float64               `json:"spent_usd"`
-	LatencyP50MS float64               `json:"latency_p50_ms"`
-	LatencyP95MS float64               `json:"latency_p95_ms"`
+	Cost         float64 `json:"cost_usd"`
+	Spent        float64 `json:"spent_usd"`
+	LatencyP50MS float64 `json:"latency_p50_ms"`
+	LatencyP95MS float64 `json:"latency_p95_ms"`
+	// HitLimit of the Answered answers ended at max_tokens (or a full
+	// context), cut off; of LimitUnknown it is not known (a server that
+	// did not say, answers cached before finetune kept it).
+	HitLimit     int                   `json:"hit_limit"`
+	LimitUnknown int                   `json:"limit_unknown,omitempty"`
 	Scores       map[string]Score      `json:"scores"`
 	Confusion    map[string]*Confusion `json:"confusion,omitempty"`
+}
+
+// LimitText is how many answers hit max_tokens: "3 of 100", with ", 2
+// unknown" when some answers' finish is not known.
+func (c *ContestantResult) LimitText() string {
+	s := fmt.Sprintf("%d of %d", c.HitLimit, c.Answered)
+	if c.LimitUnknown > 0 {
+		s += fmt.Sprintf(", %d unknown", c.LimitUnknown)
+	}
+	return s
+}
+
+// LimitWarning is the warning shown beside a contestant's scores when
+// most of its answers hit max_tokens ("" otherwise): its scores read
+// answers cut off, not what the model would have said.
+func (c *ContestantResult) LimitWarning() string {
+	if c.Answered == 0 || 2*c.HitLimit <= c.Answered {
+		return ""
+	}
+	limit := "max_tokens"
+	if c.Settings.MaxTokens > 0 {
+		limit = fmt.Sprintf("max_tokens (%d)", c.Settings.MaxTokens)
+	}
+	return fmt.Sprintf("%s: %d of %d answers hit %s and were cut off; its scores read cut-off answers "+
+		"(raise generation.max_tokens, or check that the model ends its answers)", c.Name, c.HitLimit, c.Answered, limit)
 }
 
 // Comparison is Contestant minus Against on one column, over the N cases
@@ -302,14 +372,17 @@ type CaseResult struct {
 
 // CaseAnswer is one contestant's answer to a case and its scores.
 type CaseAnswer struct {
-	Contestant string             `json:"contestant"`
-	Text       string             `json:"text"`
-	Error      string             `json:"error,omitempty"`
-	Usage      Usage              `json:"usage"`
-	LatencyMS  float64            `json:"latency_ms"`
-	Cached     bool               `json:"cached,omitempty"`
-	Retries    int                `json:"retries,omitempty"`
-	Scores     map[string]float64 `json:"scores,omitempty"`
+	Contestant string  `json:"contestant"`
+	Text       string  `json:"text"`
+	Error      string  `json:"error,omitempty"`
+	Usage      Usage   `json:"usage"`
+	LatencyMS  float64 `json:"latency_ms"`
+	Cached     bool    `json:"cached,omitempty"`
+	Retries    int     `json:"retries,omitempty"`
+	// FinishReason: "stop" (the model ended the answer), "length" (it
+	// hit max_tokens), absent when unknown.
+	FinishReason string             `json:"finish_reason,omitempty"`
+	Scores       map[string]float64 `json:"scores,omitempty"`
 	// Details say what a score was made of: the extracted label, the
 	// judge's reply, why a score is missing.
 	Details map[string]string `json:"details,omitempty"`
@@ -468,7 +541,8 @@ func (r *runner) answer(ctx context.Context, cs []Contestant) {
 			first := a.ask(ctx, "answer", r.cases, func(i int, res reply) {
 				ca := &r.answers[ci][i]
 				*ca = CaseAnswer{Contestant: c.Name(), Text: res.answer.Text, Usage: res.answer.Usage,
-					LatencyMS: ms(res.answer.Latency), Cached: res.cached, Retries: res.answer.Retries, ok: res.err == nil}
+					LatencyMS: ms(res.answer.Latency), Cached: res.cached, Retries: res.answer.Retries, FinishReason: res.answer.FinishReason,
+					ok: res.err == nil}
 				if res.err != nil {
 					ca.Text, ca.Error = "", res.err.Error()
 				}
@@ -1139,6 +1213,12 @@ func (r *runner) contestantResult(t scoreTable, cols []column, boot *bootstrap, 
 				cr.Spent += cost
 			}
 			lat = append(lat, ca.LatencyMS)
+			switch ca.FinishReason {
+			case FinishLength:
+				cr.HitLimit++
+			case "":
+				cr.LimitUnknown++
+			}
 		default:
 			cr.Failed++
 		}
@@ -1264,7 +1344,8 @@ func (r *runner) judgeResults(cs []Contestant, contestants []ContestantResult) [
 	return out
 }
 
-// confusion counts reference labels against extracted labels.
+// confusion counts reference labels against extracted labels, and the
+// extracted labels that are none of the cases' labels.
 func (r *runner) confusion(m *Metric, ci int) *Confusion {
 	set := map[string]bool{}
 	for i := range r.cases {
@@ -1280,6 +1361,7 @@ func (r *runner) confusion(m *Metric, ci int) *Confusion {
 		pos[l] = i
 	}
 	c := &Confusion{Labels: labels, Predicted: append(append([]string{}, labels...), "(other)"), Counts: make([][]int, len(labels))}
+	other := map[string]int{}
 	for i := range c.Counts {
 		c.Counts[i] = make([]int, len(labels)+1)
 	}
@@ -1289,11 +1371,30 @@ func (r *runner) confusion(m *Metric, ci int) *Confusion {
 			continue
 		}
 		g := pos[m.gold(&r.cases[i])]
-		p, ok := pos[ca.Details[m.Name]]
+		pred := ca.Details[m.Name]
+		p, ok := pos[pred]
 		if !ok {
 			p = len(labels)
+			if pred == "" {
+				c.NoLabel++
+			} else {
+				c.NotALabel++
+				other[pred]++
+			}
 		}
 		c.Counts[g][p]++
+	}
+	for l, n := range other {
+		c.NotALabelTop = append(c.NotALabelTop, LabelCount{l, n})
+	}
+	slices.SortFunc(c.NotALabelTop, func(a, b LabelCount) int {
+		if a.Count != b.Count {
+			return b.Count - a.Count
+		}
+		return strings.Compare(a.Label, b.Label)
+	})
+	if len(c.NotALabelTop) > 10 {
+		c.NotALabelTop = c.NotALabelTop[:10]
 	}
 	return c
 }

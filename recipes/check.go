@@ -286,6 +286,9 @@ func (r *Recipe) check() error {
 		case c.Budget < 0:
 			return r.errAt(p+".budget", "%s must not be negative (0s: no limit)", c.Budget)
 		}
+		if err := r.checkChoices(p, c); err != nil {
+			return err
+		}
 		names[c.Name] = true
 	}
 	for i, m := range r.Eval.Metrics {
@@ -423,4 +426,27 @@ func (r *Recipe) SweepMetric() (contestant, column string, err error) {
 		return "", "", fmt.Errorf("%q is not a score of this eval suite (its scores: %s)", column, strings.Join(known, ", "))
 	}
 	return contestant, column, nil
+}
+
+// checkChoices refuses choices an API contestant would be given (its own,
+// or the suite's): constrained decoding needs llama.cpp's sampler, which
+// only a local contestant runs; and an empty choice, which no answer can
+// be.
+func (r *Recipe) checkChoices(p string, c Contestant) error {
+	key, choices := p+".generation.choices", c.Generation.Choices
+	if len(choices) == 0 {
+		key, choices = "eval.generation.choices", r.Eval.Generation.Choices
+	}
+	if len(choices) == 0 {
+		return nil
+	}
+	if c.Kind != "local" {
+		return r.errAt(key, "choices (constrained decoding) work for local contestants only, and %q is an %s contestant: give them in the local contestants' own generation", c.Name, c.Kind)
+	}
+	for _, ch := range choices {
+		if ch == "" {
+			return r.errAt(key, "an empty choice: no answer can be one")
+		}
+	}
+	return nil
 }

@@ -191,7 +191,18 @@ type Generation struct {
 	MaxTokens   int      `yaml:"max_tokens"`
 	Stop        []string `yaml:"stop"`
 	Seed        *int64   `yaml:"seed"`
+	// Choices restrict a local contestant's answers to exactly one of
+	// these strings (constrained decoding with llama.cpp's grammar
+	// sampler); the single word "labels" stands for the eval cases' label
+	// set (their labels, else their reference answers). The choice is the
+	// whole answer: the metrics read it as they would any answer. Ollama
+	// and OpenAI contestants refuse them.
+	Choices []string `yaml:"choices,omitempty"`
 }
+
+// ChoicesLabels is the value of generation.choices that stands for the
+// eval cases' label set.
+const ChoicesLabels = "labels"
 
 // Metric is one score computed for every case.
 type Metric struct {

@@ -264,12 +264,14 @@ func (p *EvalPlan) Close() {
 
 // PlanEval maps the recipe's eval section onto evals' contestants and
 // metrics: local contestants on base (with adapter for "tuned"), Ollama
-// and OpenAI-compatible ones, and each metric with its judge.
-func PlanEval(r *recipes.Recipe, base, adapter string) (*EvalPlan, error) {
+// and OpenAI-compatible ones, and each metric with its judge. The cases
+// give generation.choices "labels" its meaning (LabelSet).
+func PlanEval(r *recipes.Recipe, base, adapter string, cases []datasets.Case) (*EvalPlan, error) {
 	p := &EvalPlan{}
 	byName := map[string]evals.Contestant{}
+	labels := LabelSet(cases)
 	for i, c := range r.Eval.Contestants {
-		ec, err := contestant(r, i, c, base, adapter)
+		ec, err := contestant(r, i, c, base, adapter, labels)
 		if err != nil {
 			p.Close()
 			return nil, err
@@ -307,11 +309,18 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 	if err != nil {
 		return nil, err
 	}
-	plan, err := PlanEval(r, base, o.Adapter)
+	plan, err := PlanEval(r, base, o.Adapter, cases)
 	if err != nil {
 		return nil, err
 	}
 	defer plan.Close()
+	if o.Logger != nil {
+		if lr, err := LongReferences(base, cases, plan.Contestants); err != nil {
+			o.Logger.Warn("could not compare the reference answers with max_tokens", "err", err)
+		} else if lr != nil {
+			lr.Warn(o.Logger)
+		}
+	}
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, err
 	}
@@ -341,6 +350,68 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 	return res, nil
 }
 
+// LongRefs are the reference answers longer than a contestant's
+// max_tokens, in the base's tokens: such an answer, right as it may be, is
+// cut off and scored as written.
+type LongRefs struct {
+	Longer, Of  int      // references longer than MaxTokens, of all
+	Longest     int      // tokens of the longest reference
+	MaxTokens   int      // the smallest max_tokens they exceed
+	Contestants []string // whose max_tokens is below Longest
+}
+
+// Fits is the max_tokens that holds every reference and the end of the
+// answer after it (an answer that reaches max_tokens counts as cut off).
+func (l *LongRefs) Fits() int { return l.Longest + 1 }
+
+// Warn logs the one line that says so.
+func (l *LongRefs) Warn(log *slog.Logger) {
+	log.Warn("reference answers are longer than max_tokens in the base's tokens: right answers will be cut off",
+		"longer", fmt.Sprintf("%d of %d", l.Longer, l.Of), "longest", l.Longest, "max_tokens", l.MaxTokens,
+		"contestants", strings.Join(l.Contestants, ","), "fits", fmt.Sprintf("generation.max_tokens: %d", l.Fits()))
+}
+
+// LongReferences tokenizes the cases' references with the base's
+// tokenizer and compares them with every contestant's max_tokens (for an
+// API contestant the base's tokens are an estimate); nil when all fit.
+func LongReferences(base string, cases []datasets.Case, cs []evals.Contestant) (*LongRefs, error) {
+	m, err := llama.LoadModel(base, llama.ModelOptions{VocabOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	lens := make([]int, len(cases))
+	longest := 0
+	for i, c := range cases {
+		toks, err := m.Tokenize(c.Reference, false, false)
+		if err != nil {
+			return nil, err
+		}
+		lens[i] = len(toks)
+		longest = max(longest, lens[i])
+	}
+	var lr *LongRefs
+	for _, c := range cs {
+		mt := c.Info().Settings.MaxTokens
+		if mt <= 0 || mt >= longest {
+			continue
+		}
+		if lr == nil {
+			lr = &LongRefs{Of: len(cases), Longest: longest, MaxTokens: mt}
+		}
+		lr.Contestants = append(lr.Contestants, c.Name())
+		lr.MaxTokens = min(lr.MaxTokens, mt)
+	}
+	if lr != nil {
+		for _, n := range lens {
+			if n > lr.MaxTokens {
+				lr.Longer++
+			}
+		}
+	}
+	return lr, nil
+}
+
 func settings(g recipes.Generation, suite recipes.Generation) evals.Settings {
 	s := evals.Settings{MaxTokens: suite.MaxTokens, Stop: suite.Stop, Temperature: *suite.Temperature, Seed: *suite.Seed}
 	if g.MaxTokens > 0 {
@@ -355,11 +426,43 @@ func settings(g recipes.Generation, suite recipes.Generation) evals.Settings {
 	if len(g.Stop) > 0 {
 		s.Stop = g.Stop
 	}
+	s.Choices = suite.Choices
+	if len(g.Choices) > 0 {
+		s.Choices = g.Choices
+	}
 	return s
 }
 
-func contestant(r *recipes.Recipe, i int, c recipes.Contestant, base, adapter string) (evals.Contestant, error) {
+// LabelSet is what generation.choices "labels" stands for: the eval
+// cases' labels (a case without one counts its reference answer, as the
+// label metric does), white space around them removed, each once, sorted. Training labels are not in it:
+// an answer can only be right with a label the eval cases have.
+func LabelSet(cases []datasets.Case) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, c := range cases {
+		l := strings.TrimSpace(c.Label)
+		if l == "" {
+			l = strings.TrimSpace(c.Reference)
+		}
+		if l != "" && !seen[l] {
+			seen[l] = true
+			out = append(out, l)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func contestant(r *recipes.Recipe, i int, c recipes.Contestant, base, adapter string, labels []string) (evals.Contestant, error) {
 	s := settings(c.Generation, r.Eval.Generation)
+	if len(s.Choices) == 1 && s.Choices[0] == recipes.ChoicesLabels {
+		if len(labels) == 0 {
+			return nil, &recipes.Error{File: r.Path, Line: r.Line("eval.generation.choices"), Path: "eval.generation.choices",
+				Msg: "labels: the eval cases have no labels to choose from"}
+		}
+		s.Choices = labels
+	}
 	price := evals.Price{InputPerMillion: c.PriceIn, OutputPerMillion: c.PriceOut}
 	retry := evals.Retry{Attempts: c.Attempts, Timeout: c.Timeout, Budget: c.Budget}
 	switch c.Kind {

@@ -324,12 +324,12 @@ func TestPlanEval(t *testing.T) {
     - {name: judge, judge: api, mode: pairwise, reference: base, rubric: "which is better?"}
     - {name: rouge_l}
 `)
-	if _, err := PlanEval(r, model, ""); err == nil || !strings.Contains(err.Error(), "--run RUN_DIR") {
+	if _, err := PlanEval(r, model, "", nil); err == nil || !strings.Contains(err.Error(), "--run RUN_DIR") {
 		t.Fatalf("a tuned contestant without an adapter: %v", err)
 	}
 	r.Eval.Contestants = append(r.Eval.Contestants[:1:1], r.Eval.Contestants[2:]...) // without the tuned one
 	t.Setenv("FINETUNE_UNIT_KEY", "sk-unit")
-	p, err := PlanEval(r, model, "")
+	p, err := PlanEval(r, model, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,7 +401,7 @@ func TestPlanEvalPatience(t *testing.T) {
     - {name: served, kind: ollama, model: support-bot, host: "http://127.0.0.1:1", timeout: 2m, attempts: 4, budget: 10m}
     - {name: api, kind: openai, model: gpt-x, base_url: "http://127.0.0.1:1/v1"}
 `)
-	p, err := PlanEval(r, model, "")
+	p, err := PlanEval(r, model, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

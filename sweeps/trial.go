@@ -199,7 +199,7 @@ func (s *Sweep) AnswerShared(ctx context.Context, o TrialOptions) (*evals.Result
 	if err != nil {
 		return nil, err
 	}
-	plan, err := runs.PlanEval(&c, base, "")
+	plan, err := runs.PlanEval(&c, base, "", cases)
 	if err != nil {
 		return nil, err
 	}

@@ -191,7 +191,7 @@ func printHeadline(res *evals.Results) {
 		fmt.Printf("cases: %s\n\n", res.Selection)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprint(w, "contestant\tstatus\tanswered")
+	fmt.Fprint(w, "contestant\tstatus\tanswered\thit limit")
 	var cols []string
 	perCase := map[string]bool{}
 	for _, m := range res.Metrics {
@@ -203,7 +203,7 @@ func printHeadline(res *evals.Results) {
 	}
 	fmt.Fprint(w, "\tcost $\tp50 ms\n")
 	for _, c := range res.Contestants {
-		fmt.Fprintf(w, "%s\t%s\t%d/%d", c.Name, c.Status, c.Answered, c.Asked)
+		fmt.Fprintf(w, "%s\t%s\t%d/%d\t%s", c.Name, c.Status, c.Answered, c.Asked, c.LimitText())
 		for _, col := range cols {
 			s, ok := c.Scores[col]
 			if !ok {
@@ -218,6 +218,18 @@ func printHeadline(res *evals.Results) {
 		fmt.Fprintf(w, "\t%.4f\t%.0f\n", c.Cost, c.LatencyP50MS)
 	}
 	w.Flush()
+	for _, c := range res.Contestants {
+		if l := c.LimitWarning(); l != "" {
+			fmt.Printf("warning: %s\n", l)
+		}
+	}
+	for _, m := range res.Metrics {
+		for _, c := range res.Contestants {
+			if cm := c.Confusion[m.Name]; cm != nil && cm.NotALabel > 0 {
+				fmt.Printf("%s %s: %s\n", c.Name, m.Name, cm.NotALabelText())
+			}
+		}
+	}
 	for _, c := range res.Contestants {
 		if c.Status != "ok" {
 			fmt.Printf("%s %s (%d of %d answered, %d failed): %s\n", c.Name, c.Status, c.Answered, c.Asked, c.Failed, textfmt.OneLine(c.Error))

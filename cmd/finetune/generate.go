@@ -38,6 +38,8 @@ func runGenerate(args []string) error {
 	threads := fs.Int("threads", runtime.NumCPU(), "CPU threads")
 	device := fs.String("device", "auto", "where the model runs: auto (the first GPU, else the CPU), cpu, cuda[:N], or a device's name")
 	ctxSize := fs.Int("ctx", 0, "context size in tokens (0: prompt + max tokens, at most the model's)")
+	var choices listFlag
+	fs.Var(&choices, "choice", "restrict the answer to exactly one of these strings (constrained decoding); repeat for each choice")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -150,7 +152,7 @@ func runGenerate(args []string) error {
 		fmt.Print(*prompt)
 	}
 	st, err := llama.Generate(cx, ctx, tokens, llama.GenerateOptions{
-		SampleOptions: llama.SampleOptions{Temperature: float32(*temperature), TopP: float32(*topP), Seed: uint32(*seed)},
+		SampleOptions: llama.SampleOptions{Temperature: float32(*temperature), TopP: float32(*topP), Seed: uint32(*seed), Choices: choices},
 		MaxTokens:     *maxTokens,
 	}, func(s string) { fmt.Print(s) })
 	fmt.Println()

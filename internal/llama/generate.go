@@ -1,15 +1,19 @@
 package llama
 
 /*
+#include <stdlib.h>
 #include "capi.h"
 */
 import "C"
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // SampleOptions choose the next token. Temperature 0 is greedy decoding.
@@ -17,6 +21,12 @@ type SampleOptions struct {
 	Temperature float32
 	TopP        float32 // 0 or 1: off
 	Seed        uint32
+	// Choices, when given, restrict the generated text to exactly one of
+	// them, then the end of generation (llama.cpp's grammar sampler, with
+	// ChoicesGrammar). An optional single space may come first: the
+	// tokenizers that mark a word's start with a space would otherwise
+	// have to spell the first word in pieces.
+	Choices []string
 }
 
 // Sampler picks tokens from logits (llama.cpp's sampler chain). Close it.
@@ -24,13 +34,68 @@ type Sampler struct {
 	c *C.struct_llama_sampler
 }
 
-// NewSampler builds a sampler: greedy at temperature 0, else top-p,
-// temperature and a seeded random draw.
-func NewSampler(o SampleOptions) *Sampler {
+// ChoicesGrammar is the GBNF grammar whose sentences are the choices, each
+// as a string literal (backslash, quote and control characters escaped),
+// after an optional space.
+func ChoicesGrammar(choices []string) string {
+	var b strings.Builder
+	b.WriteString(`root ::= " "? (`)
+	for i, c := range choices {
+		if i > 0 {
+			b.WriteString(" | ")
+		}
+		b.WriteByte('"')
+		for _, r := range c {
+			switch {
+			case r == '"' || r == '\\':
+				b.WriteByte('\\')
+				b.WriteRune(r)
+			case r == '\n':
+				b.WriteString(`\n`)
+			case r == '\r':
+				b.WriteString(`\r`)
+			case r == '\t':
+				b.WriteString(`\t`)
+			case r < 0x20 || r == 0x7f:
+				fmt.Fprintf(&b, `\x%02X`, r)
+			default:
+				b.WriteRune(r)
+			}
+		}
+		b.WriteByte('"')
+	}
+	b.WriteString(")\n")
+	return b.String()
+}
+
+// NewSampler builds a sampler for m's vocabulary: greedy at temperature
+// 0, else top-p, temperature and a seeded random draw; with Choices, a
+// grammar first that leaves only the tokens that continue one of them.
+func NewSampler(m *Model, o SampleOptions) (*Sampler, error) {
 	Init()
+	var grammar *C.struct_llama_sampler
+	if len(o.Choices) > 0 {
+		for _, c := range o.Choices {
+			if c == "" || strings.IndexByte(c, 0) >= 0 {
+				return nil, fmt.Errorf("choices: %q cannot be an answer (empty, or holds a NUL)", c)
+			}
+		}
+		if m == nil {
+			return nil, errors.New("choices need the model's vocabulary")
+		}
+		gs, root := C.CString(ChoicesGrammar(o.Choices)), C.CString("root")
+		defer C.free(unsafe.Pointer(gs))
+		defer C.free(unsafe.Pointer(root))
+		if grammar = C.llama_sampler_init_grammar(m.vocab, gs, root); grammar == nil {
+			return nil, cError("choices: llama.cpp refused the grammar built from them")
+		}
+	}
 	p := C.llama_sampler_chain_default_params()
 	p.no_perf = true
 	chain := C.llama_sampler_chain_init(p)
+	if grammar != nil {
+		C.llama_sampler_chain_add(chain, grammar)
+	}
 	if o.Temperature <= 0 {
 		C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
 	} else {
@@ -40,7 +105,7 @@ func NewSampler(o SampleOptions) *Sampler {
 		C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(C.float(o.Temperature)))
 		C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(C.uint32_t(o.Seed)))
 	}
-	return &Sampler{c: chain}
+	return &Sampler{c: chain}, nil
 }
 
 // Close frees the sampler.
@@ -111,7 +176,10 @@ func Generate(cx context.Context, ctx *Context, prompt []Token, o GenerateOption
 		return st, fmt.Errorf("generate: the prompt has %d tokens but the context holds %d", len(prompt), ctx.Size())
 	}
 	ctx.Reset()
-	sampler := NewSampler(o.SampleOptions)
+	sampler, err := NewSampler(m, o.SampleOptions)
+	if err != nil {
+		return st, err
+	}
 	defer sampler.Close()
 
 	start := time.Now()
