@@ -9,8 +9,11 @@ import (
 	"io"
 	"math"
 	"runtime"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/finetune-dev/finetune/internal/llama"
 )
@@ -125,6 +128,10 @@ type SplitReport struct {
 	Examples   int `json:"examples"`   // examples kept
 	Truncated  int `json:"truncated"`  // examples cut to MaxLength
 	Dropped    int `json:"dropped"`    // examples over MaxLength left out
+	// Unmeasured are the dropped records whose text alone, in bytes, is
+	// more than MaxLength tokens can spell: dropped before tokenizing
+	// (not in Lengths).
+	Unmeasured int `json:"unmeasured,omitempty"`
 	// Untrained are examples left out because no token of theirs is
 	// trained (every assistant turn masked).
 	Untrained int   `json:"untrained,omitempty"`
@@ -216,8 +223,11 @@ type scanner struct {
 type job struct {
 	split Split
 	rec   Record
-	err   error  // a bad row, or (fatal) an unreadable file
-	dup   bool   // an exact duplicate: counted, not rendered
+	err   error // a bad row, or (fatal) an unreadable file
+	dup   bool  // an exact duplicate: counted, not rendered
+	// long: a record surely longer than MaxLength by its byte length
+	// alone, dropped without being rendered
+	long  bool
 	leak  string // the eval record whose prompt this training record asks
 	exs   []Example
 	ready chan struct{} // closed when exs and err are final
@@ -259,13 +269,16 @@ func (s *scanner) read(pattern string, split func(Record) Split) ([]string, erro
 			if err == nil {
 				j.split = split(rec)
 				j.dup, j.leak = s.check(j.split, rec)
+				if !j.dup && s.r != nil {
+					j.long = s.bound(&j.rec)
+				}
 			}
 			select {
 			case order <- j:
 			case <-stop:
 				return
 			}
-			if j.err != nil || j.dup || s.r == nil {
+			if j.err != nil || j.dup || j.long || s.r == nil {
 				close(j.ready)
 			} else {
 				select {
@@ -346,6 +359,10 @@ func (s *scanner) account(order <-chan *job) error {
 			st.Duplicates++
 			continue
 		}
+		if j.long {
+			st.Dropped++
+			st.Unmeasured++
+		}
 		if j.leak != "" {
 			s.rep.Leaks++
 			if len(s.rep.LeakList) < MaxLeakExamples {
@@ -382,6 +399,50 @@ func (s *scanner) account(order <-chan *job) error {
 		}
 	}
 	return nil
+}
+
+// bound recognises a record longer than the window before it is
+// rendered and tokenized whole, so that memory stays bounded whatever the
+// length of a line: no token spells more than Renderer.MaxPieceBytes bytes,
+// so text of more bytes than (MaxLength+1) times that is more than
+// MaxLength tokens. Such a record is dropped (long) under Drop; under
+// Truncate its texts are cut to that many bytes (and a margin), past the
+// MaxLength tokens kept.
+func (s *scanner) bound(rec *Record) (long bool) {
+	if s.cfg.MaxLength <= 0 {
+		return false
+	}
+	limit := (s.cfg.MaxLength+1)*s.r.MaxPieceBytes() + 4096
+	n := len(rec.Text)
+	for _, m := range rec.Messages {
+		n += len(m.Content)
+	}
+	if n <= limit {
+		return false
+	}
+	if s.cfg.Overflow == Drop {
+		return true
+	}
+	rec.Text = cutUTF8(rec.Text, limit)
+	if rec.Messages != nil {
+		msgs := slices.Clone(rec.Messages)
+		for i := range msgs {
+			msgs[i].Content = cutUTF8(msgs[i].Content, limit)
+		}
+		rec.Messages = msgs
+	}
+	return false
+}
+
+// cutUTF8 cuts s to at most n bytes, on a character boundary.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return strings.Clone(s[:n])
 }
 
 // heldOut says whether a record's prompt falls in the eval ratio.
