@@ -44,6 +44,13 @@ type Config struct {
 	MaxBadRows int
 	// KeepDuplicates keeps exact duplicate records (removed by default).
 	KeepDuplicates bool
+	// NearDuplicate is the similarity (Jaccard of the prompts' lowercased
+	// word sets) from which a training prompt is counted as a near
+	// duplicate of an eval prompt; 0: no near-duplicate check.
+	NearDuplicate float64
+	// DropLeaks leaves out of training the records whose prompt is an
+	// eval prompt or a near duplicate of one (recipe: dedupe: near).
+	DropLeaks bool
 	// Workers render records in parallel (0: GOMAXPROCS); the result is
 	// the same for any number.
 	Workers int
@@ -61,6 +68,8 @@ func (c *Config) check() error {
 		return fmt.Errorf("max length %d is negative", c.MaxLength)
 	case c.MaxBadRows < 0:
 		return fmt.Errorf("max bad rows %d is negative", c.MaxBadRows)
+	case c.NearDuplicate < 0 || c.NearDuplicate > 1 || math.IsNaN(c.NearDuplicate):
+		return fmt.Errorf("near-duplicate similarity %g is not within [0, 1]", c.NearDuplicate)
 	}
 	switch c.Overflow {
 	case "":
@@ -111,6 +120,20 @@ type Report struct {
 	// Leaks are eval prompts that also appear in training.
 	Leaks    int    `json:"leaks"`
 	LeakList []Leak `json:"leak_examples,omitempty"` // the first few
+	// NearDuplicate is the similarity threshold of the near-duplicate
+	// check (0: not checked).
+	NearDuplicate float64 `json:"near_duplicate,omitempty"`
+	// NearLeaks are training records whose prompt nearly (not exactly)
+	// equals an eval prompt: the same words in another casing or order,
+	// or a few words changed.
+	NearLeaks    int        `json:"near_leaks"`
+	NearLeakList []NearLeak `json:"near_leak_examples,omitempty"` // the first few
+	// LeakedEval are the eval prompts with an exact or near duplicate in
+	// training (of Eval.Records).
+	LeakedEval int `json:"leaked_eval_prompts"`
+	// LeaksDropped are the training records left out as exact or near
+	// duplicates of an eval prompt (DropLeaks).
+	LeaksDropped int `json:"leaks_dropped,omitempty"`
 	// Skipped are the bad rows skipped (at most MaxBadRows).
 	Skipped []*RowError `json:"skipped,omitempty"`
 }
@@ -172,6 +195,10 @@ func Scan(cfg Config, m *llama.Model, fn func(Item) error) (*Report, error) {
 		return nil, err
 	}
 	s := &scanner{cfg: cfg, fn: fn, rep: &Report{Formats: map[Format]int{}, MaxLength: cfg.MaxLength, Overflow: cfg.Overflow}}
+	if cfg.NearDuplicate > 0 && (cfg.Eval != "" || cfg.EvalRatio > 0) {
+		s.near = newNearIndex(cfg.NearDuplicate)
+		s.rep.NearDuplicate = cfg.NearDuplicate
+	}
 	if m != nil {
 		r, err := NewRenderer(m, cfg.RenderOptions)
 		if err != nil {
@@ -194,6 +221,9 @@ func Scan(cfg Config, m *llama.Model, fn func(Item) error) (*Report, error) {
 		}
 	case cfg.EvalRatio > 0:
 		s.rep.EvalSplit = fmt.Sprintf("%g of the prompts held out (seed %d)", cfg.EvalRatio, cfg.Seed)
+		if s.near != nil {
+			s.indexHeldOut()
+		}
 	default:
 		s.rep.EvalSplit = "none"
 	}
@@ -204,6 +234,9 @@ func Scan(cfg Config, m *llama.Model, fn func(Item) error) (*Report, error) {
 		return TrainSplit
 	})
 	s.rep.TrainFiles = files
+	if s.near != nil {
+		s.rep.LeakedEval = s.near.hits()
+	}
 	s.rep.Train.Lengths.finish()
 	s.rep.Eval.Lengths.finish()
 	return s.rep, err
@@ -216,6 +249,41 @@ type scanner struct {
 	rep         *Report
 	seen        [2]map[uint64]struct{}
 	evalPrompts map[uint64]string // eval prompt hash → its source
+	near        *nearIndex        // the eval prompts' words, for the near-duplicate check
+}
+
+// indexHeldOut reads the training data once before the scan to index the
+// prompts the eval ratio holds out, so that a training record read before
+// its near duplicate in eval is found too. Reading without rendering is
+// cheap beside the scan; bad rows are left to the scan to report.
+func (s *scanner) indexHeldOut() {
+	rd, err := Open(s.cfg.Train, s.cfg.ReadOptions)
+	if err != nil {
+		return
+	}
+	defer rd.Close()
+	seen := map[uint64]struct{}{}
+	for {
+		rec, err := rd.Next()
+		if err == io.EOF {
+			return
+		}
+		var re *RowError
+		if errors.As(err, &re) {
+			continue
+		} else if err != nil {
+			return
+		}
+		if !s.heldOut(rec) {
+			continue
+		}
+		h := recordHash(rec)
+		if _, dup := seen[h]; dup && !s.cfg.KeepDuplicates {
+			continue
+		}
+		seen[h] = struct{}{}
+		s.near.add(rec)
+	}
 }
 
 // job is one record on its way through read: checked and split in file
@@ -227,10 +295,13 @@ type job struct {
 	dup   bool  // an exact duplicate: counted, not rendered
 	// long: a record surely longer than MaxLength by its byte length
 	// alone, dropped without being rendered
-	long  bool
-	leak  string // the eval record whose prompt this training record asks
-	exs   []Example
-	ready chan struct{} // closed when exs and err are final
+	long bool
+	leak string    // the eval record whose prompt this training record asks
+	near *NearLeak // the eval prompt this training record's nearly asks
+	// dropLeak: a training record left out as a leak (DropLeaks)
+	dropLeak bool
+	exs      []Example
+	ready    chan struct{} // closed when exs and err are final
 }
 
 // read reads every record of pattern into the split split says. Records
@@ -269,7 +340,13 @@ func (s *scanner) read(pattern string, split func(Record) Split) ([]string, erro
 			if err == nil {
 				j.split = split(rec)
 				j.dup, j.leak = s.check(j.split, rec)
-				if !j.dup && s.r != nil {
+				if !j.dup && j.split == TrainSplit && s.near != nil {
+					if id, sim, text := s.near.find(rec); id >= 0 && j.leak == "" {
+						j.near = &NearLeak{Train: rec.Source, Eval: s.near.source[id], Similarity: math.Round(sim*1000) / 1000, TrainText: clip(text), EvalText: s.near.text[id]}
+					}
+				}
+				j.dropLeak = s.cfg.DropLeaks && j.split == TrainSplit && (j.leak != "" || j.near != nil)
+				if !j.dup && !j.dropLeak && s.r != nil {
 					j.long = s.bound(&j.rec)
 				}
 			}
@@ -278,7 +355,7 @@ func (s *scanner) read(pattern string, split func(Record) Split) ([]string, erro
 			case <-stop:
 				return
 			}
-			if j.err != nil || j.dup || j.long || s.r == nil {
+			if j.err != nil || j.dup || j.dropLeak || j.long || s.r == nil {
 				close(j.ready)
 			} else {
 				select {
@@ -321,6 +398,9 @@ func (s *scanner) check(split Split, rec Record) (dup bool, leak string) {
 		}
 		s.seen[split][h] = struct{}{}
 	}
+	if split == EvalSplit && s.near != nil && s.cfg.Eval != "" {
+		s.near.add(rec)
+	}
 	if s.evalPrompts != nil {
 		p := promptHash(rec, 0)
 		if split == EvalSplit {
@@ -357,6 +437,22 @@ func (s *scanner) account(order <-chan *job) error {
 		}
 		if j.dup {
 			st.Duplicates++
+			continue
+		}
+		if j.near != nil {
+			s.rep.NearLeaks++
+			if len(s.rep.NearLeakList) < MaxNearExamples {
+				s.rep.NearLeakList = append(s.rep.NearLeakList, *j.near)
+			}
+		}
+		if j.dropLeak {
+			if j.leak != "" {
+				s.rep.Leaks++
+				if len(s.rep.LeakList) < MaxLeakExamples {
+					s.rep.LeakList = append(s.rep.LeakList, Leak{Train: j.rec.Source, Eval: j.leak})
+				}
+			}
+			s.rep.LeaksDropped++
 			continue
 		}
 		if j.long {
