@@ -2,6 +2,7 @@ package datasets
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/fnv"
 	"slices"
 	"strings"
@@ -209,4 +210,24 @@ func (x *nearIndex) hits() int {
 		}
 	}
 	return n
+}
+
+// LeakWarning says, in one line, how much of the eval split training also
+// holds (exact and near duplicates of eval prompts); "" when none, or when
+// they were all left out of training.
+func (r *Report) LeakWarning() string {
+	if r.LeaksDropped > 0 || r.Leaks+r.NearLeaks == 0 {
+		return ""
+	}
+	var msg string
+	if r.LeakedEval > 0 {
+		msg = fmt.Sprintf("%d of %d eval prompts have an exact or near duplicate in training (%d training records, %d exact; word similarity %g or more)",
+			r.LeakedEval, r.Eval.Records, r.NearLeaks+r.Leaks, r.Leaks, r.NearDuplicate)
+		if len(r.NearLeakList) > 0 {
+			msg += fmt.Sprintf(", e.g. %q ~ %q", r.NearLeakList[0].TrainText, r.NearLeakList[0].EvalText)
+		}
+	} else {
+		msg = fmt.Sprintf("%d training records ask an eval prompt exactly", r.Leaks)
+	}
+	return "train/eval leakage: " + msg + ": eval scores on those cases measure recall of the training set; data.dedupe: near leaves them out of training"
 }

@@ -3,6 +3,7 @@ package runs
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -279,6 +280,12 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 		if loss, err := evals.LoadLossCurve(run.Path(MetricsFile)); err == nil {
 			extras.Loss = loss
 		}
+		if w := run.LeakWarning(); w != "" {
+			extras.Warnings = append(extras.Warnings, w)
+			if o.Logger != nil {
+				o.Logger.Warn(w)
+			}
+		}
 	}
 	if err := evals.WriteReports(o.Out, res, extras); err != nil {
 		return nil, err
@@ -335,4 +342,19 @@ func contestant(r *recipes.Recipe, i int, c recipes.Contestant, base, adapter st
 		o.Adapters = []evals.AdapterSpec{{Path: r.Resolve(c.Adapter), Scale: c.Scale}}
 	}
 	return evals.NewLocal(c.Name, o)
+}
+
+// LeakWarning is the leakage warning of the run's data report
+// (data-report.json): how many eval prompts training holds, exactly or
+// nearly; "" when none, or when the report cannot be read.
+func (run *Run) LeakWarning() string {
+	b, err := os.ReadFile(run.Path(DataReportFile))
+	if err != nil {
+		return ""
+	}
+	var rep datasets.Report
+	if json.Unmarshal(b, &rep) != nil {
+		return ""
+	}
+	return rep.LeakWarning()
 }

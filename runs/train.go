@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/finetune-dev/finetune/datasets"
 	"github.com/finetune-dev/finetune/internal/atomicfile"
 	"github.com/finetune-dev/finetune/internal/basemodel"
 	"github.com/finetune-dev/finetune/internal/filehash"
@@ -73,6 +74,7 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 	rep := data.Report
 	log.Info("data", "train_examples", rep.Train.Examples, "eval_examples", rep.Eval.Examples, "train_windows", len(data.Train), "val_windows", len(data.Val),
 		"dropped", rep.Train.Dropped+rep.Eval.Dropped, "truncated", rep.Train.Truncated+rep.Eval.Truncated)
+	warnLeaks(rep, log)
 	mem, err := lora.EstimateMemory(path, r.Data.SeqLen, r.LoRA.Rank, len(r.LoRA.Targets))
 	if err != nil {
 		return nil, err
@@ -109,6 +111,16 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 	}
 	checkStop(ctx, r, path, data.Train, log)
 	return &prepared{base: BaseModel{Ref: r.Base, Path: path, SHA256: sum}, data: data}, nil
+}
+
+// warnLeaks warns, in the terminal and train.log, when training holds eval
+// prompts (exact or near duplicates), and says what dedupe near left out.
+func warnLeaks(rep *datasets.Report, log *slog.Logger) {
+	if w := rep.LeakWarning(); w != "" {
+		log.Warn(w, "exact", rep.Leaks, "near", rep.NearLeaks, "eval_prompts_leaked", rep.LeakedEval, "eval_prompts", rep.Eval.Records)
+	} else if rep.LeaksDropped > 0 {
+		log.Info(fmt.Sprintf("left out of training: %d records that repeat an eval prompt exactly or nearly (data.dedupe: near)", rep.LeaksDropped))
+	}
 }
 
 // Start trains a recipe into a new run folder. The folder is made only
@@ -327,6 +339,7 @@ func (run *Run) Resume(ctx context.Context, o TrainOptions) (*lora.Result, error
 	if err != nil {
 		return nil, err
 	}
+	warnLeaks(d.Report, log)
 	return run.train(ctx, d, true, o.Progress)
 }
 
