@@ -62,6 +62,9 @@ type Config struct {
 	BaseSHA256 string
 	// Meta is stored in the adapter's Info as its recipe.
 	Meta any
+	// AddedTargets are the Targets the run added to the recipe's defaults,
+	// recorded in the adapter's Info.
+	AddedTargets []string
 	// Logger hears what happens before the first step (the path chosen,
 	// the weights' transposed copies being made); nil: nothing is logged.
 	Logger *slog.Logger

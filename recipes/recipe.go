@@ -361,6 +361,10 @@ func Parse(path string, src []byte) (*Recipe, error) {
 	return r, nil
 }
 
+// Given reports whether the recipe file or a --set gave a key path (as
+// opposed to its default filling it in).
+func (r *Recipe) Given(path string) bool { return r.given[path] }
+
 // Line is the line of a key path in the recipe file (0 when it was not in
 // the file).
 func (r *Recipe) Line(path string) int { return r.lines[path] }

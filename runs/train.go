@@ -53,6 +53,9 @@ func (o *TrainOptions) defaults() {
 type prepared struct {
 	base BaseModel
 	data *Data
+	// added are the LoRA targets the run added to the recipe's defaults
+	// (output, for a base that does not produce its stop token).
+	added []string
 }
 
 func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.Logger) (*prepared, error) {
@@ -109,8 +112,8 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 			Msg: fmt.Sprintf("%s: %s has sha256 %s, not the catalog's %s: replace it, or remove it and run \"finetune models fetch %s\"",
 				r.Base, path, short(sum), short(want), strings.TrimPrefix(r.Base, "catalog:"))}
 	}
-	checkStop(ctx, r, path, data.Train, log)
-	return &prepared{base: BaseModel{Ref: r.Base, Path: path, SHA256: sum}, data: data}, nil
+	added := checkStop(ctx, r, path, data.Train, log)
+	return &prepared{base: BaseModel{Ref: r.Base, Path: path, SHA256: sum}, data: data, added: added}, nil
 }
 
 // warnLeaks warns, in the terminal and train.log, when training holds eval
@@ -156,7 +159,7 @@ func Start(ctx context.Context, r *recipes.Recipe, o TrainOptions) (*Run, *lora.
 		from = abs
 	}
 	now := time.Now().UTC()
-	run.Record = Record{Recipe: from, Overrides: o.Overrides, Base: p.base, State: Created, Created: now, Updated: now}
+	run.Record = Record{Recipe: from, Overrides: o.Overrides, Base: p.base, AddedTargets: p.added, State: Created, Created: now, Updated: now}
 	trained := absolutePaths(r, p.base.Path)
 	run.Recipe = trained
 	if err := run.writeStartFiles(p.data); err != nil {
@@ -259,6 +262,7 @@ func (run *Run) train(ctx context.Context, d *Data, resume bool, progress func(l
 	cfg := LoRAConfig(run.Recipe, run.Dir)
 	cfg.Resume = resume
 	cfg.BaseSHA256 = run.Record.Base.SHA256
+	cfg.AddedTargets = run.Record.AddedTargets
 	if err := run.setState(Training, run.Record.Steps, nil); err != nil {
 		return nil, err
 	}
