@@ -134,6 +134,10 @@ type Report struct {
 	// LeaksDropped are the training records left out as exact or near
 	// duplicates of an eval prompt (DropLeaks).
 	LeaksDropped int `json:"leaks_dropped,omitempty"`
+	// Labels describes the records' labels (nil when none has one).
+	Labels *LabelReport `json:"labels,omitempty"`
+	// Notes are what reading fixed on the way (a byte-order mark).
+	Notes []string `json:"notes,omitempty"`
 	// Skipped are the bad rows skipped (at most MaxBadRows).
 	Skipped []*RowError `json:"skipped,omitempty"`
 }
@@ -237,6 +241,7 @@ func Scan(cfg Config, m *llama.Model, fn func(Item) error) (*Report, error) {
 	if s.near != nil {
 		s.rep.LeakedEval = s.near.hits()
 	}
+	s.rep.Labels = s.labels.finish()
 	s.rep.Train.Lengths.finish()
 	s.rep.Eval.Lengths.finish()
 	return s.rep, err
@@ -250,6 +255,7 @@ type scanner struct {
 	seen        [2]map[uint64]struct{}
 	evalPrompts map[uint64]string // eval prompt hash → its source
 	near        *nearIndex        // the eval prompts' words, for the near-duplicate check
+	labels      LabelReport
 }
 
 // indexHeldOut reads the training data once before the scan to index the
@@ -385,6 +391,7 @@ func (s *scanner) read(pattern string, split func(Record) Split) ([]string, erro
 	for f, n := range rd.Formats() {
 		s.rep.Formats[f] += n
 	}
+	s.rep.Notes = append(s.rep.Notes, rd.Notes()...)
 	return rd.Files(), err
 }
 
@@ -488,6 +495,7 @@ func (s *scanner) account(order <-chan *job) error {
 			item.Examples = append(item.Examples, ex)
 		}
 		st.Records++
+		s.labels.add(j.split, j.rec.Label)
 		if s.fn != nil {
 			if err := s.fn(item); err != nil {
 				return err

@@ -78,6 +78,9 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 	log.Info("data", "train_examples", rep.Train.Examples, "eval_examples", rep.Eval.Examples, "train_windows", len(data.Train), "val_windows", len(data.Val),
 		"dropped", rep.Train.Dropped+rep.Eval.Dropped, "truncated", rep.Train.Truncated+rep.Eval.Truncated)
 	warnLeaks(rep, log)
+	for _, n := range rep.Notes {
+		log.Info(n)
+	}
 	mem, err := lora.EstimateMemory(path, r.Data.SeqLen, r.LoRA.Rank, len(r.LoRA.Targets))
 	if err != nil {
 		return nil, err

@@ -348,6 +348,10 @@ func printInspection(w io.Writer, in *dataInspection, cfg datasets.Config, color
 	} else if rep.Leaks+rep.NearLeaks > 0 {
 		fmt.Fprintln(w, "  (data.dedupe: near, or --dedupe near, leaves them out of training)")
 	}
+	printLabels(w, rep.Labels)
+	for _, n := range rep.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
 	if len(rep.Skipped) > 0 {
 		fmt.Fprintf(w, "bad rows skipped: %d\n", len(rep.Skipped))
 		for _, e := range rep.Skipped {
@@ -384,6 +388,41 @@ func printInspection(w io.Writer, in *dataInspection, cfg datasets.Config, color
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// printLabels describes the labels: how many, records per label, the
+// labels on one side only, the imbalance.
+func printLabels(w io.Writer, l *datasets.LabelReport) {
+	if l == nil {
+		return
+	}
+	if l.TooMany {
+		fmt.Fprintf(w, "labels: more than %d distinct values: free text rather than a label set\n", l.Labels)
+		return
+	}
+	fmt.Fprintf(w, "labels: %d (training records per label: min %d, median %d, max %d; imbalance max/min %.1f)\n", l.Labels, l.Min, l.Median, l.Max, l.Imbalance)
+	var small []string
+	for _, c := range l.Smallest {
+		small = append(small, fmt.Sprintf("%s %d", c.Label, c.Records))
+	}
+	fmt.Fprintf(w, "  fewest training records: %s\n", strings.Join(small, ", "))
+	if l.OnlyEvalN > 0 {
+		fmt.Fprintf(w, "  only in eval (training never shows them): %d: %s\n", l.OnlyEvalN, listMore(l.OnlyEval, l.OnlyEvalN))
+	}
+	if l.OnlyTrainN > 0 {
+		fmt.Fprintf(w, "  only in training (eval never asks them): %d: %s\n", l.OnlyTrainN, listMore(l.OnlyTrain, l.OnlyTrainN))
+	}
+	if l.Unlabelled > 0 {
+		fmt.Fprintf(w, "  records without a label: %d\n", l.Unlabelled)
+	}
+}
+
+func listMore(some []string, n int) string {
+	s := strings.Join(some, ", ")
+	if n > len(some) {
+		s += fmt.Sprintf(", … (%d more)", n-len(some))
+	}
+	return s
 }
 
 // printLengths draws the histogram of training example lengths.
