@@ -303,6 +303,9 @@ func printInspection(w io.Writer, in *dataInspection, cfg datasets.Config, color
 		split("examples", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Examples) })
 		split("truncated", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Truncated) })
 		split("dropped (too long)", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Dropped) })
+		if rep.Train.Unmeasured+rep.Eval.Unmeasured > 0 {
+			split("  of which by byte length", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Unmeasured) })
+		}
 		if rep.Train.Untrained > 0 {
 			split("dropped (nothing trained)", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Untrained) })
 		}
