@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -74,4 +75,29 @@ func scanLongLineChild(t *testing.T, path string) {
 	}
 	b, _ := json.Marshal(rep)
 	os.Stdout.WriteString("\nREPORT " + string(b) + "\n")
+}
+
+// TestScanLongRecordTruncated: under Truncate, a record cut by its byte
+// length before tokenizing keeps exactly the first MaxLength tokens that
+// tokenizing it whole gives.
+func TestScanLongRecordTruncated(t *testing.T) {
+	m := load(t, shared.Path(t, "models/stories260K.gguf"))
+	text := strings.Repeat("the little dog ran to the park and saw a big red ball. ", 4000) // 220 KB
+	line, _ := json.Marshal(map[string]string{"text": text})
+	path := writeFile(t, "long.jsonl", string(line)+"\n")
+	var got []int32
+	rep, err := Scan(Config{Train: path, MaxLength: 64, Overflow: Truncate}, m, func(it Item) error {
+		got = it.Examples[0].Tokens
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, err := m.Tokenize(text, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Train.Truncated != 1 || len(got) != 64 || !slices.Equal(got, whole[:64]) {
+		t.Fatalf("truncated %d, %d tokens; want the whole text's first 64", rep.Train.Truncated, len(got))
+	}
 }
