@@ -231,3 +231,12 @@ func (r *Report) LeakWarning() string {
 	}
 	return "train/eval leakage: " + msg + ": eval scores on those cases measure recall of the training set; data.dedupe: near leaves them out of training"
 }
+
+// LeakNote says what data.dedupe near left out of training; "" when
+// nothing.
+func (r *Report) LeakNote() string {
+	if r.LeaksDropped == 0 {
+		return ""
+	}
+	return fmt.Sprintf("left out of training: %d records that repeat an eval prompt exactly or nearly (data.dedupe: near; %d of %d eval prompts had one)", r.LeaksDropped, r.LeakedEval, r.Eval.Records)
+}

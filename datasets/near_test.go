@@ -65,6 +65,12 @@ func TestScanNearDuplicateLeaks(t *testing.T) {
 	if repD.LeaksDropped != rep.NearLeaks || repD.Train.Records != rep.Train.Records-rep.NearLeaks {
 		t.Fatalf("dropped %d of %d near leaks, %d training records left of %d", repD.LeaksDropped, rep.NearLeaks, repD.Train.Records, rep.Train.Records)
 	}
+	if w := rep.LeakWarning(); !strings.Contains(w, "2 of 3 eval prompts have an exact or near duplicate in training (11 training records, 0 exact") {
+		t.Fatalf("warning %q", w)
+	}
+	if repD.LeakWarning() != "" || !strings.Contains(repD.LeakNote(), "left out of training: 11 records") {
+		t.Fatalf("after dropping: warning %q, note %q", repD.LeakWarning(), repD.LeakNote())
+	}
 
 	// A random split of the templated file: the prompt hash keeps each
 	// exact prompt on one side, and still most eval prompts have a near

@@ -280,10 +280,14 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 		if loss, err := evals.LoadLossCurve(run.Path(MetricsFile)); err == nil {
 			extras.Loss = loss
 		}
-		if w := run.LeakWarning(); w != "" {
-			extras.Warnings = append(extras.Warnings, w)
-			if o.Logger != nil {
-				o.Logger.Warn(w)
+		if rep := run.DataReport(); rep != nil {
+			if w := rep.LeakWarning(); w != "" {
+				extras.Warnings = append(extras.Warnings, w)
+				if o.Logger != nil {
+					o.Logger.Warn(w)
+				}
+			} else if n := rep.LeakNote(); n != "" {
+				extras.Notes = append(extras.Notes, n)
 			}
 		}
 	}
@@ -344,17 +348,16 @@ func contestant(r *recipes.Recipe, i int, c recipes.Contestant, base, adapter st
 	return evals.NewLocal(c.Name, o)
 }
 
-// LeakWarning is the leakage warning of the run's data report
-// (data-report.json): how many eval prompts training holds, exactly or
-// nearly; "" when none, or when the report cannot be read.
-func (run *Run) LeakWarning() string {
+// DataReport is the run's data report (data-report.json), nil when it
+// cannot be read.
+func (run *Run) DataReport() *datasets.Report {
 	b, err := os.ReadFile(run.Path(DataReportFile))
 	if err != nil {
-		return ""
+		return nil
 	}
 	var rep datasets.Report
 	if json.Unmarshal(b, &rep) != nil {
-		return ""
+		return nil
 	}
-	return rep.LeakWarning()
+	return &rep
 }

@@ -124,8 +124,8 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 func warnLeaks(rep *datasets.Report, log *slog.Logger) {
 	if w := rep.LeakWarning(); w != "" {
 		log.Warn(w, "exact", rep.Leaks, "near", rep.NearLeaks, "eval_prompts_leaked", rep.LeakedEval, "eval_prompts", rep.Eval.Records)
-	} else if rep.LeaksDropped > 0 {
-		log.Info(fmt.Sprintf("left out of training: %d records that repeat an eval prompt exactly or nearly (data.dedupe: near)", rep.LeaksDropped))
+	} else if n := rep.LeakNote(); n != "" {
+		log.Info(n)
 	}
 }
 
