@@ -30,6 +30,12 @@ const (
 	nearBands  = nearHashes / nearRows
 )
 
+// maxNearCandidates bounds the eval prompts one training prompt is
+// compared with (beyond those already known to leak): on heavily templated
+// data whose eval prompts all share bands, the check stays linear, and the
+// count of leaked eval prompts is then a lower bound.
+const maxNearCandidates = 2048
+
 // MaxNearExamples is how many near duplicates a Report lists.
 const MaxNearExamples = 5
 
@@ -49,6 +55,8 @@ type nearIndex struct {
 	source    []string
 	text      []string
 	hit       []bool // the eval prompt has a near duplicate in training
+	stamp     []uint32
+	query     uint32
 	bands     map[uint64][]int32
 }
 
@@ -161,6 +169,7 @@ func (x *nearIndex) add(rec Record) {
 	x.source = append(x.source, rec.Source)
 	x.text = append(x.text, clip(text))
 	x.hit = append(x.hit, false)
+	x.stamp = append(x.stamp, 0)
 	for _, k := range bandKeys(set) {
 		if l := x.bands[k]; len(l) == 0 || l[len(l)-1] != id {
 			x.bands[k] = append(l, id)
@@ -181,13 +190,22 @@ func (x *nearIndex) find(rec Record) (best int, sim float64, text string) {
 		return -1, 0, ""
 	}
 	best = -1
-	seen := map[int32]struct{}{}
+	x.query++
+	looked := 0
 	for _, k := range bandKeys(set) {
 		for _, id := range x.bands[k] {
-			if _, ok := seen[id]; ok {
+			if x.stamp[id] == x.query {
 				continue
 			}
-			seen[id] = struct{}{}
+			x.stamp[id] = x.query
+			// An eval prompt already counted needs no second look once
+			// this record has its match.
+			if x.hit[id] && best >= 0 {
+				continue
+			}
+			if looked++; looked > maxNearCandidates {
+				return best, sim, text
+			}
 			s := jaccard(set, x.words[id])
 			if s < x.threshold {
 				continue
