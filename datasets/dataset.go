@@ -516,11 +516,14 @@ func (s *scanner) bound(rec *Record) (long bool) {
 	if s.cfg.MaxLength <= 0 {
 		return false
 	}
-	limit := (s.cfg.MaxLength+1)*s.r.MaxPieceBytes() + 4096
 	n := len(rec.Text)
 	for _, m := range rec.Messages {
 		n += len(m.Content)
 	}
+	if n <= s.cfg.MaxLength+4096 { // within the limit below whatever MaxPieceBytes (at least 1)
+		return false
+	}
+	limit := (s.cfg.MaxLength+1)*s.r.MaxPieceBytes() + 4096
 	if n <= limit {
 		return false
 	}
