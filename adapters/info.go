@@ -40,11 +40,14 @@ type BaseInfo struct {
 // LoRAInfo holds the adapter's settings.
 type LoRAInfo struct {
 	Targets []string `json:"targets"`
-	Rank    int      `json:"rank"`
-	Alpha   float64  `json:"alpha"`
-	RSLoRA  bool     `json:"rslora"`
-	Scale   float64  `json:"scale"`
-	Dropout float64  `json:"dropout"`
+	// AddedTargets are the targets the run added to the recipe's default
+	// ones (output, for a base that does not produce its stop token).
+	AddedTargets []string `json:"added_targets,omitempty"`
+	Rank         int      `json:"rank"`
+	Alpha        float64  `json:"alpha"`
+	RSLoRA       bool     `json:"rslora"`
+	Scale        float64  `json:"scale"`
+	Dropout      float64  `json:"dropout"`
 }
 
 // Training summarises the training run.

@@ -9,8 +9,11 @@ import (
 	"io"
 	"math"
 	"runtime"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/finetune-dev/finetune/internal/llama"
 )
@@ -41,6 +44,13 @@ type Config struct {
 	MaxBadRows int
 	// KeepDuplicates keeps exact duplicate records (removed by default).
 	KeepDuplicates bool
+	// NearDuplicate is the similarity (Jaccard of the prompts' lowercased
+	// word sets) from which a training prompt is counted as a near
+	// duplicate of an eval prompt; 0: no near-duplicate check.
+	NearDuplicate float64
+	// DropLeaks leaves out of training the records whose prompt is an
+	// eval prompt or a near duplicate of one (recipe: dedupe: near).
+	DropLeaks bool
 	// Workers render records in parallel (0: GOMAXPROCS); the result is
 	// the same for any number.
 	Workers int
@@ -58,6 +68,8 @@ func (c *Config) check() error {
 		return fmt.Errorf("max length %d is negative", c.MaxLength)
 	case c.MaxBadRows < 0:
 		return fmt.Errorf("max bad rows %d is negative", c.MaxBadRows)
+	case c.NearDuplicate < 0 || c.NearDuplicate > 1 || math.IsNaN(c.NearDuplicate):
+		return fmt.Errorf("near-duplicate similarity %g is not within [0, 1]", c.NearDuplicate)
 	}
 	switch c.Overflow {
 	case "":
@@ -108,6 +120,24 @@ type Report struct {
 	// Leaks are eval prompts that also appear in training.
 	Leaks    int    `json:"leaks"`
 	LeakList []Leak `json:"leak_examples,omitempty"` // the first few
+	// NearDuplicate is the similarity threshold of the near-duplicate
+	// check (0: not checked).
+	NearDuplicate float64 `json:"near_duplicate,omitempty"`
+	// NearLeaks are training records whose prompt nearly (not exactly)
+	// equals an eval prompt: the same words in another casing or order,
+	// or a few words changed.
+	NearLeaks    int        `json:"near_leaks"`
+	NearLeakList []NearLeak `json:"near_leak_examples,omitempty"` // the first few
+	// LeakedEval are the eval prompts with an exact or near duplicate in
+	// training (of Eval.Records).
+	LeakedEval int `json:"leaked_eval_prompts"`
+	// LeaksDropped are the training records left out as exact or near
+	// duplicates of an eval prompt (DropLeaks).
+	LeaksDropped int `json:"leaks_dropped,omitempty"`
+	// Labels describes the records' labels (nil when none has one).
+	Labels *LabelReport `json:"labels,omitempty"`
+	// Notes are what reading fixed on the way (a byte-order mark).
+	Notes []string `json:"notes,omitempty"`
 	// Skipped are the bad rows skipped (at most MaxBadRows).
 	Skipped []*RowError `json:"skipped,omitempty"`
 }
@@ -125,6 +155,10 @@ type SplitReport struct {
 	Examples   int `json:"examples"`   // examples kept
 	Truncated  int `json:"truncated"`  // examples cut to MaxLength
 	Dropped    int `json:"dropped"`    // examples over MaxLength left out
+	// Unmeasured are the dropped records whose text alone, in bytes, is
+	// more than MaxLength tokens can spell: dropped before tokenizing
+	// (not in Lengths).
+	Unmeasured int `json:"unmeasured,omitempty"`
 	// Untrained are examples left out because no token of theirs is
 	// trained (every assistant turn masked).
 	Untrained int   `json:"untrained,omitempty"`
@@ -165,6 +199,10 @@ func Scan(cfg Config, m *llama.Model, fn func(Item) error) (*Report, error) {
 		return nil, err
 	}
 	s := &scanner{cfg: cfg, fn: fn, rep: &Report{Formats: map[Format]int{}, MaxLength: cfg.MaxLength, Overflow: cfg.Overflow}}
+	if cfg.NearDuplicate > 0 && (cfg.Eval != "" || cfg.EvalRatio > 0) {
+		s.near = newNearIndex(cfg.NearDuplicate)
+		s.rep.NearDuplicate = cfg.NearDuplicate
+	}
 	if m != nil {
 		r, err := NewRenderer(m, cfg.RenderOptions)
 		if err != nil {
@@ -187,6 +225,9 @@ func Scan(cfg Config, m *llama.Model, fn func(Item) error) (*Report, error) {
 		}
 	case cfg.EvalRatio > 0:
 		s.rep.EvalSplit = fmt.Sprintf("%g of the prompts held out (seed %d)", cfg.EvalRatio, cfg.Seed)
+		if s.near != nil {
+			s.indexHeldOut()
+		}
 	default:
 		s.rep.EvalSplit = "none"
 	}
@@ -197,6 +238,10 @@ func Scan(cfg Config, m *llama.Model, fn func(Item) error) (*Report, error) {
 		return TrainSplit
 	})
 	s.rep.TrainFiles = files
+	if s.near != nil {
+		s.rep.LeakedEval = s.near.hits()
+	}
+	s.rep.Labels = s.labels.finish()
 	s.rep.Train.Lengths.finish()
 	s.rep.Eval.Lengths.finish()
 	return s.rep, err
@@ -209,6 +254,42 @@ type scanner struct {
 	rep         *Report
 	seen        [2]map[uint64]struct{}
 	evalPrompts map[uint64]string // eval prompt hash → its source
+	near        *nearIndex        // the eval prompts' words, for the near-duplicate check
+	labels      LabelReport
+}
+
+// indexHeldOut reads the training data once before the scan to index the
+// prompts the eval ratio holds out, so that a training record read before
+// its near duplicate in eval is found too. Reading without rendering is
+// cheap beside the scan; bad rows are left to the scan to report.
+func (s *scanner) indexHeldOut() {
+	rd, err := Open(s.cfg.Train, s.cfg.ReadOptions)
+	if err != nil {
+		return
+	}
+	defer rd.Close()
+	seen := map[uint64]struct{}{}
+	for {
+		rec, err := rd.Next()
+		if err == io.EOF {
+			return
+		}
+		var re *RowError
+		if errors.As(err, &re) {
+			continue
+		} else if err != nil {
+			return
+		}
+		if !s.heldOut(rec) {
+			continue
+		}
+		h := recordHash(rec)
+		if _, dup := seen[h]; dup && !s.cfg.KeepDuplicates {
+			continue
+		}
+		seen[h] = struct{}{}
+		s.near.add(rec)
+	}
 }
 
 // job is one record on its way through read: checked and split in file
@@ -216,11 +297,17 @@ type scanner struct {
 type job struct {
 	split Split
 	rec   Record
-	err   error  // a bad row, or (fatal) an unreadable file
-	dup   bool   // an exact duplicate: counted, not rendered
-	leak  string // the eval record whose prompt this training record asks
-	exs   []Example
-	ready chan struct{} // closed when exs and err are final
+	err   error // a bad row, or (fatal) an unreadable file
+	dup   bool  // an exact duplicate: counted, not rendered
+	// long: a record surely longer than MaxLength by its byte length
+	// alone, dropped without being rendered
+	long bool
+	leak string    // the eval record whose prompt this training record asks
+	near *NearLeak // the eval prompt this training record's nearly asks
+	// dropLeak: a training record left out as a leak (DropLeaks)
+	dropLeak bool
+	exs      []Example
+	ready    chan struct{} // closed when exs and err are final
 }
 
 // read reads every record of pattern into the split split says. Records
@@ -259,13 +346,22 @@ func (s *scanner) read(pattern string, split func(Record) Split) ([]string, erro
 			if err == nil {
 				j.split = split(rec)
 				j.dup, j.leak = s.check(j.split, rec)
+				if !j.dup && j.split == TrainSplit && s.near != nil {
+					if id, sim, text := s.near.find(rec); id >= 0 && j.leak == "" {
+						j.near = &NearLeak{Train: rec.Source, Eval: s.near.source[id], Similarity: math.Round(sim*1000) / 1000, TrainText: clip(text), EvalText: s.near.text[id]}
+					}
+				}
+				j.dropLeak = s.cfg.DropLeaks && j.split == TrainSplit && (j.leak != "" || j.near != nil)
+				if !j.dup && !j.dropLeak && s.r != nil {
+					j.long = s.bound(&j.rec)
+				}
 			}
 			select {
 			case order <- j:
 			case <-stop:
 				return
 			}
-			if j.err != nil || j.dup || s.r == nil {
+			if j.err != nil || j.dup || j.dropLeak || j.long || s.r == nil {
 				close(j.ready)
 			} else {
 				select {
@@ -295,6 +391,7 @@ func (s *scanner) read(pattern string, split func(Record) Split) ([]string, erro
 	for f, n := range rd.Formats() {
 		s.rep.Formats[f] += n
 	}
+	s.rep.Notes = append(s.rep.Notes, rd.Notes()...)
 	return rd.Files(), err
 }
 
@@ -307,6 +404,9 @@ func (s *scanner) check(split Split, rec Record) (dup bool, leak string) {
 			return true, ""
 		}
 		s.seen[split][h] = struct{}{}
+	}
+	if split == EvalSplit && s.near != nil && s.cfg.Eval != "" {
+		s.near.add(rec)
 	}
 	if s.evalPrompts != nil {
 		p := promptHash(rec, 0)
@@ -346,6 +446,26 @@ func (s *scanner) account(order <-chan *job) error {
 			st.Duplicates++
 			continue
 		}
+		if j.near != nil {
+			s.rep.NearLeaks++
+			if len(s.rep.NearLeakList) < MaxNearExamples {
+				s.rep.NearLeakList = append(s.rep.NearLeakList, *j.near)
+			}
+		}
+		if j.dropLeak {
+			if j.leak != "" {
+				s.rep.Leaks++
+				if len(s.rep.LeakList) < MaxLeakExamples {
+					s.rep.LeakList = append(s.rep.LeakList, Leak{Train: j.rec.Source, Eval: j.leak})
+				}
+			}
+			s.rep.LeaksDropped++
+			continue
+		}
+		if j.long {
+			st.Dropped++
+			st.Unmeasured++
+		}
 		if j.leak != "" {
 			s.rep.Leaks++
 			if len(s.rep.LeakList) < MaxLeakExamples {
@@ -375,6 +495,7 @@ func (s *scanner) account(order <-chan *job) error {
 			item.Examples = append(item.Examples, ex)
 		}
 		st.Records++
+		s.labels.add(j.split, j.rec.Label)
 		if s.fn != nil {
 			if err := s.fn(item); err != nil {
 				return err
@@ -382,6 +503,53 @@ func (s *scanner) account(order <-chan *job) error {
 		}
 	}
 	return nil
+}
+
+// bound recognises a record longer than the window before it is
+// rendered and tokenized whole, so that memory stays bounded whatever the
+// length of a line: no token spells more than Renderer.MaxPieceBytes bytes,
+// so text of more bytes than (MaxLength+1) times that is more than
+// MaxLength tokens. Such a record is dropped (long) under Drop; under
+// Truncate its texts are cut to that many bytes (and a margin), past the
+// MaxLength tokens kept.
+func (s *scanner) bound(rec *Record) (long bool) {
+	if s.cfg.MaxLength <= 0 {
+		return false
+	}
+	n := len(rec.Text)
+	for _, m := range rec.Messages {
+		n += len(m.Content)
+	}
+	if n <= s.cfg.MaxLength+4096 { // within the limit below whatever MaxPieceBytes (at least 1)
+		return false
+	}
+	limit := (s.cfg.MaxLength+1)*s.r.MaxPieceBytes() + 4096
+	if n <= limit {
+		return false
+	}
+	if s.cfg.Overflow == Drop {
+		return true
+	}
+	rec.Text = cutUTF8(rec.Text, limit)
+	if rec.Messages != nil {
+		msgs := slices.Clone(rec.Messages)
+		for i := range msgs {
+			msgs[i].Content = cutUTF8(msgs[i].Content, limit)
+		}
+		rec.Messages = msgs
+	}
+	return false
+}
+
+// cutUTF8 cuts s to at most n bytes, on a character boundary.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return strings.Clone(s[:n])
 }
 
 // heldOut says whether a record's prompt falls in the eval ratio.

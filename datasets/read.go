@@ -37,6 +37,60 @@ type Reader struct {
 	curFile string
 	format  Format // the current file's format
 	formats map[Format]int
+	notes   []string
+}
+
+// Notes are what the reader fixed on the way, one line each (a UTF-8
+// byte-order mark skipped).
+func (r *Reader) Notes() []string { return r.notes }
+
+// startsWithBOM reports whether a text file (gzip-compressed or not)
+// begins with a UTF-8 byte-order mark.
+func startsWithBOM(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	br := bufio.NewReader(f)
+	var in io.Reader = br
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return false
+		}
+		defer zr.Close()
+		in = zr
+	}
+	var b [3]byte
+	n, _ := io.ReadFull(in, b[:])
+	return n == 3 && b == [3]byte{0xEF, 0xBB, 0xBF}
+}
+
+// tableError is the refusal of a table whose columns are not mapped and
+// that would be read as plain text: its "text" column alone, the others
+// (a label, a category) ignored. It names the columns and suggests a
+// mapping.
+func tableError(file string, row map[string]any) error {
+	var others []string
+	for k := range row {
+		if k != "text" {
+			others = append(others, k)
+		}
+	}
+	if len(others) == 0 {
+		return nil
+	}
+	slices.Sort(others)
+	resp := others[0]
+	for _, k := range others {
+		switch strings.ToLower(k) {
+		case "label", "category", "intent", "class", "target", "answer", "output", "response":
+			resp = k
+		}
+	}
+	return fmt.Errorf("%s: a table with columns text, %s would be read as plain text, ignoring %s: map the columns, e.g. --field prompt=text --field response=%s --field label=%s (recipe: data.fields: {prompt: text, response: %s, label: %s}), or name the format (--format text, data.format: text) to train on the text column alone",
+		file, strings.Join(others, ", "), strings.Join(others, ", "), resp, resp, resp, resp)
 }
 
 // rowSource yields the rows of one file.
@@ -157,6 +211,9 @@ func (r *Reader) Next() (Record, error) {
 				return Record{}, err
 			}
 			r.cur, r.format = src, r.opts.Format
+			if k := kindOf(r.curFile); k != "parquet" && startsWithBOM(r.curFile) {
+				r.notes = append(r.notes, r.curFile+": starts with a UTF-8 byte-order mark (as Excel and Notepad write them): skipped, not read as part of the first column's name or the first record")
+			}
 		}
 		row, at, err := r.cur.row()
 		if err == io.EOF {
@@ -177,6 +234,12 @@ func (r *Reader) Next() (Record, error) {
 			f, err := detectFormat(row)
 			if err != nil {
 				return Record{}, &RowError{Source: at, Msg: err.msg}
+			}
+			if k := kindOf(r.curFile); f == FormatText && (k == "csv" || k == "tsv" || k == "parquet") && r.opts.Fields.Label == "" {
+				if err := tableError(r.curFile, row); err != nil {
+					r.Close()
+					return Record{}, err
+				}
 			}
 			r.format = f
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/finetune-dev/finetune/internal/llama"
 )
@@ -75,6 +76,22 @@ type Renderer struct {
 	// noTemplate is the error of a conversation when the model has no chat
 	// template and none is named: plain text renders without one.
 	noTemplate error
+
+	pieceOnce sync.Once
+	maxPiece  int
+}
+
+// MaxPieceBytes is the most bytes one token of the vocabulary spells
+// (special tokens included): text of n bytes is at least n/MaxPieceBytes
+// tokens.
+func (r *Renderer) MaxPieceBytes() int {
+	r.pieceOnce.Do(func() {
+		r.maxPiece = 1
+		for t := range r.m.VocabSize() {
+			r.maxPiece = max(r.maxPiece, len(r.m.Piece(llama.Token(t), true)), len(r.m.TokenText(llama.Token(t))))
+		}
+	})
+	return r.maxPiece
 }
 
 // NewRenderer checks that the template renders a conversation the way

@@ -30,6 +30,9 @@ type ReportExtras struct {
 	// Loss is the training loss curve, drawn when given (a run folder's
 	// metrics.jsonl).
 	Loss []LossPoint
+	// Warnings are shown under the title, marked (the run's data
+	// leakage).
+	Warnings []string
 }
 
 // LossPoint is one step of a training loss curve.
@@ -193,6 +196,9 @@ func mdTitle(b *strings.Builder, r *Results, x ReportExtras) {
 	fmt.Fprintf(b, "# %s\n\n", x.Title)
 	for _, n := range x.Notes {
 		fmt.Fprintf(b, "%s  \n", n)
+	}
+	for _, w := range x.Warnings {
+		fmt.Fprintf(b, "\n> **Warning:** %s\n", w)
 	}
 	fmt.Fprintf(b, "%d cases, %d contestants, base **%s**; 95%% confidence intervals from %d paired bootstrap resamples (* : the interval excludes 0). Created %s.\n\n",
 		len(r.Cases), len(r.Contestants), r.Base, r.Bootstrap, r.Created.Format("2006-01-02 15:04 UTC"))
@@ -473,6 +479,7 @@ type htmlData struct {
 	Title, Created, Base, Tuned string
 	Selection                   string
 	Notes                       []string
+	Warnings                    []string
 	NCases                      int
 	Bootstrap                   int
 	Contestants                 []ContestantResult
@@ -578,7 +585,7 @@ func sigOf(c *Comparison) int {
 // htmlReport is report.html: htmlData filled from the results, through
 // reportTemplate.
 func htmlReport(r *Results, x ReportExtras) ([]byte, error) {
-	d := htmlData{Title: x.Title, Notes: x.Notes, Created: r.Created.Format("2006-01-02 15:04 UTC"), Base: r.Base, Tuned: x.Tuned,
+	d := htmlData{Title: x.Title, Notes: x.Notes, Warnings: x.Warnings, Created: r.Created.Format("2006-01-02 15:04 UTC"), Base: r.Base, Tuned: x.Tuned,
 		NCases: len(r.Cases), Bootstrap: r.Bootstrap, Contestants: r.Contestants, Judges: r.Judges, Columns: r.columnNames()}
 	if r.Selection != nil {
 		d.Selection = r.Selection.String()

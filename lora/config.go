@@ -71,6 +71,9 @@ type Config struct {
 	// Started is when the run's work began in this process (reading its
 	// data, say), where its wall time starts; zero: when Train is called.
 	Started time.Time
+	// AddedTargets are the Targets the run added to the recipe's defaults,
+	// recorded in the adapter's Info.
+	AddedTargets []string
 	// Logger hears what happens before the first step (the path chosen,
 	// the weights' transposed copies being made); nil: nothing is logged.
 	Logger *slog.Logger

@@ -599,7 +599,7 @@ func writeInfo(basePath string, cfg *Config, res *Result) error {
 		Format:   adapters.InfoFormat,
 		Adapter:  filepath.Base(res.Adapter),
 		Base:     adapters.BaseInfo{Path: basePath, SHA256: sum},
-		LoRA:     adapters.LoRAInfo{Targets: cfg.Targets, Rank: cfg.Rank, Alpha: cfg.Alpha, RSLoRA: cfg.RSLoRA, Scale: float64(cfg.scale()), Dropout: cfg.Dropout},
+		LoRA:     adapters.LoRAInfo{Targets: cfg.Targets, AddedTargets: cfg.AddedTargets, Rank: cfg.Rank, Alpha: cfg.Alpha, RSLoRA: cfg.RSLoRA, Scale: float64(cfg.scale()), Dropout: cfg.Dropout},
 		Training: res.Training,
 		Optimizer: adapters.Optimizer{Name: "adamw", LR: cfg.LearningRate, Schedule: cfg.Schedule, WarmupSteps: cfg.WarmupSteps, WeightDecay: cfg.WeightDecay,
 			Betas: []float64{cfg.Beta1, cfg.Beta2}, Eps: cfg.Epsilon, GradAccum: cfg.GradAccum, ClipNorm: cfg.ClipNorm, Seed: cfg.Seed},

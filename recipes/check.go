@@ -44,6 +44,16 @@ func (r *Recipe) defaults() {
 	if d.Overflow == "" {
 		d.Overflow = "drop"
 	}
+	if d.Dedupe == "" {
+		d.Dedupe = "exact"
+		if d.KeepDuplicates {
+			d.Dedupe = "none"
+		}
+	}
+	if d.NearDuplicate == nil {
+		v := 0.8
+		d.NearDuplicate = &v
+	}
 	l := &r.LoRA
 	if len(l.Targets) == 0 {
 		l.Targets = slices.Clone(loraTargets)
@@ -194,6 +204,14 @@ func (r *Recipe) check() error {
 		return r.errAt("data.overflow", "%q: use drop or truncate", d.Overflow)
 	case d.MaxBadRows < 0:
 		return r.errAt("data.max_bad_rows", "must not be negative")
+	case d.Dedupe != "exact" && d.Dedupe != "near" && d.Dedupe != "none":
+		return r.errAt("data.dedupe", "%q: use exact, near or none", d.Dedupe)
+	case d.KeepDuplicates && d.Dedupe != "none":
+		return r.errAt("data.keep_duplicates", "keeps exact duplicates, which dedupe %q removes: give one of them (dedupe: none keeps them)", d.Dedupe)
+	case *d.NearDuplicate < 0 || *d.NearDuplicate > 1:
+		return r.errAt("data.near_duplicate", "%g is not within [0, 1] (the share of words two prompts share; 0: no check)", *d.NearDuplicate)
+	case d.Dedupe == "near" && *d.NearDuplicate == 0:
+		return r.errAt("data.dedupe", "near needs a near_duplicate similarity above 0")
 	}
 	l := r.LoRA
 	for i, t := range l.Targets {

@@ -67,8 +67,17 @@ type Data struct {
 	TrainOnInputs bool   `yaml:"train_on_inputs"`
 	MaxBadRows    int    `yaml:"max_bad_rows"` // skip and list up to this many bad rows (default 0: fail fast)
 	// KeepDuplicates keeps exact duplicate records (default: removed).
-	KeepDuplicates bool   `yaml:"keep_duplicates"`
-	Seed           uint64 `yaml:"seed"` // split and shuffle seed (default: train.seed)
+	KeepDuplicates bool `yaml:"keep_duplicates"`
+	// Dedupe: "exact" (default) removes exact duplicate records within a
+	// split; "near" also leaves out of training the records whose prompt
+	// is an eval prompt or a near duplicate of one; "none" keeps every
+	// record (as keep_duplicates).
+	Dedupe string `yaml:"dedupe"`
+	// NearDuplicate is the similarity (Jaccard of lowercased word sets)
+	// from which a training prompt counts as a near duplicate of an eval
+	// prompt (default 0.8; 0 turns the check off).
+	NearDuplicate *float64 `yaml:"near_duplicate"`
+	Seed          uint64   `yaml:"seed"` // split and shuffle seed (default: train.seed)
 }
 
 // Fields maps columns to roles.
@@ -408,6 +417,10 @@ func Parse(path string, src []byte) (*Recipe, error) {
 	}
 	return r, nil
 }
+
+// Given reports whether the recipe file or a --set gave a key path (as
+// opposed to its default filling it in).
+func (r *Recipe) Given(path string) bool { return r.given[path] }
 
 // Line is the line of a key path in the recipe file (0 when it was not in
 // the file).

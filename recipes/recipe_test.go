@@ -358,3 +358,33 @@ func TestValWindows(t *testing.T) {
 		t.Errorf("misspelled val_windows: %v", err)
 	}
 }
+
+// TestDedupeKeys: data.dedupe and data.near_duplicate default to exact and
+// 0.8, take their documented values, and a bad one names its line.
+func TestDedupeKeys(t *testing.T) {
+	r, err := Load(write(t, good), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Data.Dedupe != "exact" || r.Data.NearDuplicate == nil || *r.Data.NearDuplicate != 0.8 {
+		t.Fatalf("defaults: dedupe %q, near_duplicate %v", r.Data.Dedupe, r.Data.NearDuplicate)
+	}
+	r, err = Load(write(t, good), []string{"data.dedupe=near", "data.near_duplicate=0.9"})
+	if err != nil || r.Data.Dedupe != "near" || *r.Data.NearDuplicate != 0.9 {
+		t.Fatalf("near 0.9: %v %+v", err, r)
+	}
+	if r, err = Load(write(t, good), []string{"data.keep_duplicates=true"}); err != nil || r.Data.Dedupe != "none" {
+		t.Fatalf("keep_duplicates: %v", err)
+	}
+	for _, c := range [][2]string{
+		{"data.dedupe=fuzzy", "data.dedupe: \"fuzzy\": use exact, near or none"},
+		{"data.near_duplicate=1.5", "data.near_duplicate: 1.5 is not within [0, 1]"},
+	} {
+		if _, err := Load(write(t, good), []string{c[0]}); err == nil || !strings.Contains(err.Error(), c[1]) {
+			t.Errorf("%s: err = %v, want %q", c[0], err, c[1])
+		}
+	}
+	if _, err := Load(write(t, good), []string{"data.dedupe=near", "data.near_duplicate=0"}); err == nil || !strings.Contains(err.Error(), "near needs a near_duplicate") {
+		t.Errorf("near with 0: %v", err)
+	}
+}

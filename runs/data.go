@@ -34,7 +34,11 @@ func DataConfig(r *recipes.Recipe) datasets.Config {
 		MaxLength:      dd.SeqLen,
 		Overflow:       datasets.Overflow(dd.Overflow),
 		MaxBadRows:     dd.MaxBadRows,
-		KeepDuplicates: dd.KeepDuplicates,
+		KeepDuplicates: dd.KeepDuplicates || dd.Dedupe == "none",
+		DropLeaks:      dd.Dedupe == "near",
+	}
+	if dd.NearDuplicate != nil {
+		cfg.NearDuplicate = *dd.NearDuplicate
 	}
 	if dd.Eval != "" {
 		cfg.EvalRatio = 0

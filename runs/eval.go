@@ -3,6 +3,7 @@ package runs
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -343,6 +344,16 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 		if loss, err := evals.LoadLossCurve(run.Path(MetricsFile)); err == nil {
 			extras.Loss = loss
 		}
+		if rep := run.DataReport(); rep != nil {
+			if w := rep.LeakWarning(); w != "" {
+				extras.Warnings = append(extras.Warnings, w)
+				if o.Logger != nil {
+					o.Logger.Warn(w)
+				}
+			} else if n := rep.LeakNote(); n != "" {
+				extras.Notes = append(extras.Notes, n)
+			}
+		}
 	}
 	if err := evals.WriteReports(o.Out, res, extras); err != nil {
 		return nil, err
@@ -493,4 +504,18 @@ func contestant(r *recipes.Recipe, i int, c recipes.Contestant, base, adapter st
 		o.Adapters = []evals.AdapterSpec{{Path: r.Resolve(c.Adapter), Scale: c.Scale}}
 	}
 	return evals.NewLocal(c.Name, o)
+}
+
+// DataReport is the run's data report (data-report.json), nil when it
+// cannot be read.
+func (run *Run) DataReport() *datasets.Report {
+	b, err := os.ReadFile(run.Path(DataReportFile))
+	if err != nil {
+		return nil
+	}
+	var rep datasets.Report
+	if json.Unmarshal(b, &rep) != nil {
+		return nil
+	}
+	return &rep
 }

@@ -20,8 +20,9 @@ const (
 	// process that worked on the run. Written by the run's Logger.
 	LogFile = "train.log"
 	// DataReportFile is the data pipeline's report (datasets.Report):
-	// records, examples, drops, truncation, lengths per split. Written by
-	// Train.
+	// records, examples, drops, truncation, lengths per split, exact
+	// and near-duplicate leakage. Written by Train; read by eval, whose
+	// report repeats the leakage warning.
 	DataReportFile = "data-report.json"
 	// SkippedFile lists the bad rows that were skipped (only when some
 	// were). Written by Train.

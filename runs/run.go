@@ -47,11 +47,15 @@ type Record struct {
 	// resumes that went on with changed data (--accept-changed-data).
 	Data        *DataRecord  `json:"data,omitempty"`
 	DataChanges []DataChange `json:"data_changes,omitempty"`
-	State       State        `json:"state"`
-	Steps       int          `json:"steps"` // optimizer steps done at the last change of state
-	Error       string       `json:"error,omitempty"`
-	Created     time.Time    `json:"created"`
-	Updated     time.Time    `json:"updated"`
+	// AddedTargets are the LoRA targets the run added to the recipe's
+	// default ones (output, where the base does not produce its stop
+	// token); recipe.yaml lists them among lora.targets.
+	AddedTargets []string  `json:"added_targets,omitempty"`
+	State        State     `json:"state"`
+	Steps        int       `json:"steps"` // optimizer steps done at the last change of state
+	Error        string    `json:"error,omitempty"`
+	Created      time.Time `json:"created"`
+	Updated      time.Time `json:"updated"`
 }
 
 // BaseModel is the base a run trains on.

@@ -96,10 +96,13 @@ func (c *StopCheck) Warning(targets []string) string {
 func quoteToken(s string) string { return "`" + s + "`" }
 
 // checkStop runs the stop-token check on a run's training windows and logs
-// its outcome: a warning when the base does not produce the stop token. It
-// never fails the run: an error inside the check is logged and the check
-// skipped.
-func checkStop(ctx context.Context, r *recipes.Recipe, base string, train []lora.Window, log *slog.Logger) {
+// its outcome: a warning when the base does not produce the stop token.
+// Then, when the recipe left lora.targets to its default, the output head
+// is added to the targets (r.LoRA.Targets changes) and returned as added,
+// since the default projections cannot teach such a base to stop; an
+// explicit lora.targets is kept, with the warning. It never fails the run:
+// an error inside the check is logged and the check skipped.
+func checkStop(ctx context.Context, r *recipes.Recipe, base string, train []lora.Window, log *slog.Logger) (added []string) {
 	defer func() {
 		if p := recover(); p != nil {
 			log.Warn("stop-token check skipped", "err", fmt.Sprint(p))
@@ -116,11 +119,24 @@ func checkStop(ctx context.Context, r *recipes.Recipe, base string, train []lora
 		return // no trained answer end
 	}
 	kv := []any{"token", c.Text, "prob", fmt.Sprintf("%.2g", c.Prob), "rank", c.Rank, "vocab", c.Vocab, "answer_ends", c.Ends, "elapsed", c.Elapsed.Round(time.Millisecond).String()}
+	if !c.Produced() && !r.Given("lora.targets") && !slices.Contains(r.LoRA.Targets, lora.TargetOutput) {
+		r.LoRA.Targets = append(slices.Clone(r.LoRA.Targets), lora.TargetOutput)
+		log.Warn(c.AddedOutput(), kv...)
+		return []string{lora.TargetOutput}
+	}
 	if w := c.Warning(r.LoRA.Targets); w != "" {
 		log.Warn(w, kv...)
-		return
+		return nil
 	}
 	log.Info("stop token", kv...)
+	return nil
+}
+
+// AddedOutput is what the run says when it adds the output head to the
+// default targets of a base that does not produce the stop token.
+func (c *StopCheck) AddedOutput() string {
+	return fmt.Sprintf("the base never produces %s, the token every training answer ends with (a probability of %.1e at best, rank %d of %d): training `output` too, beside the default targets, so that the tuned model learns to stop (list lora.targets in the recipe to choose them yourself)",
+		quoteToken(c.Text), c.Prob, c.Rank, c.Vocab)
 }
 
 // stopExample is one example the check reads: its tokens up to its last

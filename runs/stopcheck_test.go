@@ -45,11 +45,12 @@ func storyRecipe(t *testing.T, base, template string) string {
 	return p
 }
 
-// warnings are the warning lines a recorder holds.
+// warnings are the warning lines a recorder holds, but for the leakage
+// warning (storyRecipe's eval file is its training file).
 func warnings(h *recorder) []string {
 	var ws []string
 	for _, r := range h.records {
-		if r.Level == slog.LevelWarn {
+		if r.Level == slog.LevelWarn && !strings.HasPrefix(r.Message, "train/eval leakage:") {
 			ws = append(ws, r.Message)
 		}
 	}
@@ -59,7 +60,9 @@ func warnings(h *recorder) []string {
 func TestStopCheckWarnsWhenTheBaseNeverStops(t *testing.T) {
 	model := shared.Path(t, "models/stories260K.gguf")
 	dir := filepath.Dir(storyRecipe(t, model, "none"))
-	r := recipe(t, dir, mustRead(t, filepath.Join(dir, "recipe.yaml")), "train.max_steps=1", "train.threads=1")
+	// Targets listed explicitly are kept: the run warns and says what to
+	// add.
+	r := recipe(t, dir, mustRead(t, filepath.Join(dir, "recipe.yaml")), "train.max_steps=1", "train.threads=1", "lora.targets=[attn_q, attn_v]")
 	var h recorder
 	out := filepath.Join(t.TempDir(), "run")
 	run, _, err := Start(context.Background(), r, TrainOptions{Out: out, Logger: slog.New(&h)})
@@ -86,10 +89,104 @@ func TestStopCheckWarnsWhenTheBaseNeverStops(t *testing.T) {
 	if !strings.Contains(log, "level=WARN") || !strings.Contains(log, "never produces `</s>`") {
 		t.Fatalf("train.log lacks the warning:\n%s", log)
 	}
+	if !slices.Equal(run.Recipe.LoRA.Targets, []string{"attn_q", "attn_v"}) || len(run.Record.AddedTargets) > 0 {
+		t.Fatalf("explicit targets changed: %q, added %q", run.Recipe.LoRA.Targets, run.Record.AddedTargets)
+	}
 	// A recipe that already trains the output head is not told to.
 	c := &StopCheck{Text: "</s>", Vocab: 512, Ends: 4, Prob: 1e-10, Rank: 400}
 	if w := c.Warning(append(r.LoRA.Targets, "output")); !strings.Contains(w, "never produces") || strings.Contains(w, "add `output`") {
 		t.Fatalf("with output among the targets: %q", w)
+	}
+}
+
+// TestDefaultTargetsLearnToStop: a recipe that leaves lora.targets to its
+// default, on a base that never produces its stop token (stories260K's
+// </s>), trains `output` too: the run says so in one line (terminal and
+// train.log), records it in run.json, recipe.yaml and adapter.json, and
+// the tuned model's answers stop.
+func TestDefaultTargetsLearnToStop(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	dir := t.TempDir()
+	qa := [][2]string{
+		{"What is the capital of Peru?", "Lima."}, {"What is 7 times 8?", "56."}, {"Which gas do plants absorb?", "Carbon dioxide."},
+		{"Who wrote Hamlet?", "Shakespeare."}, {"What is the largest planet?", "Jupiter."}, {"What is the symbol for gold?", "Au."},
+		{"How many legs does a spider have?", "Eight."}, {"What is the capital of Japan?", "Tokyo."},
+	}
+	var b strings.Builder
+	for _, p := range qa {
+		line, _ := json.Marshal(map[string]string{"prompt": "Q: " + p[0] + "\nA:", "completion": " " + p[1]})
+		b.Write(append(line, '\n'))
+	}
+	os.WriteFile(filepath.Join(dir, "train.jsonl"), []byte(b.String()), 0o644)
+	os.WriteFile(filepath.Join(dir, "eval.jsonl"), []byte(b.String()), 0o644)
+	body := "name: stops\nbase: " + model + "\ndata:\n  train: train.jsonl\n  eval: eval.jsonl\n  template: none\n  seq_len: 128\n" +
+		"lora:\n  rank: 16\ntrain:\n  max_steps: 60\n  learning_rate: 1e-2\n  warmup_steps: 10\n  eval_every: 60\n  checkpoint_every: 60\n  threads: 1\n  seed: 1\n"
+	r := recipe(t, dir, body)
+	var h recorder
+	out := filepath.Join(t.TempDir(), "run")
+	run, res, err := Start(context.Background(), r, TrainOptions{Out: out, Logger: slog.New(&h)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Close()
+	var said []string
+	for _, m := range warnings(&h) {
+		if strings.Contains(m, "`</s>`") {
+			said = append(said, m)
+		}
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "training `output` too") {
+		t.Fatalf("want one line saying output is trained, got %q", said)
+	}
+	t.Log(said[0])
+	if log := mustRead(t, filepath.Join(out, LogFile)); !strings.Contains(log, "training `output` too") {
+		t.Fatalf("train.log lacks the line:\n%s", log)
+	}
+	opened, err := Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(opened.Record.AddedTargets, []string{"output"}) || !slices.Contains(opened.Recipe.LoRA.Targets, "output") {
+		t.Fatalf("run.json added %q, recipe.yaml targets %q", opened.Record.AddedTargets, opened.Recipe.LoRA.Targets)
+	}
+	if info := mustRead(t, filepath.Join(out, "adapter.json")); !strings.Contains(info, `"added_targets": [`) {
+		t.Fatalf("adapter.json does not record the added target:\n%s", info)
+	}
+	m, err := llama.LoadModel(model, llama.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	a, err := llama.LoadAdapter(m, res.Adapter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	stopped := 0
+	for _, p := range qa {
+		ctx, err := llama.NewContext(m, llama.ContextOptions{Context: 128, Threads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ctx.SetAdapter(a, 1); err != nil {
+			t.Fatal(err)
+		}
+		prompt, _ := m.Tokenize("Q: "+p[0]+"\nA:", true, false)
+		var ans strings.Builder
+		st, err := llama.Generate(context.Background(), ctx, prompt, llama.GenerateOptions{MaxTokens: 24}, func(s string) { ans.WriteString(s) })
+		ctx.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Stop == llama.StopEndOfGeneration {
+			stopped++
+		} else {
+			t.Logf("%q: %q (%s)", p[0], ans.String(), st.Stop)
+		}
+	}
+	t.Logf("%d of %d answers stopped at </s>", stopped, len(qa))
+	if stopped < len(qa)-1 {
+		t.Fatalf("%d of %d answers stopped at </s>", stopped, len(qa))
 	}
 }
 
@@ -137,8 +234,8 @@ func TestStopCheckWarnsOnAnUnlearntEndOfTurn(t *testing.T) {
 		t.Fatal(err)
 	}
 	ws := warnings(&h)
-	if len(ws) != 1 || !strings.Contains(ws[0], "never produces `<|im_end|>`") || !strings.Contains(ws[0], "add `output` to lora.targets") {
-		t.Fatalf("warnings %q, want the one about <|im_end|>", ws)
+	if len(ws) != 1 || !strings.Contains(ws[0], "never produces `<|im_end|>`") || !strings.Contains(ws[0], "training `output` too") || !slices.Contains(r.LoRA.Targets, "output") {
+		t.Fatalf("warnings %q (targets %q), want the one about <|im_end|> and output trained", ws, r.LoRA.Targets)
 	}
 	t.Log(ws[0])
 }

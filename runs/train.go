@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/finetune-dev/finetune/datasets"
 	"github.com/finetune-dev/finetune/internal/atomicfile"
 	"github.com/finetune-dev/finetune/internal/basemodel"
 	"github.com/finetune-dev/finetune/internal/filehash"
@@ -55,6 +56,9 @@ type prepared struct {
 	base       BaseModel
 	data       *Data
 	dataRecord *DataRecord
+	// added are the LoRA targets the run added to the recipe's defaults
+	// (output, for a base that does not produce its stop token).
+	added []string
 }
 
 func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.Logger) (*prepared, error) {
@@ -76,6 +80,10 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 	rep := data.Report
 	log.Info("data", "train_examples", rep.Train.Examples, "eval_examples", rep.Eval.Examples, "train_windows", len(data.Train), "val_windows", len(data.Val),
 		"dropped", rep.Train.Dropped+rep.Eval.Dropped, "truncated", rep.Train.Truncated+rep.Eval.Truncated)
+	warnLeaks(rep, log)
+	for _, n := range rep.Notes {
+		log.Info(n)
+	}
 	mem, err := lora.EstimateMemory(path, r.Data.SeqLen, r.LoRA.Rank, len(r.LoRA.Targets))
 	if err != nil {
 		return nil, err
@@ -110,12 +118,22 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 			Msg: fmt.Sprintf("%s: %s has sha256 %s, not the catalog's %s: replace it, or remove it and run \"finetune models fetch %s\"",
 				r.Base, path, short(sum), short(want), strings.TrimPrefix(r.Base, "catalog:"))}
 	}
-	checkStop(ctx, r, path, data.Train, log)
+	added := checkStop(ctx, r, path, data.Train, log)
 	dr, err := recordData(r)
 	if err != nil {
 		return nil, err
 	}
-	return &prepared{base: BaseModel{Ref: r.Base, Path: path, SHA256: sum}, data: data, dataRecord: dr}, nil
+	return &prepared{base: BaseModel{Ref: r.Base, Path: path, SHA256: sum}, data: data, dataRecord: dr, added: added}, nil
+}
+
+// warnLeaks warns, in the terminal and train.log, when training holds eval
+// prompts (exact or near duplicates), and says what dedupe near left out.
+func warnLeaks(rep *datasets.Report, log *slog.Logger) {
+	if w := rep.LeakWarning(); w != "" {
+		log.Warn(w, "exact", rep.Leaks, "near", rep.NearLeaks, "eval_prompts_leaked", rep.LeakedEval, "eval_prompts", rep.Eval.Records)
+	} else if n := rep.LeakNote(); n != "" {
+		log.Info(n)
+	}
 }
 
 // Start trains a recipe into a new run folder. The folder is made only
@@ -152,7 +170,7 @@ func Start(ctx context.Context, r *recipes.Recipe, o TrainOptions) (*Run, *lora.
 		from = abs
 	}
 	now := time.Now().UTC()
-	run.Record = Record{Recipe: from, Overrides: o.Overrides, Base: p.base, Data: p.dataRecord, State: Created, Created: now, Updated: now}
+	run.Record = Record{Recipe: from, Overrides: o.Overrides, Base: p.base, Data: p.dataRecord, AddedTargets: p.added, State: Created, Created: now, Updated: now}
 	trained := absolutePaths(r, p.base.Path)
 	run.Recipe = trained
 	if err := run.writeStartFiles(p.data); err != nil {
@@ -253,6 +271,7 @@ func (run *Run) train(ctx context.Context, d *Data, resume bool, began time.Time
 	cfg.Resume = resume
 	cfg.Started = began
 	cfg.BaseSHA256 = run.Record.Base.SHA256
+	cfg.AddedTargets = run.Record.AddedTargets
 	if err := run.setState(Training, run.Record.Steps, nil); err != nil {
 		return nil, err
 	}
@@ -366,6 +385,7 @@ func (run *Run) Resume(ctx context.Context, o TrainOptions) (*lora.Result, error
 			return nil, err
 		}
 	}
+	warnLeaks(d.Report, log)
 	return run.train(ctx, d, fromCheckpoint, began, o.Progress)
 }
 

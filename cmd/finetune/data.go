@@ -64,6 +64,9 @@ func runDataInspect(args []string) error {
 	overflow := fs.String("overflow", "drop", "examples longer than the context: drop or truncate")
 	fs.IntVar(&cfg.MaxBadRows, "max-bad-rows", 0, "skip up to this many bad rows, listing them (0: stop at the first)")
 	fs.BoolVar(&cfg.KeepDuplicates, "keep-duplicates", false, "keep exact duplicate records")
+	dedupe := fs.String("dedupe", "exact", "exact: remove exact duplicates; near: also leave out training records whose prompt is (nearly) an eval prompt; none")
+	nearDup := 0.8
+	fs.Float64Var(&nearDup, "near-duplicate", 0.8, "similarity (share of words, case ignored) from which a training prompt is a near duplicate of an eval prompt; 0: no check")
 	exampleN := fs.Int("example", 1, "which training example to show rendered (1 is the first)")
 	var sets listFlag
 	fs.Var(&sets, "set", "with a recipe: override a recipe field, key.path=value (repeatable)")
@@ -112,7 +115,7 @@ func runDataInspect(args []string) error {
 		}
 		// A data file is inspected as a recipe with these data settings
 		// and every other one at its default would train on it.
-		if r, err = fileRecipe(fs, pos[0], *model, cfg, *format, *overflow, *ctxLen); err != nil {
+		if r, err = fileRecipe(fs, pos[0], *model, cfg, *format, *overflow, *ctxLen, *dedupe, nearDup); err != nil {
 			return err
 		}
 	}
@@ -176,7 +179,7 @@ func runDataInspect(args []string) error {
 
 // fileRecipe is the recipe that trains on a data file with the data
 // settings given as flags; the flags left out take the recipe defaults.
-func fileRecipe(fs *flag.FlagSet, file, model string, cfg datasets.Config, format, overflow string, ctxLen int) (*recipes.Recipe, error) {
+func fileRecipe(fs *flag.FlagSet, file, model string, cfg datasets.Config, format, overflow string, ctxLen int, dedupe string, nearDup float64) (*recipes.Recipe, error) {
 	sets := []string{"data.train=" + file}
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
@@ -202,6 +205,13 @@ func fileRecipe(fs *flag.FlagSet, file, model string, cfg datasets.Config, forma
 			sets = append(sets, fmt.Sprintf("data.max_bad_rows=%d", cfg.MaxBadRows))
 		case "keep-duplicates":
 			sets = append(sets, fmt.Sprintf("data.keep_duplicates=%t", cfg.KeepDuplicates))
+			if cfg.KeepDuplicates {
+				sets = append(sets, "data.dedupe=none")
+			}
+		case "dedupe":
+			sets = append(sets, "data.dedupe="+dedupe)
+		case "near-duplicate":
+			sets = append(sets, fmt.Sprintf("data.near_duplicate=%g", nearDup))
 		}
 	})
 	for k, v := range map[string]string{"prompt": cfg.Fields.Prompt, "response": cfg.Fields.Response, "system": cfg.Fields.System, "label": cfg.Fields.Label} {
@@ -293,6 +303,9 @@ func printInspection(w io.Writer, in *dataInspection, cfg datasets.Config, color
 		split("examples", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Examples) })
 		split("truncated", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Truncated) })
 		split("dropped (too long)", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Dropped) })
+		if rep.Train.Unmeasured+rep.Eval.Unmeasured > 0 {
+			split("  of which by byte length", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Unmeasured) })
+		}
 		if rep.Train.Untrained > 0 {
 			split("dropped (nothing trained)", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Untrained) })
 		}
@@ -313,7 +326,7 @@ func printInspection(w io.Writer, in *dataInspection, cfg datasets.Config, color
 	switch {
 	case rep.EvalSplit != "separate eval data":
 		if cfg.EvalRatio > 0 {
-			fmt.Fprintln(w, "leakage: none possible (the split keeps each prompt on one side)")
+			fmt.Fprintln(w, "leakage: no exact leak possible (the split keeps each prompt on one side)")
 		}
 	case rep.Leaks == 0:
 		fmt.Fprintln(w, "leakage: no eval prompt appears in training")
@@ -322,6 +335,25 @@ func printInspection(w io.Writer, in *dataInspection, cfg datasets.Config, color
 		for _, l := range rep.LeakList {
 			fmt.Fprintf(w, "  %s = %s\n", l.Train, l.Eval)
 		}
+	}
+	switch {
+	case rep.NearDuplicate == 0:
+	case rep.NearLeaks == 0 && rep.LeakedEval == 0:
+		fmt.Fprintf(w, "near duplicates: no eval prompt has one in training (similarity %g)\n", rep.NearDuplicate)
+	default:
+		fmt.Fprintf(w, "near duplicates: %d of %d eval prompts have an exact or near duplicate (similarity %g) in training: %d training records, e.g.:\n", rep.LeakedEval, rep.Eval.Records, rep.NearDuplicate, rep.NearLeaks)
+		for _, l := range rep.NearLeakList {
+			fmt.Fprintf(w, "  %s %q\n  ~ %s %q (%.2f)\n", l.Train, l.TrainText, l.Eval, l.EvalText, l.Similarity)
+		}
+	}
+	if rep.LeaksDropped > 0 {
+		fmt.Fprintf(w, "left out of training (dedupe near): %d records\n", rep.LeaksDropped)
+	} else if rep.Leaks+rep.NearLeaks > 0 {
+		fmt.Fprintln(w, "  (data.dedupe: near, or --dedupe near, leaves them out of training)")
+	}
+	printLabels(w, rep.Labels)
+	for _, n := range rep.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
 	}
 	if len(rep.Skipped) > 0 {
 		fmt.Fprintf(w, "bad rows skipped: %d\n", len(rep.Skipped))
@@ -359,6 +391,41 @@ func printInspection(w io.Writer, in *dataInspection, cfg datasets.Config, color
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// printLabels describes the labels: how many, records per label, the
+// labels on one side only, the imbalance.
+func printLabels(w io.Writer, l *datasets.LabelReport) {
+	if l == nil {
+		return
+	}
+	if l.TooMany {
+		fmt.Fprintf(w, "labels: more than %d distinct values: free text rather than a label set\n", l.Labels)
+		return
+	}
+	fmt.Fprintf(w, "labels: %d (training records per label: min %d, median %d, max %d; imbalance max/min %.1f)\n", l.Labels, l.Min, l.Median, l.Max, l.Imbalance)
+	var small []string
+	for _, c := range l.Smallest {
+		small = append(small, fmt.Sprintf("%s %d", c.Label, c.Records))
+	}
+	fmt.Fprintf(w, "  fewest training records: %s\n", strings.Join(small, ", "))
+	if l.OnlyEvalN > 0 {
+		fmt.Fprintf(w, "  only in eval (training never shows them): %d: %s\n", l.OnlyEvalN, listMore(l.OnlyEval, l.OnlyEvalN))
+	}
+	if l.OnlyTrainN > 0 {
+		fmt.Fprintf(w, "  only in training (eval never asks them): %d: %s\n", l.OnlyTrainN, listMore(l.OnlyTrain, l.OnlyTrainN))
+	}
+	if l.Unlabelled > 0 {
+		fmt.Fprintf(w, "  records without a label: %d\n", l.Unlabelled)
+	}
+}
+
+func listMore(some []string, n int) string {
+	s := strings.Join(some, ", ")
+	if n > len(some) {
+		s += fmt.Sprintf(", … (%d more)", n-len(some))
+	}
+	return s
 }
 
 // printLengths draws the histogram of training example lengths.

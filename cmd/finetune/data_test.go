@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -166,4 +167,76 @@ func TestDataInspectRecipe(t *testing.T) {
 	}
 	os.WriteFile(recipe, []byte("name: demo\nbase: missing.gguf\ndata:\n  train: train.jsonl\n"), 0o644)
 	wantCleanError(t, cli(t, "data", "inspect", recipe), recipe, filepath.Join(dir, "missing.gguf"), "no such file")
+}
+
+// TestDataInspectTableLabels: a CSV with a byte-order mark and columns
+// text,category, sorted by label (as such files ship): unmapped, it is
+// refused in one line naming the columns and the mapping to give, not
+// read as plain text; mapped, the report counts the labels, the records
+// per label, the labels on one side only and the imbalance, and notes the
+// byte-order mark.
+func TestDataInspectTableLabels(t *testing.T) {
+	dir := t.TempDir()
+	var b strings.Builder
+	b.WriteString("\uFEFFtext,category\n")
+	counts := map[string]int{"activate_card": 12, "card_lost": 6, "exchange_rate": 3, "refund_late": 1}
+	for _, label := range []string{"activate_card", "card_lost", "exchange_rate", "refund_late"} {
+		for i := range counts[label] {
+			fmt.Fprintf(&b, "\"request %d about %s, please help\",%s\n", i, strings.ReplaceAll(label, "_", " "), label)
+		}
+	}
+	data := filepath.Join(dir, "banking.csv")
+	os.WriteFile(data, []byte(b.String()), 0o644)
+	wantCleanError(t, cli(t, "data", "inspect", data), data, "columns text, category", "ignoring category", "--field prompt=text --field response=category", "data.fields")
+	// train refuses it likewise, before making a folder.
+	recipe := filepath.Join(dir, "r.yaml")
+	os.WriteFile(recipe, []byte("name: bank\nbase: "+shared.Path(t, "models/stories260K.gguf")+"\ndata:\n  train: banking.csv\n"), 0o644)
+	wantCleanError(t, cli(t, "train", recipe, "--out", filepath.Join(dir, "run")), "columns text, category", "--field prompt=text")
+	// --format text says the text column alone is meant.
+	if r := cli(t, "data", "inspect", data, "--format", "text"); r.code != 0 {
+		t.Fatalf("--format text: %s", r.stderr)
+	}
+
+	r := cli(t, "data", "inspect", data, "--field", "prompt=text", "--field", "response=category", "--field", "label=category", "--eval-ratio", "0.3", "--seed", "1")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, want := range []string{"labels: 4 (training records per label: min ", "fewest training records: ", "imbalance max/min ", "note: " + data + ": starts with a UTF-8 byte-order mark"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	j := cli(t, "data", "inspect", data, "--field", "prompt=text", "--field", "response=category", "--field", "label=category", "--eval-ratio", "0.3", "--seed", "1", "--json")
+	var rep struct {
+		Labels struct {
+			Labels, Min, Median, Max int
+			Imbalance                float64
+			Train, Eval              map[string]int
+			OnlyEval                 []string `json:"only_eval"`
+			OnlyEvalN                int      `json:"only_eval_count"`
+		}
+		Notes []string
+	}
+	if err := json.Unmarshal([]byte(j.stdout), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, j.stdout)
+	}
+	l := rep.Labels
+	total := 0
+	for label, n := range l.Train {
+		total += n + l.Eval[label]
+	}
+	for label, n := range l.Eval {
+		if l.Train[label] == 0 {
+			total += n
+		}
+	}
+	if l.Labels != 4 || total != 22 || l.Max < l.Min || l.Imbalance != float64(l.Max)/float64(l.Min) || len(rep.Notes) != 1 {
+		t.Fatalf("labels %+v, notes %q", l, rep.Notes)
+	}
+	// refund_late's one record is in eval (seed 1): a label training
+	// never shows.
+	if l.Eval["refund_late"] != 1 || (l.OnlyEvalN != 1 || l.OnlyEval[0] != "refund_late" || !strings.Contains(r.stdout, "only in eval (training never shows them): 1: refund_late")) {
+		t.Fatalf("refund_late is only in eval: %+v\n%s", l, r.stdout)
+	}
+	t.Logf("\n%s", r.stdout)
 }

@@ -40,12 +40,25 @@ func TestTrainThenEval(t *testing.T) {
 	lines := strings.SplitAfterN(string(train), "\n", 4)
 	os.WriteFile(filepath.Join(dir, "eval.jsonl"), []byte(strings.Join(lines[:3], "")), 0o644)
 	run := filepath.Join(t.TempDir(), "run")
-	if r := cli(t, "train", recipe, "--out", run, "--set", "train.max_steps=60"); r.code != 0 {
-		t.Fatalf("train: %s", r.stderr)
+	tr := cli(t, "train", recipe, "--out", run, "--set", "train.max_steps=60")
+	if tr.code != 0 {
+		t.Fatalf("train: %s", tr.stderr)
+	}
+	// The three eval prompts are training prompts: the leak is a warning
+	// in the terminal, train.log and the eval report, with the count.
+	const leak = "3 of 3 eval prompts have an exact or near duplicate in training (3 training records, 3 exact"
+	log, _ := os.ReadFile(filepath.Join(run, "train.log"))
+	if !strings.Contains(tr.stderr, leak) || !strings.Contains(string(log), leak) {
+		t.Fatalf("train does not warn of the leak in the terminal and train.log:\n%s\n%s", tr.stderr, log)
 	}
 	r := cli(t, "eval", recipe, "--run", run)
 	if r.code != 0 {
 		t.Fatalf("eval: %s", r.stderr)
+	}
+	md, _ := os.ReadFile(filepath.Join(run, "eval", "report.md"))
+	html, _ := os.ReadFile(filepath.Join(run, "eval", "report.html"))
+	if !strings.Contains(r.stderr, leak) || !strings.Contains(string(md), "**Warning:** train/eval leakage: "+leak) || !strings.Contains(string(html), "Warning: train/eval leakage: "+leak) {
+		t.Fatalf("the eval report does not state the leak:\n%s\n%s", r.stderr, md)
 	}
 	for _, f := range []string{"results.json", "report.md", "report.html"} {
 		if _, err := os.Stat(filepath.Join(run, "eval", f)); err != nil {
