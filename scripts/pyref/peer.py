@@ -60,8 +60,17 @@ torch.manual_seed(0)
 
 
 def load_model(gguf):
+    import functools
+
+    import gguf as gguf_py
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    # transformers asks gguf for the same tensor name map once per module
+    # of the model, and gguf builds it anew each time: for SmolLM2's 30
+    # layers that took half of the loading time. The map depends only on
+    # its arguments; keep the first one.
+    if not hasattr(gguf_py.get_tensor_name_map, "cache_info"):
+        gguf_py.get_tensor_name_map = functools.lru_cache(maxsize=None)(gguf_py.get_tensor_name_map)
     d, f = os.path.split(os.path.abspath(gguf))
     cfg = AutoConfig.from_pretrained(d, gguf_file=f)
     # llama.cpp writes "no padding token" as -1 (0xFFFFFFFF); torch's
