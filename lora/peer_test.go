@@ -13,10 +13,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/finetune-dev/finetune/adapters"
+	"github.com/finetune-dev/finetune/datasets"
 	"github.com/finetune-dev/finetune/internal/gguf"
+	"github.com/finetune-dev/finetune/internal/llama"
 	"github.com/finetune-dev/finetune/internal/pyref"
 	"github.com/finetune-dev/finetune/internal/shared"
 	"github.com/finetune-dev/finetune/internal/testmodel"
@@ -188,16 +191,21 @@ func TestPeerTraining(t *testing.T) {
 			// the checkpointed one (layers recomputed in the backward pass).
 			for _, mode := range []string{"off", "on"} {
 				t.Run("checkpointing "+mode, func(t *testing.T) {
-					peerTrain(t, m.name, m.path, cfg, mode, start, want, windows[m.name], ref.Loss, ref.GradNorm)
+					peerTrain(t, m.name, m.path, cfg, mode, start, want, windows[m.name], ref.Loss, ref.GradNorm, peerLossTol, peerAdapterTol)
 				})
 			}
 		})
 	}
 }
 
+// peerFigures are how far finetune's run is from PEFT's: the worst
+// relative difference of a step's loss, of an A and of a B.
+type peerFigures struct{ loss, a, b float64 }
+
 // peerTrain trains from start with finetune and compares the losses and
-// the final adapter with PEFT's.
-func peerTrain(t *testing.T, name, model string, cfg lora.Config, mode string, start, want *adapters.LoRA, ws []lora.Window, refLoss, refNorm []float64) {
+// the final adapter with PEFT's, within the relative bounds lossTol and
+// adapterTol.
+func peerTrain(t *testing.T, name, model string, cfg lora.Config, mode string, start, want *adapters.LoRA, ws []lora.Window, refLoss, refNorm []float64, lossTol, adapterTol float64) peerFigures {
 	const steps = 10
 	d := t.TempDir()
 	c := cfg
@@ -216,8 +224,8 @@ func peerTrain(t *testing.T, name, model string, cfg lora.Config, mode string, s
 		r := math.Abs(got[i].Loss-refLoss[i]) / refLoss[i]
 		worst = math.Max(worst, r)
 		t.Logf("step %2d: loss finetune %.7f PEFT %.7f (rel %.1e), grad norm finetune %.6f PEFT %.6f", i+1, got[i].Loss, refLoss[i], r, got[i].GradNorm, refNorm[i])
-		if r > peerLossTol {
-			t.Errorf("step %d: loss %.7f, PEFT's %.7f: relative difference %.2e > %g", i+1, got[i].Loss, refLoss[i], r, peerLossTol)
+		if r > lossTol {
+			t.Errorf("step %d: loss %.7f, PEFT's %.7f: relative difference %.2e > %g", i+1, got[i].Loss, refLoss[i], r, lossTol)
 		}
 	}
 	if drop := refLoss[0] - refLoss[steps-1]; drop < 0.05 {
@@ -243,12 +251,173 @@ func peerTrain(t *testing.T, name, model string, cfg lora.Config, mode string, s
 		}
 		ra, rb := relDiff(h.A, w.A), relDiff(h.B, w.B)
 		worstA, worstB = math.Max(worstA, ra), math.Max(worstB, rb)
-		if ra > peerAdapterTol || rb > peerAdapterTol {
-			t.Errorf("%s: A differs from PEFT's by %.2e, B by %.2e (relative), want <= %g", w.Base, ra, rb, peerAdapterTol)
+		if ra > adapterTol || rb > adapterTol {
+			t.Errorf("%s: A differs from PEFT's by %.2e, B by %.2e (relative), want <= %g", w.Base, ra, rb, adapterTol)
 		}
 		if math.IsNaN(rb) || math.IsInf(rb, 0) {
 			t.Fatalf("PEFT's B of %s is still zero", w.Base)
 		}
 	}
 	t.Logf("%s, checkpointing %s: after %d steps the losses agree to %.1e relative, A to %.1e and B to %.1e (worst tensor)", name, mode, steps, worst, worstA, worstB)
+	return peerFigures{worst, worstA, worstB}
+}
+
+// The bounds for SmolLM2 (see TestPeerTrainingSmolLM2), relative as
+// peerLossTol and peerAdapterTol. On its F32 copy the losses keep
+// peerLossTol; the adapters cannot keep peerAdapterTol at this size, on
+// either side: AdamW divides each value's step by the root of its own
+// squared gradients, so the values whose gradients nearly cancel over the
+// window move by amounts that F32 rounding decides. Against PEFT run in
+// float64 from the same start (measured once), finetune's B after 10 steps
+// is 3.7e-3 off, PEFT's own in F32 4.9e-3, and the two F32 runs 7.2e-3
+// apart. On the Q4_1 file, ggml's products with a quantized weight round
+// the activations to 8 bits and the input gradients go through 8-bit
+// (Q8_0) transposed copies of the weights: the losses drift from PEFT's
+// on the dequantized weights by up to 4.9e-2, and the adapters are not
+// compared.
+const (
+	smolAdapterTol   = 2e-2
+	smolQuantLossTol = 1e-1
+)
+
+// smolWindow is one window of the customer-support recipe's training data
+// rendered with SmolLM2's own chat template, packing two conversations of
+// at most 128 tokens: the first with the recipe's system prompt, and the
+// next one without it (the template's default system prompt then), and a
+// little padding.
+func smolWindow(t *testing.T, model string) lora.Window {
+	t.Helper()
+	m, err := llama.LoadModel(model, llama.ModelOptions{VocabOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	r, err := datasets.NewRenderer(m, datasets.RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := datasets.Open(filepath.Join("..", "recipes", "data", "customer-support", "train.jsonl"), datasets.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var exs []datasets.Example
+	n := 0
+	for len(exs) < 2 {
+		rec, err := rd.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(exs) == 1 && rec.Messages[0].Role == "system" {
+			rec.Messages = rec.Messages[1:]
+			rec.Source += " without its system prompt"
+		}
+		ex, err := r.Render(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ex) != 1 || len(ex[0].Tokens) > 128 {
+			continue
+		}
+		exs = append(exs, ex[0])
+		n += len(ex[0].Tokens)
+		t.Logf("%s: %d tokens, %d trained", rec.Source, len(ex[0].Tokens), ex[0].Trained())
+	}
+	ws := datasets.Pack(exs, n+16-n%16)
+	if len(ws) != 1 || len(ws[0].Sources) != 2 {
+		t.Fatalf("the two conversations packed into %d windows", len(ws))
+	}
+	w := ws[0]
+	return lora.Window{Tokens: w.Tokens, Weights: w.Weights, Pos: w.Pos, Seq: w.Seq}
+}
+
+// TestPeerTrainingSmolLM2 is TestPeerTraining on a real pretrained model
+// with a tied head, quantized: SmolLM2-135M-Instruct (Q4_1, its embedding
+// Q8_0), on a window of two customer-support conversations rendered with
+// its own template, one optimizer step per window. PEFT trains on the
+// weights transformers dequantizes from the GGUF; finetune trains on an F32
+// copy of the GGUF written by llama.cpp's quantizer (which dequantizes it
+// to the same values and keeps the head tied), and on the Q4_1 file
+// itself, within the bounds above. Both on the whole-window path:
+// TestCheckpointedEqualsWholeWindow holds the checkpointed one to it, and
+// on this model it doubles the time.
+func TestPeerTrainingSmolLM2(t *testing.T) {
+	pyref.Need(t)
+	q41 := shared.Path(t, "models/SmolLM2-135M-Instruct.Q4_1.gguf")
+	dir := t.TempDir()
+	f32 := filepath.Join(dir, "SmolLM2-135M-Instruct.F32.gguf")
+	if err := llama.Quantize(q41, f32, llama.FileTypeF32, llama.QuantizeOptions{Threads: 2}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := llama.OpenGGUF(f32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.Tensor("output.weight"); ok {
+		t.Fatalf("%s: the F32 copy has a head of its own: SmolLM2's is tied to its embedding", f32)
+	}
+	for _, ti := range f.Tensors {
+		if ti.Type != gguf.F32 {
+			t.Fatalf("%s: %s is not F32 in the F32 copy", f32, ti.Name)
+		}
+	}
+
+	const steps = 10
+	cfg := lora.Config{Rank: 4, Alpha: 8, LearningRate: 1e-3, Schedule: "cosine", WeightDecay: 0.01,
+		GradAccum: 1, ClipNorm: 1, MaxSteps: steps, Seed: 21, Threads: 2}
+	ws := []lora.Window{smolWindow(t, q41)}
+	jw := make([]map[string]any, len(ws))
+	for k, x := range ws {
+		jw[k] = map[string]any{"tokens": x.Tokens, "weights": x.Weights, "pos": x.Pos, "seq": x.Seq}
+	}
+	pyref.Run(t, []map[string]any{{"op": "train", "gguf": q41,
+		"targets": []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+		"r":       cfg.Rank, "alpha": cfg.Alpha, "lr": cfg.LearningRate, "weight_decay": cfg.WeightDecay,
+		"betas": []float64{0.9, 0.999}, "eps": 1e-8, "clip": cfg.ClipNorm, "steps": steps, "schedule": cfg.Schedule,
+		"windows": jw, "grad_accum": cfg.GradAccum, "seed": 7,
+		"init_out": filepath.Join(dir, "init"), "final_out": filepath.Join(dir, "final"), "losses_out": filepath.Join(dir, "losses.json")}})
+	var ref struct {
+		Loss     []float64 `json:"loss"`
+		GradNorm []float64 `json:"grad_norm"`
+		StepSecs []float64 `json:"step_seconds"`
+		Seconds  float64   `json:"seconds"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "losses.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &ref); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("PEFT: %d steps in %.1fs (%.1fs a step at the median)", steps, ref.Seconds, median(ref.StepSecs))
+	var start, want *adapters.LoRA
+	for _, a := range []struct {
+		name string
+		out  **adapters.LoRA
+	}{{"init", &start}, {"final", &want}} {
+		p := filepath.Join(dir, a.name+".gguf")
+		if err := adapters.ImportPEFT(filepath.Join(dir, a.name), q41, p); err != nil {
+			t.Fatal(err)
+		}
+		if *a.out, err = adapters.Read(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("F32 copy", func(t *testing.T) {
+		peerTrain(t, "SmolLM2 F32 copy", f32, cfg, "off", start, want, ws, ref.Loss, ref.GradNorm, peerLossTol, smolAdapterTol)
+	})
+	t.Run("Q4_1", func(t *testing.T) {
+		q := peerTrain(t, "SmolLM2 Q4_1", q41, cfg, "off", start, want, ws, ref.Loss, ref.GradNorm, smolQuantLossTol, math.Inf(1))
+		t.Logf("on the Q4_1 file against PEFT on its dequantized weights: losses within %.1e relative (A %.1e and B %.1e apart)", q.loss, q.a, q.b)
+	})
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

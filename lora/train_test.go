@@ -284,15 +284,15 @@ func TestLearnsToStop(t *testing.T) {
 }
 
 // generate decodes greedily through llama.cpp (with adapter, if given) up
-// to max tokens and returns the text and how it stopped.
-func generate(t *testing.T, model, adapter string, prompt []int32, max int) (string, llama.Stats) {
+// to maxTokens tokens and returns the text and how it stopped.
+func generate(t *testing.T, model, adapter string, prompt []int32, maxTokens int) (string, llama.Stats) {
 	t.Helper()
 	m, err := llama.LoadModel(model, llama.ModelOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	ctx, err := llama.NewContext(m, llama.ContextOptions{Context: 128, Threads: 1})
+	ctx, err := llama.NewContext(m, llama.ContextOptions{Context: max(128, len(prompt)+maxTokens), Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +308,7 @@ func generate(t *testing.T, model, adapter string, prompt []int32, max int) (str
 		}
 	}
 	var b strings.Builder
-	st, err := llama.Generate(context.Background(), ctx, prompt, llama.GenerateOptions{MaxTokens: max}, func(s string) { b.WriteString(s) })
+	st, err := llama.Generate(context.Background(), ctx, prompt, llama.GenerateOptions{MaxTokens: maxTokens}, func(s string) { b.WriteString(s) })
 	if err != nil {
 		t.Fatal(err)
 	}

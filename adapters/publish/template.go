@@ -3,6 +3,7 @@ package publish
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/ollama/ollama/api"
@@ -54,6 +55,18 @@ var builtinTemplates = []OllamaTemplate{
 	{Source: "finetune's mistral-v7 template",
 		Text: `{{- range .Messages }}{{- if eq .Role "system" }}[SYSTEM_PROMPT] {{ .Content }}[/SYSTEM_PROMPT]{{- else if eq .Role "user" }}[INST] {{ .Content }}[/INST]{{- else }} {{ .Content }}</s>{{- end }}{{- end }}`,
 		Stop: []string{"[INST]", "[/INST]", "[SYSTEM_PROMPT]"}},
+}
+
+// chatMLWithSystem is finetune's chatml template with the default system
+// turn of a template like SmolLM2's (llama.DefaultSystem) before a
+// conversation that does not start with a system turn, as training renders
+// it. Ollama's chatml template has no such turn.
+func chatMLWithSystem(sys string) OllamaTemplate {
+	t := builtinTemplates[0]
+	t.Source = "finetune's chatml template with the model's default system prompt"
+	t.Text = `{{- if and .Messages (ne (index .Messages 0).Role "system") }}<|im_start|>system` + "\n" +
+		`{{ ` + strconv.Quote(sys) + ` }}<|im_end|>` + "\n" + `{{ end }}` + t.Text
+	return t
 }
 
 // probes are the conversations a served template must render exactly as
@@ -133,6 +146,9 @@ func ResolveTemplate(s TemplateSpec) (OllamaTemplate, error) {
 				t.Stop = n.Parameters.Stop
 			}
 			cands = append(cands, t)
+		}
+		if sys, ok := llama.DefaultSystem(train); ok {
+			cands = append(cands, chatMLWithSystem(sys))
 		}
 		cands = append(cands, builtinTemplates...)
 	}

@@ -73,4 +73,10 @@ func TestResolveTemplate(t *testing.T) {
 	if _, err := ResolveTemplate(TemplateSpec{Model: m.ChatTemplate(), Train: "none", Given: good}); err == nil {
 		t.Error("a template given for a model trained without one was accepted")
 	}
+	// A template with a default system turn (SmolLM2's) is served by one
+	// that adds it too.
+	smol := "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+	if got, err := ResolveTemplate(TemplateSpec{Model: smol}); err != nil || got.Source != "finetune's chatml template with the model's default system prompt" {
+		t.Errorf("SmolLM2's template: %+v %v", got, err)
+	}
 }

@@ -8,6 +8,8 @@ import "C"
 
 import (
 	"fmt"
+	"regexp"
+	"strings"
 	"unsafe"
 )
 
@@ -38,10 +40,21 @@ func BuiltinTemplates() []string {
 // template logic (the one Ollama's llama.cpp runner uses). tmpl is a
 // template text or a built-in template name. addAssistant ends the prompt
 // with the header of an assistant turn.
+//
+// llama.cpp does not run a template's Jinja: it recognises the template's
+// family by its markers and renders that family with its own code, which
+// drops what a template adds of its own. The one such addition a family
+// renderer loses that matters for training is a default system prompt
+// (SmolLM2's, Qwen2's: see DefaultSystem); a conversation that does not
+// start with a system turn gets it here, as Jinja (transformers'
+// apply_chat_template) renders the template.
 func ApplyTemplate(tmpl string, msgs []Message, addAssistant bool) (string, error) {
 	Init()
 	if tmpl == "" {
 		return "", fmt.Errorf("no chat template given")
+	}
+	if sys, ok := DefaultSystem(tmpl); ok && len(msgs) > 0 && msgs[0].Role != "system" {
+		msgs = append([]Message{{Role: "system", Content: sys}}, msgs...)
 	}
 	ctmpl := C.CString(tmpl)
 	defer C.free(unsafe.Pointer(ctmpl))
@@ -101,4 +114,31 @@ func shortList(xs []string, n int) string {
 		s += x
 	}
 	return s
+}
+
+// defaultSystemTurn is a ChatML system turn written out whole as one
+// string literal of a Jinja template (quoted either way, its newlines
+// written as they are or as \n).
+var defaultSystemTurn = regexp.MustCompile(`'<\|im_start\|>system(?:\n|\\n)([^'{}]*)<\|im_end\|>(?:\n|\\n)?'|"<\|im_start\|>system(?:\n|\\n)([^"{}]*)<\|im_end\|>(?:\n|\\n)?"`)
+
+// DefaultSystem returns the system prompt a Jinja chat template gives a
+// conversation that does not start with a system turn: a ChatML system
+// turn written out as a string literal in a template that tests the first
+// message's role, as SmolLM2's does ("{% if loop.first and
+// messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a
+// helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n'
+// }}{% endif %}") and Qwen2's and Qwen2.5's ("You are a helpful
+// assistant.", "You are Qwen, created by Alibaba Cloud. You are a helpful
+// assistant."). ok is false for any other template, built-in names
+// included.
+func DefaultSystem(tmpl string) (prompt string, ok bool) {
+	if !strings.Contains(tmpl, "messages[0]['role']") && !strings.Contains(tmpl, `messages[0]["role"]`) && !strings.Contains(tmpl, "messages[0].role") {
+		return "", false
+	}
+	m := defaultSystemTurn.FindStringSubmatch(tmpl)
+	if m == nil {
+		return "", false
+	}
+	text := m[1] + m[2] // one of the two is the match
+	return strings.NewReplacer(`\\`, `\`, `\n`, "\n", `\t`, "\t").Replace(text), true
 }

@@ -147,6 +147,9 @@ type Stats struct {
 	GenerateTime    time.Duration
 	Stop            StopReason
 	Tokens          []Token // the generated tokens, end-of-generation token excluded
+	// End is the end-of-generation token that stopped generation (Stop is
+	// StopEndOfGeneration), else -1.
+	End Token
 }
 
 // PromptTokensPerSecond is the prompt processing speed.
@@ -168,7 +171,7 @@ func perSecond(n int, d time.Duration) float64 {
 // complete UTF-8; emit may be nil. Text of control tokens is not emitted.
 func Generate(cx context.Context, ctx *Context, prompt []Token, o GenerateOptions, emit func(string)) (Stats, error) {
 	m := ctx.model
-	st := Stats{PromptTokens: len(prompt)}
+	st := Stats{PromptTokens: len(prompt), End: -1}
 	if len(prompt) == 0 {
 		return st, fmt.Errorf("generate: empty prompt")
 	}
@@ -221,7 +224,7 @@ func Generate(cx context.Context, ctx *Context, prompt []Token, o GenerateOption
 		}
 		tok := sampler.Sample(ctx, last)
 		if m.IsEndOfGeneration(tok) {
-			st.Stop = StopEndOfGeneration
+			st.Stop, st.End = StopEndOfGeneration, tok
 			break
 		}
 		st.GeneratedTokens++

@@ -213,3 +213,48 @@ func TestValidPrefixHoldsPartialUTF8(t *testing.T) {
 		}
 	}
 }
+
+// smolLM2Template is SmolLM2-135M-Instruct's chat template as its GGUF
+// holds it; qwen2Template is Qwen2-Instruct's.
+const (
+	smolLM2Template = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+	qwen2Template   = `{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}`
+)
+
+// TestDefaultSystem: a template that gives a conversation without a system
+// turn one of its own (SmolLM2's, Qwen2's) renders it before such a
+// conversation, as Jinja does, and leaves a conversation with a system turn
+// as it is; other templates add nothing.
+func TestDefaultSystem(t *testing.T) {
+	for _, c := range []struct {
+		name, tmpl, want string
+	}{
+		{"SmolLM2", smolLM2Template, "You are a helpful AI assistant named SmolLM, trained by Hugging Face"},
+		{"Qwen2", qwen2Template, "You are a helpful assistant."},
+	} {
+		got, ok := DefaultSystem(c.tmpl)
+		if !ok || got != c.want {
+			t.Errorf("%s: DefaultSystem = %q, %v; want %q", c.name, got, ok, c.want)
+		}
+		out, err := ApplyTemplate(c.tmpl, []Message{{"user", "Hi"}}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "<|im_start|>system\n" + c.want + "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"; out != want {
+			t.Errorf("%s: %q, want %q", c.name, out, want)
+		}
+		out, err = ApplyTemplate(c.tmpl, []Message{{"system", "Be brief."}, {"user", "Hi"}}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"; out != want {
+			t.Errorf("%s, with a system turn: %q, want %q", c.name, out, want)
+		}
+	}
+	plain := "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+	for _, tmpl := range []string{plain, "chatml", "llama3"} {
+		if got, ok := DefaultSystem(tmpl); ok {
+			t.Errorf("%.40q: DefaultSystem = %q, want none", tmpl, got)
+		}
+	}
+}

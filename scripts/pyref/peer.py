@@ -27,12 +27,20 @@ does each in turn, in one process, so torch is imported once:
       causal mask of the packed window computes.
 
   {"op": "chat", "gguf": MODEL, "conversations": [[{"role":..., "content":...}]],
-   "out": FILE}
+   "mask_template": TEMPLATE or null, "out": FILE}
       for each conversation the tokens of tokenizer.apply_chat_template
       (tokenize, no generation prompt), the same with the generation prompt
       for all but the last turn, and TRL's assistant-only mask
       (return_assistant_tokens_mask) where the template marks assistant
-      turns with {% generation %}; JSON.
+      turns with {% generation %}; JSON. A model's own template rarely
+      carries the markers: mask_template is then the same template with
+      them added, used for the mask alone, and its tokens go out beside
+      the mask ("mask_tokens") so the caller can check they are the
+      template's own. The tokenizer is transformers' from the GGUF, with
+      the pre-tokenizer of the model's own tokenizer.json where
+      transformers does not know the GGUF's tokenizer.ggml.pre (see
+      PRE_TOKENIZERS); each conversation's "tokens_as_loaded" is then its
+      tokens under the pre-tokenizer transformers loaded.
 
 Usage: python peer.py JOBS.json
 """
@@ -52,8 +60,17 @@ torch.manual_seed(0)
 
 
 def load_model(gguf):
+    import functools
+
+    import gguf as gguf_py
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    # transformers asks gguf for the same tensor name map once per module
+    # of the model, and gguf builds it anew each time: for SmolLM2's 30
+    # layers that took half of the loading time. The map depends only on
+    # its arguments; keep the first one.
+    if not hasattr(gguf_py.get_tensor_name_map, "cache_info"):
+        gguf_py.get_tensor_name_map = functools.lru_cache(maxsize=None)(gguf_py.get_tensor_name_map)
     d, f = os.path.split(os.path.abspath(gguf))
     cfg = AutoConfig.from_pretrained(d, gguf_file=f)
     # llama.cpp writes "no padding token" as -1 (0xFFFFFFFF); torch's
@@ -150,21 +167,67 @@ def job_train(j):
         json.dump({"loss": losses, "grad_norm": norms, "step_seconds": times, "tokens": tokens, "seconds": elapsed}, f)
 
 
-def job_chat(j):
-    from transformers import AutoTokenizer
+def _smollm_pre_tokenizer():
+    from tokenizers import pre_tokenizers
 
-    d, f = os.path.split(os.path.abspath(j["gguf"]))
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+    ])
+
+
+# The pre-tokenizers of models' own tokenizer.json, by the GGUF's
+# tokenizer.ggml.pre, for the names transformers' GGUF loader does not map
+# (it then splits as GPT-2 does). SmolLM's (StarCoder's) isolates every
+# digit before GPT-2's split, as llama.cpp's "smollm" does: without it a
+# digit after a line break is split differently ("?\n\n9." is "\n\n", "9"
+# for SmolLM2 and llama.cpp, "\n", "\n", "9" for transformers' loader).
+PRE_TOKENIZERS = {"smollm": _smollm_pre_tokenizer}
+
+
+def gguf_string(path, key):
+    import gguf
+
+    field = gguf.GGUFReader(path).fields.get(key)
+    if field is None:
+        return None
+    return bytes(field.parts[field.data[0]]).decode()
+
+
+def load_tokenizer(path):
+    """transformers' tokenizer of the GGUF, and the pre-tokenizer it loaded
+    when PRE_TOKENIZERS replaced it (else None)."""
+    from transformers import AutoTokenizer
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
+
+    d, f = os.path.split(os.path.abspath(path))
     tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    pre = gguf_string(path, "tokenizer.ggml.pre")
+    if pre in PRE_TOKENIZERS and pre not in GGUF_PRE_TOKENIZER_SPLITS:
+        loaded = tok.backend_tokenizer.pre_tokenizer
+        tok.backend_tokenizer.pre_tokenizer = PRE_TOKENIZERS[pre]()
+        return tok, loaded
+    return tok, None
+
+
+def job_chat(j):
+    tok, loaded = load_tokenizer(j["gguf"])
     out = []
     for conv in j["conversations"]:
         r = {"tokens": list(tok.apply_chat_template(conv, tokenize=True, return_dict=True)["input_ids"])}
+        if loaded is not None:
+            fixed, tok.backend_tokenizer.pre_tokenizer = tok.backend_tokenizer.pre_tokenizer, loaded
+            r["tokens_as_loaded"] = list(tok.apply_chat_template(conv, tokenize=True, return_dict=True)["input_ids"])
+            tok.backend_tokenizer.pre_tokenizer = fixed
         if conv and conv[-1]["role"] == "assistant":
             r["prompt"] = list(tok.apply_chat_template(conv[:-1], tokenize=True, add_generation_prompt=True,
                                                       return_dict=True)["input_ids"])
         try:
-            m = tok.apply_chat_template(conv, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+            m = tok.apply_chat_template(conv, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+                                        chat_template=j.get("mask_template"))
             if any(m["assistant_masks"]):
                 r["assistant_mask"] = list(m["assistant_masks"])
+                r["mask_tokens"] = list(m["input_ids"])
         except Exception as e:  # a template without {% generation %}
             r["assistant_mask_error"] = str(e)
         r["text"] = tok.apply_chat_template(conv, tokenize=False)
