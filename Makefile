@@ -54,13 +54,19 @@ cuda:
 demo: build
 	BIN=$(BIN) scripts/demo.sh
 
-# LoRA training speed on the tracked shapes (generates test models in $TMPDIR/finetune-bench).
+# LoRA training speed on the tracked shapes (generates test models in
+# $TMPDIR/finetune-bench) and on the real SmolLM2-135M-Instruct from the
+# shared folder, its Q4_1 file and an F32 copy written there once
+# (BENCH_FLAGS='-only smollm2 -checkpointing off,on -trained 1,0.45': those rows alone).
 bench-train:
 	$(GO) run ./lora/internal/benchtrain $(BENCH_FLAGS)
 
 # finetune beside Hugging Face PEFT + transformers in PyTorch (CPU, fp32) on
 # the same training work: tokens/s, peak RSS and the ratio for the 58M and
-# 135M shapes at ctx 256 and 512 (the PEFT side needs scripts/install-pyref.sh).
+# 135M shapes at ctx 256 and 512, and for SmolLM2-135M-Instruct at ctx 512
+# (its Q4_1 file and an F32 copy; PEFT also with bf16 autocast;
+# BENCH_PEER_FLAGS=-only smollm2 runs those alone). The PEFT side needs
+# scripts/install-pyref.sh.
 .PHONY: bench-peer
 bench-peer:
 	$(GO) run ./lora/internal/benchpeer $(BENCH_PEER_FLAGS)

@@ -15,7 +15,7 @@ does each in turn, in one process, so torch is imported once:
    "clip": ..., "steps": N, "schedule": "cosine"|"linear"|"constant",
    "windows": [{"tokens": [...], "weights": [...], "pos": [...], "seq": [...]}],
    "grad_accum": K, "seed": S, "init_out": DIR, "final_out": DIR,
-   "losses_out": FILE}
+   "losses_out": FILE, "autocast": "bf16"}
       PEFT's LoRA (its own initialisation: kaiming-uniform A, zero B) saved
       to init_out, then N steps of torch's AdamW with transformers' schedule
       and torch's gradient clipping, step k taking windows k*K .. k*K+K-1
@@ -24,7 +24,9 @@ does each in turn, in one process, so torch is imported once:
       losses_out (JSON); init_out and final_out may be left out. A packed
       window is run example by example (each example is the tokens of one
       seq value, at its own positions): exactly what the block-diagonal
-      causal mask of the packed window computes.
+      causal mask of the packed window computes. With "autocast": "bf16"
+      the forward pass runs under torch.autocast("cpu", torch.bfloat16)
+      (weights, LoRA and optimizer stay fp32; the loss is taken in fp32).
 
   {"op": "chat", "gguf": MODEL, "conversations": [[{"role":..., "content":...}]],
    "mask_template": TEMPLATE or null, "out": FILE}
@@ -45,6 +47,7 @@ does each in turn, in one process, so torch is imported once:
 Usage: python peer.py JOBS.json
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -135,6 +138,15 @@ def job_train(j):
                           num_training_steps=j["steps"])
     windows = j["windows"]
     K = j["grad_accum"]
+    autocast = j.get("autocast") or ""
+    if autocast not in ("", "bf16"):
+        raise ValueError(f"autocast {autocast!r}: only bf16")
+
+    def forward_ctx():
+        if autocast == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     losses, norms, times, tokens, start = [], [], [], 0, time.time()
     for step in range(j["steps"]):
         t0 = time.perf_counter()
@@ -145,9 +157,10 @@ def job_train(j):
         total = 0.0
         for toks, pos, tgt in segs:
             ids = torch.tensor([toks])
-            logits = model(input_ids=ids, position_ids=torch.tensor([pos])).logits[0, :-1]
+            with forward_ctx():
+                logits = model(input_ids=ids, position_ids=torch.tensor([pos])).logits[0, :-1]
             mask = torch.tensor(tgt)
-            ce = torch.nn.functional.cross_entropy(logits[mask], ids[0, 1:][mask], reduction="sum")
+            ce = torch.nn.functional.cross_entropy(logits[mask].float(), ids[0, 1:][mask], reduction="sum")
             (ce / n_targets).backward()
             total += ce.item()
         tokens += sum(len(w["tokens"]) for w in ws)

@@ -4,9 +4,13 @@
 // (the machine's practical peak), and peak RSS, on the whole-window graph
 // and on the checkpointed path side by side. -trained F makes the windows
 // SFT-like (packed examples whose prompts, 1-F of their tokens, are
-// masked); -contention measures speed beside other work instead. Each
-// measurement runs in a child process so its peak RSS is its own. Run it
-// through `make bench-train` (BENCH_FLAGS=...).
+// masked); -contention measures speed beside other work instead. Besides
+// random test models of the tracked shapes it trains the real
+// SmolLM2-135M-Instruct from the shared folder, its Q4_1 file as it is and
+// an F32 copy (written once into -cache); -only smollm2 runs those rows
+// alone. Each measurement runs in a child process so its peak RSS is its
+// own; the model files are written before, by the parent. Run it through
+// `make bench-train` (BENCH_FLAGS=...).
 package main
 
 import (
@@ -23,23 +27,27 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/finetune-dev/finetune/internal/ggml"
 	"github.com/finetune-dev/finetune/internal/gguf"
 	"github.com/finetune-dev/finetune/internal/modelinfo"
-	"github.com/finetune-dev/finetune/internal/shared"
 	"github.com/finetune-dev/finetune/internal/testmodel"
 	"github.com/finetune-dev/finetune/lora"
+	"github.com/finetune-dev/finetune/lora/internal/benchmodel"
 )
 
 type shape struct {
 	Name  string
 	Model string // shared model file, or "" for a test model
+	F32   bool   // train on an F32 copy of Model (every weight dequantized)
 	Cfg   testmodel.Config
 	Ctx   int
 	Rank  int  // default 8
+	Alpha int  // default 16
 	Heavy bool // only with -only naming it: minutes per step
 }
 
@@ -50,6 +58,10 @@ var shapes = []shape{
 	{Name: "135M Q8_0 ctx 512", Cfg: smol("q8_0"), Ctx: 512},
 	{Name: "135M F32 ctx 1024", Cfg: smol("f32"), Ctx: 1024},
 	{Name: "135M Q8_0 ctx 1024", Cfg: smol("q8_0"), Ctx: 1024},
+	// The real SmolLM2-135M-Instruct (tied head): its Q4_1 file as it is,
+	// and the same weights dequantized to F32.
+	{Name: "SmolLM2 Q4_1 ctx 512 r16", Model: benchmodel.SmolLM2, Ctx: 512, Rank: 16, Alpha: 32},
+	{Name: "SmolLM2 F32 ctx 512 r16", Model: benchmodel.SmolLM2, F32: true, Ctx: 512, Rank: 16, Alpha: 32},
 	{Name: "1B Q8_0 ctx 1024", Cfg: llama1B(), Ctx: 1024, Rank: 16, Heavy: true},
 	// The GPU check's shapes: F16 weights, LoRA r16 on all seven targets.
 	{Name: "135M F16 ctx 1024 r16", Cfg: smol("f16"), Ctx: 1024, Rank: 16, Heavy: true},
@@ -78,6 +90,7 @@ func smol(typ string) testmodel.Config {
 type result struct {
 	Shape        string  `json:"shape"`
 	Path         string  `json:"path"`
+	Trained      float64 `json:"trained"`
 	TokensPerSec float64 `json:"tokens_per_s"`
 	TrainedPerS  float64 `json:"trained_tokens_per_s"`
 	Estimate     int64   `json:"estimate_bytes"`
@@ -108,16 +121,27 @@ func main() {
 	flag.IntVar(&o.steps, "steps", 6, "measured optimizer steps per shape")
 	flag.IntVar(&o.warmup, "warmup", 2, "warm-up steps before them")
 	flag.IntVar(&o.threads, "threads", runtime.NumCPU(), "threads")
-	flag.StringVar(&o.cache, "cache", filepath.Join(os.TempDir(), "finetune-bench"), "folder for the generated test models")
-	flag.StringVar(&o.mode, "checkpointing", "all", "old (whole-window graph, the head over every row, as before), off (whole-window graph), on (checkpointed), or all")
-	flag.Float64Var(&o.trained, "trained", 1, "fraction of each window's tokens that are targets (SFT data: prompts masked)")
+	flag.StringVar(&o.cache, "cache", filepath.Join(os.TempDir(), "finetune-bench"), "folder for the generated test models and F32 copies")
+	flag.StringVar(&o.mode, "checkpointing", "all", "old (whole-window graph, the head over every row, as before), off (whole-window graph), on (checkpointed), a comma-separated list of them, or all")
+	trainedList := flag.String("trained", "1", "fraction of each window's tokens that are targets (SFT data: prompts masked); a comma-separated list runs each")
 	flag.StringVar(&o.device, "device", "cpu", "where to train: cpu, auto, cuda[:N] (backend libraries from FINETUNE_LIB_PATH, then bin/lib)")
 	flag.BoolVar(&o.fixed, "fixed-threads", true, "compute with exactly -threads threads (false: only the cores free at each step)")
-	only := flag.String("only", "", "run only shapes whose name contains this (heavy shapes run only when named)")
+	only := flag.String("only", "", "run only shapes whose name contains this, in any case (smollm2: the real model's rows; heavy shapes run only when named)")
 	peakOnly := flag.Bool("peak", false, "measure the matmul peak only (child mode)")
 	contention := flag.Bool("contention", false, "measure tokens/s alone, beside a busy process and two runs at once")
 	busy := flag.Bool("busy", false, "spin one thread until killed (child mode)")
 	flag.Parse()
+	fractions, err := parseFractions(*trainedList)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchtrain: -trained:", err)
+		os.Exit(2)
+	}
+	o.trained = fractions[0]
+	modes, err := parseModes(o.mode)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchtrain: -checkpointing:", err)
+		os.Exit(2)
+	}
 	if o.device != "cpu" {
 		ggml.LoadBackends(append(filepath.SplitList(os.Getenv("FINETUNE_LIB_PATH")), "bin/lib"))
 	}
@@ -136,6 +160,40 @@ func main() {
 		runContention(o)
 		return
 	}
+	// The model files first, here, so that no child's time or peak RSS
+	// includes writing one. A row whose model is not there is skipped,
+	// said once per model.
+	var run []int
+	skipped := map[string][]string{}
+	var missing []string
+	for i, s := range shapes {
+		if *only != "" && !strings.Contains(strings.ToLower(s.Name), strings.ToLower(*only)) || *only == "" && s.Heavy {
+			continue
+		}
+		t := time.Now()
+		path, wrote, err := modelFile(s, o.cache)
+		if err != nil {
+			if s.Model == "" {
+				fmt.Fprintf(os.Stderr, "benchtrain: %s: %v\n", s.Name, err)
+				os.Exit(1)
+			}
+			if skipped[err.Error()] == nil {
+				missing = append(missing, err.Error())
+			}
+			skipped[err.Error()] = append(skipped[err.Error()], s.Name)
+			continue
+		}
+		if wrote {
+			fmt.Printf("%s: wrote %s (%.0f s)\n", s.Name, path, time.Since(t).Seconds())
+		}
+		run = append(run, i)
+	}
+	for _, e := range missing {
+		fmt.Printf("skipped %s: %s\n", strings.Join(skipped[e], ", "), e)
+	}
+	if len(run) == 0 {
+		return
+	}
 	// Every measurement runs in a child process of its own, so no ggml
 	// worker threads of one measurement are left to compete with the next.
 	exe, _ := os.Executable()
@@ -147,35 +205,85 @@ func main() {
 	var peak float64
 	fmt.Sscan(string(out), &peak)
 	fmt.Printf("ggml F32 matrix product (2048x2048 by 2048x256, %d threads): %.1f GFLOP/s — the practical peak\n", o.threads, peak/1e9)
-	fmt.Printf("windows: %.0f%% of tokens trained; %d warm-up + %d measured steps (median)\n\n", 100*o.trained, o.warmup, o.steps)
-	fmt.Printf("%-20s %-6s %10s %10s %9s %10s %8s %10s %10s\n", "shape", "path", "tokens/s", "trained/s", "step s", "GFLOP/s", "of peak", "peak RSS", "estimate")
-	modes := []string{"old", "off", "on"}
-	if o.mode != "all" {
-		modes = []string{o.mode}
-	}
-	for i, s := range shapes {
-		if *only != "" && !contains(s.Name, *only) || *only == "" && s.Heavy {
-			continue
-		}
-		for _, mode := range modes {
-			co := o
-			co.mode = mode
-			out, err := exec.Command(exe, append([]string{"-shape", fmt.Sprint(i), "-checkpointing", mode}, co.args()...)...).Output()
-			var r result
-			if err == nil {
-				err = json.Unmarshal(out, &r)
+	fmt.Printf("%d warm-up + %d measured steps (median); trained: the fraction of each window's tokens that are targets\n\n", o.warmup, o.steps)
+	fmt.Printf("%-24s %7s %-6s %10s %10s %9s %10s %8s %10s %10s\n", "shape", "trained", "path", "tokens/s", "trained/s", "step s", "GFLOP/s", "of peak", "peak RSS", "estimate")
+	for _, i := range run {
+		s := shapes[i]
+		for _, trained := range fractions {
+			for _, mode := range modes {
+				co := o
+				co.mode, co.trained = mode, trained
+				out, err := exec.Command(exe, append([]string{"-shape", fmt.Sprint(i), "-checkpointing", mode}, co.args()...)...).Output()
+				var r result
+				if err == nil {
+					err = json.Unmarshal(out, &r)
+				}
+				if err == nil && r.Error != "" {
+					err = errors.New(r.Error)
+				}
+				if err != nil {
+					fmt.Printf("%-24s %6.0f%% %-6s failed: %v\n", s.Name, 100*trained, pathName(mode), err)
+					continue
+				}
+				fmt.Printf("%-24s %6.0f%% %-6s %10.1f %10.1f %9.2f %10.1f %7.1f%% %6.0f MiB %6.0f MiB\n", s.Name, 100*trained, pathName(mode), r.TokensPerSec, r.TrainedPerS, r.StepSec,
+					r.FLOPs/1e9, 100*r.FLOPs/peak, float64(r.PeakRSS)/(1<<20), float64(r.Estimate)/(1<<20))
 			}
-			if err != nil || r.Error != "" {
-				fmt.Printf("%-20s %-6s failed: %v %s\n", s.Name, pathName(mode), err, r.Error)
-				continue
-			}
-			fmt.Printf("%-20s %-6s %10.1f %10.1f %9.2f %10.1f %7.1f%% %6.0f MiB %6.0f MiB\n", s.Name, pathName(mode), r.TokensPerSec, r.TrainedPerS, r.StepSec,
-				r.FLOPs/1e9, 100*r.FLOPs/peak, float64(r.PeakRSS)/(1<<20), float64(r.Estimate)/(1<<20))
 		}
 	}
 	fmt.Println("\nFLOP counted per step (the same work on both paths; the checkpointed path's recomputed forward")
 	fmt.Println("pass is not counted): 4·T·N (forward and input gradients of every matrix product with frozen")
 	fmt.Println("weights, output head included) + 12·T²·E·L (attention forward and backward) + 8·T·r·Σ(n_in+n_out) (LoRA).")
+}
+
+// parseFractions reads -trained: fractions in (0, 1], comma-separated.
+func parseFractions(s string) ([]float64, error) {
+	var fs []float64
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || v <= 0 || v > 1 {
+			return nil, fmt.Errorf("%q is not a fraction in (0, 1]", f)
+		}
+		fs = append(fs, v)
+	}
+	return fs, nil
+}
+
+// parseModes reads -checkpointing: all, or a comma-separated list of old,
+// off and on.
+func parseModes(s string) ([]string, error) {
+	if s == "all" {
+		return []string{"old", "off", "on"}, nil
+	}
+	var ms []string
+	for _, m := range strings.Split(s, ",") {
+		m = strings.TrimSpace(m)
+		if m != "old" && m != "off" && m != "on" {
+			return nil, fmt.Errorf("%q is none of old, off, on, all", m)
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
+}
+
+// modelFile is the file shape s trains on, written first when it is a
+// test model or an F32 copy not written yet (wrote says so).
+func modelFile(s shape, cache string) (path string, wrote bool, err error) {
+	if s.Model != "" {
+		path, err := benchmodel.Shared(s.Model)
+		if err != nil || !s.F32 {
+			return path, false, err
+		}
+		return benchmodel.F32Copy(path, cache)
+	}
+	c := s.Cfg
+	path = filepath.Join(cache, fmt.Sprintf("L%d-E%d-H%d-%d-FF%d-V%d-%s.gguf", c.Layers, c.Embd, c.Heads, c.KVHeads, c.FF, c.VocabSize, c.Type))
+	if _, err := os.Stat(path); err == nil {
+		return path, false, nil
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", false, err
+	}
+	return path, true, testmodel.Write(path, c)
 }
 
 func pathName(mode string) string {
@@ -271,19 +379,6 @@ func runContention(o options) {
 	}
 }
 
-func contains(s, sub string) bool {
-	return len(sub) == 0 || (len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0))
-}
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
-}
-
 // matmulPeak measures ggml's F32 mul_mat FLOP/s, best of several runs.
 func matmulPeak(threads int) float64 {
 	be, err := ggml.NewCPUBackend(threads)
@@ -332,38 +427,24 @@ func matmulPeak(threads int) float64 {
 }
 
 func runShape(s shape, o options) (r result) {
-	r.Shape, r.Path = s.Name, pathName(o.mode)
-	steps, threads, cache := o.steps, o.threads, o.cache
-	rank := s.Rank
+	r.Shape, r.Path, r.Trained = s.Name, pathName(o.mode), o.trained
+	steps, threads := o.steps, o.threads
+	rank, alpha := s.Rank, s.Alpha
 	if rank == 0 {
 		rank = 8
+	}
+	if alpha == 0 {
+		alpha = 16
 	}
 	defer func() {
 		if e := recover(); e != nil {
 			r.Error = fmt.Sprint(e)
 		}
 	}()
-	path := ""
-	if s.Model != "" {
-		dir := shared.Dir()
-		if dir == "" {
-			r.Error = "shared folder absent"
-			return r
-		}
-		path = filepath.Join(dir, s.Model)
-	} else {
-		if err := os.MkdirAll(cache, 0o755); err != nil {
-			r.Error = err.Error()
-			return r
-		}
-		c := s.Cfg
-		path = filepath.Join(cache, fmt.Sprintf("L%d-E%d-H%d-%d-FF%d-V%d-%s.gguf", c.Layers, c.Embd, c.Heads, c.KVHeads, c.FF, c.VocabSize, c.Type))
-		if _, err := os.Stat(path); err != nil {
-			if err := testmodel.Write(path, c); err != nil {
-				r.Error = err.Error()
-				return r
-			}
-		}
+	path, _, err := modelFile(s, o.cache)
+	if err != nil {
+		r.Error = err.Error()
+		return r
 	}
 	f, err := gguf.Open(path)
 	if err != nil {
@@ -394,7 +475,7 @@ func runShape(s shape, o options) (r result) {
 	if ckpt == "old" {
 		ckpt = "off"
 	}
-	cfg := lora.Config{Rank: rank, Alpha: 16, MaxSteps: o.warmup + steps, Threads: threads, FixedThreads: o.fixed, Checkpointing: ckpt, EveryRow: o.mode == "old", Seed: 1, Device: o.device,
+	cfg := lora.Config{Rank: rank, Alpha: float64(alpha), MaxSteps: o.warmup + steps, Threads: threads, FixedThreads: o.fixed, Checkpointing: ckpt, EveryRow: o.mode == "old", Seed: 1, Device: o.device,
 		Files: lora.Files{Checkpoint: filepath.Join(out, "checkpoint.gguf"), Metrics: filepath.Join(out, "metrics.jsonl"), Adapter: filepath.Join(out, "adapter.gguf")}}
 	if os.Getenv("BENCH_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
