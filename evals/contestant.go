@@ -39,6 +39,19 @@ type Settings struct {
 // DefaultMaxTokens is the answer length limit when Settings.MaxTokens is 0.
 const DefaultMaxTokens = 256
 
+// Local is s as a local contestant generates with it: the defaults
+// filled in and, with choices, MaxTokens raised to hold the longest. The
+// grammar bounds an answer: a choice's bytes and the optional space
+// before it are the most tokens it can take, and a lower max_tokens would
+// only cut choices off.
+func (s Settings) Local() Settings {
+	s = s.withDefaults()
+	for _, c := range s.Choices {
+		s.MaxTokens = max(s.MaxTokens, len(c)+1)
+	}
+	return s
+}
+
 func (s Settings) withDefaults() Settings {
 	if s.MaxTokens <= 0 {
 		s.MaxTokens = DefaultMaxTokens

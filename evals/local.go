@@ -74,13 +74,7 @@ func NewLocal(name string, o LocalOptions) (*Local, error) {
 	if o.Threads <= 0 {
 		o.Threads = runtime.NumCPU()
 	}
-	o.Settings = o.Settings.withDefaults()
-	// With choices the grammar bounds an answer: a choice's bytes and the
-	// optional space before it are the most tokens it can take. A lower
-	// max_tokens would only cut choices off.
-	for _, c := range o.Settings.Choices {
-		o.Settings.MaxTokens = max(o.Settings.MaxTokens, len(c)+1)
-	}
+	o.Settings = o.Settings.Local()
 	var paths []string
 	for _, a := range o.Adapters {
 		paths = append(paths, a.Path)

@@ -105,6 +105,20 @@ func dataChanges(was, now *DataRecord) []string {
 	return out
 }
 
+// DataChangedError is a resume refused because the data changed since
+// the run started. Its message says what works for `finetune train`; a
+// caller that resumes runs another way (a sweep's trials) says its own.
+type DataChangedError struct {
+	Dir     string   // the run folder
+	Changes []string // what differs, one phrase each
+	Recipe  string   // the recipe the run started from
+}
+
+func (e *DataChangedError) Error() string {
+	return fmt.Sprintf("%s: the data changed since the run started: %s; resuming would train on other data than the run's first steps: restore the files, start a new run on the new data (`finetune train %s`), or resume anyway with --accept-changed-data",
+		e.Dir, strings.Join(e.Changes, "; "), e.Recipe)
+}
+
 // checkData compares the data files with those the run recorded: a
 // change is refused naming the files, unless accept, when it is recorded
 // in run.json (and data-report.json describes the data the run goes on
@@ -124,8 +138,7 @@ func (run *Run) checkData(accept bool, step int) (changed bool, err error) {
 		return false, nil
 	}
 	if !accept {
-		return false, fmt.Errorf("%s: the data changed since the run started: %s; resuming would train on other data than the run's first steps: restore the files, start a new run on the new data (`finetune train %s`), or resume anyway with --accept-changed-data",
-			run.Dir, strings.Join(changes, "; "), run.Record.Recipe)
+		return false, &DataChangedError{Dir: run.Dir, Changes: changes, Recipe: run.Record.Recipe}
 	}
 	log.Warn("resuming on changed data (--accept-changed-data)", "changes", strings.Join(changes, "; "))
 	run.Record.DataChanges = append(run.Record.DataChanges, DataChange{At: time.Now().UTC(), Step: step, Changes: changes})

@@ -23,6 +23,10 @@ import (
 	"github.com/finetune-dev/finetune/recipes"
 )
 
+// ErrNoCases is Cases' error when the eval split makes no case (no eval
+// data, or only plain-text records).
+var ErrNoCases = errors.New("the eval split holds no case")
+
 // Cases are the recipe's eval cases, rendered with the base model's chat
 // template exactly as training rendered them, and how they were chosen:
 // every case of the eval split, or, when eval.max_cases is below its size,
@@ -50,7 +54,7 @@ func Cases(r *recipes.Recipe, basePath string) ([]datasets.Case, *evals.Selectio
 		return nil, nil, err
 	}
 	if len(recs) == 0 {
-		return nil, nil, fmt.Errorf("%s: the eval split holds no case", r.Path)
+		return nil, nil, fmt.Errorf("%s: %w", r.Path, ErrNoCases)
 	}
 	keys, by := evalStrata(r, recs)
 	chosen := sample(keys, r.Eval.MaxCases, r.Data.Seed)
@@ -73,7 +77,7 @@ func Cases(r *recipes.Recipe, basePath string) ([]datasets.Case, *evals.Selectio
 		cases = append(cases, c)
 	}
 	if len(cases) == 0 {
-		return nil, nil, fmt.Errorf("%s: the eval split holds no case", r.Path)
+		return nil, nil, fmt.Errorf("%s: %w", r.Path, ErrNoCases)
 	}
 	sel.Chosen = len(cases)
 	return cases, sel, nil
@@ -365,15 +369,22 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 // max_tokens, in the base's tokens: such an answer, right as it may be, is
 // cut off and scored as written.
 type LongRefs struct {
-	Longer, Of  int      // references longer than MaxTokens, of all
-	Longest     int      // tokens of the longest reference
-	MaxTokens   int      // the smallest max_tokens they exceed
-	Contestants []string // whose max_tokens is below Longest
+	Longer      int      `json:"longer"`      // references longer than MaxTokens
+	Of          int      `json:"of"`          // of all
+	Longest     int      `json:"longest"`     // tokens of the longest reference
+	MaxTokens   int      `json:"max_tokens"`  // the smallest max_tokens they exceed
+	Contestants []string `json:"contestants"` // whose max_tokens is below Longest
 }
 
 // Fits is the max_tokens that holds every reference and the end of the
 // answer after it (an answer that reaches max_tokens counts as cut off).
 func (l *LongRefs) Fits() int { return l.Longest + 1 }
+
+// String is the warning as a sentence, for `finetune data inspect`.
+func (l *LongRefs) String() string {
+	return fmt.Sprintf("%d of %d reference answers of the eval cases are longer than max_tokens (%d, contestants %s) in the base's tokens, the longest %d: eval would cut right answers off and score them wrong; max_tokens %d fits them (eval.generation.max_tokens, or a contestant's own generation.max_tokens)",
+		l.Longer, l.Of, l.MaxTokens, strings.Join(l.Contestants, ","), l.Longest, l.Fits())
+}
 
 // Warn logs the one line that says so.
 func (l *LongRefs) Warn(log *slog.Logger) {
@@ -423,6 +434,37 @@ func LongReferences(base string, cases []datasets.Case, cs []evals.Contestant) (
 	return lr, nil
 }
 
+// RecipeLongReferences is LongReferences for the recipe's eval
+// contestants as eval would make them, without making them: no model is
+// loaded, no server asked (what `finetune data inspect` checks).
+func RecipeLongReferences(r *recipes.Recipe, base string, cases []datasets.Case) (*LongRefs, error) {
+	labels := LabelSet(cases)
+	var cs []evals.Contestant
+	for _, c := range r.Eval.Contestants {
+		s, err := contestantSettings(r, c, labels)
+		if err != nil {
+			return nil, err
+		}
+		if c.Kind == "local" {
+			s = s.Local()
+		}
+		cs = append(cs, planned{c.Name, s})
+	}
+	return LongReferences(base, cases, cs)
+}
+
+// planned is a contestant's name and settings, for what needs no answer.
+type planned struct {
+	name string
+	s    evals.Settings
+}
+
+func (p planned) Name() string     { return p.name }
+func (p planned) Info() evals.Info { return evals.Info{Settings: p.s} }
+func (p planned) Answer(context.Context, evals.Case) (evals.Answer, error) {
+	return evals.Answer{}, errors.New("a planned contestant does not answer")
+}
+
 func settings(g recipes.Generation, suite recipes.Generation) evals.Settings {
 	s := evals.Settings{MaxTokens: suite.MaxTokens, Stop: suite.Stop, Temperature: *suite.Temperature, Seed: *suite.Seed}
 	if g.MaxTokens > 0 {
@@ -465,14 +507,24 @@ func LabelSet(cases []datasets.Case) []string {
 	return out
 }
 
-func contestant(r *recipes.Recipe, i int, c recipes.Contestant, base, adapter string, labels []string) (evals.Contestant, error) {
+// contestantSettings are contestant c's generation settings: its own
+// over the suite's, choices "labels" the labels.
+func contestantSettings(r *recipes.Recipe, c recipes.Contestant, labels []string) (evals.Settings, error) {
 	s := settings(c.Generation, r.Eval.Generation)
 	if len(s.Choices) == 1 && s.Choices[0] == recipes.ChoicesLabels {
 		if len(labels) == 0 {
-			return nil, &recipes.Error{File: r.Path, Line: r.Line("eval.generation.choices"), Path: "eval.generation.choices",
+			return s, &recipes.Error{File: r.Path, Line: r.Line("eval.generation.choices"), Path: "eval.generation.choices",
 				Msg: "labels: the eval cases have no labels to choose from"}
 		}
 		s.Choices = labels
+	}
+	return s, nil
+}
+
+func contestant(r *recipes.Recipe, i int, c recipes.Contestant, base, adapter string, labels []string) (evals.Contestant, error) {
+	s, err := contestantSettings(r, c, labels)
+	if err != nil {
+		return nil, err
 	}
 	price := evals.Price{InputPerMillion: c.PriceIn, OutputPerMillion: c.PriceOut}
 	retry := evals.Retry{Attempts: c.Attempts, Timeout: c.Timeout, Budget: c.Budget}

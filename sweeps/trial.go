@@ -26,6 +26,10 @@ type TrialOptions struct {
 	Threads int
 	Base    basemodel.Options
 	Logger  *slog.Logger
+	// AcceptChangedData lets a trial's run resume although the data
+	// files changed since it started (recorded in its run.json), as
+	// `finetune train --resume --accept-changed-data` does.
+	AcceptChangedData bool
 }
 
 // RunTrial trains and evaluates trial i of the sweep in its run folder:
@@ -99,7 +103,7 @@ func (s *Sweep) runTrial(ctx context.Context, t Trial, st *Status, o TrialOption
 	st.Threads = r.Train.Threads
 	dir := s.TrialDir(t.Index)
 	command := fmt.Sprintf("finetune sweep task %s %d", s.Dir, t.Index)
-	topts := runs.TrainOptions{Out: dir, Overrides: sets, Command: command, Base: o.Base, Logger: log}
+	topts := runs.TrainOptions{Out: dir, Overrides: sets, Command: command, Base: o.Base, Logger: log, AcceptChangedData: o.AcceptChangedData}
 	start := time.Now()
 	var run *runs.Run
 	if _, serr := os.Stat(filepath.Join(dir, runs.RunFile)); serr == nil {
@@ -120,6 +124,9 @@ func (s *Sweep) runTrial(ctx context.Context, t Trial, st *Status, o TrialOption
 			}
 			log.Info("resuming the trial's run from its checkpoint", "run", dir, "from_step", st.ResumedFrom)
 			res, err := run.Resume(ctx, topts)
+			if dc := (*runs.DataChangedError)(nil); errors.As(err, &dc) {
+				return s.dataChanged(dc)
+			}
 			if err != nil {
 				return err
 			}
@@ -160,6 +167,13 @@ func (s *Sweep) runTrial(ctx context.Context, t Trial, st *Status, o TrialOption
 	}
 	st.EvalSeconds = time.Since(start).Seconds()
 	return nil
+}
+
+// dataChanged is the refusal of a trial's resume on changed data, with
+// the commands that work for a sweep.
+func (s *Sweep) dataChanged(e *runs.DataChangedError) error {
+	return fmt.Errorf("%s: the data changed since the trial's run started: %s; resuming would train on other data than its first steps: restore the files, start a new sweep on the new data (`finetune sweep %s`), or resume anyway with `finetune sweep resume %s --accept-changed-data`",
+		e.Dir, strings.Join(e.Changes, "; "), s.Spec.Recipe, s.Dir)
 }
 
 func interrupted(s *Sweep, steps int) error {

@@ -157,6 +157,21 @@ func runDataInspect(args []string) error {
 		if n, _ := m.File.Uint(m.Architecture() + ".context_length"); n > 0 && int(n) < r.Data.SeqLen {
 			out.Warnings = append(out.Warnings, fmt.Sprintf("windows of %d tokens exceed %s's context of %d: training refuses them; lower data.seq_len (--ctx)", r.Data.SeqLen, filepath.Base(*model), n))
 		}
+		if d.Report.Eval.Records > 0 {
+			// What eval warns before generating: reference answers that
+			// the contestants' max_tokens would cut off.
+			cases, _, err := runs.Cases(r, *model)
+			if err == nil {
+				out.LongReferences, err = runs.RecipeLongReferences(r, *model, cases)
+			}
+			switch {
+			case errors.Is(err, runs.ErrNoCases): // plain-text records: eval asks nothing
+			case err != nil:
+				out.Warnings = append(out.Warnings, fmt.Sprintf("could not compare the eval cases' reference answers with max_tokens: %v", err))
+			case out.LongReferences != nil:
+				out.Warnings = append(out.Warnings, out.LongReferences.String())
+			}
+		}
 	}
 	cfg = runs.DataConfig(r)
 	if out.ex != nil {
@@ -228,13 +243,16 @@ func fileRecipe(fs *flag.FlagSet, file, model string, cfg datasets.Config, forma
 
 type dataInspection struct {
 	*datasets.Report
-	Model    string            `json:"model,omitempty"`
-	Warnings []string          `json:"warnings,omitempty"`
-	Windows  *windowStats      `json:"windows,omitempty"`
-	Example  *shownExample     `json:"example,omitempty"`
-	Record   *datasets.Record  `json:"record,omitempty"` // without a model: the record shown
-	ex       *datasets.Example // the example to show
-	rec      *datasets.Record
+	Model    string   `json:"model,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
+	// LongReferences: eval cases whose reference answer is longer than
+	// a contestant's max_tokens in the model's tokens.
+	LongReferences *runs.LongRefs    `json:"long_references,omitempty"`
+	Windows        *windowStats      `json:"windows,omitempty"`
+	Example        *shownExample     `json:"example,omitempty"`
+	Record         *datasets.Record  `json:"record,omitempty"` // without a model: the record shown
+	ex             *datasets.Example // the example to show
+	rec            *datasets.Record
 }
 
 // windowStats is how the training examples pack into context windows.

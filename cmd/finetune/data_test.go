@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -239,4 +240,77 @@ func TestDataInspectTableLabels(t *testing.T) {
 		t.Fatalf("refund_late is only in eval: %+v\n%s", l, r.stdout)
 	}
 	t.Logf("\n%s", r.stdout)
+}
+
+// TestDataInspectLongReferences: as eval does before generating, data
+// inspect of a recipe warns when reference answers of the eval cases are
+// longer than max_tokens in the model's tokens (a label far longer than
+// the suite's 6 tokens in stories260K's): how many, the longest, the
+// max_tokens that fits them, and which contestants (one with its own,
+// roomier max_tokens is not named, nor one constrained to the labels,
+// whose max_tokens holds the longest). Raised to the value it names, the
+// warning goes.
+func TestDataInspectLongReferences(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	dir := t.TempDir()
+	var train, eval strings.Builder
+	for i, l := range []string{"yes", "no", "yes", "no", "yes", "no"} {
+		fmt.Fprintf(&train, `{"prompt": "Q: message %d\nA:", "completion": " %s"}`+"\n", i, l)
+	}
+	long := "request_refund_for_a_cancelled_order_that_never_arrived"
+	for i, l := range []string{"yes", long, "no"} {
+		fmt.Fprintf(&eval, `{"prompt": "Q: question %d\nA:", "completion": " %s"}`+"\n", i, l)
+	}
+	os.WriteFile(filepath.Join(dir, "train.jsonl"), []byte(train.String()), 0o644)
+	os.WriteFile(filepath.Join(dir, "eval.jsonl"), []byte(eval.String()), 0o644)
+	recipe := filepath.Join(dir, "recipe.yaml")
+	os.WriteFile(recipe, []byte(`name: labels
+base: missing.gguf
+data:
+  train: train.jsonl
+  eval: eval.jsonl
+  template: none
+  seq_len: 64
+eval:
+  contestants:
+    - {name: base}
+    - {name: tuned, adapter: tuned}
+    - {name: roomy, generation: {max_tokens: 200}}
+    - {name: chooser, generation: {choices: labels}}
+  generation: {max_tokens: 6}
+`), 0o644)
+
+	// --model: the recipe's base need not resolve.
+	r := cli(t, "data", "inspect", recipe, "--model", model, "--json")
+	var out struct {
+		Warnings       []string
+		LongReferences *struct {
+			Longer, Of, Longest int
+			MaxTokens           int `json:"max_tokens"`
+			Contestants         []string
+		} `json:"long_references"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || r.code != 0 {
+		t.Fatalf("exit %d, %v: %s%s", r.code, err, r.stdout, r.stderr)
+	}
+	lr := out.LongReferences
+	if lr == nil || lr.Longer != 1 || lr.Of != 3 || lr.Longest <= 6 || lr.MaxTokens != 6 || strings.Join(lr.Contestants, ",") != "base,tuned" {
+		t.Fatalf("long references: %+v (warnings %q)", lr, out.Warnings)
+	}
+	fits := lr.Longest + 1
+
+	// Without --model, the recipe's base (here resolved to the file).
+	os.WriteFile(recipe, bytes.Replace(must(os.ReadFile(recipe)), []byte("base: missing.gguf"), []byte("base: "+model), 1), 0o644)
+	r = cli(t, "data", "inspect", recipe)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	want := fmt.Sprintf("warning: 1 of 3 reference answers of the eval cases are longer than max_tokens (6, contestants base,tuned) in the base's tokens, the longest %d: eval would cut right answers off and score them wrong; max_tokens %d fits them", lr.Longest, fits)
+	if !strings.Contains(r.stdout, want) {
+		t.Fatalf("output lacks %q:\n%s", want, r.stdout)
+	}
+	r = cli(t, "data", "inspect", recipe, "--set", fmt.Sprintf("eval.generation.max_tokens=%d", fits))
+	if r.code != 0 || strings.Contains(r.stdout, "max_tokens") {
+		t.Fatalf("with max_tokens %d: exit %d, still warns:\n%s%s", fits, r.code, r.stdout, r.stderr)
+	}
 }

@@ -267,6 +267,7 @@ func sweepTimes(sw *sweeps.Sweep) (first, wall time.Duration, ok bool) {
 func runSweepResume(args []string) error {
 	fs := newFlags("sweep resume")
 	wait := fs.Bool("wait", false, "slurm: wait until the resubmitted trials have ended, then print the leaderboard")
+	acceptData := fs.Bool("accept-changed-data", false, "resume trials although the data files changed since they started (recorded in each trial's run.json)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -278,6 +279,9 @@ func runSweepResume(args []string) error {
 	task, err := taskCommand()
 	if err != nil {
 		return err
+	}
+	if *acceptData {
+		task = append(task, "--accept-changed-data")
 	}
 	logger := slog.New(log.Default())
 	cx, stop := sweepContext()
@@ -329,6 +333,7 @@ func runSweepCancel(args []string) error {
 func runSweepTask(args []string) error {
 	fs := newFlags("sweep task")
 	threads := fs.Int("threads", 0, "threads for training and the local contestants when the recipe leaves train.threads out")
+	acceptData := fs.Bool("accept-changed-data", false, "resume the trial's run although the data files changed since it started (recorded in its run.json)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -351,5 +356,5 @@ func runSweepTask(args []string) error {
 	defer stop()
 	loadBackends()
 	warnSIMD()
-	return sw.RunTrial(cx, i, sweeps.TrialOptions{Threads: *threads, Logger: slog.New(log.Default())})
+	return sw.RunTrial(cx, i, sweeps.TrialOptions{Threads: *threads, Logger: slog.New(log.Default()), AcceptChangedData: *acceptData})
 }

@@ -411,3 +411,61 @@ func TestSweepLocalCancel(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepResumeChangedData: a sweep trial stopped after a checkpoint
+// whose training file then grew is refused by `sweep resume`, naming the
+// file and the flag that works there (not train's); `sweep resume
+// --accept-changed-data` resumes it, and its run.json records the change
+// as train's does.
+func TestSweepResumeChangedData(t *testing.T) {
+	model := shared.Path(t, "models/stories260K.gguf")
+	recipe := qaRecipe(t, model, "eval:\n  generation: {max_tokens: 4}\n")
+	dir := filepath.Join(t.TempDir(), "sweep")
+	if r := cli(t, "sweep", recipe, "--out", dir, "--grid", "train.max_steps=3"); r.code != 0 {
+		t.Fatalf("sweep: exit %d\n%s", r.code, r.stderr)
+	}
+	// Trial 0 as a cancelled task leaves it: stopped after a checkpoint.
+	trial := filepath.Join(dir, "trials", "000")
+	editRecord(t, trial, func(m map[string]any) { m["state"] = "interrupted" })
+	stopped := func() {
+		t.Helper()
+		p := filepath.Join(dir, "state", "000.json")
+		var st sweeps.Status
+		if err := json.Unmarshal(must(os.ReadFile(p)), &st); err != nil {
+			t.Fatal(err)
+		}
+		st.State, st.Error = sweeps.Failed, "stopped (cancelled or interrupted) at step 3 after a checkpoint"
+		os.WriteFile(p, must(json.Marshal(st)), 0o644)
+	}
+	stopped()
+	train := filepath.Join(filepath.Dir(recipe), "train.jsonl")
+	fh, _ := os.OpenFile(train, os.O_APPEND|os.O_WRONLY, 0)
+	fh.WriteString(`{"prompt": "Q: What is 2 and 2?\nA:", "completion": " Four."}` + "\n")
+	fh.Close()
+
+	r := cli(t, "sweep", "resume", dir)
+	if r.code != exitFailure || !strings.Contains(r.stderr, "1 of 1 trials failed") {
+		t.Fatalf("sweep resume on changed data: exit %d, want 1\n%s", r.code, r.stderr)
+	}
+	st := trialStates(t, dir, 1)[0]
+	if st.State != sweeps.Failed || !strings.Contains(st.Error, train+" (train) changed") ||
+		!strings.Contains(st.Error, "finetune sweep resume "+dir+" --accept-changed-data") || strings.Contains(st.Error, "finetune train") {
+		t.Fatalf("the refused trial: %s %q; want failed, naming the file and `sweep resume --accept-changed-data`", st.State, st.Error)
+	}
+	stopped()
+	r = cli(t, "sweep", "resume", dir, "--accept-changed-data")
+	if r.code != 0 {
+		t.Fatalf("sweep resume --accept-changed-data: exit %d\n%s", r.code, r.stderr)
+	}
+	if st := trialStates(t, dir, 1)[0]; st.State != sweeps.Done || st.ResumedFrom != 3 {
+		t.Fatalf("the resumed trial: %+v", st)
+	}
+	b, _ := os.ReadFile(filepath.Join(trial, "run.json"))
+	if !strings.Contains(string(b), `"data_changes"`) || !strings.Contains(string(b), "train.jsonl (train) changed") {
+		t.Fatalf("the trial's run.json does not record the accepted change:\n%s", b)
+	}
+	log, _ := os.ReadFile(filepath.Join(trial, "train.log"))
+	if !strings.Contains(string(log), "accept-changed-data") {
+		t.Fatalf("the trial's train.log does not say it resumed on changed data:\n%s", log)
+	}
+}
