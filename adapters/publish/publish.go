@@ -107,11 +107,14 @@ type Result struct {
 	Merged     string      `json:"merged_digest,omitempty"`
 	MergedType string      `json:"merged_type,omitempty"`
 	MergeCheck *MergeCheck `json:"merge_check,omitempty"`
-	Uploaded   []string    `json:"uploaded,omitempty"` // blobs sent
-	Present    []string    `json:"present,omitempty"`  // blobs the server already had
-	Template   string      `json:"template"`           // where the chat template came from
-	Stop       []string    `json:"stop,omitempty"`
-	Smoke      Smoke       `json:"smoke"`
+	// MergeFallback says why the merged model is not of the base's own
+	// type: at that type it did not answer as the tuned model.
+	MergeFallback string   `json:"merge_fallback,omitempty"`
+	Uploaded      []string `json:"uploaded,omitempty"` // blobs sent
+	Present       []string `json:"present,omitempty"`  // blobs the server already had
+	Template      string   `json:"template"`           // where the chat template came from
+	Stop          []string `json:"stop,omitempty"`
+	Smoke         Smoke    `json:"smoke"`
 	// Modelfile is the file written, if any.
 	Modelfile string `json:"modelfile,omitempty"`
 }
@@ -553,37 +556,66 @@ func (p *publisher) merge(ctx context.Context, local *evals.Local, cs evals.Case
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
-	o.Logger.Info("merging the adapter into the base", "base", o.Base, "type", typeOr(o.MergeType, "the base's"))
-	start := time.Now()
-	ft, err := adapters.Merge(o.Base, o.Adapter, path, adapters.MergeOptions{Type: o.MergeType, Threads: threads})
-	if err != nil {
-		return path, fmt.Errorf("%w; nothing was uploaded", err)
+	mergeType := o.MergeType
+	for {
+		o.Logger.Info("merging the adapter into the base", "base", o.Base, "type", typeOr(mergeType, "the base's"))
+		start := time.Now()
+		ft, err := adapters.Merge(o.Base, o.Adapter, path, adapters.MergeOptions{Type: mergeType, Threads: threads})
+		if err != nil {
+			return path, fmt.Errorf("%w; nothing was uploaded", err)
+		}
+		p.res.MergedType = ft.String()
+		o.Logger.Info("merged", "type", ft, "took", time.Since(start).Round(time.Millisecond))
+		c, err := p.mergeCheck(ctx, path, local, cs)
+		if err != nil {
+			return path, err
+		}
+		p.res.MergeCheck = c
+		if c.Identical {
+			o.Logger.Info("the merged model answers as the base with the adapter", "type", ft)
+			return path, nil
+		}
+		args := []any{"type", ft, "after_chars", c.Agree, "merged", textfmt.Shorten(c.Merged, 60), "adapter", textfmt.Shorten(c.Local, 60)}
+		if d := c.Part; d != nil {
+			args = append(args, "after_tokens", d.AfterTokens, "logprob_gap", fmt.Sprintf("%.3g", d.Gap()))
+		}
+		if mergeType != "" || !below8Bits(ft) {
+			o.Logger.Info("the merged model's answer parts from the base with the adapter's", args...)
+			return path, nil
+		}
+		// Requantized to the base's own grid of 4 or 5 bits, a small
+		// adapter's change mostly rounds back to the weights it started
+		// from (measured on SmolLM2-135M-Instruct Q4_1: none of 6 trained
+		// answers kept). Q8_0 keeps it.
+		p.res.MergeFallback = fmt.Sprintf("merged at the base's own type (%s), the model did not answer as the tuned model: merged at q8_0 instead", ft)
+		o.Logger.Warn("the merged model at the base's own type does not answer as the tuned model (requantized to "+ft.String()+", the adapter's change rounds away): merging at q8_0 instead", args...)
+		mergeType = "q8_0"
 	}
-	p.res.MergedType = ft.String()
-	o.Logger.Info("merged", "type", ft, "took", time.Since(start).Round(time.Millisecond))
+}
+
+// below8Bits says whether a file type stores its weights in fewer than 8
+// bits (Q8_0 and the float types do not).
+func below8Bits(ft llama.FileType) bool {
+	switch ft {
+	case llama.FileTypeF32, llama.FileTypeF16, llama.FileTypeBF16, llama.FileTypeQ8_0:
+		return false
+	}
+	return true
+}
+
+// mergeCheck loads the merged model and compares its greedy answer to cs
+// with the tuned model's in-process.
+func (p *publisher) mergeCheck(ctx context.Context, path string, local *evals.Local, cs evals.Case) (*MergeCheck, error) {
+	o := p.o
 	m, err := evals.NewLocal("merged", evals.LocalOptions{
 		Model: path, Settings: evals.Settings{MaxTokens: o.MaxTokens, Seed: 42}, Sequences: 1, Threads: o.Threads,
 		Template: localTemplate(o.Template.Train),
 	})
 	if err != nil {
-		return path, fmt.Errorf("the merged model does not load in llama.cpp: %s; nothing was uploaded", strings.TrimPrefix(err.Error(), "contestant merged: "))
+		return nil, fmt.Errorf("the merged model does not load in llama.cpp: %s; nothing was uploaded", strings.TrimPrefix(err.Error(), "contestant merged: "))
 	}
 	defer m.Close()
-	c, err := CompareAnswers(ctx, m, local, cs)
-	if err != nil {
-		return path, err
-	}
-	p.res.MergeCheck = c
-	if c.Identical {
-		o.Logger.Info("the merged model answers as the base with the adapter", "type", ft)
-		return path, nil
-	}
-	args := []any{"type", ft, "after_chars", c.Agree, "merged", textfmt.Shorten(c.Merged, 60), "adapter", textfmt.Shorten(c.Local, 60)}
-	if d := c.Part; d != nil {
-		args = append(args, "after_tokens", d.AfterTokens, "logprob_gap", fmt.Sprintf("%.3g", d.Gap()))
-	}
-	o.Logger.Info("the merged model's answer parts from the base with the adapter's", args...)
-	return path, nil
+	return CompareAnswers(ctx, m, local, cs)
 }
 
 // CompareAnswers gives merged's and local's greedy answers to cs and,
