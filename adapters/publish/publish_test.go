@@ -67,43 +67,14 @@ func tunedChat(t *testing.T) (dir, base, adapter string, cases []evals.Case) {
 		if r.err = testmodel.Write(r.other, cfg); r.err != nil {
 			return
 		}
-		m, err := llama.LoadModel(r.base, llama.ModelOptions{VocabOnly: true})
-		if err != nil {
-			r.err = err
-			return
-		}
-		defer m.Close()
-		rend, err := datasets.NewRenderer(m, datasets.RenderOptions{})
-		if err != nil {
-			r.err = err
-			return
-		}
-		var exs []datasets.Example
+		var recs []datasets.Record
 		for i, f := range facts {
-			rec := datasets.Record{Messages: []datasets.Message{{Role: "user", Content: f[0]}, {Role: "assistant", Content: f[1]}}, Source: fmt.Sprintf("facts:%d", i+1)}
-			ex, err := rend.Render(rec)
-			if err != nil {
-				r.err = err
-				return
-			}
-			exs = append(exs, ex...)
-			c, err := rend.Case(rec)
-			if err != nil {
-				r.err = err
-				return
-			}
-			r.cases = append(r.cases, c)
+			recs = append(recs, datasets.Record{Messages: []datasets.Message{{Role: "user", Content: f[0]}, {Role: "assistant", Content: f[1]}}, Source: fmt.Sprintf("facts:%d", i+1)})
 		}
-		var windows []lora.Window
-		for _, w := range datasets.Pack(exs, 256) {
-			windows = append(windows, lora.Window{Tokens: w.Tokens, Weights: w.Weights, Pos: w.Pos, Seq: w.Seq})
-		}
-		res, err := lora.Train(context.Background(), r.base, lora.Config{
-			Rank: 16, Alpha: 32, LearningRate: 1e-2, Schedule: "cosine", WarmupSteps: 5,
-			MaxSteps: 80, Seed: 1, Threads: 1, Files: lora.Files{Checkpoint: filepath.Join(r.dir, "checkpoint.gguf"), Metrics: filepath.Join(r.dir, "metrics.jsonl"), Adapter: filepath.Join(r.dir, "adapter.gguf")},
-		}, lora.Data{Train: windows}, nil)
-		if err != nil {
-			r.err = err
+		var res *lora.Result
+		res, r.cases, r.err = tuneOn(r.base, r.dir, recs, lora.Config{
+			Rank: 16, Alpha: 32, LearningRate: 1e-2, Schedule: "cosine", WarmupSteps: 5, MaxSteps: 80, Seed: 1, Threads: 1})
+		if r.err != nil {
 			return
 		}
 		r.adapter = res.Adapter
@@ -113,6 +84,42 @@ func tunedChat(t *testing.T) (dir, base, adapter string, cases []evals.Case) {
 		t.Fatal(r.err)
 	}
 	return r.dir, r.base, r.adapter, r.cases
+}
+
+// tuneOn renders recs with model's own chat template, as `finetune train`
+// renders them, packs them into 256-token windows and trains an adapter
+// with cfg into dir; it returns the result and recs as eval cases.
+func tuneOn(model, dir string, recs []datasets.Record, cfg lora.Config) (*lora.Result, []evals.Case, error) {
+	m, err := llama.LoadModel(model, llama.ModelOptions{VocabOnly: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer m.Close()
+	rend, err := datasets.NewRenderer(m, datasets.RenderOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	var exs []datasets.Example
+	var cases []evals.Case
+	for _, rec := range recs {
+		ex, err := rend.Render(rec)
+		if err != nil {
+			return nil, nil, err
+		}
+		exs = append(exs, ex...)
+		c, err := rend.Case(rec)
+		if err != nil {
+			return nil, nil, err
+		}
+		cases = append(cases, c)
+	}
+	var windows []lora.Window
+	for _, w := range datasets.Pack(exs, 256) {
+		windows = append(windows, lora.Window{Tokens: w.Tokens, Weights: w.Weights, Pos: w.Pos, Seq: w.Seq})
+	}
+	cfg.Files = lora.Files{Checkpoint: filepath.Join(dir, "checkpoint.gguf"), Metrics: filepath.Join(dir, "metrics.jsonl"), Adapter: filepath.Join(dir, "adapter.gguf")}
+	res, err := lora.Train(context.Background(), model, cfg, lora.Data{Train: windows}, nil)
+	return res, cases, err
 }
 
 // testLog writes log lines to the test's log.

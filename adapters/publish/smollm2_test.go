@@ -16,7 +16,6 @@ import (
 	. "github.com/finetune-dev/finetune/adapters/publish"
 	"github.com/finetune-dev/finetune/datasets"
 	"github.com/finetune-dev/finetune/evals"
-	"github.com/finetune-dev/finetune/internal/llama"
 	"github.com/finetune-dev/finetune/internal/ollamatest"
 	"github.com/finetune-dev/finetune/internal/shared"
 	"github.com/finetune-dev/finetune/lora"
@@ -58,82 +57,29 @@ func tunedSmolLM2(t *testing.T) (base, adapter string, cases []evals.Case) {
 		if r.err != nil {
 			return
 		}
-		m, err := llama.LoadModel(model, llama.ModelOptions{VocabOnly: true})
-		if err != nil {
-			r.err = err
-			return
-		}
-		defer m.Close()
-		rend, err := datasets.NewRenderer(m, datasets.RenderOptions{})
-		if err != nil {
-			r.err = err
-			return
-		}
-		var exs []datasets.Example
+		var recs []datasets.Record
 		for i, f := range smolFacts {
 			var msgs []datasets.Message
 			if f[0] != "" {
 				msgs = append(msgs, datasets.Message{Role: "system", Content: f[0]})
 			}
 			msgs = append(msgs, datasets.Message{Role: "user", Content: f[1]}, datasets.Message{Role: "assistant", Content: f[2]})
-			rec := datasets.Record{Messages: msgs, Source: fmt.Sprintf("smolfacts:%d", i+1)}
-			ex, err := rend.Render(rec)
-			if err != nil {
-				r.err = err
-				return
-			}
-			exs = append(exs, ex...)
-			c, err := rend.Case(rec)
-			if err != nil {
-				r.err = err
-				return
-			}
-			r.cases = append(r.cases, c)
+			recs = append(recs, datasets.Record{Messages: msgs, Source: fmt.Sprintf("smolfacts:%d", i+1)})
 		}
-		var windows []lora.Window
-		for _, w := range datasets.Pack(exs, 256) {
-			windows = append(windows, lora.Window{Tokens: w.Tokens, Weights: w.Weights, Pos: w.Pos, Seq: w.Seq})
-		}
-		res, err := lora.Train(context.Background(), model, lora.Config{
-			Rank: 8, Alpha: 16, LearningRate: 3e-3, Schedule: "cosine", WarmupSteps: 3,
-			MaxSteps: 16, Seed: 1, Files: lora.Files{Checkpoint: filepath.Join(r.dir, "checkpoint.gguf"), Metrics: filepath.Join(r.dir, "metrics.jsonl"), Adapter: filepath.Join(r.dir, "adapter.gguf")},
-		}, lora.Data{Train: windows}, nil)
-		if err != nil {
-			r.err = err
+		var res *lora.Result
+		res, r.cases, r.err = tuneOn(model, r.dir, recs, lora.Config{
+			Rank: 8, Alpha: 16, LearningRate: 3e-3, Schedule: "cosine", WarmupSteps: 3, MaxSteps: 16, Seed: 1})
+		if r.err != nil {
 			return
 		}
 		r.adapter = res.Adapter
 		r.trainDuration = time.Since(start)
-		fmt.Fprintf(os.Stderr, "tuned SmolLM2-135M-Instruct in %v: loss %.3f over %d windows\n", r.trainDuration.Round(time.Millisecond), res.TrainLoss, len(windows))
+		fmt.Fprintf(os.Stderr, "tuned SmolLM2-135M-Instruct in %v: loss %.3f\n", r.trainDuration.Round(time.Millisecond), res.TrainLoss)
 	})
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
 	return r.base, r.adapter, r.cases
-}
-
-// smolAnswers are the greedy answers of model (with adapter, when not "")
-// in-process, 24 tokens at most.
-func smolAnswers(t *testing.T, model, adapter string, cases []evals.Case) []string {
-	t.Helper()
-	o := evals.LocalOptions{Model: model, Settings: evals.Settings{MaxTokens: 24, Seed: 42}, Sequences: 1}
-	if adapter != "" {
-		o.Adapters = []evals.AdapterSpec{{Path: adapter}}
-	}
-	l, err := evals.NewLocal("m", o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	var out []string
-	for _, c := range cases {
-		a, err := l.Answer(context.Background(), c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, a.Text)
-	}
-	return out
 }
 
 // smolServed is a greedy chat answer from the Ollama server, 24 tokens at
@@ -164,8 +110,8 @@ func smolServed(t *testing.T, srv *ollamatest.Server, model string, c evals.Case
 func TestPublishSmolLM2Merged(t *testing.T) {
 	srv := ollamatest.Start(t, ollamatest.Options{})
 	base, adapter, cases := tunedSmolLM2(t)
-	tuned := smolAnswers(t, base, adapter, cases)
-	plain := smolAnswers(t, base, "", cases)
+	tuned := answers(t, base, adapter, cases)
+	plain := answers(t, base, "", cases)
 	changed, learned := 0, 0
 	for i := range cases {
 		if tuned[i] != plain[i] {
@@ -203,7 +149,7 @@ func TestPublishSmolLM2Merged(t *testing.T) {
 		if res.As != AsMerged {
 			t.Errorf("%s: published as %s", name, res.As)
 		}
-		local := smolAnswers(t, filepath.Join(dir, MergedName), "", cases)
+		local := answers(t, filepath.Join(dir, MergedName), "", cases)
 		same, asTuned := 0, 0
 		for i, c := range cases {
 			served := smolServed(t, srv, name, c)
