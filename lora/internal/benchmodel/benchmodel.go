@@ -12,6 +12,7 @@ import (
 
 	"github.com/finetune-dev/finetune/internal/llama"
 	"github.com/finetune-dev/finetune/internal/shared"
+	"github.com/finetune-dev/finetune/internal/testmodel"
 )
 
 // SmolLM2 is HuggingFaceTB's SmolLM2-135M-Instruct in the shared folder:
@@ -66,4 +67,26 @@ func F32Copy(src, dir string) (path string, wrote bool, err error) {
 		return "", false, err
 	}
 	return path, true, nil
+}
+
+// File is the file a benchmark shape trains on: the shared model rel (its
+// F32 copy in cache when f32) when rel is not "", else the test model cfg
+// at cache/name, written when it is not there yet; wrote says whether a
+// file was written now.
+func File(rel string, f32 bool, cfg testmodel.Config, cache, name string) (path string, wrote bool, err error) {
+	if rel != "" {
+		path, err := Shared(rel)
+		if err != nil || !f32 {
+			return path, false, err
+		}
+		return F32Copy(path, cache)
+	}
+	path = filepath.Join(cache, name)
+	if _, err := os.Stat(path); err == nil {
+		return path, false, nil
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", false, err
+	}
+	return path, true, testmodel.Write(path, cfg)
 }

@@ -268,22 +268,8 @@ func parseModes(s string) ([]string, error) {
 // modelFile is the file shape s trains on, written first when it is a
 // test model or an F32 copy not written yet (wrote says so).
 func modelFile(s shape, cache string) (path string, wrote bool, err error) {
-	if s.Model != "" {
-		path, err := benchmodel.Shared(s.Model)
-		if err != nil || !s.F32 {
-			return path, false, err
-		}
-		return benchmodel.F32Copy(path, cache)
-	}
 	c := s.Cfg
-	path = filepath.Join(cache, fmt.Sprintf("L%d-E%d-H%d-%d-FF%d-V%d-%s.gguf", c.Layers, c.Embd, c.Heads, c.KVHeads, c.FF, c.VocabSize, c.Type))
-	if _, err := os.Stat(path); err == nil {
-		return path, false, nil
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return "", false, err
-	}
-	return path, true, testmodel.Write(path, c)
+	return benchmodel.File(s.Model, s.F32, c, cache, fmt.Sprintf("L%d-E%d-H%d-%d-FF%d-V%d-%s.gguf", c.Layers, c.Embd, c.Heads, c.KVHeads, c.FF, c.VocabSize, c.Type))
 }
 
 func pathName(mode string) string {
