@@ -34,12 +34,11 @@ var smolFacts = [][3]string{
 }
 
 var smolRun struct {
-	once          sync.Once
-	dir, adapter  string
-	cases         []evals.Case
-	err           error
-	base          string
-	trainDuration time.Duration
+	once         sync.Once
+	dir, adapter string
+	cases        []evals.Case
+	err          error
+	base         string
 }
 
 // tunedSmolLM2 tunes an adapter on SmolLM2-135M-Instruct (its Q4_1 file as
@@ -73,8 +72,7 @@ func tunedSmolLM2(t *testing.T) (base, adapter string, cases []evals.Case) {
 			return
 		}
 		r.adapter = res.Adapter
-		r.trainDuration = time.Since(start)
-		fmt.Fprintf(os.Stderr, "tuned SmolLM2-135M-Instruct in %v: loss %.3f\n", r.trainDuration.Round(time.Millisecond), res.TrainLoss)
+		fmt.Fprintf(os.Stderr, "tuned SmolLM2-135M-Instruct in %v: loss %.3f\n", time.Since(start).Round(time.Millisecond), res.TrainLoss)
 	})
 	if r.err != nil {
 		t.Fatal(r.err)
