@@ -348,6 +348,15 @@ func (r *Recipe) check() error {
 			return r.errAt("publish.host", "%q is not a URL (like http://127.0.0.1:11434)", h)
 		}
 	}
+	if m := r.Track.MLflow; m != "" && m != "off" {
+		u, err := url.Parse(m)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			return r.errAt("track.mlflow", "%q is not the http:// or https:// address of an MLflow tracking server (or off)", m)
+		case u.User != nil:
+			return r.errAt("track.mlflow", "the address holds credentials: remove them and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment")
+		}
+	}
 	return r.checkSweep()
 }
 

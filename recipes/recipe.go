@@ -40,6 +40,8 @@ type Recipe struct {
 	Publish Publish `yaml:"publish"`
 	// Sweep is what `finetune sweep` tries; training one recipe ignores it.
 	Sweep Sweep `yaml:"sweep,omitempty"`
+	// Track says which experiment trackers see the run.
+	Track Track `yaml:"track,omitempty"`
 
 	// Path is the recipe file as given; Dir the absolute folder relative
 	// paths start from.
@@ -239,6 +241,21 @@ type Publish struct {
 	// As is the form to publish: adapter, merged or auto (the default:
 	// what the server's version serves).
 	As string `yaml:"as"`
+}
+
+// Track says where a run's figures go besides its folder (track).
+type Track struct {
+	// MLflow is an MLflow tracking server (http:// or https://; default
+	// $MLFLOW_TRACKING_URI), "off" for none. Credentials come only from
+	// the environment: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME
+	// and MLFLOW_TRACKING_PASSWORD.
+	MLflow string `yaml:"mlflow,omitempty"`
+	// Experiment is the MLflow experiment (default
+	// $MLFLOW_EXPERIMENT_NAME, else the recipe's name).
+	Experiment string `yaml:"experiment,omitempty"`
+	// TensorBoard writes TensorBoard event files into the run folder
+	// (default true).
+	TensorBoard *bool `yaml:"tensorboard,omitempty"`
 }
 
 // Sweep says which values of a recipe `finetune sweep` tries, how it runs

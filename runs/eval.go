@@ -362,6 +362,9 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 	if err := evals.WriteReports(o.Out, res, extras); err != nil {
 		return nil, err
 	}
+	if run != nil {
+		run.trackEval(res, o.Out)
+	}
 	return res, nil
 }
 

@@ -38,6 +38,9 @@ type TrainOptions struct {
 	// AcceptChangedData lets Resume go on when the data files differ from
 	// those the run started with (recorded in run.json).
 	AcceptChangedData bool
+	// TrackParent is the MLflow run (a sweep's) whose child the run's
+	// MLflow run is, when the run makes one.
+	TrackParent string
 }
 
 func (o *TrainOptions) defaults() {
@@ -178,7 +181,7 @@ func Start(ctx context.Context, r *recipes.Recipe, o TrainOptions) (*Run, *lora.
 	}
 	run.fileLog.Info("run", "dir", run.Dir, "recipe", from, "overrides", strings.Join(o.Overrides, " "), "command", o.Command)
 	early.replay(ctx, run.fileLog.Handler())
-	res, err := run.train(ctx, p.data, false, began, o.Progress)
+	res, err := run.train(ctx, p.data, false, began, &o)
 	return run, res, err
 }
 
@@ -266,7 +269,7 @@ func LoRAConfig(r *recipes.Recipe, dir string) lora.Config {
 
 // train runs lora.Train in the locked run folder and records the outcome;
 // began is when this session's work began (its wall time starts there).
-func (run *Run) train(ctx context.Context, d *Data, resume bool, began time.Time, progress func(lora.Metrics)) (*lora.Result, error) {
+func (run *Run) train(ctx context.Context, d *Data, resume bool, began time.Time, o *TrainOptions) (*lora.Result, error) {
 	cfg := LoRAConfig(run.Recipe, run.Dir)
 	cfg.Resume = resume
 	cfg.Started = began
@@ -277,6 +280,8 @@ func (run *Run) train(ctx context.Context, d *Data, resume bool, began time.Time
 	}
 	log := run.Logger()
 	cfg.Logger = log
+	tr := run.openTracker(true, o.TrackParent)
+	defer tr.Close()
 	res, err := lora.Train(ctx, run.Base(), cfg, lora.Data{Train: d.Train, Val: d.Val}, func(m lora.Metrics) {
 		kv := []any{"step", m.Step, "of", m.TotalSteps, "loss", fmt.Sprintf("%.4f", m.Loss)}
 		if m.ValLoss != nil {
@@ -284,11 +289,13 @@ func (run *Run) train(ctx context.Context, d *Data, resume bool, began time.Time
 		}
 		run.fileLog.Info("step", append(kv, "lr", fmt.Sprintf("%.3g", m.LR), "grad_norm", fmt.Sprintf("%.3f", m.GradNorm),
 			"tokens_per_s", fmt.Sprintf("%.0f", m.TokensPerSec), "elapsed_s", fmt.Sprintf("%.0f", m.ElapsedSec))...)
-		if progress != nil {
-			progress(m)
+		tr.Scalars(m.Step, stepScalars(m))
+		if o.Progress != nil {
+			o.Progress(m)
 		}
 	})
 	if err != nil {
+		tr.End("FAILED")
 		steps := run.Record.Steps
 		if err := run.setState(Failed, steps, err); err != nil {
 			log.Warn("could not record the failure", "err", err)
@@ -308,6 +315,11 @@ func (run *Run) train(ctx context.Context, d *Data, resume bool, began time.Time
 	state := Finished
 	if res.Interrupted {
 		state = Interrupted
+		tr.End("KILLED")
+	} else {
+		tr.Artifact(run.Path(AdapterInfoFile), AdapterInfoFile)
+		tr.Artifact(run.Path(DataReportFile), DataReportFile)
+		tr.End("FINISHED")
 	}
 	if err := run.setState(state, res.Steps, nil); err != nil {
 		return res, err
@@ -386,7 +398,7 @@ func (run *Run) Resume(ctx context.Context, o TrainOptions) (*lora.Result, error
 		}
 	}
 	warnLeaks(d.Report, log)
-	return run.train(ctx, d, fromCheckpoint, began, o.Progress)
+	return run.train(ctx, d, fromCheckpoint, began, &o)
 }
 
 // resumable says why a run cannot be resumed.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Python references of the tests and of `make bench-peer`
-# (PyTorch on the CPU, transformers, PEFT, gguf, safetensors) into a virtual
+# (PyTorch on the CPU, transformers, PEFT, gguf, safetensors, TensorBoard's
+# event reader) into a virtual
 # environment outside the repo, and prints its python. finetune itself never
 # needs Python: only the peer tests (adapters/peer_test.go, ...) and the
 # side-by-side benchmark use it.
@@ -66,6 +67,15 @@ pins=(
   httpcore2==2.16.2
   httpx2==2.16.2
   truststore==0.10.5
+  # TensorBoard's own reader, for track's event files.
+  tensorboard==2.21.0
+  tensorboard-data-server==0.7.2
+  protobuf==7.36.2
+  absl-py==2.5.1
+  grpcio==1.85.3
+  Markdown==3.11.3
+  pillow==13.0.0
+  Werkzeug==3.1.9
 )
 stamp="$(printf '%s\n' "${pins[@]}" | cat - "$here/pyref/cudastub.py" | sha256sum | cut -c1-16)"
 
@@ -84,6 +94,7 @@ site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pu
 CUDA_VISIBLE_DEVICES= "$venv/bin/python" - >&2 <<'PY'
 import importlib.metadata as md
 import torch, transformers, peft, gguf, safetensors
+from tensorboard.backend.event_processing import event_accumulator
 x = torch.randn(3, 3, requires_grad=True)
 (x @ x).sum().backward()
 assert not torch.cuda.is_available()
