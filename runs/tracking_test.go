@@ -8,12 +8,15 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/finetune-dev/finetune/internal/shared"
 	"github.com/finetune-dev/finetune/lora"
 	"github.com/finetune-dev/finetune/recipes"
+	"github.com/finetune-dev/finetune/track"
 	"github.com/finetune-dev/finetune/track/tracktest"
 )
 
@@ -123,4 +126,160 @@ func checkStepScalars(t *testing.T, ms []lora.Metrics, got map[string][][2]float
 			}
 		}
 	}
+}
+
+// syncBuffer is a log sink that the tracker's goroutine and the test
+// share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestMLflowOnSmolLM2: a SmolLM2 run, interrupted and resumed, then
+// evaluated, is one MLflow run on a real server: the recipe as its
+// parameters, every step's loss, validation loss, learning rate, gradient
+// norm and tokens/s as metrics.jsonl has them, the eval's scores with
+// their intervals, and the adapter's metadata, data report and eval
+// reports as artifacts. The server is stopped for some steps of the
+// resumed training: the run finishes, says so once, and the metrics of
+// those steps arrive once the server is back.
+func TestMLflowOnSmolLM2(t *testing.T) {
+	srv := tracktest.StartMLflow(t)
+	r := smolRecipe(t, 9, "track:\n  mlflow: "+srv.URI+"\n  experiment: smol-track\n")
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	out := filepath.Join(t.TempDir(), "run")
+	run, res, err := Start(ctx, r, TrainOptions{Out: out, Logger: log, Progress: func(m lora.Metrics) {
+		if m.Step == 3 {
+			cancel()
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Close()
+	if !res.Interrupted {
+		t.Fatal("not interrupted")
+	}
+	first := track.ReadRecord(run.Dir)
+	if first == nil {
+		t.Fatalf("no %s after the first session:\n%s", track.MLflowFile, logs.String())
+	}
+	if st := srv.GetRun(first.RunID).Info.Status; st != "KILLED" {
+		t.Errorf("interrupted run's status %s", st)
+	}
+	run, err = Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err = run.Resume(context.Background(), TrainOptions{Logger: log, Progress: func(m lora.Metrics) {
+		switch m.Step {
+		case 5:
+			srv.Stop()
+		case 7:
+			srv.Start()
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Close()
+	if res.Interrupted || res.Steps != 9 {
+		t.Fatalf("resumed run: %+v", res)
+	}
+	eres, err := run.Eval(context.Background(), EvalOptions{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Close()
+	rec := track.ReadRecord(run.Dir)
+	if rec == nil || rec.RunID != first.RunID {
+		t.Fatalf("the resumed run went to MLflow run %+v, not %s", rec, first.RunID)
+	}
+	if n := strings.Count(logs.String(), "does not answer"); n != 1 {
+		t.Errorf("%d warnings that MLflow does not answer, want 1:\n%s", n, logs.String())
+	}
+	if _, err := os.Stat(run.Path(track.PendingFile)); err == nil {
+		t.Errorf("%s left though the server answered", track.PendingFile)
+	}
+	got := srv.GetRun(rec.RunID)
+	if got.Info.Status != "FINISHED" || got.Param("lora.rank") != "4" || got.Param("train.max_steps") != "9" || got.Param("base") != "catalog:smollm2-135m-instruct" {
+		t.Errorf("MLflow's run: status %s, params %v", got.Info.Status, got.Data.Params)
+	}
+	if runs := srv.Runs("smol-track"); len(runs) != 1 {
+		t.Errorf("%d MLflow runs in the experiment, want 1", len(runs))
+	}
+	// Every step, as metrics.jsonl has it (the last value of a step a
+	// resume did again).
+	hist := map[string][][2]float64{}
+	for _, m := range readMetrics(t, run) {
+		for k := range stepScalars(m) {
+			if _, ok := hist[k]; !ok {
+				for _, p := range srv.History(rec.RunID, k) {
+					hist[k] = append(hist[k], [2]float64{float64(p.Step), p.Value})
+				}
+			}
+		}
+	}
+	checkStepScalars(t, lastPerStep(readMetrics(t, run)), lastOf(hist))
+	tuned := eres.Contestant("tuned").Scores["label_accuracy"]
+	for k, want := range map[string]float64{"eval/tuned/label_accuracy": tuned.Value, "eval/tuned/label_accuracy/ci_low": tuned.Low, "eval/tuned/label_accuracy/ci_high": tuned.High} {
+		if h := srv.History(rec.RunID, k); len(h) != 1 || h[0].Value != want || h[0].Step != 9 {
+			t.Errorf("%s: %v, want %g at step 9", k, h, want)
+		}
+	}
+	arts := srv.Artifacts(rec.RunID, "")
+	for _, want := range []string{AdapterInfoFile, DataReportFile, "eval/results.json", "eval/report.md", "eval/report.html"} {
+		if !slices.Contains(arts, want) {
+			t.Errorf("artifact %s missing from %q", want, arts)
+		}
+	}
+	if b, err := srv.Artifact(rec.RunID, "eval/results.json"); err != nil || !strings.Contains(string(b), `"contestants"`) {
+		t.Errorf("eval/results.json as MLflow serves it: %v", err)
+	}
+}
+
+// lastPerStep keeps the last metrics of each step (a resume from a
+// checkpoint repeats the steps after it).
+func lastPerStep(ms []lora.Metrics) []lora.Metrics {
+	var out []lora.Metrics
+	for _, m := range ms {
+		if n := len(out); n > 0 && out[n-1].Step >= m.Step {
+			for len(out) > 0 && out[len(out)-1].Step >= m.Step {
+				out = out[:len(out)-1]
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// lastOf keeps the last value of each step of every history.
+func lastOf(h map[string][][2]float64) map[string][][2]float64 {
+	out := map[string][][2]float64{}
+	for k, rows := range h {
+		var kept [][2]float64
+		for _, r := range rows {
+			if n := len(kept); n > 0 && kept[n-1][0] == r[0] {
+				kept[n-1] = r
+				continue
+			}
+			kept = append(kept, r)
+		}
+		out[k] = kept
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -229,6 +230,12 @@ func columnsOf(r *evals.Results) []string {
 // .html and .json, holding the leaderboard lock (trials that end at once
 // take turns).
 func (s *Sweep) WriteLeaderboard(ctx context.Context) (*Leaderboard, error) {
+	return s.writeLeaderboard(ctx, nil)
+}
+
+// writeLeaderboard is WriteLeaderboard, which also sends the leaderboard
+// to the sweep's MLflow run, logging to log.
+func (s *Sweep) writeLeaderboard(ctx context.Context, log *slog.Logger) (*Leaderboard, error) {
 	unlock, err := s.lock(LeaderboardLock, "the leaderboard", true)
 	if err != nil {
 		return nil, err
@@ -252,7 +259,11 @@ func (s *Sweep) WriteLeaderboard(ctx context.Context) (*Leaderboard, error) {
 	if err != nil {
 		return nil, err
 	}
-	return lb, atomicfile.Write(s.Path(LeaderboardHTML), h)
+	if err := atomicfile.Write(s.Path(LeaderboardHTML), h); err != nil {
+		return nil, err
+	}
+	s.trackLeaderboard(lb, log)
+	return lb, nil
 }
 
 // BestRun is the run folder of the best trial.

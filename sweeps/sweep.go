@@ -287,6 +287,10 @@ func Create(spec *Spec, out, root string, log *slog.Logger) (*Sweep, error) {
 			return nil, err
 		}
 	}
+	// The parent MLflow run of the trials' runs.
+	if t := s.openTracker(log); t != nil {
+		t.Close()
+	}
 	return s, nil
 }
 

@@ -71,7 +71,7 @@ func (s *Sweep) RunTrial(ctx context.Context, i int, o TrialOptions) error {
 	if werr := s.writeStatus(st); werr != nil {
 		return errors.Join(err, werr)
 	}
-	if _, lerr := s.WriteLeaderboard(context.WithoutCancel(ctx)); lerr != nil {
+	if _, lerr := s.writeLeaderboard(context.WithoutCancel(ctx), log); lerr != nil {
 		log.Warn("could not update the leaderboard", "err", lerr)
 	}
 	return err
@@ -103,7 +103,8 @@ func (s *Sweep) runTrial(ctx context.Context, t Trial, st *Status, o TrialOption
 	st.Threads = r.Train.Threads
 	dir := s.TrialDir(t.Index)
 	command := fmt.Sprintf("finetune sweep task %s %d", s.Dir, t.Index)
-	topts := runs.TrainOptions{Out: dir, Overrides: sets, Command: command, Base: o.Base, Logger: log, AcceptChangedData: o.AcceptChangedData}
+	topts := runs.TrainOptions{Out: dir, Overrides: sets, Command: command, Base: o.Base, Logger: log, AcceptChangedData: o.AcceptChangedData,
+		TrackParent: s.trackParent()}
 	start := time.Now()
 	var run *runs.Run
 	if _, serr := os.Stat(filepath.Join(dir, runs.RunFile)); serr == nil {
