@@ -19,6 +19,7 @@ func (s *Sweep) openTracker(log *slog.Logger) *track.Tracker {
 	}
 	r, err := s.Spec.recipe(s.Spec.Overrides)
 	if err != nil {
+		log.Warn("tracking is off for this sweep: its recipe does not load", "err", err)
 		return nil
 	}
 	cfg := runs.TrackConfig(r, s.Dir, s.Spec.Name+"/sweep-"+filepath.Base(s.Dir))

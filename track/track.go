@@ -221,7 +221,7 @@ func (t *Tracker) Close() error {
 
 // op is one thing to send, as PendingFile lists it.
 type op struct {
-	Kind    string   `json:"kind"` // metrics, params, tags, artifact, status
+	Kind    string   `json:"kind"` // create, metrics, params, tags, artifact, status
 	Metrics []Metric `json:"metrics,omitempty"`
 	Params  []Tag    `json:"params,omitempty"`
 	Tags    []Tag    `json:"tags,omitempty"`
@@ -264,6 +264,9 @@ func newSender(cfg Config, log *slog.Logger) *sender {
 		if cfg.Running {
 			s.queue = append(s.queue, op{Kind: "status", Status: "RUNNING"})
 		}
+	} else {
+		// The run shows in MLflow from the start, before any figure.
+		s.queue = append(s.queue, op{Kind: "create"})
 	}
 	// What an earlier tracker of the folder could not send goes first.
 	if b, err := os.ReadFile(filepath.Join(cfg.Dir, PendingFile)); err == nil {
