@@ -388,3 +388,35 @@ func TestDedupeKeys(t *testing.T) {
 		t.Errorf("near with 0: %v", err)
 	}
 }
+
+// TestTrackSection: track.mlflow is an http(s) address without
+// credentials, or off; the resolved recipe keeps the section.
+func TestTrackSection(t *testing.T) {
+	r, err := Load(write(t, good), []string{"track.mlflow=http://127.0.0.1:5000", "track.experiment=support", "track.tensorboard=false"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Track.MLflow != "http://127.0.0.1:5000" || r.Track.Experiment != "support" || r.Track.TensorBoard == nil || *r.Track.TensorBoard {
+		t.Fatalf("track: %+v", r.Track)
+	}
+	y, err := r.YAML()
+	if err != nil || !strings.Contains(string(y), "mlflow: http://127.0.0.1:5000") {
+		t.Fatalf("resolved recipe lacks the track section: %v\n%s", err, y)
+	}
+	if _, err := Load(write(t, good), []string{"track.mlflow=off"}); err != nil {
+		t.Fatal(err)
+	}
+	for set, want := range map[string]string{
+		"track.mlflow=http://me:secret@mlflow.example:5000": "track.mlflow: the address holds credentials: remove them and set MLFLOW_TRACKING_USERNAME",
+		"track.mlflow=file:///tmp/mlruns":                   `track.mlflow: "file:///tmp/mlruns" is not the http:// or https:// address`,
+		"track.mlflow=mlflow.example:5000":                  "is not the http:// or https:// address",
+	} {
+		_, err := Load(write(t, good), []string{set})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("--set %s: %v, want %q", set, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("the error repeats the password: %v", err)
+		}
+	}
+}

@@ -1,5 +1,7 @@
 package runs
 
+import "github.com/finetune-dev/finetune/track"
+
 // A run folder, runs/<recipe name>/<timestamp>/ unless --out names another.
 // Every file a run holds is named here, with what writes it and what reads
 // it. Paths inside these files are absolute.
@@ -51,6 +53,20 @@ const (
 	// uploaded, and the Modelfile's FROM. Written by Publish; read by
 	// `ollama create NAME -f Modelfile`.
 	MergedFile = "model.gguf"
+	// TrackFile names the run's MLflow run (track.Record: the server's
+	// address without credentials, the experiment and run ids), so that a
+	// resume and an eval go on in the same MLflow run; TrackPendingFile
+	// lists what the server did not take before the run's last tracker
+	// closed (the next one, at resume or eval, sends it first). Written by
+	// the run's tracker when the recipe's track.mlflow or
+	// MLFLOW_TRACKING_URI names a server.
+	TrackFile        = track.MLflowFile
+	TrackPendingFile = track.PendingFile
+	// EventFiles are TensorBoard's event files, one per training session
+	// and per eval: every step's training scalars, the eval's scores and
+	// its headline as text. Written by the run's tracker unless
+	// track.tensorboard is false; read by `tensorboard --logdir runs`.
+	EventFiles = "events.out.tfevents.*"
 	// LegacyBaseFile named the base in run folders made before RunFile
 	// existed; Open still reads it.
 	LegacyBaseFile = "base.txt"

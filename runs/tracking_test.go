@@ -9,9 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/finetune-dev/finetune/internal/shared"
 	"github.com/finetune-dev/finetune/lora"
@@ -282,4 +284,47 @@ func lastOf(h map[string][][2]float64) map[string][][2]float64 {
 		out[k] = kept
 	}
 	return out
+}
+
+// TestTrackingOverhead measures what tracking costs a short SmolLM2 run:
+// runs without any tracker and with both (TensorBoard event files and a
+// real MLflow server on the same machine), alternated, side by side. It
+// runs only when FINETUNE_TRACK_OVERHEAD=N (N pairs) is set: it is a
+// measurement, not a check.
+func TestTrackingOverhead(t *testing.T) {
+	pairs, _ := strconv.Atoi(os.Getenv("FINETUNE_TRACK_OVERHEAD"))
+	if pairs <= 0 {
+		t.Skip("SKIPPED: a measurement; FINETUNE_TRACK_OVERHEAD=3 runs 3 pairs")
+	}
+	srv := tracktest.StartMLflow(t)
+	off := smolRecipe(t, 20, "track:\n  mlflow: \"off\"\n  tensorboard: false\n")
+	on := smolRecipe(t, 20, "track:\n  mlflow: "+srv.URI+"\n  experiment: overhead\n")
+	var rows [2][]*lora.Result
+	var walls [2][]float64
+	for i := 0; i < 2*pairs; i++ {
+		mode := i % 2
+		if (i/2)%2 == 1 {
+			mode = 1 - mode // ABBA: neither goes first every time
+		}
+		r := []*recipes.Recipe{off, on}[mode]
+		start := time.Now()
+		run, res, err := Start(context.Background(), r, TrainOptions{Out: filepath.Join(t.TempDir(), "run"), Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run.Close()
+		wall := time.Since(start).Seconds()
+		rows[mode] = append(rows[mode], res)
+		walls[mode] = append(walls[mode], wall)
+		t.Logf("%-8s steps %5.1fs  wall %5.1fs  (%.0f tokens/s)", []string{"off", "tracked"}[mode], res.StepsSeconds, wall, float64(res.TokensSeen)/res.StepsSeconds)
+	}
+	med := func(xs []float64) float64 { s := slices.Clone(xs); slices.Sort(s); return s[len(s)/2] }
+	var steps [2][]float64
+	for m := range rows {
+		for _, r := range rows[m] {
+			steps[m] = append(steps[m], r.StepsSeconds)
+		}
+	}
+	t.Logf("median steps time: off %.1fs, tracked %.1fs (x%.3f); median wall: off %.1fs, tracked %.1fs (x%.3f)",
+		med(steps[0]), med(steps[1]), med(steps[1])/med(steps[0]), med(walls[0]), med(walls[1]), med(walls[1])/med(walls[0]))
 }

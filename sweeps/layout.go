@@ -38,6 +38,9 @@ const (
 	LeaderboardMD   = "leaderboard.md"
 	LeaderboardHTML = "leaderboard.html"
 	LeaderboardJSON = "leaderboard.json"
+	// The sweep's MLflow run, the parent of its trials' runs, is named in
+	// track.MLflowFile (what is unsent in track.PendingFile), written when
+	// the sweep is made and with the leaderboard, under LeaderboardLock.
 	// LockFile is held (flock) while submitting, resuming or cancelling;
 	// LeaderboardLock while the leaderboard is written.
 	LockFile        = ".lock"
