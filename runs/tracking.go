@@ -100,8 +100,11 @@ func (run *Run) openTracker(running bool, parent string) *track.Tracker {
 	cfg.Tags = map[string]string{"finetune.base": run.Record.Base.Ref, "finetune.base_sha256": run.Record.Base.SHA256}
 	t, err := track.Open(cfg)
 	if err != nil {
-		run.Logger().Warn("tracking is off for this run", "err", err)
-		return nil
+		// An MLFLOW_TRACKING_URI that is no server's address (the
+		// recipe's own is checked when it loads).
+		run.Logger().Warn("mlflow: tracking is off for this run", "err", err)
+		cfg.MLflow = ""
+		t, _ = track.Open(cfg)
 	}
 	return t
 }

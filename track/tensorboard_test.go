@@ -76,3 +76,17 @@ func TestEventFilesReadByTensorBoard(t *testing.T) {
 		t.Errorf("after a torn record: %d losses, want 10", len(ev.Scalars["train/loss"]))
 	}
 }
+
+// BenchmarkScalars: what one training step's figures cost the run with
+// TensorBoard on (six scalars, written and flushed to the event file).
+func BenchmarkScalars(b *testing.B) {
+	tr, err := track.Open(track.Config{Dir: b.TempDir(), TensorBoard: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	v := map[string]float64{"train/loss": 1.5, "train/val_loss": 1.6, "train/learning_rate": 4e-3, "train/grad_norm": 0.9, "train/tokens_per_s": 900, "train/epoch": 0.1}
+	for i := 0; b.Loop(); i++ {
+		tr.Scalars(i, v)
+	}
+}
