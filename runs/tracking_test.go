@@ -25,7 +25,7 @@ import (
 // smolRecipe is a short run of SmolLM2-135M-Instruct on the customer
 // support recipe's data (steps training steps, validation every 3), with
 // a 4-case eval of base and tuned; extra is appended to the recipe.
-func smolRecipe(t *testing.T, steps int, extra string) *recipes.Recipe {
+func smolRecipe(t *testing.T, steps int, extra string, sets ...string) *recipes.Recipe {
 	t.Helper()
 	p := shared.Path(t, "models/SmolLM2-135M-Instruct.Q4_1.gguf")
 	t.Setenv("FINETUNE_SHARED", filepath.Dir(filepath.Dir(p)))
@@ -39,7 +39,7 @@ func smolRecipe(t *testing.T, steps int, extra string) *recipes.Recipe {
 		"train:\n  max_steps: " + itoa(steps) + "\n  learning_rate: 4e-3\n  eval_every: 3\n  val_windows: 2\n  checkpoint_every: 50\n  threads: 2\n  seed: 7\n" +
 		"eval:\n  max_cases: 4\n  contestants:\n    - name: base\n      kind: local\n    - name: tuned\n      kind: local\n      adapter: tuned\n" +
 		"  metrics:\n    - name: label_accuracy\n      pattern: \"Intent: *([a-z_]+)\"\n    - name: rouge_l\n  generation:\n    max_tokens: 12\n    temperature: 0\n" + extra
-	return recipe(t, t.TempDir(), body)
+	return recipe(t, t.TempDir(), body, sets...)
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
@@ -297,8 +297,8 @@ func TestTrackingOverhead(t *testing.T) {
 		t.Skip("SKIPPED: a measurement; FINETUNE_TRACK_OVERHEAD=3 runs 3 pairs")
 	}
 	srv := tracktest.StartMLflow(t)
-	off := smolRecipe(t, 20, "track:\n  mlflow: \"off\"\n  tensorboard: false\n")
-	on := smolRecipe(t, 20, "track:\n  mlflow: "+srv.URI+"\n  experiment: overhead\n")
+	off := smolRecipe(t, 10, "track:\n  mlflow: \"off\"\n  tensorboard: false\n", "train.eval_every=10")
+	on := smolRecipe(t, 10, "track:\n  mlflow: "+srv.URI+"\n  experiment: overhead\n", "train.eval_every=10")
 	var rows [2][]*lora.Result
 	var walls [2][]float64
 	for i := 0; i < 2*pairs; i++ {
