@@ -314,6 +314,10 @@ func (s *sender) loop() {
 	wait := time.Second
 	for {
 		s.mu.Lock()
+		if s.stopped {
+			s.mu.Unlock()
+			return
+		}
 		if len(s.queue) == 0 {
 			closing := s.closing
 			s.mu.Unlock()
