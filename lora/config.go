@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/finetune-dev/finetune/internal/ggml"
 )
 
 // Config holds every setting of a training run. Zero values take the
@@ -58,6 +60,9 @@ type Config struct {
 	// window, not only the rows that predict a target, as the engine did
 	// before (for benchmarks that compare the two).
 	EveryRow bool
+	// Profile, when set, times every node of every graph the run computes
+	// (one node at a time, so slower; for benchmarks).
+	Profile *ggml.Profile
 
 	// Files are where the run's products go.
 	Files Files

@@ -81,6 +81,8 @@ type engine struct {
 	// did before it ran over the target rows only (benchmarks compare).
 	allRows   bool
 	rowLabels []float32
+	// prof, when set, times every node of every graph the engine runs.
+	prof *ggml.Profile
 }
 
 type pairTensors struct {
@@ -146,7 +148,9 @@ type graph struct {
 	gradIn ggml.Tensor
 	host   []hostInput   // more inputs, set from host memory
 	outs   []ggml.Tensor // outputs a graph built for one use hands back
-	drops  []ggml.Tensor
+	drops  []ggml.Tensor // dropout masks, computed from dropSeed
+	// dropSeed is the I32 input the dropout masks are computed from.
+	dropSeed ggml.Tensor
 	loss   ggml.Tensor
 	seed   ggml.Tensor // the loss gradient that starts the backward pass
 	logits ggml.Tensor
@@ -362,11 +366,17 @@ func (n *net) attentionInputs() {
 func (n *net) dropouts(layers ...int) { n.dropoutsOf(layers, nil) }
 
 // dropoutsOf adds the dropout masks of the pairs of the given layers (all
-// when nil) and targets (all when nil).
+// when nil) and targets (all when nil): computed in the graph from the
+// window's dropout seed (gr.dropSeed), one stream per pair, so that a
+// layer recomputed in another graph drops the same values.
 func (n *net) dropoutsOf(layers []int, targets []string) {
 	e := n.e
 	if !n.train || e.dropout <= 0 {
 		return
+	}
+	if !n.gr.dropSeed.Valid() {
+		n.gr.dropSeed = n.x.New1D(ggml.TypeI32, 4).SetName("dropout_seed")
+		n.gr.dropSeed.SetInput()
 	}
 	n.gr.drops = make([]ggml.Tensor, len(e.pairs))
 	for i, p := range e.pairs {
@@ -376,9 +386,7 @@ func (n *net) dropoutsOf(layers []int, targets []string) {
 		if !isLayerTarget(p.target) {
 			continue // as PEFT: no dropout before the embedding's update; none kept for the head's
 		}
-		d := n.x.New2D(ggml.TypeF32, p.nIn, e.ctxLen).SetName(WeightName(p.layer, p.target) + ".dropout")
-		d.SetInput()
-		n.gr.drops[i] = d
+		n.gr.drops[i] = n.x.DropoutMask(n.gr.dropSeed, i, p.nIn, e.ctxLen).SetName(WeightName(p.layer, p.target) + ".dropout")
 	}
 }
 
@@ -670,7 +678,7 @@ func (e *engine) useRows(kind graphKind, nRows int) (*graph, error) {
 }
 
 // runRows computes a Rows graph on in: its head over in's target rows.
-func (e *engine) runRows(gr *graph, in *inputs, seed float32, drops [][]float32) error {
+func (e *engine) runRows(gr *graph, in *inputs, seed float32, drops uint64) error {
 	V := e.base.Hyper.VocabSize
 	if len(e.rowLabels) < V*gr.nRows {
 		e.rowLabels = make([]float32, V*gr.nRows)
@@ -775,7 +783,7 @@ func (e *engine) prepare(w *Window, in *inputs, withLabels bool) {
 
 // run computes graph gr on prepared inputs; seed scales the gradient (the
 // backward pass differentiates seed·loss).
-func (e *engine) run(gr *graph, in *inputs, seed float32, drops [][]float32) error {
+func (e *engine) run(gr *graph, in *inputs, seed float32, drops uint64) error {
 	if gr.tokens.Valid() {
 		gr.tokens.SetI32(in.tokens)
 	}
@@ -789,10 +797,8 @@ func (e *engine) run(gr *graph, in *inputs, seed float32, drops [][]float32) err
 		gr.rows.SetF32(in.rows)
 		gr.labels.SetF32(in.labels)
 	}
-	for i, d := range gr.drops {
-		if d.Valid() {
-			d.SetF32(drops[i])
-		}
+	if gr.dropSeed.Valid() {
+		gr.dropSeed.SetI32(ggml.DropoutSeed(drops, float64(e.dropout)))
 	}
 	if gr.seed.Valid() {
 		gr.seed.SetF32([]float32{seed})
@@ -800,7 +806,7 @@ func (e *engine) run(gr *graph, in *inputs, seed float32, drops [][]float32) err
 	for _, h := range gr.host {
 		h.t.SetF32(h.v)
 	}
-	return gr.sched.Compute(gr.g)
+	return e.compute(gr.sched, gr.g)
 }
 
 // windowLoss converts the graph's loss, a mean over all T rows including
@@ -931,6 +937,14 @@ func (e *engine) transposeInto(w, dst ggml.Tensor) error {
 	if err := s.Alloc(g); err != nil {
 		return err
 	}
+	return e.compute(s, g)
+}
+
+// compute runs g on s, node by node into e.prof when profiling.
+func (e *engine) compute(s *ggml.Sched, g ggml.Graph) error {
+	if e.prof != nil {
+		return s.ComputeProfiled(g, e.prof)
+	}
 	return s.Compute(g)
 }
 
@@ -945,7 +959,7 @@ func (e *engine) logf(msg string, args ...any) {
 // to gA and gB the gradients of its targets' summed cross-entropy divided
 // by n (the optimizer step's target count). It returns the window's mean
 // cross-entropy over its targets.
-func (e *engine) trainWindow(in *inputs, n int, drops [][]float32, gA, gB [][]float32) (float64, error) {
+func (e *engine) trainWindow(in *inputs, n int, drops uint64, gA, gB [][]float32) (float64, error) {
 	if in.targets == 0 {
 		return 0, nil
 	}
@@ -1000,7 +1014,7 @@ func (e *engine) lossWindow(in *inputs) (float64, error) {
 		if err := e.initSegments(); err != nil {
 			return 0, err
 		}
-		if err := e.segForward(in, nil, false); err != nil {
+		if err := e.segForward(in, 0, false); err != nil {
 			return 0, err
 		}
 		sum, err := e.segHead(in, 0, false, nil, nil)
@@ -1010,10 +1024,10 @@ func (e *engine) lossWindow(in *inputs) (float64, error) {
 	var err error
 	if e.allRows {
 		if gr, err = e.use(graphLoss); err == nil {
-			err = e.run(gr, in, 0, nil)
+			err = e.run(gr, in, 0, 0)
 		}
 	} else if gr, err = e.useRows(graphLossRows, in.targets); err == nil {
-		err = e.runRows(gr, in, 0, nil)
+		err = e.runRows(gr, in, 0, 0)
 	}
 	if err != nil {
 		return 0, err

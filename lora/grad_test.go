@@ -61,7 +61,7 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 
 			// Analytic gradients of the mean loss over the targets.
 			gradA, gradB := zeroGrads(e)
-			if _, err := e.trainWindow(&in, in.targets, nil, gradA, gradB); err != nil {
+			if _, err := e.trainWindow(&in, in.targets, 0, gradA, gradB); err != nil {
 				t.Fatal(err)
 			}
 			lossAt := func() float64 {

@@ -59,7 +59,7 @@ func (m Memory) Choose(mode string, avail int64) (checkpoint bool, need int64) {
 // copies, the activations the backward pass keeps, the logits and labels,
 // and the LoRA tensors with their optimizer state. It is an estimate,
 // used to choose the path and to refuse runs that cannot fit.
-func EstimateMemory(path string, ctxLen, rank, targets int) (Memory, error) {
+func EstimateMemory(path string, ctxLen, rank int, targets []string) (Memory, error) {
 	f, err := gguf.Open(path)
 	if err != nil {
 		return Memory{}, err
@@ -90,7 +90,7 @@ func EstimateMemory(path string, ctxLen, rank, targets int) (Memory, error) {
 		headT = int64(h.Embedding) * int64(h.VocabSize) * 34 / 32
 		transposed += headT
 	}
-	loraVals = loraVals * int64(targets) / 7
+	loraVals = loraVals * int64(len(targets)) / 7
 	T, E, FF, V, L := int64(ctxLen), int64(h.Embedding), int64(h.FeedForward), int64(h.VocabSize), int64(h.Layers)
 	H, kv := int64(h.Heads), int64(h.KVHeads*h.HeadDim)
 	perLayer := T*(12*E+4*FF+3*kv) + 2*T*T*H // floats the backward pass keeps

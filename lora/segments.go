@@ -98,7 +98,7 @@ func (s *segments) close() {
 // once builds a graph with build, allocates it on the shared scheduler,
 // sets its inputs, computes it and hands it to read before its context is
 // freed.
-func (e *engine) once(build func(gr *graph) error, in *inputs, seed float32, drops [][]float32, read func(gr *graph) error) error {
+func (e *engine) once(build func(gr *graph) error, in *inputs, seed float32, drops uint64, read func(gr *graph) error) error {
 	ctx, err := e.newGraphCtx()
 	if err != nil {
 		return err
@@ -128,7 +128,7 @@ func (e *engine) once(build func(gr *graph) error, in *inputs, seed float32, dro
 }
 
 // segForward runs the window through every layer, keeping hidden[l].
-func (e *engine) segForward(in *inputs, drops [][]float32, train bool) error {
+func (e *engine) segForward(in *inputs, drops uint64, train bool) error {
 	hidden := e.seg.hidden
 	return e.once(func(gr *graph) error {
 		x := gr.ctx
@@ -258,7 +258,7 @@ func (e *engine) segHead(in *inputs, seed float32, backward bool, gA, gB [][]flo
 			// The chunk's loss is a mean over its C rows.
 			gr.seed.SetF32([]float32{seed * float32(C)})
 		}
-		if err := gr.sched.Compute(gr.g); err != nil {
+		if err := e.compute(gr.sched, gr.g); err != nil {
 			return 0, err
 		}
 		sum += float64(gr.loss.GetF32(nil)[0])*float64(C) - float64(C-real)*logV
@@ -275,7 +275,7 @@ func (e *engine) segHead(in *inputs, seed float32, backward bool, gA, gB [][]flo
 
 // segBackward runs the layers' backward passes from the gradient in
 // e.seg.grad, adding the LoRA gradients to gA and gB.
-func (e *engine) segBackward(in *inputs, drops [][]float32, gA, gB [][]float32) error {
+func (e *engine) segBackward(in *inputs, drops uint64, gA, gB [][]float32) error {
 	s := e.seg
 	for l := e.base.Hyper.Layers - 1; l >= 0; l-- {
 		if e.kvPerGraph() > 0 {
@@ -480,7 +480,7 @@ type split struct {
 
 // segBackwardSplit is one layer's backward pass in the split graphs,
 // from the gradient of its output in e.seg.grad to that of its input.
-func (e *engine) segBackwardSplit(l int, in *inputs, drops [][]float32, gA, gB [][]float32) error {
+func (e *engine) segBackwardSplit(l int, in *inputs, drops uint64, gA, gB [][]float32) error {
 	s := e.seg
 	h := e.base.Hyper
 	T, E, hd, H, KV := e.ctxLen, h.Embedding, h.HeadDim, h.Heads, h.KVHeads
@@ -563,7 +563,7 @@ func (e *engine) segBackwardSplit(l int, in *inputs, drops [][]float32, gA, gB [
 				gr.outs = append(gr.outs, gt)
 			}
 			return nil
-		}, in, 1, nil, func(gr *graph) error {
+		}, in, 1, 0, func(gr *graph) error {
 			if !backward {
 				sp.og = gr.outs[0].GetF32(sp.og)
 				headsOf(sp.og, sp.o, hd, H, T, h0, qh, true)

@@ -53,7 +53,7 @@ func TestTransposedInputGradients(t *testing.T) {
 				var in inputs
 				e.prepare(w, &in, true)
 				gA, gB := zeroGrads(e)
-				if _, err := e.trainWindow(&in, in.targets, nil, gA, gB); err != nil {
+				if _, err := e.trainWindow(&in, in.targets, 0, gA, gB); err != nil {
 					t.Fatal(err)
 				}
 				var all []float32

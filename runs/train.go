@@ -84,7 +84,7 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 	for _, n := range rep.Notes {
 		log.Info(n)
 	}
-	mem, err := lora.EstimateMemory(path, r.Data.SeqLen, r.LoRA.Rank, len(r.LoRA.Targets))
+	mem, err := lora.EstimateMemory(path, r.Data.SeqLen, r.LoRA.Rank, r.LoRA.Targets)
 	if err != nil {
 		return nil, err
 	}
