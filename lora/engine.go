@@ -151,11 +151,11 @@ type graph struct {
 	drops  []ggml.Tensor // dropout masks, computed from dropSeed
 	// dropSeed is the I32 input the dropout masks are computed from.
 	dropSeed ggml.Tensor
-	loss   ggml.Tensor
-	seed   ggml.Tensor // the loss gradient that starts the backward pass
-	logits ggml.Tensor
-	gradA  []ggml.Tensor
-	gradB  []ggml.Tensor
+	loss     ggml.Tensor
+	seed     ggml.Tensor // the loss gradient that starts the backward pass
+	logits   ggml.Tensor
+	gradA    []ggml.Tensor
+	gradB    []ggml.Tensor
 }
 
 // hostInput is an input tensor and the values run sets it to.
