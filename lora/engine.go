@@ -67,6 +67,7 @@ type engine struct {
 	// Transposed copies of the frozen weights, for input gradients by
 	// mul_mat instead of out_prod (see ggml.Graph.UseTransposed).
 	noTranspose bool
+	copyType    ggml.Type // of the copies: autoType, or one for every weight
 	wt          map[ggml.Tensor]ggml.Tensor
 	wtCtx       *ggml.Ctx
 	wtBuf       *ggml.Buffer
@@ -83,6 +84,11 @@ type engine struct {
 	rowLabels []float32
 	// prof, when set, times every node of every graph the engine runs.
 	prof *ggml.Profile
+	// measure builds the graphs and sizes their compute memory without
+	// allocating or computing them (EstimateMemory); measured sums the
+	// compute memory of the graphs that keep their own scheduler.
+	measure  bool
+	measured int64
 }
 
 type pairTensors struct {
@@ -174,7 +180,7 @@ func newEngine(base *Base, targets []string, rank int, scale float32, dropout fl
 // the engine owns dev from then on.
 func newEngineOn(dev *ggml.Backend, base *Base, targets []string, rank int, scale float32, dropout float32, ctxLen, threads int) (*engine, error) {
 	e := &engine{base: base, ctxLen: ctxLen, scale: scale, dropout: dropout, threads: threads, graphs: map[graphKind]*graph{}, outPair: -1, embPair: -1,
-		dev: dev, placed: map[string]bool{}}
+		copyType: autoType, dev: dev, placed: map[string]bool{}}
 	var err error
 	if e.backend, err = ggml.NewCPUBackend(threads); err != nil {
 		dev.Close()
@@ -665,6 +671,12 @@ func (e *engine) useRows(kind graphKind, nRows int) (*graph, error) {
 			return nil, err
 		}
 	}
+	if e.measure {
+		e.measured += int64(sched.ReserveSize(gr.g))
+		gr.sched = sched
+		e.graphs[kind] = gr
+		return gr, nil
+	}
 	sched.Reset()
 	if err := sched.Alloc(gr.g); err != nil {
 		sched.Close()
@@ -679,6 +691,9 @@ func (e *engine) useRows(kind graphKind, nRows int) (*graph, error) {
 
 // runRows computes a Rows graph on in: its head over in's target rows.
 func (e *engine) runRows(gr *graph, in *inputs, seed float32, drops uint64) error {
+	if e.measure {
+		return nil
+	}
 	V := e.base.Hyper.VocabSize
 	if len(e.rowLabels) < V*gr.nRows {
 		e.rowLabels = make([]float32, V*gr.nRows)
@@ -705,6 +720,11 @@ func (e *engine) use(kind graphKind) (*graph, error) {
 	if gr.sched, err = e.newSched(e.graphSize()); err != nil {
 		gr.ctx.Close()
 		return nil, err
+	}
+	if e.measure {
+		e.measured += int64(gr.sched.ReserveSize(gr.g))
+		e.graphs[kind] = gr
+		return gr, nil
 	}
 	if err := gr.sched.Alloc(gr.g); err != nil {
 		gr.sched.Close()
@@ -784,6 +804,9 @@ func (e *engine) prepare(w *Window, in *inputs, withLabels bool) {
 // run computes graph gr on prepared inputs; seed scales the gradient (the
 // backward pass differentiates seed·loss).
 func (e *engine) run(gr *graph, in *inputs, seed float32, drops uint64) error {
+	if e.measure {
+		return nil
+	}
 	if gr.tokens.Valid() {
 		gr.tokens.SetI32(in.tokens)
 	}
@@ -842,6 +865,18 @@ func (e *engine) frozenMatmulWeights() []ggml.Tensor {
 	return append(ws, e.base.output)
 }
 
+// copyTypeOf is the type of w's transposed copy: e.copyType when set
+// (not autoType), else transposeType(w).
+func (e *engine) copyTypeOf(w ggml.Tensor) ggml.Type {
+	if e.copyType != autoType {
+		return e.copyType
+	}
+	return transposeType(w)
+}
+
+// autoType leaves the type of the transposed copies to transposeType.
+const autoType ggml.Type = -1
+
 // transposeType is the type of a weight's transposed copy: the weight's own
 // for float types, else Q8_0 (F16 when rows do not split into its blocks).
 func transposeType(w ggml.Tensor) ggml.Type {
@@ -873,12 +908,16 @@ func (e *engine) transposeWeights() error {
 		if _, done := wt[w]; done {
 			continue
 		}
-		t := e.wtCtx.New2D(transposeType(w), w.Ne(1), w.Ne(0)).SetName(w.Name() + ".T")
+		t := e.wtCtx.New2D(e.copyTypeOf(w), w.Ne(1), w.Ne(0)).SetName(w.Name() + ".T")
 		wt[w] = t
 		order = append(order, w)
 	}
 	if e.wtBuf, err = e.wtCtx.AllocTensors(e.main()); err != nil {
 		return err
+	}
+	if e.measure {
+		e.wt = wt // sized; never written
+		return nil
 	}
 	start, last := time.Now(), time.Now()
 	var done int64
@@ -991,7 +1030,7 @@ func (e *engine) trainWindow(in *inputs, n int, drops uint64, gA, gB [][]float32
 		// The loss averages over the window's targets.
 		err = e.runRows(gr, in, float32(in.targets)/float32(n), drops)
 	}
-	if err != nil {
+	if err != nil || e.measure {
 		return 0, err
 	}
 	var buf []float32
@@ -1029,7 +1068,7 @@ func (e *engine) lossWindow(in *inputs) (float64, error) {
 	} else if gr, err = e.useRows(graphLossRows, in.targets); err == nil {
 		err = e.runRows(gr, in, 0, 0)
 	}
-	if err != nil {
+	if err != nil || e.measure {
 		return 0, err
 	}
 	return e.windowLoss(gr, in), nil

@@ -61,7 +61,7 @@ func memChild() {
 		}
 		ws = append(ws, w)
 	}
-	mem, err := EstimateMemory(r.Model, r.Ctx, 16, r.Targets)
+	mem, err := EstimateMemory(r.Model, r.Ctx, 16, r.Targets, 0.05)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)

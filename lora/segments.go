@@ -109,6 +109,10 @@ func (e *engine) once(build func(gr *graph) error, in *inputs, seed float32, dro
 		return err
 	}
 	gr.sched = e.seg.sched
+	if e.measure {
+		e.seg.peak = max(e.seg.peak, gr.sched.ReserveSize(gr.g))
+		return nil
+	}
 	gr.sched.Reset()
 	if err := gr.sched.Alloc(gr.g); err != nil {
 		return err
@@ -204,6 +208,11 @@ func (e *engine) headGraph(backward bool) (*graph, error) {
 	if gr.sched, err = e.newSched(e.graphSize()); err != nil {
 		return fail(err)
 	}
+	if e.measure {
+		e.measured += int64(gr.sched.ReserveSize(gr.g))
+		e.graphs[kind] = gr
+		return gr, nil
+	}
 	if err := gr.sched.Alloc(gr.g); err != nil {
 		gr.sched.Close()
 		return fail(err)
@@ -219,7 +228,7 @@ func (e *engine) headGraph(backward bool) (*graph, error) {
 // seed·(that sum) with respect to the last hidden state.
 func (e *engine) segHead(in *inputs, seed float32, backward bool, gA, gB [][]float32) (float64, error) {
 	gr, err := e.headGraph(backward)
-	if err != nil {
+	if err != nil || e.measure {
 		return 0, err
 	}
 	s := e.seg
@@ -352,14 +361,14 @@ func (e *engine) addPairGrads(gr *graph, gA, gB [][]float32, buf []float32) []fl
 }
 
 // transposedIn is w transposed ([n_out, n_in]) as a node of a graph in x,
-// of transposeType(w).
-func transposedIn(x *ggml.Ctx, w ggml.Tensor) ggml.Tensor {
+// of type tt.
+func transposedIn(x *ggml.Ctx, w ggml.Tensor, tt ggml.Type) ggml.Tensor {
 	src := w
 	if w.Type() != ggml.TypeF32 {
 		src = x.Cast(w, ggml.TypeF32)
 	}
 	t := x.Cont(x.Transpose(src))
-	if tt := transposeType(w); tt != ggml.TypeF32 {
+	if tt != ggml.TypeF32 {
 		t = x.Cast(t, tt)
 	}
 	return t
@@ -426,7 +435,7 @@ func (e *engine) seeded(gr *graph, l int, targets []string, outs []ggml.Tensor, 
 		for _, target := range targets {
 			w, _, _ := e.base.Weight(l, target)
 			if _, done := wt[w]; !done {
-				wt[w] = transposedIn(x, w)
+				wt[w] = transposedIn(x, w, e.copyTypeOf(w))
 				gr.g.Expand(wt[w])
 			}
 		}
@@ -491,7 +500,7 @@ func (e *engine) segBackwardSplit(l int, in *inputs, drops uint64, gA, gB [][]fl
 		*sp = split{
 			q: make([]float32, hd*H*T), k: make([]float32, hd*KV*T), v: make([]float32, hd*KV*T), o: make([]float32, hd*H*T),
 			dq: make([]float32, hd*H*T), dk: make([]float32, hd*KV*T), dv: make([]float32, hd*KV*T),
-			dh: make([]float32, E*T),
+			do: make([]float32, hd*H*T), dh: make([]float32, E*T),
 			qg: make([]float32, hd*qh*T), kg: make([]float32, hd*per*T), vg: make([]float32, hd*per*T),
 		}
 	}

@@ -124,7 +124,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 			}
 		}
 	}
-	mem, err := EstimateMemory(basePath, ctxLen, cfg.Rank, cfg.Targets)
+	mem, err := EstimateMemory(basePath, ctxLen, cfg.Rank, cfg.Targets, cfg.Dropout)
 	if err != nil {
 		return nil, err
 	}

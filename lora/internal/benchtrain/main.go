@@ -69,11 +69,21 @@ var shapes = []shape{
 	{Name: "1B F16 ctx 1024 r16", Cfg: llama1BF16(), Ctx: 1024, Rank: 16, Heavy: true},
 	{Name: "1B Q8_0 ctx 2048", Cfg: llama1B(), Ctx: 2048, Rank: 16, Heavy: true},
 	{Name: "1B Q8_0 ctx 4096", Cfg: llama1B(), Ctx: 4096, Rank: 16, Heavy: true},
+	// Llama-3.2-1B as it is: the head tied to the token embedding.
+	{Name: "1B tied Q8_0 ctx 2048", Cfg: llama1BTied(), Ctx: 2048, Rank: 16, Heavy: true},
 }
 
 // llama1B is Llama-3.2-1B's shape (its head tied to the embeddings).
 func llama1B() testmodel.Config {
 	return testmodel.Config{Layers: 16, Embd: 2048, Heads: 32, KVHeads: 8, FF: 8192, VocabSize: 128256, Context: 8192, Type: "q8_0"}
+}
+
+// llama1BTied is llama1B with the head tied to the token embedding, as
+// Llama-3.2-1B has it.
+func llama1BTied() testmodel.Config {
+	c := llama1B()
+	c.TiedOutput = true
+	return c
 }
 
 // llama1BF16 is llama1B with F16 weights.
@@ -110,13 +120,13 @@ type options struct {
 	steps, warmup, threads int
 	cache, mode            string
 	targets                string
-	trained                float64
+	trained, dropout       float64
 	fixed, profile, val    bool
 }
 
 func (o options) args() []string {
 	return []string{"-steps", fmt.Sprint(o.steps), "-warmup", fmt.Sprint(o.warmup), "-threads", fmt.Sprint(o.threads),
-		"-cache", o.cache, "-trained", fmt.Sprint(o.trained), "-fixed-threads=" + fmt.Sprint(o.fixed), "-device", o.device, "-targets", o.targets, "-profile=" + fmt.Sprint(o.profile), "-val=" + fmt.Sprint(o.val)}
+		"-cache", o.cache, "-trained", fmt.Sprint(o.trained), "-fixed-threads=" + fmt.Sprint(o.fixed), "-device", o.device, "-targets", o.targets, "-dropout", fmt.Sprint(o.dropout), "-profile=" + fmt.Sprint(o.profile), "-val=" + fmt.Sprint(o.val)}
 }
 
 func main() {
@@ -130,6 +140,7 @@ func main() {
 	trainedList := flag.String("trained", "1", "fraction of each window's tokens that are targets (SFT data: prompts masked); a comma-separated list runs each")
 	flag.StringVar(&o.device, "device", "cpu", "where to train: cpu, auto, cuda[:N] (backend libraries from FINETUNE_LIB_PATH, then bin/lib)")
 	flag.StringVar(&o.targets, "targets", "", "the LoRA targets, comma-separated (default: the seven projections; all: with output and token_embd)")
+	flag.Float64Var(&o.dropout, "dropout", 0, "LoRA dropout (the shipped recipes: 0.05)")
 	flag.BoolVar(&o.profile, "profile", false, "time every graph node of the measured steps (computed one node at a time) and print the time per op kind")
 	flag.BoolVar(&o.val, "val", false, "also time a validation pass over the windows after every step (seconds per window)")
 	flag.BoolVar(&o.fixed, "fixed-threads", true, "compute with exactly -threads threads (false: only the cores free at each step)")
@@ -295,7 +306,11 @@ func parseModes(s string) ([]string, error) {
 // test model or an F32 copy not written yet (wrote says so).
 func modelFile(s shape, cache string) (path string, wrote bool, err error) {
 	c := s.Cfg
-	return benchmodel.File(s.Model, s.F32, c, cache, fmt.Sprintf("L%d-E%d-H%d-%d-FF%d-V%d-%s.gguf", c.Layers, c.Embd, c.Heads, c.KVHeads, c.FF, c.VocabSize, c.Type))
+	tied := ""
+	if c.TiedOutput {
+		tied = "-tied"
+	}
+	return benchmodel.File(s.Model, s.F32, c, cache, fmt.Sprintf("L%d-E%d-H%d-%d-FF%d-V%d-%s%s.gguf", c.Layers, c.Embd, c.Heads, c.KVHeads, c.FF, c.VocabSize, c.Type, tied))
 }
 
 func pathName(mode string) string {
@@ -490,7 +505,7 @@ func runShape(s shape, o options) (r result) {
 	default:
 		targets = strings.Split(o.targets, ",")
 	}
-	mem, err := lora.EstimateMemory(path, T, rank, targets)
+	mem, err := lora.EstimateMemory(path, T, rank, targets, o.dropout)
 	if err != nil {
 		r.Error = err.Error()
 		return r
@@ -506,7 +521,7 @@ func runShape(s shape, o options) (r result) {
 	if ckpt == "old" {
 		ckpt = "off"
 	}
-	cfg := lora.Config{Rank: rank, Alpha: float64(alpha), MaxSteps: o.warmup + steps, Threads: threads, FixedThreads: o.fixed, Checkpointing: ckpt, EveryRow: o.mode == "old", Seed: 1, Device: o.device, Targets: targets,
+	cfg := lora.Config{Rank: rank, Alpha: float64(alpha), MaxSteps: o.warmup + steps, Threads: threads, FixedThreads: o.fixed, Checkpointing: ckpt, EveryRow: o.mode == "old", Seed: 1, Device: o.device, Targets: targets, Dropout: o.dropout,
 		Files: lora.Files{Checkpoint: filepath.Join(out, "checkpoint.gguf"), Metrics: filepath.Join(out, "metrics.jsonl"), Adapter: filepath.Join(out, "adapter.gguf")}}
 	if os.Getenv("BENCH_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
