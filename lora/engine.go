@@ -3,6 +3,7 @@ package lora
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -67,7 +68,10 @@ type engine struct {
 	// Transposed copies of the frozen weights, for input gradients by
 	// mul_mat instead of out_prod (see ggml.Graph.UseTransposed).
 	noTranspose bool
-	copyType    ggml.Type // of the copies: autoType, or one for every weight
+	// copyType is the type of every transposed copy; fwType, when not
+	// autoType, the type quantized weights are cast to for the layers'
+	// products (see setPrecision).
+	copyType, fwType ggml.Type
 	wt          map[ggml.Tensor]ggml.Tensor
 	wtCtx       *ggml.Ctx
 	wtBuf       *ggml.Buffer
@@ -157,6 +161,7 @@ type graph struct {
 	drops  []ggml.Tensor // dropout masks, computed from dropSeed
 	// dropSeed is the I32 input the dropout masks are computed from.
 	dropSeed ggml.Tensor
+	casts    map[ggml.Tensor]ggml.Tensor // a quantized weight's cast -> the weight
 	loss     ggml.Tensor
 	seed     ggml.Tensor // the loss gradient that starts the backward pass
 	logits   ggml.Tensor
@@ -180,7 +185,7 @@ func newEngine(base *Base, targets []string, rank int, scale float32, dropout fl
 // the engine owns dev from then on.
 func newEngineOn(dev *ggml.Backend, base *Base, targets []string, rank int, scale float32, dropout float32, ctxLen, threads int) (*engine, error) {
 	e := &engine{base: base, ctxLen: ctxLen, scale: scale, dropout: dropout, threads: threads, graphs: map[graphKind]*graph{}, outPair: -1, embPair: -1,
-		copyType: autoType, dev: dev, placed: map[string]bool{}}
+		copyType: ggml.TypeF32, fwType: ggml.TypeF32, dev: dev, placed: map[string]bool{}}
 	var err error
 	if e.backend, err = ggml.NewCPUBackend(threads); err != nil {
 		dev.Close()
@@ -420,11 +425,36 @@ func (n *net) frozen(w ggml.Tensor) ggml.Tensor {
 	return w
 }
 
+// dequantized is w as the products of a layer take it: a quantized weight
+// cast in the graph to e.fwType on the CPU (ggml's products with quantized
+// weights round their inputs to 8 bits and run several times slower than
+// F32 ones), one weight at a time, freed after its product; the backward
+// pass uses its transposed copy still (see finishBackward).
+func (n *net) dequantized(w ggml.Tensor) ggml.Tensor {
+	e := n.e
+	switch w.Type() {
+	case ggml.TypeF32, ggml.TypeF16, ggml.TypeBF16:
+		return w
+	}
+	if e.fwType == autoType || e.dev != nil {
+		return w
+	}
+	c := n.x.Cast(w, ggml.TypeF32)
+	if e.fwType != ggml.TypeF32 {
+		c = n.x.Cast(c, e.fwType)
+	}
+	if n.gr.casts == nil {
+		n.gr.casts = map[ggml.Tensor]ggml.Tensor{}
+	}
+	n.gr.casts[c] = w
+	return c
+}
+
 // proj is W·in for a target of layer l, plus its LoRA pair's scale·B·A·in.
 func (n *net) proj(l int, target string, in ggml.Tensor) ggml.Tensor {
 	x, e := n.x, n.e
 	w, _, _ := e.base.Weight(l, target)
-	y := x.MulMat(n.frozen(w), in)
+	y := x.MulMat(n.dequantized(n.frozen(w)), in)
 	i, ok := e.byLayer[l][target]
 	if !ok || !n.withLoRA {
 		return y
@@ -527,12 +557,12 @@ func (e *engine) finishBackward(gr *graph, wt map[ggml.Tensor]ggml.Tensor) error
 	gr.g.KeepInputsOf("RMS_NORM_BACK", "SOFT_MAX_BACK")
 	if !e.noTranspose {
 		if wt != nil {
-			gr.g.UseTransposed(wt)
+			gr.g.UseTransposed(gr.withCasts(wt))
 		}
 		if err := e.transposeWeights(); err != nil {
 			return err
 		}
-		gr.g.UseTransposed(e.wt)
+		gr.g.UseTransposed(gr.withCasts(e.wt))
 		// The out_prods left are those of the attention's activations
 		// and of the LoRA factors: on the CPU, mul_mats on transposed
 		// copies are faster (the copies are a CPU-only custom op, so a
@@ -551,6 +581,21 @@ func (e *engine) finishBackward(gr *graph, wt map[ggml.Tensor]ggml.Tensor) error
 	gr.seed = gr.g.Grad(gr.loss)
 	gr.seed.SetInput()
 	return nil
+}
+
+// withCasts is wt with the weights' casts in gr (see dequantized) mapped
+// to their weights' copies too.
+func (gr *graph) withCasts(wt map[ggml.Tensor]ggml.Tensor) map[ggml.Tensor]ggml.Tensor {
+	if len(gr.casts) == 0 {
+		return wt
+	}
+	m := maps.Clone(wt)
+	for c, w := range gr.casts {
+		if t, ok := wt[w]; ok {
+			m[c] = t
+		}
+	}
+	return m
 }
 
 // pairGrads marks the gradients of the LoRA pairs of the given layers (all
@@ -865,17 +910,22 @@ func (e *engine) frozenMatmulWeights() []ggml.Tensor {
 	return append(ws, e.base.output)
 }
 
-// copyTypeOf is the type of w's transposed copy: e.copyType when set
-// (not autoType), else transposeType(w).
-func (e *engine) copyTypeOf(w ggml.Tensor) ggml.Type {
-	if e.copyType != autoType {
-		return e.copyType
-	}
-	return transposeType(w)
-}
+// copyTypeOf is the type of w's transposed copy.
+func (e *engine) copyTypeOf(w ggml.Tensor) ggml.Type { return e.copyType }
 
-// autoType leaves the type of the transposed copies to transposeType.
+// autoType leaves a weight's type as it is (fwType).
 const autoType ggml.Type = -1
+
+// setPrecision sets the types of the products with frozen weights:
+// "bf16" makes the transposed copies BF16 and casts quantized weights to
+// BF16 for the layers' products (their inputs are then rounded to BF16,
+// the sums stay F32); "f32" (the default) makes both F32.
+func (e *engine) setPrecision(p string) {
+	e.copyType, e.fwType = ggml.TypeF32, ggml.TypeF32
+	if p == "bf16" {
+		e.copyType, e.fwType = ggml.TypeBF16, ggml.TypeBF16
+	}
+}
 
 // transposeType is the type of a weight's transposed copy: the weight's own
 // for float types, else Q8_0 (F16 when rows do not split into its blocks).

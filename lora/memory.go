@@ -3,6 +3,8 @@ package lora
 import (
 	"fmt"
 
+	"github.com/finetune-dev/finetune/internal/ggml"
+
 	"github.com/finetune-dev/finetune/internal/gguf"
 	"github.com/finetune-dev/finetune/internal/modelinfo"
 )
@@ -54,18 +56,25 @@ func (m Memory) Choose(mode string, avail int64) (checkpoint bool, need int64) {
 	return false, m.WholeWindow
 }
 
+// MemoryOptions are the settings of a run that its memory depends on.
+type MemoryOptions struct {
+	Rank      int
+	Targets   []string // nil: the seven projections
+	Dropout   float64
+	Precision string // as Config.Precision
+}
+
 // EstimateMemory is the memory a training run of the model at path needs
-// at context ctxLen on both paths, with LoRA pairs of the given rank on
-// targets (nil: the seven projections) and dropout probability dropout:
+// at context ctxLen on both paths, with the options o:
 // the mapped weights, the transposed copies, the compute memory of every
 // graph the path keeps (a training window with every row a target, and
 // validation), sized by ggml's allocator on the graphs themselves, the
 // host buffers of the path, and the LoRA tensors with their optimizer
 // state. It builds the graphs, allocating nothing it sizes; used to choose
 // the path and to refuse runs that cannot fit.
-func EstimateMemory(path string, ctxLen, rank int, targets []string, dropout float64) (Memory, error) {
-	if len(targets) == 0 {
-		targets = Targets
+func EstimateMemory(path string, ctxLen int, o MemoryOptions) (Memory, error) {
+	if len(o.Targets) == 0 {
+		o.Targets = Targets
 	}
 	base, err := OpenBase(path)
 	if err != nil {
@@ -74,7 +83,7 @@ func EstimateMemory(path string, ctxLen, rank int, targets []string, dropout flo
 	defer base.Close()
 	var m Memory
 	for _, ckpt := range []bool{false, true} {
-		n, err := measurePath(base, ctxLen, rank, targets, dropout, ckpt)
+		n, err := measurePath(base, ctxLen, o, ckpt)
 		if err != nil {
 			return Memory{}, fmt.Errorf("lora: sizing the training graphs of %s: %w", path, err)
 		}
@@ -87,6 +96,20 @@ func EstimateMemory(path string, ctxLen, rank int, targets []string, dropout flo
 	return m, nil
 }
 
+// ResolvePrecision is the precision a run of Config.Precision p computes
+// in: "bf16" or "f32" as given; auto (or "") picks bf16 where the CPU
+// computes BF16 dot products natively (avx512_bf16), else f32.
+func ResolvePrecision(p string) string {
+	switch p {
+	case "f32", "bf16":
+		return p
+	}
+	if ggml.NativeBF16() {
+		return "bf16"
+	}
+	return "f32"
+}
+
 // runtimeBase is the memory of the process before training: the Go
 // runtime, ggml's and llama.cpp's code and the threads (measured: 80 to 95
 // MiB for stories260K on both paths).
@@ -94,12 +117,13 @@ const runtimeBase = 96 << 20
 
 // measurePath is the memory of one path: it builds the graphs that path
 // runs on an engine that sizes them instead of allocating them.
-func measurePath(base *Base, ctxLen, rank int, targets []string, dropout float64, ckpt bool) (int64, error) {
-	e, err := newEngine(base, targets, rank, 1, float32(dropout), ctxLen, 1)
+func measurePath(base *Base, ctxLen int, o MemoryOptions, ckpt bool) (int64, error) {
+	e, err := newEngine(base, o.Targets, o.Rank, 1, float32(o.Dropout), ctxLen, 1)
 	if err != nil {
 		return 0, err
 	}
 	defer e.close()
+	e.setPrecision(ResolvePrecision(o.Precision))
 	e.measure, e.checkpoint = true, ckpt
 	h := base.Hyper
 	T, V, E := int64(ctxLen), int64(h.VocabSize), int64(h.Embedding)

@@ -24,6 +24,7 @@ type memRun struct {
 	Ctx           int
 	Targets       []string
 	Checkpointing string // "on" or "off"
+	Precision     string
 	Dir           string
 }
 
@@ -61,12 +62,12 @@ func memChild() {
 		}
 		ws = append(ws, w)
 	}
-	mem, err := EstimateMemory(r.Model, r.Ctx, 16, r.Targets, 0.05)
+	mem, err := EstimateMemory(r.Model, r.Ctx, MemoryOptions{Rank: 16, Targets: r.Targets, Dropout: 0.05, Precision: r.Precision})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	cfg := Config{Rank: 16, Alpha: 32, Dropout: 0.05, MaxSteps: 1, EvalEvery: 1, Threads: 2, Checkpointing: r.Checkpointing, Targets: r.Targets, Seed: 1,
+	cfg := Config{Rank: 16, Alpha: 32, Dropout: 0.05, MaxSteps: 1, EvalEvery: 1, Threads: 2, Checkpointing: r.Checkpointing, Precision: r.Precision, Targets: r.Targets, Seed: 1,
 		Files: filesIn(r.Dir)}
 	if _, err := Train(context.Background(), r.Model, cfg, Data{Train: ws[:1], Val: ws[1:]}, nil); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -134,7 +134,7 @@ func TestPeerTraining(t *testing.T) {
 	}
 	const steps = 10
 	cfg := lora.Config{Rank: 8, Alpha: 16, LearningRate: 5e-3, Schedule: "cosine", WeightDecay: 0.01,
-		GradAccum: 2, ClipNorm: 1, MaxSteps: steps, Seed: 21, Threads: 2}
+		GradAccum: 2, ClipNorm: 1, MaxSteps: steps, Seed: 21, Threads: 2, Precision: "f32"}
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(14, 3))
 	var jobs []map[string]any
@@ -364,7 +364,7 @@ func TestPeerTrainingSmolLM2(t *testing.T) {
 
 	const steps = 10
 	cfg := lora.Config{Rank: 4, Alpha: 8, LearningRate: 1e-3, Schedule: "cosine", WeightDecay: 0.01,
-		GradAccum: 1, ClipNorm: 1, MaxSteps: steps, Seed: 21, Threads: 2}
+		GradAccum: 1, ClipNorm: 1, MaxSteps: steps, Seed: 21, Threads: 2, Precision: "f32"}
 	ws := []lora.Window{smolWindow(t, q41)}
 	jw := make([]map[string]any, len(ws))
 	for k, x := range ws {

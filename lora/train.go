@@ -124,7 +124,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 			}
 		}
 	}
-	mem, err := EstimateMemory(basePath, ctxLen, cfg.Rank, cfg.Targets, cfg.Dropout)
+	mem, err := EstimateMemory(basePath, ctxLen, MemoryOptions{Rank: cfg.Rank, Targets: cfg.Targets, Dropout: cfg.Dropout, Precision: cfg.Precision})
 	if err != nil {
 		return nil, err
 	}
@@ -144,12 +144,17 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 	var need int64
 	e.checkpoint, need = mem.Choose(cfg.Checkpointing, avail)
 	e.allRows = cfg.EveryRow
+	precision := ResolvePrecision(cfg.Precision)
+	if dev != nil {
+		precision = "f32" // BF16 products are the CPU's
+	}
+	e.setPrecision(precision)
 	e.prof = cfg.Profile
 	e.log = cfg.Logger
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
-	e.log.Info("training graph", "device", e.main().Name(), "checkpointing", e.checkpoint, "memory_estimate", fmt.Sprintf("%.2f GiB", float64(need)/(1<<30)), "threads_at_most", cfg.Threads)
+	e.log.Info("training graph", "device", e.main().Name(), "checkpointing", e.checkpoint, "precision", precision, "memory_estimate", fmt.Sprintf("%.2f GiB", float64(need)/(1<<30)), "threads_at_most", cfg.Threads)
 
 	total := cfg.MaxSteps
 	if total == 0 {

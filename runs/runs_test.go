@@ -522,7 +522,7 @@ func TestStartRefusesWhatCannotFit(t *testing.T) {
 	if err := testmodel.Write(base, testmodel.Config{Layers: 64, Embd: 32, Heads: 2, KVHeads: 2, FF: 32, Context: 8192}); err != nil {
 		t.Fatal(err)
 	}
-	mem, err := lora.EstimateMemory(base, 8192, 8, lora.Targets, 0)
+	mem, err := lora.EstimateMemory(base, 8192, lora.MemoryOptions{Rank: 8})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,7 +84,7 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 	for _, n := range rep.Notes {
 		log.Info(n)
 	}
-	mem, err := lora.EstimateMemory(path, r.Data.SeqLen, r.LoRA.Rank, r.LoRA.Targets, r.LoRA.Dropout)
+	mem, err := lora.EstimateMemory(path, r.Data.SeqLen, lora.MemoryOptions{Rank: r.LoRA.Rank, Targets: r.LoRA.Targets, Dropout: r.LoRA.Dropout, Precision: r.Train.Precision})
 	if err != nil {
 		return nil, err
 	}

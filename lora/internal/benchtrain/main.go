@@ -119,14 +119,14 @@ type options struct {
 	device                 string
 	steps, warmup, threads int
 	cache, mode            string
-	targets                string
+	targets, precision     string
 	trained, dropout       float64
 	fixed, profile, val    bool
 }
 
 func (o options) args() []string {
 	return []string{"-steps", fmt.Sprint(o.steps), "-warmup", fmt.Sprint(o.warmup), "-threads", fmt.Sprint(o.threads),
-		"-cache", o.cache, "-trained", fmt.Sprint(o.trained), "-fixed-threads=" + fmt.Sprint(o.fixed), "-device", o.device, "-targets", o.targets, "-dropout", fmt.Sprint(o.dropout), "-profile=" + fmt.Sprint(o.profile), "-val=" + fmt.Sprint(o.val)}
+		"-cache", o.cache, "-trained", fmt.Sprint(o.trained), "-fixed-threads=" + fmt.Sprint(o.fixed), "-device", o.device, "-targets", o.targets, "-precision", o.precision, "-dropout", fmt.Sprint(o.dropout), "-profile=" + fmt.Sprint(o.profile), "-val=" + fmt.Sprint(o.val)}
 }
 
 func main() {
@@ -140,6 +140,7 @@ func main() {
 	trainedList := flag.String("trained", "1", "fraction of each window's tokens that are targets (SFT data: prompts masked); a comma-separated list runs each")
 	flag.StringVar(&o.device, "device", "cpu", "where to train: cpu, auto, cuda[:N] (backend libraries from FINETUNE_LIB_PATH, then bin/lib)")
 	flag.StringVar(&o.targets, "targets", "", "the LoRA targets, comma-separated (default: the seven projections; all: with output and token_embd)")
+	flag.StringVar(&o.precision, "precision", "f32", "train.precision: f32, bf16 or auto")
 	flag.Float64Var(&o.dropout, "dropout", 0, "LoRA dropout (the shipped recipes: 0.05)")
 	flag.BoolVar(&o.profile, "profile", false, "time every graph node of the measured steps (computed one node at a time) and print the time per op kind")
 	flag.BoolVar(&o.val, "val", false, "also time a validation pass over the windows after every step (seconds per window)")
@@ -505,7 +506,7 @@ func runShape(s shape, o options) (r result) {
 	default:
 		targets = strings.Split(o.targets, ",")
 	}
-	mem, err := lora.EstimateMemory(path, T, rank, targets, o.dropout)
+	mem, err := lora.EstimateMemory(path, T, lora.MemoryOptions{Rank: rank, Targets: targets, Dropout: o.dropout, Precision: o.precision})
 	if err != nil {
 		r.Error = err.Error()
 		return r
@@ -521,7 +522,7 @@ func runShape(s shape, o options) (r result) {
 	if ckpt == "old" {
 		ckpt = "off"
 	}
-	cfg := lora.Config{Rank: rank, Alpha: float64(alpha), MaxSteps: o.warmup + steps, Threads: threads, FixedThreads: o.fixed, Checkpointing: ckpt, EveryRow: o.mode == "old", Seed: 1, Device: o.device, Targets: targets, Dropout: o.dropout,
+	cfg := lora.Config{Rank: rank, Alpha: float64(alpha), MaxSteps: o.warmup + steps, Threads: threads, FixedThreads: o.fixed, Checkpointing: ckpt, EveryRow: o.mode == "old", Seed: 1, Device: o.device, Targets: targets, Dropout: o.dropout, Precision: o.precision,
 		Files: lora.Files{Checkpoint: filepath.Join(out, "checkpoint.gguf"), Metrics: filepath.Join(out, "metrics.jsonl"), Adapter: filepath.Join(out, "adapter.gguf")}}
 	if os.Getenv("BENCH_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
