@@ -72,9 +72,9 @@ type engine struct {
 	// autoType, the type quantized weights are cast to for the layers'
 	// products (see setPrecision).
 	copyType, fwType ggml.Type
-	wt          map[ggml.Tensor]ggml.Tensor
-	wtCtx       *ggml.Ctx
-	wtBuf       *ggml.Buffer
+	wt               map[ggml.Tensor]ggml.Tensor
+	wtCtx            *ggml.Ctx
+	wtBuf            *ggml.Buffer
 
 	// checkpoint selects the checkpointed path (segments.go) for training
 	// and loss graphs.
