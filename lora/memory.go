@@ -115,6 +115,10 @@ func ResolvePrecision(p string) string {
 // MiB for stories260K on both paths).
 const runtimeBase = 96 << 20
 
+// graphTables is the memory per node of engine.graphSize that the
+// schedulers and graph contexts a run holds take together.
+const graphTables = 2800
+
 // measurePath is the memory of one path: it builds the graphs that path
 // runs on an engine that sizes them instead of allocating them.
 func measurePath(base *Base, ctxLen int, o MemoryOptions, ckpt bool) (int64, error) {
@@ -152,6 +156,10 @@ func measurePath(base *Base, ctxLen int, o MemoryOptions, ckpt bool) (int64, err
 		n += int64(e.wtBuf.Size())
 	}
 	n += e.measured
+	// The schedulers' and graph contexts' own tables, which grow with the
+	// graphs' size (measured: 128 MiB for SmolLM2's 30 layers, 43 MiB for
+	// 8 layers of the same width, on the checkpointed path).
+	n += int64(e.graphSize()) * graphTables
 	if ckpt {
 		s := e.seg
 		n += int64(s.buf.Size()) + int64(s.peak)

@@ -32,7 +32,8 @@ type memRun struct {
 const memChildEnv = "FINETUNE_LORA_MEMCHILD"
 
 // memChild trains one step and one validation pass of the run in the
-// environment and prints the estimate for the path it took.
+// environment (windows whose every token is a target, the most memory a
+// window takes) and prints the estimate for the path it took.
 func memChild() {
 	var r memRun
 	if err := json.Unmarshal([]byte(os.Getenv(memChildEnv)), &r); err != nil {
@@ -56,9 +57,7 @@ func memChild() {
 		for j := range w.Tokens {
 			w.Tokens[j] = int32(3 + rng.IntN(h.VocabSize-3))
 			w.Pos[j] = int32(j)
-			if j >= r.Ctx/2 {
-				w.Weights[j] = 1 // a masked prompt, then the answer
-			}
+			w.Weights[j] = 1 // every token a target: the window the estimate is for
 		}
 		ws = append(ws, w)
 	}
