@@ -429,14 +429,15 @@ func (n *net) frozen(w ggml.Tensor) ggml.Tensor {
 // cast in the graph to e.fwType on the CPU (ggml's products with quantized
 // weights round their inputs to 8 bits and run several times slower than
 // F32 ones), one weight at a time, freed after its product; the backward
-// pass uses its transposed copy still (see finishBackward).
+// pass uses its transposed copy still (see finishBackward). The logits
+// graphs keep llama.cpp's own products, those a served model computes.
 func (n *net) dequantized(w ggml.Tensor) ggml.Tensor {
 	e := n.e
 	switch w.Type() {
 	case ggml.TypeF32, ggml.TypeF16, ggml.TypeBF16:
 		return w
 	}
-	if e.fwType == autoType || e.dev != nil {
+	if e.fwType == autoType || e.dev != nil || n.gr.kind == graphLogits || n.gr.kind == graphLogitsP {
 		return w
 	}
 	c := n.x.Cast(w, ggml.TypeF32)
