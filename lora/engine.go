@@ -928,19 +928,6 @@ func (e *engine) setPrecision(p string) {
 	}
 }
 
-// transposeType is the type of a weight's transposed copy: the weight's own
-// for float types, else Q8_0 (F16 when rows do not split into its blocks).
-func transposeType(w ggml.Tensor) ggml.Type {
-	switch w.Type() {
-	case ggml.TypeF32, ggml.TypeF16, ggml.TypeBF16:
-		return w.Type()
-	}
-	if w.Ne(1)%ggml.TypeQ8_0.BlockSize() == 0 {
-		return ggml.TypeQ8_0
-	}
-	return ggml.TypeF16
-}
-
 // transposeWeights makes Wt = transpose(W) for every frozen weight, one
 // small graph per weight so that no more than one weight is ever held in
 // F32 at once.
