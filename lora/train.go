@@ -155,6 +155,9 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 		e.log = slog.New(slog.DiscardHandler)
 	}
 	e.log.Info("training graph", "device", e.main().Name(), "checkpointing", e.checkpoint, "precision", precision, "memory_estimate", fmt.Sprintf("%.2f GiB", float64(need)/(1<<30)), "threads_at_most", cfg.Threads)
+	if precision == "bf16" && !ggml.NativeBF16() {
+		e.log.Warn("train.precision bf16 on a CPU without BF16 dot products (avx512_bf16): ggml converts in software, slower than f32")
+	}
 
 	total := cfg.MaxSteps
 	if total == 0 {

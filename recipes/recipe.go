@@ -124,8 +124,8 @@ type Train struct {
 	// keeping them would take more than a third of the memory available.
 	Checkpointing string `yaml:"checkpointing"`
 	// Precision of the CPU's matrix products with the frozen weights:
-	// "f32", "bf16" (BF16 weight copies and inputs, F32 sums), or "auto"
-	// (default: bf16 where the CPU computes BF16 dot products natively).
+	// "f32", "bf16" (BF16 weight copies and inputs, F32 sums: less
+	// memory), or "auto" (default: f32 on the CPUs measured so far).
 	Precision string `yaml:"precision"`
 	// Device is where training and the local contestants run: "auto"
 	// (default: the first GPU ggml has a backend library for, else the
