@@ -61,7 +61,9 @@ demo: build
 # LoRA training speed on the tracked shapes (generates test models in
 # $TMPDIR/finetune-bench) and on the real SmolLM2-135M-Instruct from the
 # shared folder, its Q4_1 file and an F32 copy written there once
-# (BENCH_FLAGS='-only smollm2 -checkpointing off,on -trained 1,0.45': those rows alone).
+# (BENCH_FLAGS='-only smollm2 -checkpointing off,on -trained 1,0.45': those rows alone;
+# -targets all, -dropout 0.05 and -precision f32|bf16|auto as a recipe sets them; -profile: time
+# per op kind; -val: validation seconds per window; -kernels: ggml's products per weight type).
 bench-train:
 	$(GO) run ./lora/internal/benchtrain $(BENCH_FLAGS)
 

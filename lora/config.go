@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/finetune-dev/finetune/internal/ggml"
 )
 
 // Config holds every setting of a training run. Zero values take the
@@ -54,10 +56,18 @@ type Config struct {
 	// "auto" (the default: on when the whole-window graph would take more
 	// than a third of the machine's memory).
 	Checkpointing string
+	// Precision of the CPU's products with the frozen weights: "f32",
+	// "bf16" (the weights' copies in BF16, the products' inputs rounded to
+	// BF16, sums in F32: half the copies' memory), or "auto" (the default:
+	// see ResolvePrecision; f32 on the CPUs measured so far).
+	Precision string
 	// EveryRow runs the output head and the loss over every row of a
 	// window, not only the rows that predict a target, as the engine did
 	// before (for benchmarks that compare the two).
 	EveryRow bool
+	// Profile, when set, times every node of every graph the run computes
+	// (one node at a time, so slower; for benchmarks).
+	Profile *ggml.Profile
 
 	// Files are where the run's products go.
 	Files Files
@@ -146,6 +156,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Checkpointing != "" && c.Checkpointing != "auto" && c.Checkpointing != "on" && c.Checkpointing != "off":
 		return fmt.Errorf("lora: checkpointing %q: use auto, on or off", c.Checkpointing)
+	case c.Precision != "" && c.Precision != "auto" && c.Precision != "f32" && c.Precision != "bf16":
+		return fmt.Errorf("lora: precision %q: use auto, f32 or bf16", c.Precision)
 	case c.Rank < 1:
 		return fmt.Errorf("lora: rank must be at least 1, got %d", c.Rank)
 	case c.Alpha <= 0:

@@ -41,6 +41,7 @@ func TestConfigValidation(t *testing.T) {
 		{Config{Dropout: 1}, "dropout"},
 		{Config{LearningRate: -1}, "learning rate"},
 		{Config{Schedule: "step"}, "schedule"},
+		{Config{Precision: "fp16"}, `precision "fp16": use auto, f32 or bf16`},
 		{Config{}, "Files must name"},
 	} {
 		cfg := c.cfg

@@ -55,6 +55,7 @@ func TestTrainOnSecondBackend(t *testing.T) {
 					Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 					Device: device, Targets: append(slices.Clone(Targets), ModelTargets...), Checkpointing: ckpt,
 					Rank: 4, Alpha: 8, LearningRate: 5e-3, MaxSteps: 6, Seed: 3, Threads: 1, Files: filesIn(dir),
+					Precision: "f32", // the devices' own arithmetic against the CPU's F32
 				}, data, func(m Metrics) { losses = append(losses, m.Loss) })
 				if err != nil {
 					t.Fatal(err)

@@ -3,6 +3,7 @@ package lora
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -67,9 +68,13 @@ type engine struct {
 	// Transposed copies of the frozen weights, for input gradients by
 	// mul_mat instead of out_prod (see ggml.Graph.UseTransposed).
 	noTranspose bool
-	wt          map[ggml.Tensor]ggml.Tensor
-	wtCtx       *ggml.Ctx
-	wtBuf       *ggml.Buffer
+	// copyType is the type of every transposed copy; fwType, when not
+	// autoType, the type quantized weights are cast to for the layers'
+	// products (see setPrecision).
+	copyType, fwType ggml.Type
+	wt               map[ggml.Tensor]ggml.Tensor
+	wtCtx            *ggml.Ctx
+	wtBuf            *ggml.Buffer
 
 	// checkpoint selects the checkpointed path (segments.go) for training
 	// and loss graphs.
@@ -81,6 +86,13 @@ type engine struct {
 	// did before it ran over the target rows only (benchmarks compare).
 	allRows   bool
 	rowLabels []float32
+	// prof, when set, times every node of every graph the engine runs.
+	prof *ggml.Profile
+	// measure builds the graphs and sizes their compute memory without
+	// allocating or computing them (EstimateMemory); measured sums the
+	// compute memory of the graphs that keep their own scheduler.
+	measure  bool
+	measured int64
 }
 
 type pairTensors struct {
@@ -146,12 +158,15 @@ type graph struct {
 	gradIn ggml.Tensor
 	host   []hostInput   // more inputs, set from host memory
 	outs   []ggml.Tensor // outputs a graph built for one use hands back
-	drops  []ggml.Tensor
-	loss   ggml.Tensor
-	seed   ggml.Tensor // the loss gradient that starts the backward pass
-	logits ggml.Tensor
-	gradA  []ggml.Tensor
-	gradB  []ggml.Tensor
+	drops  []ggml.Tensor // dropout masks, computed from dropSeed
+	// dropSeed is the I32 input the dropout masks are computed from.
+	dropSeed ggml.Tensor
+	casts    map[ggml.Tensor]ggml.Tensor // a quantized weight's cast -> the weight
+	loss     ggml.Tensor
+	seed     ggml.Tensor // the loss gradient that starts the backward pass
+	logits   ggml.Tensor
+	gradA    []ggml.Tensor
+	gradB    []ggml.Tensor
 }
 
 // hostInput is an input tensor and the values run sets it to.
@@ -170,7 +185,7 @@ func newEngine(base *Base, targets []string, rank int, scale float32, dropout fl
 // the engine owns dev from then on.
 func newEngineOn(dev *ggml.Backend, base *Base, targets []string, rank int, scale float32, dropout float32, ctxLen, threads int) (*engine, error) {
 	e := &engine{base: base, ctxLen: ctxLen, scale: scale, dropout: dropout, threads: threads, graphs: map[graphKind]*graph{}, outPair: -1, embPair: -1,
-		dev: dev, placed: map[string]bool{}}
+		copyType: ggml.TypeF32, fwType: ggml.TypeF32, dev: dev, placed: map[string]bool{}}
 	var err error
 	if e.backend, err = ggml.NewCPUBackend(threads); err != nil {
 		dev.Close()
@@ -362,11 +377,17 @@ func (n *net) attentionInputs() {
 func (n *net) dropouts(layers ...int) { n.dropoutsOf(layers, nil) }
 
 // dropoutsOf adds the dropout masks of the pairs of the given layers (all
-// when nil) and targets (all when nil).
+// when nil) and targets (all when nil): computed in the graph from the
+// window's dropout seed (gr.dropSeed), one stream per pair, so that a
+// layer recomputed in another graph drops the same values.
 func (n *net) dropoutsOf(layers []int, targets []string) {
 	e := n.e
 	if !n.train || e.dropout <= 0 {
 		return
+	}
+	if !n.gr.dropSeed.Valid() {
+		n.gr.dropSeed = n.x.New1D(ggml.TypeI32, 4).SetName("dropout_seed")
+		n.gr.dropSeed.SetInput()
 	}
 	n.gr.drops = make([]ggml.Tensor, len(e.pairs))
 	for i, p := range e.pairs {
@@ -376,9 +397,7 @@ func (n *net) dropoutsOf(layers []int, targets []string) {
 		if !isLayerTarget(p.target) {
 			continue // as PEFT: no dropout before the embedding's update; none kept for the head's
 		}
-		d := n.x.New2D(ggml.TypeF32, p.nIn, e.ctxLen).SetName(WeightName(p.layer, p.target) + ".dropout")
-		d.SetInput()
-		n.gr.drops[i] = d
+		n.gr.drops[i] = n.x.DropoutMask(n.gr.dropSeed, i, p.nIn, e.ctxLen).SetName(WeightName(p.layer, p.target) + ".dropout")
 	}
 }
 
@@ -406,11 +425,37 @@ func (n *net) frozen(w ggml.Tensor) ggml.Tensor {
 	return w
 }
 
+// dequantized is w as the products of a layer take it: a quantized weight
+// cast in the graph to e.fwType on the CPU (ggml's products with quantized
+// weights round their inputs to 8 bits and run several times slower than
+// F32 ones), one weight at a time, freed after its product; the backward
+// pass uses its transposed copy still (see finishBackward). The logits
+// graphs keep llama.cpp's own products, those a served model computes.
+func (n *net) dequantized(w ggml.Tensor) ggml.Tensor {
+	e := n.e
+	switch w.Type() {
+	case ggml.TypeF32, ggml.TypeF16, ggml.TypeBF16:
+		return w
+	}
+	if e.fwType == autoType || e.dev != nil || n.gr.kind == graphLogits || n.gr.kind == graphLogitsP {
+		return w
+	}
+	c := n.x.Cast(w, ggml.TypeF32)
+	if e.fwType != ggml.TypeF32 {
+		c = n.x.Cast(c, e.fwType)
+	}
+	if n.gr.casts == nil {
+		n.gr.casts = map[ggml.Tensor]ggml.Tensor{}
+	}
+	n.gr.casts[c] = w
+	return c
+}
+
 // proj is W·in for a target of layer l, plus its LoRA pair's scale·B·A·in.
 func (n *net) proj(l int, target string, in ggml.Tensor) ggml.Tensor {
 	x, e := n.x, n.e
 	w, _, _ := e.base.Weight(l, target)
-	y := x.MulMat(n.frozen(w), in)
+	y := x.MulMat(n.dequantized(n.frozen(w)), in)
 	i, ok := e.byLayer[l][target]
 	if !ok || !n.withLoRA {
 		return y
@@ -513,12 +558,12 @@ func (e *engine) finishBackward(gr *graph, wt map[ggml.Tensor]ggml.Tensor) error
 	gr.g.KeepInputsOf("RMS_NORM_BACK", "SOFT_MAX_BACK")
 	if !e.noTranspose {
 		if wt != nil {
-			gr.g.UseTransposed(wt)
+			gr.g.UseTransposed(gr.withCasts(wt))
 		}
 		if err := e.transposeWeights(); err != nil {
 			return err
 		}
-		gr.g.UseTransposed(e.wt)
+		gr.g.UseTransposed(gr.withCasts(e.wt))
 		// The out_prods left are those of the attention's activations
 		// and of the LoRA factors: on the CPU, mul_mats on transposed
 		// copies are faster (the copies are a CPU-only custom op, so a
@@ -537,6 +582,21 @@ func (e *engine) finishBackward(gr *graph, wt map[ggml.Tensor]ggml.Tensor) error
 	gr.seed = gr.g.Grad(gr.loss)
 	gr.seed.SetInput()
 	return nil
+}
+
+// withCasts is wt with the weights' casts in gr (see dequantized) mapped
+// to their weights' copies too.
+func (gr *graph) withCasts(wt map[ggml.Tensor]ggml.Tensor) map[ggml.Tensor]ggml.Tensor {
+	if len(gr.casts) == 0 {
+		return wt
+	}
+	m := maps.Clone(wt)
+	for c, w := range gr.casts {
+		if t, ok := wt[w]; ok {
+			m[c] = t
+		}
+	}
+	return m
 }
 
 // pairGrads marks the gradients of the LoRA pairs of the given layers (all
@@ -657,6 +717,12 @@ func (e *engine) useRows(kind graphKind, nRows int) (*graph, error) {
 			return nil, err
 		}
 	}
+	if e.measure {
+		e.measured += int64(sched.ReserveSize(gr.g))
+		gr.sched = sched
+		e.graphs[kind] = gr
+		return gr, nil
+	}
 	sched.Reset()
 	if err := sched.Alloc(gr.g); err != nil {
 		sched.Close()
@@ -670,7 +736,10 @@ func (e *engine) useRows(kind graphKind, nRows int) (*graph, error) {
 }
 
 // runRows computes a Rows graph on in: its head over in's target rows.
-func (e *engine) runRows(gr *graph, in *inputs, seed float32, drops [][]float32) error {
+func (e *engine) runRows(gr *graph, in *inputs, seed float32, drops uint64) error {
+	if e.measure {
+		return nil
+	}
 	V := e.base.Hyper.VocabSize
 	if len(e.rowLabels) < V*gr.nRows {
 		e.rowLabels = make([]float32, V*gr.nRows)
@@ -697,6 +766,11 @@ func (e *engine) use(kind graphKind) (*graph, error) {
 	if gr.sched, err = e.newSched(e.graphSize()); err != nil {
 		gr.ctx.Close()
 		return nil, err
+	}
+	if e.measure {
+		e.measured += int64(gr.sched.ReserveSize(gr.g))
+		e.graphs[kind] = gr
+		return gr, nil
 	}
 	if err := gr.sched.Alloc(gr.g); err != nil {
 		gr.sched.Close()
@@ -775,7 +849,10 @@ func (e *engine) prepare(w *Window, in *inputs, withLabels bool) {
 
 // run computes graph gr on prepared inputs; seed scales the gradient (the
 // backward pass differentiates seed·loss).
-func (e *engine) run(gr *graph, in *inputs, seed float32, drops [][]float32) error {
+func (e *engine) run(gr *graph, in *inputs, seed float32, drops uint64) error {
+	if e.measure {
+		return nil
+	}
 	if gr.tokens.Valid() {
 		gr.tokens.SetI32(in.tokens)
 	}
@@ -789,10 +866,8 @@ func (e *engine) run(gr *graph, in *inputs, seed float32, drops [][]float32) err
 		gr.rows.SetF32(in.rows)
 		gr.labels.SetF32(in.labels)
 	}
-	for i, d := range gr.drops {
-		if d.Valid() {
-			d.SetF32(drops[i])
-		}
+	if gr.dropSeed.Valid() {
+		gr.dropSeed.SetI32(ggml.DropoutSeed(drops, float64(e.dropout)))
 	}
 	if gr.seed.Valid() {
 		gr.seed.SetF32([]float32{seed})
@@ -800,7 +875,7 @@ func (e *engine) run(gr *graph, in *inputs, seed float32, drops [][]float32) err
 	for _, h := range gr.host {
 		h.t.SetF32(h.v)
 	}
-	return gr.sched.Compute(gr.g)
+	return e.compute(gr.sched, gr.g)
 }
 
 // windowLoss converts the graph's loss, a mean over all T rows including
@@ -836,17 +911,21 @@ func (e *engine) frozenMatmulWeights() []ggml.Tensor {
 	return append(ws, e.base.output)
 }
 
-// transposeType is the type of a weight's transposed copy: the weight's own
-// for float types, else Q8_0 (F16 when rows do not split into its blocks).
-func transposeType(w ggml.Tensor) ggml.Type {
-	switch w.Type() {
-	case ggml.TypeF32, ggml.TypeF16, ggml.TypeBF16:
-		return w.Type()
+// copyTypeOf is the type of w's transposed copy.
+func (e *engine) copyTypeOf(w ggml.Tensor) ggml.Type { return e.copyType }
+
+// autoType leaves a weight's type as it is (fwType).
+const autoType ggml.Type = -1
+
+// setPrecision sets the types of the products with frozen weights:
+// "bf16" makes the transposed copies BF16 and casts quantized weights to
+// BF16 for the layers' products (their inputs are then rounded to BF16,
+// the sums stay F32); "f32" (the default) makes both F32.
+func (e *engine) setPrecision(p string) {
+	e.copyType, e.fwType = ggml.TypeF32, ggml.TypeF32
+	if p == "bf16" {
+		e.copyType, e.fwType = ggml.TypeBF16, ggml.TypeBF16
 	}
-	if w.Ne(1)%ggml.TypeQ8_0.BlockSize() == 0 {
-		return ggml.TypeQ8_0
-	}
-	return ggml.TypeF16
 }
 
 // transposeWeights makes Wt = transpose(W) for every frozen weight, one
@@ -867,12 +946,16 @@ func (e *engine) transposeWeights() error {
 		if _, done := wt[w]; done {
 			continue
 		}
-		t := e.wtCtx.New2D(transposeType(w), w.Ne(1), w.Ne(0)).SetName(w.Name() + ".T")
+		t := e.wtCtx.New2D(e.copyTypeOf(w), w.Ne(1), w.Ne(0)).SetName(w.Name() + ".T")
 		wt[w] = t
 		order = append(order, w)
 	}
 	if e.wtBuf, err = e.wtCtx.AllocTensors(e.main()); err != nil {
 		return err
+	}
+	if e.measure {
+		e.wt = wt // sized; never written
+		return nil
 	}
 	start, last := time.Now(), time.Now()
 	var done int64
@@ -931,6 +1014,14 @@ func (e *engine) transposeInto(w, dst ggml.Tensor) error {
 	if err := s.Alloc(g); err != nil {
 		return err
 	}
+	return e.compute(s, g)
+}
+
+// compute runs g on s, node by node into e.prof when profiling.
+func (e *engine) compute(s *ggml.Sched, g ggml.Graph) error {
+	if e.prof != nil {
+		return s.ComputeProfiled(g, e.prof)
+	}
 	return s.Compute(g)
 }
 
@@ -945,7 +1036,7 @@ func (e *engine) logf(msg string, args ...any) {
 // to gA and gB the gradients of its targets' summed cross-entropy divided
 // by n (the optimizer step's target count). It returns the window's mean
 // cross-entropy over its targets.
-func (e *engine) trainWindow(in *inputs, n int, drops [][]float32, gA, gB [][]float32) (float64, error) {
+func (e *engine) trainWindow(in *inputs, n int, drops uint64, gA, gB [][]float32) (float64, error) {
 	if in.targets == 0 {
 		return 0, nil
 	}
@@ -977,7 +1068,7 @@ func (e *engine) trainWindow(in *inputs, n int, drops [][]float32, gA, gB [][]fl
 		// The loss averages over the window's targets.
 		err = e.runRows(gr, in, float32(in.targets)/float32(n), drops)
 	}
-	if err != nil {
+	if err != nil || e.measure {
 		return 0, err
 	}
 	var buf []float32
@@ -1000,7 +1091,7 @@ func (e *engine) lossWindow(in *inputs) (float64, error) {
 		if err := e.initSegments(); err != nil {
 			return 0, err
 		}
-		if err := e.segForward(in, nil, false); err != nil {
+		if err := e.segForward(in, 0, false); err != nil {
 			return 0, err
 		}
 		sum, err := e.segHead(in, 0, false, nil, nil)
@@ -1010,12 +1101,12 @@ func (e *engine) lossWindow(in *inputs) (float64, error) {
 	var err error
 	if e.allRows {
 		if gr, err = e.use(graphLoss); err == nil {
-			err = e.run(gr, in, 0, nil)
+			err = e.run(gr, in, 0, 0)
 		}
 	} else if gr, err = e.useRows(graphLossRows, in.targets); err == nil {
-		err = e.runRows(gr, in, 0, nil)
+		err = e.runRows(gr, in, 0, 0)
 	}
-	if err != nil {
+	if err != nil || e.measure {
 		return 0, err
 	}
 	return e.windowLoss(gr, in), nil

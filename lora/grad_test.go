@@ -20,8 +20,17 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 		heads, kvh int
 		checkpoint bool
 		split      bool
-	}{{"GQA 4 heads / 2 KV heads", 4, 2, false, false}, {"MHA 4 heads", 4, 4, false, false}, {"GQA checkpointed", 4, 2, true, false},
-		{"GQA checkpointed, attention split by key/value head", 4, 2, true, true}} {
+		precision  string
+		tol        float64
+	}{{"GQA 4 heads / 2 KV heads", 4, 2, false, false, "f32", 1e-2}, {"MHA 4 heads", 4, 4, false, false, "f32", 1e-2}, {"GQA checkpointed", 4, 2, true, false, "f32", 1e-2},
+		{"GQA checkpointed, attention split by key/value head", 4, 2, true, true, "f32", 1e-2},
+		// BF16 copies round the weights and the output gradients to 8
+		// bits of mantissa on their way back through the frozen weights:
+		// a gradient that is a sum of terms that cancel carries their
+		// rounding (measured up to 15% on single values), so these cases
+		// bound each target's checked gradients together (the norm of
+		// the differences over the norm of the finite differences).
+		{"GQA, BF16 products", 4, 2, false, false, "bf16", 3e-2}, {"GQA checkpointed, BF16 products", 4, 2, true, false, "bf16", 3e-2}} {
 		t.Run(c.name, func(t *testing.T) {
 			model := filepath.Join(t.TempDir(), "m.gguf")
 			if err := testmodel.Write(model, testmodel.Config{Layers: 2, Embd: 32, Heads: c.heads, KVHeads: c.kvh, FF: 64, Context: 64, Seed: 11}); err != nil {
@@ -31,6 +40,7 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 			all := append(slices.Clone(Targets), ModelTargets...)
 			base, e := openEngine(t, model, all, rank, T)
 			e.checkpoint, e.forceSplit = c.checkpoint, c.split
+			e.setPrecision(c.precision)
 			if c.split {
 				old := attentionBudget
 				attentionBudget = 1
@@ -61,7 +71,7 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 
 			// Analytic gradients of the mean loss over the targets.
 			gradA, gradB := zeroGrads(e)
-			if _, err := e.trainWindow(&in, in.targets, nil, gradA, gradB); err != nil {
+			if _, err := e.trainWindow(&in, in.targets, 0, gradA, gradB); err != nil {
 				t.Fatal(err)
 			}
 			lossAt := func() float64 {
@@ -75,6 +85,7 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 			const h = 4e-2
 			checked := map[string]int{}
 			worst := map[string]float64{}
+			diff2, fd2 := map[string]float64{}, map[string]float64{}
 			for i, pair := range p.Pairs {
 				for _, which := range []string{"A", "B"} {
 					vals, grads := pair.A, gradA[i]
@@ -107,7 +118,9 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 						key := pair.Target
 						checked[key]++
 						worst[key] = math.Max(worst[key], rel)
-						if rel > 1e-2 {
+						diff2[key] += (an - fd) * (an - fd)
+						fd2[key] += fd * fd
+						if c.precision == "f32" && rel > c.tol {
 							t.Errorf("%s %s[%d]: analytic %.6g, finite difference %.6g (relative error %.3g)", WeightName(pair.Layer, pair.Target), which, j, an, fd, rel)
 						}
 					}
@@ -118,7 +131,11 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 				if want := 50 - 24*btoi(!isLayerTarget(target)); checked[target] < want {
 					t.Fatalf("only %d parameters of %s checked", checked[target], target)
 				}
-				t.Logf("%-12s %d parameters, worst relative error %.2e", target, checked[target], worst[target])
+				agg := math.Sqrt(diff2[target] / fd2[target])
+				t.Logf("%-12s %d parameters, worst relative error %.2e, together %.2e", target, checked[target], worst[target], agg)
+				if c.precision == "bf16" && agg > c.tol {
+					t.Errorf("%s: gradients %.2e from the finite differences together (bound %.0e)", target, agg, c.tol)
+				}
 			}
 		})
 	}

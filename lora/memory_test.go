@@ -8,11 +8,11 @@ import (
 
 func TestEstimateMemoryScales(t *testing.T) {
 	model := shared.Path(t, "models/stories260K.gguf")
-	a, err := EstimateMemory(model, 256, 8, 7)
+	a, err := EstimateMemory(model, 256, MemoryOptions{Rank: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := EstimateMemory(model, 1024, 8, 7)
+	b, _ := EstimateMemory(model, 1024, MemoryOptions{Rank: 8})
 	if a.WholeWindow <= 64<<20 || b.WholeWindow <= a.WholeWindow || b.Checkpointed <= a.Checkpointed {
 		t.Fatalf("estimates %+v (ctx 256) and %+v (ctx 1024)", a, b)
 	}

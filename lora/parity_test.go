@@ -48,7 +48,7 @@ func engineLogits(t *testing.T, e *engine, w *Window, withLoRA bool) [][]float32
 	}
 	var in inputs
 	e.prepare(w, &in, false)
-	if err := e.run(gr, &in, 0, nil); err != nil {
+	if err := e.run(gr, &in, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	flat := gr.logits.GetF32(nil)

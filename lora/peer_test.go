@@ -134,7 +134,7 @@ func TestPeerTraining(t *testing.T) {
 	}
 	const steps = 10
 	cfg := lora.Config{Rank: 8, Alpha: 16, LearningRate: 5e-3, Schedule: "cosine", WeightDecay: 0.01,
-		GradAccum: 2, ClipNorm: 1, MaxSteps: steps, Seed: 21, Threads: 2}
+		GradAccum: 2, ClipNorm: 1, MaxSteps: steps, Seed: 21, Threads: 2, Precision: "f32"}
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(14, 3))
 	var jobs []map[string]any
@@ -270,14 +270,15 @@ func peerTrain(t *testing.T, name, model string, cfg lora.Config, mode string, s
 // window move by amounts that F32 rounding decides. Against PEFT run in
 // float64 from the same start (measured once), finetune's B after 10 steps
 // is 3.7e-3 off, PEFT's own in F32 4.9e-3, and the two F32 runs 7.2e-3
-// apart. On the Q4_1 file, ggml's products with a quantized weight round
-// the activations to 8 bits and the input gradients go through 8-bit
-// (Q8_0) transposed copies of the weights: the losses drift from PEFT's
-// on the dequantized weights by up to 4.9e-2, and the adapters are not
-// compared.
+// apart. On the Q4_1 file the layers' weights are cast to F32 for their
+// products and the input gradients go through F32 copies, but the tied
+// Q8_0 head multiplies as llama.cpp does (its inputs rounded to 8 bits):
+// the losses stay within 4.8e-3 of PEFT's on the dequantized weights
+// (4.9e-2 when the layers' products and the copies were 8-bit too), the
+// adapters 2.5e-2 (A) and 5.1e-2 (B) apart, not compared.
 const (
 	smolAdapterTol   = 2e-2
-	smolQuantLossTol = 1e-1
+	smolQuantLossTol = 2e-2
 )
 
 // smolWindow is one window of the customer-support recipe's training data
@@ -364,7 +365,7 @@ func TestPeerTrainingSmolLM2(t *testing.T) {
 
 	const steps = 10
 	cfg := lora.Config{Rank: 4, Alpha: 8, LearningRate: 1e-3, Schedule: "cosine", WeightDecay: 0.01,
-		GradAccum: 1, ClipNorm: 1, MaxSteps: steps, Seed: 21, Threads: 2}
+		GradAccum: 1, ClipNorm: 1, MaxSteps: steps, Seed: 21, Threads: 2, Precision: "f32"}
 	ws := []lora.Window{smolWindow(t, q41)}
 	jw := make([]map[string]any, len(ws))
 	for k, x := range ws {

@@ -98,7 +98,7 @@ func (s *segments) close() {
 // once builds a graph with build, allocates it on the shared scheduler,
 // sets its inputs, computes it and hands it to read before its context is
 // freed.
-func (e *engine) once(build func(gr *graph) error, in *inputs, seed float32, drops [][]float32, read func(gr *graph) error) error {
+func (e *engine) once(build func(gr *graph) error, in *inputs, seed float32, drops uint64, read func(gr *graph) error) error {
 	ctx, err := e.newGraphCtx()
 	if err != nil {
 		return err
@@ -109,6 +109,10 @@ func (e *engine) once(build func(gr *graph) error, in *inputs, seed float32, dro
 		return err
 	}
 	gr.sched = e.seg.sched
+	if e.measure {
+		e.seg.peak = max(e.seg.peak, gr.sched.ReserveSize(gr.g))
+		return nil
+	}
 	gr.sched.Reset()
 	if err := gr.sched.Alloc(gr.g); err != nil {
 		return err
@@ -128,7 +132,7 @@ func (e *engine) once(build func(gr *graph) error, in *inputs, seed float32, dro
 }
 
 // segForward runs the window through every layer, keeping hidden[l].
-func (e *engine) segForward(in *inputs, drops [][]float32, train bool) error {
+func (e *engine) segForward(in *inputs, drops uint64, train bool) error {
 	hidden := e.seg.hidden
 	return e.once(func(gr *graph) error {
 		x := gr.ctx
@@ -204,6 +208,11 @@ func (e *engine) headGraph(backward bool) (*graph, error) {
 	if gr.sched, err = e.newSched(e.graphSize()); err != nil {
 		return fail(err)
 	}
+	if e.measure {
+		e.measured += int64(gr.sched.ReserveSize(gr.g))
+		e.graphs[kind] = gr
+		return gr, nil
+	}
 	if err := gr.sched.Alloc(gr.g); err != nil {
 		gr.sched.Close()
 		return fail(err)
@@ -219,7 +228,7 @@ func (e *engine) headGraph(backward bool) (*graph, error) {
 // seed·(that sum) with respect to the last hidden state.
 func (e *engine) segHead(in *inputs, seed float32, backward bool, gA, gB [][]float32) (float64, error) {
 	gr, err := e.headGraph(backward)
-	if err != nil {
+	if err != nil || e.measure {
 		return 0, err
 	}
 	s := e.seg
@@ -258,7 +267,7 @@ func (e *engine) segHead(in *inputs, seed float32, backward bool, gA, gB [][]flo
 			// The chunk's loss is a mean over its C rows.
 			gr.seed.SetF32([]float32{seed * float32(C)})
 		}
-		if err := gr.sched.Compute(gr.g); err != nil {
+		if err := e.compute(gr.sched, gr.g); err != nil {
 			return 0, err
 		}
 		sum += float64(gr.loss.GetF32(nil)[0])*float64(C) - float64(C-real)*logV
@@ -275,7 +284,7 @@ func (e *engine) segHead(in *inputs, seed float32, backward bool, gA, gB [][]flo
 
 // segBackward runs the layers' backward passes from the gradient in
 // e.seg.grad, adding the LoRA gradients to gA and gB.
-func (e *engine) segBackward(in *inputs, drops [][]float32, gA, gB [][]float32) error {
+func (e *engine) segBackward(in *inputs, drops uint64, gA, gB [][]float32) error {
 	s := e.seg
 	for l := e.base.Hyper.Layers - 1; l >= 0; l-- {
 		if e.kvPerGraph() > 0 {
@@ -352,14 +361,14 @@ func (e *engine) addPairGrads(gr *graph, gA, gB [][]float32, buf []float32) []fl
 }
 
 // transposedIn is w transposed ([n_out, n_in]) as a node of a graph in x,
-// of transposeType(w).
-func transposedIn(x *ggml.Ctx, w ggml.Tensor) ggml.Tensor {
+// of type tt.
+func transposedIn(x *ggml.Ctx, w ggml.Tensor, tt ggml.Type) ggml.Tensor {
 	src := w
 	if w.Type() != ggml.TypeF32 {
 		src = x.Cast(w, ggml.TypeF32)
 	}
 	t := x.Cont(x.Transpose(src))
-	if tt := transposeType(w); tt != ggml.TypeF32 {
+	if tt != ggml.TypeF32 {
 		t = x.Cast(t, tt)
 	}
 	return t
@@ -426,7 +435,7 @@ func (e *engine) seeded(gr *graph, l int, targets []string, outs []ggml.Tensor, 
 		for _, target := range targets {
 			w, _, _ := e.base.Weight(l, target)
 			if _, done := wt[w]; !done {
-				wt[w] = transposedIn(x, w)
+				wt[w] = transposedIn(x, w, e.copyTypeOf(w))
 				gr.g.Expand(wt[w])
 			}
 		}
@@ -480,7 +489,7 @@ type split struct {
 
 // segBackwardSplit is one layer's backward pass in the split graphs,
 // from the gradient of its output in e.seg.grad to that of its input.
-func (e *engine) segBackwardSplit(l int, in *inputs, drops [][]float32, gA, gB [][]float32) error {
+func (e *engine) segBackwardSplit(l int, in *inputs, drops uint64, gA, gB [][]float32) error {
 	s := e.seg
 	h := e.base.Hyper
 	T, E, hd, H, KV := e.ctxLen, h.Embedding, h.HeadDim, h.Heads, h.KVHeads
@@ -491,7 +500,7 @@ func (e *engine) segBackwardSplit(l int, in *inputs, drops [][]float32, gA, gB [
 		*sp = split{
 			q: make([]float32, hd*H*T), k: make([]float32, hd*KV*T), v: make([]float32, hd*KV*T), o: make([]float32, hd*H*T),
 			dq: make([]float32, hd*H*T), dk: make([]float32, hd*KV*T), dv: make([]float32, hd*KV*T),
-			dh: make([]float32, E*T),
+			do: make([]float32, hd*H*T), dh: make([]float32, E*T),
 			qg: make([]float32, hd*qh*T), kg: make([]float32, hd*per*T), vg: make([]float32, hd*per*T),
 		}
 	}
@@ -563,7 +572,7 @@ func (e *engine) segBackwardSplit(l int, in *inputs, drops [][]float32, gA, gB [
 				gr.outs = append(gr.outs, gt)
 			}
 			return nil
-		}, in, 1, nil, func(gr *graph) error {
+		}, in, 1, 0, func(gr *graph) error {
 			if !backward {
 				sp.og = gr.outs[0].GetF32(sp.og)
 				headsOf(sp.og, sp.o, hd, H, T, h0, qh, true)

@@ -124,7 +124,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 			}
 		}
 	}
-	mem, err := EstimateMemory(basePath, ctxLen, cfg.Rank, len(cfg.Targets))
+	mem, err := EstimateMemory(basePath, ctxLen, MemoryOptions{Rank: cfg.Rank, Targets: cfg.Targets, Dropout: cfg.Dropout, Precision: cfg.Precision})
 	if err != nil {
 		return nil, err
 	}
@@ -144,11 +144,20 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 	var need int64
 	e.checkpoint, need = mem.Choose(cfg.Checkpointing, avail)
 	e.allRows = cfg.EveryRow
+	precision := ResolvePrecision(cfg.Precision)
+	if dev != nil {
+		precision = "f32" // BF16 products are the CPU's
+	}
+	e.setPrecision(precision)
+	e.prof = cfg.Profile
 	e.log = cfg.Logger
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
-	e.log.Info("training graph", "device", e.main().Name(), "checkpointing", e.checkpoint, "memory_estimate", fmt.Sprintf("%.2f GiB", float64(need)/(1<<30)), "threads_at_most", cfg.Threads)
+	e.log.Info("training graph", "device", e.main().Name(), "checkpointing", e.checkpoint, "precision", precision, "memory_estimate", fmt.Sprintf("%.2f GiB", float64(need)/(1<<30)), "threads_at_most", cfg.Threads)
+	if precision == "bf16" && !ggml.NativeBF16() {
+		e.log.Warn("train.precision bf16 on a CPU without BF16 dot products (avx512_bf16): ggml converts in software, slower than f32")
+	}
 
 	total := cfg.MaxSteps
 	if total == 0 {
@@ -294,7 +303,6 @@ type trainer struct {
 	in    inputs
 	gA    [][]float32 // gradient accumulators, per pair
 	gB    [][]float32
-	drops [][]float32
 
 	permEpoch int // the epoch perm belongs to (-1: none yet)
 	perm      []int
@@ -379,10 +387,8 @@ func (t *trainer) step() (loss, norm float64, tokens int, err error) {
 		if t.in.targets == 0 {
 			continue
 		}
-		if cfg.Dropout > 0 {
-			t.fillDropout(rng)
-		}
-		l, err := e.trainWindow(&t.in, targets, t.drops, t.gA, t.gB)
+		drop := rng.Uint64() // the window's dropout masks
+		l, err := e.trainWindow(&t.in, targets, drop, t.gA, t.gB)
 		if err != nil {
 			return 0, 0, 0, err
 		}
@@ -411,29 +417,6 @@ func (t *trainer) threads() {
 		n = cpuload.Threads(n)
 	}
 	t.e.setThreads(n)
-}
-
-func (t *trainer) fillDropout(rng *rand.Rand) {
-	p := t.cfg.Dropout
-	keep := float32(1 / (1 - p))
-	if t.drops == nil {
-		for _, pt := range t.e.pairs {
-			var d []float32
-			if isLayerTarget(pt.target) {
-				d = make([]float32, pt.nIn*t.e.ctxLen)
-			}
-			t.drops = append(t.drops, d)
-		}
-	}
-	for _, d := range t.drops {
-		for i := range d {
-			if rng.Float64() < p {
-				d[i] = 0
-			} else {
-				d[i] = keep
-			}
-		}
-	}
 }
 
 // adamw applies one AdamW step (PyTorch's formulation, decoupled weight

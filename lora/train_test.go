@@ -142,7 +142,7 @@ func TestPackedLossEqualsSeparateLosses(t *testing.T) {
 	run := func(w *Window, seed float32) (loss float64, targets int, grad []float32) {
 		var in inputs
 		e.prepare(w, &in, true)
-		if err := e.run(gr, &in, seed*float32(e.ctxLen)/float32(in.targets), nil); err != nil {
+		if err := e.run(gr, &in, seed*float32(e.ctxLen)/float32(in.targets), 0); err != nil {
 			t.Fatal(err)
 		}
 		return e.windowLoss(gr, &in), in.targets, gr.gradB[3].GetF32(nil)
@@ -342,8 +342,12 @@ func resumeData(t *testing.T, model string) Data {
 	return Data{Train: pack(exs[:16], 64), Val: pack(exs[16:], 64)}
 }
 
-// TestMain doubles as the child process of TestResumeAfterKill.
+// TestMain doubles as the child process of TestResumeAfterKill and of
+// TestEstimateMemoryHolds.
 func TestMain(m *testing.M) {
+	if os.Getenv(memChildEnv) != "" {
+		memChild()
+	}
 	if dir := os.Getenv("FINETUNE_LORA_CHILD"); dir != "" {
 		model := os.Getenv("FINETUNE_LORA_MODEL")
 		t := &testing.T{}

@@ -53,7 +53,7 @@ func TestTransposedInputGradients(t *testing.T) {
 				var in inputs
 				e.prepare(w, &in, true)
 				gA, gB := zeroGrads(e)
-				if _, err := e.trainWindow(&in, in.targets, nil, gA, gB); err != nil {
+				if _, err := e.trainWindow(&in, in.targets, 0, gA, gB); err != nil {
 					t.Fatal(err)
 				}
 				var all []float32
@@ -120,4 +120,19 @@ func TestTransposeInBlocks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// transposeType is a type for a weight's transposed copy that exercises
+// transposeInto's blocks: the weight's own for float types, else Q8_0 (F16
+// when rows do not split into its blocks), as the copies were made before
+// they became F32 or BF16.
+func transposeType(w ggml.Tensor) ggml.Type {
+	switch w.Type() {
+	case ggml.TypeF32, ggml.TypeF16, ggml.TypeBF16:
+		return w.Type()
+	}
+	if w.Ne(1)%ggml.TypeQ8_0.BlockSize() == 0 {
+		return ggml.TypeQ8_0
+	}
+	return ggml.TypeF16
 }

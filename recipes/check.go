@@ -268,6 +268,8 @@ func (r *Recipe) check() error {
 		return r.errAt("train", "checkpoint_every, eval_every, patience and threads must not be negative")
 	case t.Checkpointing != "" && t.Checkpointing != "auto" && t.Checkpointing != "on" && t.Checkpointing != "off":
 		return r.errAt("train.checkpointing", "%q: use auto, on or off", t.Checkpointing)
+	case t.Precision != "" && t.Precision != "auto" && t.Precision != "f32" && t.Precision != "bf16":
+		return r.errAt("train.precision", "%q: use auto, f32 or bf16", t.Precision)
 	}
 	names := map[string]bool{}
 	for i, c := range r.Eval.Contestants {

@@ -125,6 +125,10 @@ type Train struct {
 	// forward pass); "off" keeps them; "auto" (default) turns it on when
 	// keeping them would take more than a third of the memory available.
 	Checkpointing string `yaml:"checkpointing"`
+	// Precision of the CPU's matrix products with the frozen weights:
+	// "f32", "bf16" (BF16 weight copies and inputs, F32 sums: less
+	// memory), or "auto" (default: f32 on the CPUs measured so far).
+	Precision string `yaml:"precision"`
 	// Device is where training and the local contestants run: "auto"
 	// (default: the first GPU ggml has a backend library for, else the
 	// CPU), "cpu", "cuda", "cuda:N", or a device by ggml's name.

@@ -84,6 +84,7 @@ func TestErrorsNameTheLine(t *testing.T) {
 		{"bad regex", `pattern: "Intent: (\\w+)"`, "recipe.yaml:25: eval.metrics[0].pattern: not a valid regular expression"},
 		{"eval ratio and file", "  seq_len: 256", "recipe.yaml:6: data.eval_ratio: give a separate eval file"},
 		{"duplicate contestant", "    - name: api", "recipe.yaml:18: eval.contestants[2].name: \"base\" is used twice"},
+		{"unknown precision", "learning_rate: 1e-3", `train.precision: "fp16": use auto, f32 or bf16`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			body := good
@@ -110,6 +111,8 @@ func TestErrorsNameTheLine(t *testing.T) {
 				body = strings.Replace(body, c.edit, `pattern: "Intent: (\\w+"`, 1)
 			case "eval ratio and file":
 				body = strings.Replace(body, c.edit, "  eval_ratio: 0.2", 1)
+			case "unknown precision":
+				body = strings.Replace(body, c.edit, "learning_rate: 1e-3\n  precision: fp16", 1)
 			case "duplicate contestant":
 				body = strings.Replace(body, c.edit, "    - name: base", 1)
 			}

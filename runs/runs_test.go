@@ -287,7 +287,7 @@ func TestStartRefusesACatalogBaseOfAnotherHash(t *testing.T) {
 
 func TestLoRAConfig(t *testing.T) {
 	r := recipe(t, t.TempDir(), minimal+`lora: {rank: 4, alpha: 12, targets: [attn_q, attn_v], dropout: 0.1, rslora: true}
-train: {learning_rate: 1e-3, batch_size: 3, max_steps: 9, warmup_steps: 2, schedule: linear, weight_decay: 0.01, clip_norm: 0, eval_every: 3, val_windows: 12, patience: 2, checkpoint_every: 4, seed: 7, threads: 2, checkpointing: "on"}
+train: {learning_rate: 1e-3, batch_size: 3, max_steps: 9, warmup_steps: 2, schedule: linear, weight_decay: 0.01, clip_norm: 0, eval_every: 3, val_windows: 12, patience: 2, checkpoint_every: 4, seed: 7, threads: 2, checkpointing: "on", precision: bf16}
 `)
 	c := LoRAConfig(r, "/run")
 	switch {
@@ -297,7 +297,7 @@ train: {learning_rate: 1e-3, batch_size: 3, max_steps: 9, warmup_steps: 2, sched
 		t.Fatalf("optimizer settings %+v", c)
 	case c.ClipNorm != -1:
 		t.Fatalf("clip_norm 0 turns clipping off, got %g", c.ClipNorm)
-	case c.EvalEvery != 3 || c.ValWindows != 12 || c.Patience != 2 || c.CheckpointEvery != 4 || c.Seed != 7 || c.Threads != 2 || c.Checkpointing != "on":
+	case c.EvalEvery != 3 || c.ValWindows != 12 || c.Patience != 2 || c.CheckpointEvery != 4 || c.Seed != 7 || c.Threads != 2 || c.Checkpointing != "on" || c.Precision != "bf16":
 		t.Fatalf("loop settings %+v", c)
 	case LoRAConfig(recipe(t, t.TempDir(), minimal), "/run").ValWindows != recipes.DefaultValWindows:
 		t.Fatalf("a recipe without val_windows validates on %d windows, want %d", LoRAConfig(recipe(t, t.TempDir(), minimal), "/run").ValWindows, recipes.DefaultValWindows)
@@ -522,7 +522,7 @@ func TestStartRefusesWhatCannotFit(t *testing.T) {
 	if err := testmodel.Write(base, testmodel.Config{Layers: 64, Embd: 32, Heads: 2, KVHeads: 2, FF: 32, Context: 8192}); err != nil {
 		t.Fatal(err)
 	}
-	mem, err := lora.EstimateMemory(base, 8192, 8, 7)
+	mem, err := lora.EstimateMemory(base, 8192, lora.MemoryOptions{Rank: 8})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,7 +87,7 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 	for _, n := range rep.Notes {
 		log.Info(n)
 	}
-	mem, err := lora.EstimateMemory(path, r.Data.SeqLen, r.LoRA.Rank, len(r.LoRA.Targets))
+	mem, err := lora.EstimateMemory(path, r.Data.SeqLen, lora.MemoryOptions{Rank: r.LoRA.Rank, Targets: r.LoRA.Targets, Dropout: r.LoRA.Dropout, Precision: r.Train.Precision})
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +257,7 @@ func LoRAConfig(r *recipes.Recipe, dir string) lora.Config {
 		Targets: r.LoRA.Targets, Rank: r.LoRA.Rank, Alpha: r.LoRA.Alpha, RSLoRA: r.LoRA.RSLoRA, Dropout: r.LoRA.Dropout,
 		LearningRate: t.LearningRate, Schedule: t.Schedule, WarmupSteps: t.WarmupSteps, WeightDecay: t.WeightDecay,
 		GradAccum: t.BatchSize, ClipNorm: t.ClipNorm, MaxSteps: t.MaxSteps, Epochs: t.Epochs,
-		EvalEvery: t.EvalEvery, ValWindows: int(t.ValWindows), Patience: t.Patience, CheckpointEvery: t.CheckpointEvery, Seed: t.Seed, Threads: t.Threads, Checkpointing: t.Checkpointing, Device: t.Device,
+		EvalEvery: t.EvalEvery, ValWindows: int(t.ValWindows), Patience: t.Patience, CheckpointEvery: t.CheckpointEvery, Seed: t.Seed, Threads: t.Threads, Checkpointing: t.Checkpointing, Precision: t.Precision, Device: t.Device,
 		Files: lora.Files{
 			Checkpoint: filepath.Join(dir, CheckpointFile),
 			Metrics:    filepath.Join(dir, MetricsFile),

@@ -56,3 +56,10 @@ func MissingSIMD() []string {
 
 // Llamafile reports whether ggml's llamafile sgemm kernels are compiled in.
 func Llamafile() bool { return C.ggml_cpu_has_llamafile() != 0 }
+
+// NativeBF16 reports whether ggml's CPU kernels compute BF16 dot products
+// with the CPU's own instructions: the build uses AVX512_BF16 and this CPU
+// has it.
+func NativeBF16() bool {
+	return runtime.GOARCH == "amd64" && C.ggml_cpu_has_avx512_bf16() != 0 && cpu.X86.HasAVX512BF16
+}

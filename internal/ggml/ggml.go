@@ -30,6 +30,7 @@ const (
 	TypeF32  Type = C.GGML_TYPE_F32
 	TypeF16  Type = C.GGML_TYPE_F16
 	TypeQ4_0 Type = C.GGML_TYPE_Q4_0
+	TypeQ4_1 Type = C.GGML_TYPE_Q4_1
 	TypeQ8_0 Type = C.GGML_TYPE_Q8_0
 	TypeBF16 Type = C.GGML_TYPE_BF16
 	TypeI32  Type = C.GGML_TYPE_I32

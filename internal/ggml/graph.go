@@ -582,6 +582,18 @@ func (s *Sched) Compute(g Graph) error {
 	return nil
 }
 
+// ReserveSize is the compute memory g needs on all the scheduler's
+// backends together, measured by ggml's allocator without allocating.
+func (s *Sched) ReserveSize(g Graph) int {
+	sizes := make([]C.size_t, len(s.backends))
+	C.ggml_backend_sched_reserve_size(s.c, g.c, &sizes[0])
+	n := 0
+	for _, v := range sizes {
+		n += int(v)
+	}
+	return n
+}
+
 // Reset forgets the allocation of the last graph.
 func (s *Sched) Reset() { C.ggml_backend_sched_reset(s.c) }
 

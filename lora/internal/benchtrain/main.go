@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,11 +69,21 @@ var shapes = []shape{
 	{Name: "1B F16 ctx 1024 r16", Cfg: llama1BF16(), Ctx: 1024, Rank: 16, Heavy: true},
 	{Name: "1B Q8_0 ctx 2048", Cfg: llama1B(), Ctx: 2048, Rank: 16, Heavy: true},
 	{Name: "1B Q8_0 ctx 4096", Cfg: llama1B(), Ctx: 4096, Rank: 16, Heavy: true},
+	// Llama-3.2-1B as it is: the head tied to the token embedding.
+	{Name: "1B tied Q8_0 ctx 2048", Cfg: llama1BTied(), Ctx: 2048, Rank: 16, Heavy: true},
 }
 
 // llama1B is Llama-3.2-1B's shape (its head tied to the embeddings).
 func llama1B() testmodel.Config {
 	return testmodel.Config{Layers: 16, Embd: 2048, Heads: 32, KVHeads: 8, FF: 8192, VocabSize: 128256, Context: 8192, Type: "q8_0"}
+}
+
+// llama1BTied is llama1B with the head tied to the token embedding, as
+// Llama-3.2-1B has it.
+func llama1BTied() testmodel.Config {
+	c := llama1B()
+	c.TiedOutput = true
+	return c
 }
 
 // llama1BF16 is llama1B with F16 weights.
@@ -98,6 +109,8 @@ type result struct {
 	FLOPPerStep  float64 `json:"flop_per_step"`
 	FLOPs        float64 `json:"flop_per_s"`
 	PeakRSS      int64   `json:"peak_rss_bytes"`
+	ValSec       float64 `json:"val_s_per_window,omitempty"`
+	Profile      string  `json:"profile,omitempty"`
 	Error        string  `json:"error,omitempty"`
 }
 
@@ -106,13 +119,14 @@ type options struct {
 	device                 string
 	steps, warmup, threads int
 	cache, mode            string
-	trained                float64
-	fixed                  bool
+	targets, precision     string
+	trained, dropout       float64
+	fixed, profile, val    bool
 }
 
 func (o options) args() []string {
 	return []string{"-steps", fmt.Sprint(o.steps), "-warmup", fmt.Sprint(o.warmup), "-threads", fmt.Sprint(o.threads),
-		"-cache", o.cache, "-trained", fmt.Sprint(o.trained), "-fixed-threads=" + fmt.Sprint(o.fixed), "-device", o.device}
+		"-cache", o.cache, "-trained", fmt.Sprint(o.trained), "-fixed-threads=" + fmt.Sprint(o.fixed), "-device", o.device, "-targets", o.targets, "-precision", o.precision, "-dropout", fmt.Sprint(o.dropout), "-profile=" + fmt.Sprint(o.profile), "-val=" + fmt.Sprint(o.val)}
 }
 
 func main() {
@@ -125,9 +139,15 @@ func main() {
 	flag.StringVar(&o.mode, "checkpointing", "all", "old (whole-window graph, the head over every row, as before), off (whole-window graph), on (checkpointed), a comma-separated list of them, or all")
 	trainedList := flag.String("trained", "1", "fraction of each window's tokens that are targets (SFT data: prompts masked); a comma-separated list runs each")
 	flag.StringVar(&o.device, "device", "cpu", "where to train: cpu, auto, cuda[:N] (backend libraries from FINETUNE_LIB_PATH, then bin/lib)")
+	flag.StringVar(&o.targets, "targets", "", "the LoRA targets, comma-separated (default: the seven projections; all: with output and token_embd)")
+	flag.StringVar(&o.precision, "precision", "f32", "train.precision: f32, bf16 or auto")
+	flag.Float64Var(&o.dropout, "dropout", 0, "LoRA dropout (the shipped recipes: 0.05)")
+	flag.BoolVar(&o.profile, "profile", false, "time every graph node of the measured steps (computed one node at a time) and print the time per op kind")
+	flag.BoolVar(&o.val, "val", false, "also time a validation pass over the windows after every step (seconds per window)")
 	flag.BoolVar(&o.fixed, "fixed-threads", true, "compute with exactly -threads threads (false: only the cores free at each step)")
 	only := flag.String("only", "", "run only shapes whose name contains this, in any case (smollm2: the real model's rows; heavy shapes run only when named)")
 	peakOnly := flag.Bool("peak", false, "measure the matmul peak only (child mode)")
+	kernels := flag.Bool("kernels", false, "measure ggml's matrix product per weight type at SmolLM2's shapes and exit")
 	contention := flag.Bool("contention", false, "measure tokens/s alone, beside a busy process and two runs at once")
 	busy := flag.Bool("busy", false, "spin one thread until killed (child mode)")
 	flag.Parse()
@@ -151,6 +171,17 @@ func main() {
 		}
 	case *peakOnly:
 		fmt.Println(matmulPeak(o.threads))
+		return
+	case *kernels:
+		fmt.Printf("ggml mul_mat GFLOP/s, %d threads, best of 8 (weight [K, M] of the type, input F32 [K, N])\n", o.threads)
+		fmt.Printf("%-22s %8s %8s %8s %8s %8s\n", "K x M x N", "f32", "f16", "bf16", "q8_0", "q4_1")
+		for _, d := range [][3]int{{576, 1536, 512}, {1536, 576, 512}, {576, 49152, 256}, {2048, 2048, 256}} {
+			fmt.Printf("%-22s", fmt.Sprintf("%d x %d x %d", d[0], d[1], d[2]))
+			for _, t := range []ggml.Type{ggml.TypeF32, ggml.TypeF16, ggml.TypeBF16, ggml.TypeQ8_0, ggml.TypeQ4_1} {
+				fmt.Printf(" %8.1f", matmulRate(o.threads, t, d[0], d[1], d[2])/1e9)
+			}
+			fmt.Println()
+		}
 		return
 	case *child >= 0:
 		r := runShape(shapes[*child], o)
@@ -225,8 +256,15 @@ func main() {
 					fmt.Printf("%-24s %6.0f%% %-6s failed: %v\n", s.Name, 100*trained, pathName(mode), err)
 					continue
 				}
-				fmt.Printf("%-24s %6.0f%% %-6s %10.1f %10.1f %9.2f %10.1f %7.1f%% %6.0f MiB %6.0f MiB\n", s.Name, 100*trained, pathName(mode), r.TokensPerSec, r.TrainedPerS, r.StepSec,
+				fmt.Printf("%-24s %6.0f%% %-6s %10.1f %10.1f %9.2f %10.1f %7.1f%% %6.0f MiB %6.0f MiB", s.Name, 100*trained, pathName(mode), r.TokensPerSec, r.TrainedPerS, r.StepSec,
 					r.FLOPs/1e9, 100*r.FLOPs/peak, float64(r.PeakRSS)/(1<<20), float64(r.Estimate)/(1<<20))
+				if r.ValSec > 0 {
+					fmt.Printf("  validation %.2f s/window", r.ValSec)
+				}
+				fmt.Println()
+				if r.Profile != "" {
+					fmt.Println(r.Profile)
+				}
 			}
 		}
 	}
@@ -269,7 +307,11 @@ func parseModes(s string) ([]string, error) {
 // test model or an F32 copy not written yet (wrote says so).
 func modelFile(s shape, cache string) (path string, wrote bool, err error) {
 	c := s.Cfg
-	return benchmodel.File(s.Model, s.F32, c, cache, fmt.Sprintf("L%d-E%d-H%d-%d-FF%d-V%d-%s.gguf", c.Layers, c.Embd, c.Heads, c.KVHeads, c.FF, c.VocabSize, c.Type))
+	tied := ""
+	if c.TiedOutput {
+		tied = "-tied"
+	}
+	return benchmodel.File(s.Model, s.F32, c, cache, fmt.Sprintf("L%d-E%d-H%d-%d-FF%d-V%d-%s%s.gguf", c.Layers, c.Embd, c.Heads, c.KVHeads, c.FF, c.VocabSize, c.Type, tied))
 }
 
 func pathName(mode string) string {
@@ -366,16 +408,19 @@ func runContention(o options) {
 }
 
 // matmulPeak measures ggml's F32 mul_mat FLOP/s, best of several runs.
-func matmulPeak(threads int) float64 {
+func matmulPeak(threads int) float64 { return matmulRate(threads, ggml.TypeF32, 2048, 2048, 256) }
+
+// matmulRate measures ggml's mul_mat FLOP/s for a weight [K, M] of type
+// typ by an F32 input [K, N], best of several runs.
+func matmulRate(threads int, typ ggml.Type, K, M, N int) float64 {
 	be, err := ggml.NewCPUBackend(threads)
 	if err != nil {
 		panic(err)
 	}
 	defer be.Close()
-	const M, K, N = 2048, 2048, 256
 	x, _ := ggml.NewCtx(16*ggml.TensorOverhead()+ggml.GraphOverhead(16, false), true)
 	defer x.Close()
-	a := x.New2D(ggml.TypeF32, K, M)
+	a := x.New2D(typ, K, M)
 	b := x.New2D(ggml.TypeF32, K, N)
 	a.SetInput()
 	b.SetInput()
@@ -399,7 +444,15 @@ func matmulPeak(threads int) float64 {
 	for i := range vb {
 		vb[i] = rng.Float32()
 	}
-	a.SetF32(va)
+	if typ == ggml.TypeF32 {
+		a.SetF32(va)
+	} else {
+		enc, err := ggml.Encode(typ, va, K)
+		if err != nil {
+			panic(err)
+		}
+		a.SetBytes(enc)
+	}
 	b.SetF32(vb)
 	best := 0.0
 	for i := 0; i < 8; i++ {
@@ -407,7 +460,7 @@ func matmulPeak(threads int) float64 {
 		if err := s.Compute(g); err != nil {
 			panic(err)
 		}
-		best = max(best, 2*M*K*N/time.Since(t).Seconds())
+		best = max(best, 2*float64(M)*float64(K)*float64(N)/time.Since(t).Seconds())
 	}
 	return best
 }
@@ -445,7 +498,15 @@ func runShape(s shape, o options) (r result) {
 	for i := range windows {
 		trained += windows[i].Targets()
 	}
-	mem, err := lora.EstimateMemory(path, T, rank, len(lora.Targets))
+	targets := lora.Targets
+	switch o.targets {
+	case "":
+	case "all":
+		targets = append(slices.Clone(lora.Targets), lora.ModelTargets...)
+	default:
+		targets = strings.Split(o.targets, ",")
+	}
+	mem, err := lora.EstimateMemory(path, T, lora.MemoryOptions{Rank: rank, Targets: targets, Dropout: o.dropout, Precision: o.precision})
 	if err != nil {
 		r.Error = err.Error()
 		return r
@@ -461,14 +522,29 @@ func runShape(s shape, o options) (r result) {
 	if ckpt == "old" {
 		ckpt = "off"
 	}
-	cfg := lora.Config{Rank: rank, Alpha: float64(alpha), MaxSteps: o.warmup + steps, Threads: threads, FixedThreads: o.fixed, Checkpointing: ckpt, EveryRow: o.mode == "old", Seed: 1, Device: o.device,
+	cfg := lora.Config{Rank: rank, Alpha: float64(alpha), MaxSteps: o.warmup + steps, Threads: threads, FixedThreads: o.fixed, Checkpointing: ckpt, EveryRow: o.mode == "old", Seed: 1, Device: o.device, Targets: targets, Dropout: o.dropout, Precision: o.precision,
 		Files: lora.Files{Checkpoint: filepath.Join(out, "checkpoint.gguf"), Metrics: filepath.Join(out, "metrics.jsonl"), Adapter: filepath.Join(out, "adapter.gguf")}}
 	if os.Getenv("BENCH_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	_, err = lora.Train(context.Background(), path, cfg, lora.Data{Train: windows}, func(m lora.Metrics) {
+	data := lora.Data{Train: windows}
+	if o.val {
+		data.Val, cfg.EvalEvery = windows, 1
+	}
+	if o.profile {
+		cfg.Profile = ggml.NewProfile()
+		defer cfg.Profile.Close()
+	}
+	var vals []float64
+	_, err = lora.Train(context.Background(), path, cfg, data, func(m lora.Metrics) {
 		if m.Step > o.warmup {
 			times = append(times, float64(T)/m.TokensPerSec)
+			if m.ValWindows > 0 {
+				vals = append(vals, m.ValSec/float64(m.ValWindows))
+			}
+		}
+		if m.Step == o.warmup && cfg.Profile != nil {
+			cfg.Profile.Reset()
 		}
 	})
 	if err != nil {
@@ -485,6 +561,13 @@ func runShape(s shape, o options) (r result) {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	r.PeakRSS = ru.Maxrss * 1024
+	if len(vals) > 0 {
+		sort.Float64s(vals)
+		r.ValSec = vals[len(vals)/2]
+	}
+	if cfg.Profile != nil {
+		r.Profile = cfg.Profile.String()
+	}
 	return r
 }
 
