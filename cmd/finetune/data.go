@@ -319,6 +319,12 @@ func printInspection(w io.Writer, in *dataInspection, cfg datasets.Config, color
 	split("duplicates removed", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Duplicates) })
 	if in.Model != "" {
 		split("examples", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Examples) })
+		if rep.Train.Pairs+rep.Eval.Pairs+rep.Train.DroppedPairs+rep.Eval.DroppedPairs > 0 {
+			split("preference pairs", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Pairs) })
+			split("  identical", func(s *datasets.SplitReport) string { return fmt.Sprint(s.IdenticalPairs) })
+			split("  truncated", func(s *datasets.SplitReport) string { return fmt.Sprint(s.TruncatedPairs) })
+			split("  dropped (too long)", func(s *datasets.SplitReport) string { return fmt.Sprint(s.DroppedPairs) })
+		}
 		split("truncated", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Truncated) })
 		split("dropped (too long)", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Dropped) })
 		if rep.Train.Unmeasured+rep.Eval.Unmeasured > 0 {
