@@ -172,7 +172,7 @@ type SplitReport struct {
 	TruncatedPairs int   `json:"truncated_pairs,omitempty"`
 	DroppedPairs   int   `json:"dropped_pairs,omitempty"`
 	Tokens         int64 `json:"tokens"`  // tokens of the kept examples
-	Trained   int64 `json:"trained"` // of which trained
+	Trained        int64 `json:"trained"` // of which trained
 	// Lengths are the token lengths of the examples before the length
 	// rule.
 	Lengths Lengths `json:"lengths"`
@@ -590,7 +590,7 @@ func (s *scanner) bound(rec *Record) (long bool) {
 	for _, m := range rec.Rejected {
 		rn += len(m.Content)
 	}
-	n = max(n, rn) // the longer side of a pair
+	n = max(n, rn)                 // the longer side of a pair
 	if n <= s.cfg.MaxLength+4096 { // within the limit below whatever MaxPieceBytes (at least 1)
 		return false
 	}

@@ -30,10 +30,10 @@ type Record struct {
 	// turns are masked: only the answers after it are scored.
 	Rejected    []Message `json:"rejected,omitempty"`
 	PromptTurns int       `json:"prompt_turns,omitempty"`
-	Text     string    `json:"text,omitempty"`     // plain text (format "text")
-	Label    string    `json:"label,omitempty"`    // optional label, for evals
-	Format   Format    `json:"format"`
-	Source   string    `json:"source"` // "file:line", or "file: row N (row group G, row R)" for Parquet
+	Text        string    `json:"text,omitempty"`  // plain text (format "text")
+	Label       string    `json:"label,omitempty"` // optional label, for evals
+	Format      Format    `json:"format"`
+	Source      string    `json:"source"` // "file:line", or "file: row N (row group G, row R)" for Parquet
 }
 
 // Format names a record format.
