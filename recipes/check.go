@@ -3,7 +3,9 @@ package recipes
 import (
 	"fmt"
 	"maps"
+	"math"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -100,6 +102,12 @@ func (r *Recipe) defaults() {
 	}
 	if t.ValWindows == 0 && !r.given["train.val_windows"] {
 		t.ValWindows = DefaultValWindows
+	}
+	if t.Method == "" {
+		t.Method = "sft"
+	}
+	if t.Method == "dpo" && t.Beta == 0 && !r.given["train.beta"] {
+		t.Beta = 0.1
 	}
 	e := &r.Eval
 	if len(e.Contestants) == 0 {
@@ -268,6 +276,23 @@ func (r *Recipe) check() error {
 		return r.errAt("train", "checkpoint_every, eval_every, patience and threads must not be negative")
 	case t.Checkpointing != "" && t.Checkpointing != "auto" && t.Checkpointing != "on" && t.Checkpointing != "off":
 		return r.errAt("train.checkpointing", "%q: use auto, on or off", t.Checkpointing)
+	case t.Method != "sft" && t.Method != "dpo":
+		return r.errAt("train.method", "%q: use sft (supervised) or dpo (preference pairs)", t.Method)
+	case t.Method != "dpo" && (t.Beta != 0 || t.RPOAlpha != 0):
+		key := "train.beta"
+		if t.Beta == 0 {
+			key = "train.rpo_alpha"
+		}
+		return r.errAt(key, "applies to train.method: dpo only (the method is %s)", t.Method)
+	case t.Method == "dpo" && (t.Beta <= 0 || math.IsNaN(t.Beta)):
+		return r.errAt("train.beta", "%g: DPO's beta must be positive (TRL's default: 0.1)", t.Beta)
+	case t.RPOAlpha < 0 || math.IsNaN(t.RPOAlpha):
+		return r.errAt("train.rpo_alpha", "%g: must not be negative (0: no SFT term)", t.RPOAlpha)
+	}
+	if t.Init != "" {
+		if _, err := os.Stat(r.Resolve(t.Init)); err != nil {
+			return r.errAt("train.init", "%s: not found: name a run folder (DPO after SFT: the SFT run's folder) or an adapter file", r.Resolve(t.Init))
+		}
 	}
 	names := map[string]bool{}
 	for i, c := range r.Eval.Contestants {
