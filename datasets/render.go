@@ -43,6 +43,15 @@ type Case struct {
 	Reference    string
 	Label        string
 	Source       string
+	// Pair is, for a preference pair, its chosen and rejected answers
+	// rendered as training renders them (Reference is the chosen one).
+	Pair *CasePair `json:",omitempty"`
+}
+
+// CasePair is a preference pair's two sides, as RenderPair renders them.
+type CasePair struct {
+	Chosen, Rejected Example
+	RejectedText     string
 }
 
 // ErrNoCase is returned by Case for a plain-text record, which has no
@@ -410,6 +419,13 @@ func (r *Renderer) Case(rec Record) (Case, error) {
 	var err error
 	if c.PromptTokens, err = r.m.Tokenize(c.RenderedPrompt, true, special); err != nil {
 		return Case{}, r.rowErr(rec, "", err.Error())
+	}
+	if rec.Rejected != nil {
+		ch, rj, err := r.RenderPair(rec)
+		if err != nil {
+			return Case{}, err
+		}
+		c.Pair = &CasePair{Chosen: ch, Rejected: rj, RejectedText: rec.Rejected[len(rec.Rejected)-1].Content}
 	}
 	return c, nil
 }

@@ -26,7 +26,7 @@ var (
 	dataFormats = []string{"", "messages", "sharegpt", "alpaca", "prompt-completion", "text", "fields"}
 	schedules   = []string{"constant", "linear", "cosine"}
 	kinds       = []string{"local", "ollama", "openai"}
-	metricNames = []string{"exact_match", "contains", "regex", "token_f1", "rouge_l", "label_accuracy", "json_valid", "judge"}
+	metricNames = []string{"exact_match", "contains", "regex", "token_f1", "rouge_l", "label_accuracy", "json_valid", "judge", "preference"}
 	nameRE      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 )
 
