@@ -5,7 +5,6 @@ import (
 	"maps"
 	"math"
 	"net/url"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -23,7 +22,7 @@ var loraTargets = []string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gat
 var allTargets = append(slices.Clone(loraTargets), "output", "token_embd")
 
 var (
-	dataFormats = []string{"", "messages", "sharegpt", "alpaca", "prompt-completion", "text", "fields"}
+	dataFormats = []string{"", "messages", "sharegpt", "alpaca", "prompt-completion", "text", "fields", "preference"}
 	schedules   = []string{"constant", "linear", "cosine"}
 	kinds       = []string{"local", "ollama", "openai"}
 	metricNames = []string{"exact_match", "contains", "regex", "token_f1", "rouge_l", "label_accuracy", "json_valid", "judge", "preference"}
@@ -288,11 +287,6 @@ func (r *Recipe) check() error {
 		return r.errAt("train.beta", "%g: DPO's beta must be positive (TRL's default: 0.1)", t.Beta)
 	case t.RPOAlpha < 0 || math.IsNaN(t.RPOAlpha):
 		return r.errAt("train.rpo_alpha", "%g: must not be negative (0: no SFT term)", t.RPOAlpha)
-	}
-	if t.Init != "" {
-		if _, err := os.Stat(r.Resolve(t.Init)); err != nil {
-			return r.errAt("train.init", "%s: not found: name a run folder (DPO after SFT: the SFT run's folder) or an adapter file", r.Resolve(t.Init))
-		}
 	}
 	names := map[string]bool{}
 	for i, c := range r.Eval.Contestants {

@@ -43,7 +43,6 @@ func TestDPOKeys(t *testing.T) {
 		{"  method: dpo\n  rpo_alpha: -1", "recipe.yaml:14: train.rpo_alpha: -1: must not be negative"},
 		{"  beta: 0.2", "recipe.yaml:13: train.beta: applies to train.method: dpo only (the method is sft)"},
 		{"  rpo_alpha: 0.2", "recipe.yaml:13: train.rpo_alpha: applies to train.method: dpo only"},
-		{"  method: dpo\n  init: runs/none", "recipe.yaml:14: train.init: "},
 	} {
 		body := strings.Replace(good, "  learning_rate: 1e-3", "  learning_rate: 1e-3\n"+c.edit, 1)
 		_, err := Load(write(t, body), nil)

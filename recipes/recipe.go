@@ -177,7 +177,7 @@ type Contestant struct {
 	// adapter or a file), ollama, openai.
 	Kind        string     `yaml:"kind"`
 	Model       string     `yaml:"model"`   // ollama/openai model; local: a GGUF other than the base
-	Adapter     string     `yaml:"adapter"` // local: "tuned" or an adapter file
+	Adapter     string     `yaml:"adapter"` // local: "tuned", "init" (train.init's adapter) or an adapter file
 	Scale       float64    `yaml:"scale"`   // adapter scale (default 1)
 	Host        string     `yaml:"host"`    // ollama host (default $OLLAMA_HOST or 127.0.0.1:11434)
 	BaseURL     string     `yaml:"base_url"`

@@ -73,6 +73,12 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 	if err := lora.CheckBase(path); err != nil {
 		return nil, err
 	}
+	if init := InitAdapter(r.Resolve(r.Train.Init)); init != "" {
+		if _, err := os.Stat(init); err != nil {
+			return nil, &recipes.Error{File: r.Path, Line: r.Line("train.init"), Path: "train.init",
+				Msg: fmt.Sprintf("%s: not found: name a run folder (for DPO after SFT, the SFT run's folder) or an adapter file", init)}
+		}
+	}
 	data, err := LoadData(r, path)
 	if err != nil {
 		return nil, err
@@ -207,7 +213,7 @@ func absolutePaths(r *recipes.Recipe, base string) *recipes.Recipe {
 		ct := &c.Eval.Contestants[i]
 		if ct.Kind == "local" {
 			ct.Model = r.Resolve(ct.Model)
-			if ct.Adapter != "tuned" {
+			if ct.Adapter != "tuned" && ct.Adapter != "init" {
 				ct.Adapter = r.Resolve(ct.Adapter)
 			}
 		}

@@ -153,7 +153,16 @@ func runDataInspect(args []string) error {
 	}
 	out.Report = d.Report
 	if m != nil {
-		out.Windows = newWindowStats(d.Train, r.Data.SeqLen, r.Data.Packing == nil || *r.Data.Packing)
+		if len(d.TrainPairs) > 0 && len(d.Train) == 0 {
+			// DPO: a window per side of each pair, never packed.
+			var ws []lora.Window
+			for _, p := range d.TrainPairs {
+				ws = append(ws, p.Chosen, p.Rejected)
+			}
+			out.Windows = newWindowStats(ws, r.Data.SeqLen, false)
+		} else {
+			out.Windows = newWindowStats(d.Train, r.Data.SeqLen, r.Data.Packing == nil || *r.Data.Packing)
+		}
 		if n, _ := m.File.Uint(m.Architecture() + ".context_length"); n > 0 && int(n) < r.Data.SeqLen {
 			out.Warnings = append(out.Warnings, fmt.Sprintf("windows of %d tokens exceed %s's context of %d: training refuses them; lower data.seq_len (--ctx)", r.Data.SeqLen, filepath.Base(*model), n))
 		}
