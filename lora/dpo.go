@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/finetune-dev/finetune/adapters"
@@ -113,23 +114,44 @@ func (t *trainer) logps(pairs []Preference, what string) ([]float64, error) {
 	return out, nil
 }
 
-// references computes the reference log-probabilities of every pair once,
-// with the starting LoRA values (B zero: the base itself, or the adapter
-// the run starts from), then puts the current values back.
-func (t *trainer) references(start *Params) error {
-	t.threads()
-	began := time.Now()
-	t.e.setParams(start)
-	var err error
-	if t.refTrain, err = t.logps(t.data.TrainPairs, "training"); err != nil {
-		return err
+// references computes, for those of pairs idx whose reference
+// log-probabilities ref (chosen, rejected per pair; NaN: not yet) lacks,
+// the summed log-probabilities of their answers under the starting LoRA
+// values (B zero: the base itself, or the adapter the run starts from),
+// then puts the current values back. Each pair's are computed once, when
+// the run first reads it: a run that reads part of its pairs pays for no
+// more, and there is never a second copy of the model.
+func (t *trainer) references(pairs []Preference, ref []float64, idx []int, what string) error {
+	var todo []Preference
+	var at []int
+	for _, i := range idx {
+		if math.IsNaN(ref[2*i]) && !slices.Contains(at, i) {
+			todo = append(todo, pairs[i])
+			at = append(at, i)
+		}
 	}
-	if t.refVal, err = t.logps(t.data.ValPairs, "validation"); err != nil {
-		return err
+	if len(todo) == 0 {
+		return nil
 	}
+	t.e.setParams(t.start)
+	lp, err := t.logps(todo, what)
 	t.e.setParams(t.st.params)
-	t.e.logf("reference log-probabilities computed", "pairs", len(t.data.TrainPairs)+len(t.data.ValPairs), "took", time.Since(began).Round(time.Millisecond))
+	if err != nil {
+		return err
+	}
+	for k, i := range at {
+		ref[2*i], ref[2*i+1] = lp[2*k], lp[2*k+1]
+	}
 	return nil
+}
+
+// unknownRefs are n pairs' reference log-probabilities, none computed.
+func unknownRefs(n int) []float64 {
+	r := make([]float64, 2*n)
+	for i := range r {
+		r[i] = math.NaN()
+	}
+	return r
 }
 
 // stepDPO runs one DPO optimizer step over GradAccum pairs: each answer is
@@ -164,6 +186,9 @@ func (t *trainer) dpoGrads(idx []int) (loss float64, tokens int, rw Rewards, err
 				t.sB[s] = append(t.sB[s], make([]float32, len(p.B)))
 			}
 		}
+	}
+	if err := t.references(t.data.TrainPairs, t.refTrain, idx, "training"); err != nil {
+		return 0, 0, rw, err
 	}
 	G := len(idx)
 	chosenTargets := 0
@@ -230,6 +255,9 @@ func (t *trainer) validateDPO() (float64, Rewards, error) {
 	var rw Rewards
 	if len(t.valIdx) == 0 {
 		return 0, rw, errors.New("lora: no validation pairs")
+	}
+	if err := t.references(t.data.ValPairs, t.refVal, t.valIdx, "validation"); err != nil {
+		return 0, rw, err
 	}
 	loss, nll, chosen := 0.0, 0.0, 0
 	n := float64(len(t.valIdx))

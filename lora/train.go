@@ -211,9 +211,8 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 	t := &trainer{cfg: &cfg, e: e, data: data, st: st, total: total, nTrain: nTrain, nVal: nVal}
 	res := &Result{Training: adapters.Training{TrainableVals: st.params.count()}}
 	if cfg.Method == MethodDPO {
-		if err := t.references(start); err != nil {
-			return nil, err
-		}
+		t.start = start
+		t.refTrain, t.refVal = unknownRefs(len(data.TrainPairs)), unknownRefs(len(data.ValPairs))
 	}
 	if nVal > 0 {
 		var of int
@@ -361,8 +360,10 @@ type trainer struct {
 
 	// DPO: the reference log-probabilities of the training and validation
 	// pairs (chosen, rejected per pair), and one gradient per side.
+	// start holds the LoRA values the run started from (the reference).
 	refTrain, refVal []float64
 	sA, sB           [2][][]float32
+	start            *Params
 
 	// This session's pace, for the ETA: steps and validation passes run
 	// and the time they took; lastPass is the last pass's time.
