@@ -64,7 +64,7 @@ func TestPeerDPO(t *testing.T) {
 		pairs = append(pairs, p)
 		jp = append(jp, map[string]any{"chosen": jw(p.Chosen), "rejected": jw(p.Rejected)})
 	}
-	base := lora.Config{Method: lora.MethodDPO, Beta: 0.5, Rank: 8, Alpha: 16, LearningRate: 5e-3, Schedule: "cosine", WeightDecay: 0.01,
+	base := lora.Config{Method: lora.MethodDPO, Beta: 0.1, Rank: 8, Alpha: 16, LearningRate: 1e-3, Schedule: "cosine", WeightDecay: 0.01,
 		GradAccum: 2, ClipNorm: 1, MaxSteps: steps, Seed: 21, Threads: 2}
 	// The pairs in the order Train reads them: epoch e in the permutation
 	// seeded by (seed, e+1).
@@ -73,10 +73,18 @@ func TestPeerDPO(t *testing.T) {
 		perm := rand.New(rand.NewPCG(base.Seed, uint64(g/nPairs)+1)).Perm(nPairs)
 		order = append(order, perm[g%nPairs])
 	}
+	// bTol bounds B. From B zero (the base as reference), B after 10 steps
+	// is AdamW's steps alone, the first a step of lr times the sign of each
+	// gradient value; a DPO gradient is the difference of two answers'
+	// gradients whose shared prompt parts nearly cancel in some values,
+	// whose sign F32 rounding then decides (as on SmolLM2 in
+	// TestPeerTrainingSmolLM2). Measured: 1.6e-3 on one tensor of 14
+	// (blk.1.attn_v), the others within 1e-3; A within 1e-4.
 	cases := []struct {
 		name         string
 		initB, alpha float64
-	}{{"base as reference", 0, 0}, {"reference adapter, RPO alpha 0.5", 0.02, 0.5}}
+		bTol         float64
+	}{{"base as reference", 0, 0, 2e-3}, {"reference adapter, RPO alpha 0.5", 0.02, 0.5, peerAdapterTol}}
 	dir := t.TempDir()
 	var jobs []map[string]any
 	for _, c := range cases {
@@ -170,8 +178,8 @@ func TestPeerDPO(t *testing.T) {
 						}
 						ra, rb := relDiff(h.A, w.A), relDiff(h.B, w.B)
 						worstA, worstB = math.Max(worstA, ra), math.Max(worstB, rb)
-						if ra > peerAdapterTol || rb > peerAdapterTol {
-							t.Errorf("%s: A differs from the peer's by %.2e, B by %.2e (relative), want <= %g", w.Base, ra, rb, peerAdapterTol)
+						if ra > peerAdapterTol || rb > c.bTol {
+							t.Errorf("%s: A differs from the peer's by %.2e, B by %.2e (relative), want <= %g and %g", w.Base, ra, rb, peerAdapterTol, c.bTol)
 						}
 					}
 					t.Logf("%s, checkpointing %s: losses agree to %.1e, rewards to %.1e of the margin, A to %.1e, B to %.1e", c.name, mode, worst, worstR, worstA, worstB)
