@@ -188,7 +188,14 @@ func TestDPOGradientMatchesFiniteDifferences(t *testing.T) {
 					return dpoLossAt(t, tr, q)
 				}
 				central := func(h float64) float64 { return (at(h) - at(-h)) / (2 * h) }
-				fd := (4*central(h/2) - central(h)) / 3
+				hd := h
+				if dir == 0 {
+					// Along the gradient the derivative is large (the
+					// noise small beside it) and so is the curvature: a
+					// shorter step.
+					hd = h / 4
+				}
+				fd := (4*central(hd/2) - central(hd)) / 3
 				check(fmt.Sprintf("direction %d", dir), an, fd, 5e-3)
 				t.Logf("direction %d: analytic %.6g, finite difference %.6g", dir, an, fd)
 			}
