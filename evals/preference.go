@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/finetune-dev/finetune/internal/llama"
 )
@@ -95,7 +96,12 @@ func (r *runner) prefer(ctx context.Context, cs []Contestant, t scoreTable) erro
 				continue
 			}
 			pairs := 0
+			last := time.Now()
 			for i := range r.cases {
+				if time.Since(last) > r.opts.WaitReports {
+					r.opts.Logger.Info("preference", "contestant", c.Name(), "done", fmt.Sprintf("%d/%d", i, len(r.cases)))
+					last = time.Now()
+				}
 				p := r.cases[i].Pair
 				if p == nil {
 					continue
