@@ -161,9 +161,18 @@ type SplitReport struct {
 	Unmeasured int `json:"unmeasured,omitempty"`
 	// Untrained are examples left out because no token of theirs is
 	// trained (every assistant turn masked).
-	Untrained int   `json:"untrained,omitempty"`
-	Tokens    int64 `json:"tokens"`  // tokens of the kept examples
-	Trained   int64 `json:"trained"` // of which trained
+	Untrained int `json:"untrained,omitempty"`
+	// Pairs are the preference pairs kept (two examples each: chosen and
+	// rejected); a pair is kept or dropped whole. IdenticalPairs are those
+	// whose chosen and rejected tokens are equal (they teach nothing),
+	// TruncatedPairs those with a side cut to MaxLength, DroppedPairs
+	// those left out for a side over it.
+	Pairs          int   `json:"pairs,omitempty"`
+	IdenticalPairs int   `json:"identical_pairs,omitempty"`
+	TruncatedPairs int   `json:"truncated_pairs,omitempty"`
+	DroppedPairs   int   `json:"dropped_pairs,omitempty"`
+	Tokens         int64 `json:"tokens"`  // tokens of the kept examples
+	Trained        int64 `json:"trained"` // of which trained
 	// Lengths are the token lengths of the examples before the length
 	// rule.
 	Lengths Lengths `json:"lengths"`
@@ -473,6 +482,15 @@ func (s *scanner) account(order <-chan *job) error {
 			}
 		}
 		item := Item{Split: j.split, Record: j.rec}
+		if j.rec.Rejected != nil {
+			s.accountPair(st, j, &item)
+			if s.fn != nil {
+				if err := s.fn(item); err != nil {
+					return err
+				}
+			}
+			continue
+		}
 		for _, ex := range j.exs {
 			n := len(ex.Tokens)
 			st.Lengths.add(n)
@@ -505,6 +523,54 @@ func (s *scanner) account(order <-chan *job) error {
 	return nil
 }
 
+// accountPair applies the length rule to a preference pair, whose chosen
+// and rejected examples are kept or dropped together.
+func (s *scanner) accountPair(st *SplitReport, j *job, item *Item) {
+	st.Records++
+	s.labels.add(j.split, j.rec.Label)
+	if j.long {
+		st.DroppedPairs++
+		return
+	}
+	if len(j.exs) != 2 {
+		return // no model: read and checked only
+	}
+	exs := slices.Clone(j.exs)
+	cut := false
+	for i := range exs {
+		n := len(exs[i].Tokens)
+		st.Lengths.add(n)
+		if s.cfg.MaxLength > 0 && n > s.cfg.MaxLength {
+			if s.cfg.Overflow == Drop {
+				st.Dropped += 2
+				st.DroppedPairs++
+				return
+			}
+			exs[i].Tokens, exs[i].Weights = exs[i].Tokens[:s.cfg.MaxLength], exs[i].Weights[:s.cfg.MaxLength]
+			cut = true
+		}
+	}
+	if cut {
+		st.Truncated += 2
+		st.TruncatedPairs++
+	}
+	if exs[0].Trained() == 0 || exs[1].Trained() == 0 {
+		// Cut before one of the answers began: nothing to compare.
+		st.Untrained += 2
+		return
+	}
+	if slices.Equal(exs[0].Tokens, exs[1].Tokens) {
+		st.IdenticalPairs++
+	}
+	st.Pairs++
+	for _, ex := range exs {
+		st.Examples++
+		st.Tokens += int64(len(ex.Tokens))
+		st.Trained += int64(ex.Trained())
+	}
+	item.Examples = exs
+}
+
 // bound recognises a record longer than the window before it is
 // rendered and tokenized whole, so that memory stays bounded whatever the
 // length of a line: no token spells more than Renderer.MaxPieceBytes bytes,
@@ -520,6 +586,11 @@ func (s *scanner) bound(rec *Record) (long bool) {
 	for _, m := range rec.Messages {
 		n += len(m.Content)
 	}
+	rn := 0
+	for _, m := range rec.Rejected {
+		rn += len(m.Content)
+	}
+	n = max(n, rn)                 // the longer side of a pair
 	if n <= s.cfg.MaxLength+4096 { // within the limit below whatever MaxPieceBytes (at least 1)
 		return false
 	}
@@ -537,6 +608,13 @@ func (s *scanner) bound(rec *Record) (long bool) {
 			msgs[i].Content = cutUTF8(msgs[i].Content, limit)
 		}
 		rec.Messages = msgs
+	}
+	if rec.Rejected != nil {
+		msgs := slices.Clone(rec.Rejected)
+		for i := range msgs {
+			msgs[i].Content = cutUTF8(msgs[i].Content, limit)
+		}
+		rec.Rejected = msgs
 	}
 	return false
 }
@@ -563,6 +641,10 @@ func recordHash(rec Record) uint64 {
 	h := fnv.New64a()
 	writeMessages(h, rec.Messages)
 	h.Write([]byte(rec.Text))
+	if rec.Rejected != nil {
+		h.Write([]byte("\x00rejected\x00"))
+		writeMessages(h, rec.Rejected)
+	}
 	return h.Sum64()
 }
 
@@ -573,7 +655,9 @@ func promptHash(rec Record, seed uint64) uint64 {
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], seed)
 	h.Write(b[:])
-	if len(rec.Messages) > 0 {
+	if rec.Rejected != nil {
+		writeMessages(h, rec.Messages[:rec.PromptTurns])
+	} else if len(rec.Messages) > 0 {
 		writeMessages(h, rec.Messages[:len(rec.Messages)-1])
 	} else {
 		h.Write([]byte(rec.Text))

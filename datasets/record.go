@@ -24,10 +24,16 @@ type Message struct {
 // format but plain text.
 type Record struct {
 	Messages []Message `json:"messages,omitempty"` // a conversation ending with an assistant turn
-	Text     string    `json:"text,omitempty"`     // plain text (format "text")
-	Label    string    `json:"label,omitempty"`    // optional label, for evals
-	Format   Format    `json:"format"`
-	Source   string    `json:"source"` // "file:line", or "file: row N (row group G, row R)" for Parquet
+	// Rejected is, for a preference pair (format "preference"), the
+	// rejected conversation; Messages is then the chosen one. Both begin
+	// with the pair's prompt, Messages[:PromptTurns], whose assistant
+	// turns are masked: only the answers after it are scored.
+	Rejected    []Message `json:"rejected,omitempty"`
+	PromptTurns int       `json:"prompt_turns,omitempty"`
+	Text        string    `json:"text,omitempty"`  // plain text (format "text")
+	Label       string    `json:"label,omitempty"` // optional label, for evals
+	Format      Format    `json:"format"`
+	Source      string    `json:"source"` // "file:line", or "file: row N (row group G, row R)" for Parquet
 }
 
 // Format names a record format.
@@ -40,6 +46,11 @@ const (
 	FormatCompletion Format = "prompt-completion" // {"prompt", "completion"}
 	FormatText       Format = "text"              // {"text"}
 	FormatFields     Format = "fields"            // columns named by Fields.Prompt and Fields.Response
+	// FormatPreference is a preference pair as TRL reads it:
+	// {"prompt", "chosen", "rejected"}, the prompt a string or a list of
+	// turns and the answers strings or lists of assistant turns; or
+	// {"chosen", "rejected"} as whole conversations sharing a prefix.
+	FormatPreference Format = "preference"
 )
 
 // Formats lists the record formats with what they look like.
@@ -51,12 +62,13 @@ func Formats() []string {
 		`prompt-completion: {"prompt": "...", "completion": "..."}`,
 		`text: {"text": "..."}`,
 		`fields: any columns, named with Fields (prompt, response, system, label)`,
+		`preference: {"prompt": "..." or [turns], "chosen": "..." or [assistant turns], "rejected": ...}, or {"chosen": [turns], "rejected": [turns]} sharing a prompt (TRL's preference pairs)`,
 	}
 }
 
 func (f Format) valid() bool {
 	switch f {
-	case "", FormatMessages, FormatShareGPT, FormatAlpaca, FormatCompletion, FormatText, FormatFields:
+	case "", FormatMessages, FormatShareGPT, FormatAlpaca, FormatCompletion, FormatText, FormatFields, FormatPreference:
 		return true
 	}
 	return false
@@ -84,7 +96,7 @@ type ReadOptions struct {
 
 func (o *ReadOptions) check() error {
 	if !o.Format.valid() {
-		return fmt.Errorf("unknown record format %q (want one of messages, sharegpt, alpaca, prompt-completion, text, fields)", o.Format)
+		return fmt.Errorf("unknown record format %q (want one of messages, sharegpt, alpaca, prompt-completion, text, fields, preference)", o.Format)
 	}
 	mapped := o.Fields.Prompt != "" || o.Fields.Response != ""
 	switch {
@@ -131,6 +143,8 @@ func errf(field, format string, args ...any) *fieldError {
 func detectFormat(row map[string]any) (Format, *fieldError) {
 	has := func(k string) bool { _, ok := row[k]; return ok }
 	switch {
+	case has("chosen") && has("rejected"):
+		return FormatPreference, nil
 	case has("messages"):
 		return FormatMessages, nil
 	case has("conversations"):
@@ -147,7 +161,7 @@ func detectFormat(row map[string]any) (Format, *fieldError) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	return "", errf("", "cannot tell the record format from its fields (%s): want messages, conversations, instruction+output, prompt+completion or text; or name the format, or map the prompt and response fields", strings.Join(keys, ", "))
+	return "", errf("", "cannot tell the record format from its fields (%s): want messages, conversations, instruction+output, prompt+completion, chosen+rejected or text; or name the format, or map the prompt and response fields", strings.Join(keys, ", "))
 }
 
 // toRecord normalises a row of format f.
@@ -192,10 +206,13 @@ func toRecord(row map[string]any, f Format, o *ReadOptions) (Record, *fieldError
 		rec.Messages = []Message{{Role: "user", Content: p}, {Role: "assistant", Content: c}}
 	case FormatText:
 		rec.Text, err = str(row, "text", true)
+	case FormatPreference:
+		rec.Messages, rec.Rejected, rec.PromptTurns, err = preferencePair(row)
 	}
 	if err != nil {
 		return rec, err
 	}
+	turns := len(rec.Messages)
 	if o.Fields.System != "" && rec.Messages != nil {
 		if err := prependSystem(&rec, row, o.Fields.System); err != nil {
 			return rec, err
@@ -204,8 +221,20 @@ func toRecord(row map[string]any, f Format, o *ReadOptions) (Record, *fieldError
 	if o.System != "" && rec.Messages != nil && rec.Messages[0].Role != "system" {
 		rec.Messages = slices.Insert(rec.Messages, 0, Message{Role: "system", Content: o.System})
 	}
+	if rec.Rejected != nil && len(rec.Messages) > turns {
+		// A system prompt given by the options or a field: the rejected
+		// conversation gets it too, as part of the prompt.
+		rec.Rejected = slices.Insert(rec.Rejected, 0, rec.Messages[0])
+		rec.PromptTurns++
+	}
 	if rec.Messages != nil {
 		if err := checkConversation(rec.Messages, f); err != nil {
+			return rec, err
+		}
+	}
+	if rec.Rejected != nil {
+		if err := checkConversation(rec.Rejected, f); err != nil {
+			err.field = strings.Replace(err.field, "chosen", "rejected", 1)
 			return rec, err
 		}
 	}
@@ -349,6 +378,8 @@ func checkConversation(msgs []Message, f Format) *fieldError {
 		key = "completion"
 	case FormatFields:
 		key = "response"
+	case FormatPreference:
+		key = "chosen"
 	}
 	first := -1
 	for i, m := range msgs {
@@ -371,6 +402,90 @@ func checkConversation(msgs []Message, f Format) *fieldError {
 		return errf(fmt.Sprintf("%s[%d]", key, len(msgs)-1), "the conversation does not end with an assistant turn")
 	}
 	return nil
+}
+
+// preferencePair reads a preference pair: the chosen and the rejected
+// conversations, each the prompt followed by its answer, and the number of
+// prompt turns. The prompt's assistant turns are masked.
+func preferencePair(row map[string]any) (chosen, rejected []Message, promptTurns int, err *fieldError) {
+	var prompt []Message
+	_, hasPrompt := row["prompt"]
+	if hasPrompt {
+		if s, ok := row["prompt"].(string); ok && !looksLikeTurns(s) {
+			p, err := str(row, "prompt", true)
+			if err != nil {
+				return nil, nil, 0, err
+			}
+			prompt = []Message{{Role: "user", Content: p}}
+		} else if prompt, err = chatMessages(row, "prompt", "role", "content"); err != nil {
+			return nil, nil, 0, err
+		}
+	}
+	answer := func(key string) ([]Message, *fieldError) {
+		if s, ok := row[key].(string); ok && !looksLikeTurns(s) {
+			if !hasPrompt {
+				return nil, errf(key, "an answer given as text needs a prompt field (or give chosen and rejected as whole conversations)")
+			}
+			a, err := str(row, key, true)
+			if err != nil {
+				return nil, err
+			}
+			return []Message{{Role: "assistant", Content: a}}, nil
+		}
+		return chatMessages(row, key, "role", "content")
+	}
+	if chosen, err = answer("chosen"); err != nil {
+		return nil, nil, 0, err
+	}
+	if rejected, err = answer("rejected"); err != nil {
+		return nil, nil, 0, err
+	}
+	if !hasPrompt {
+		// Whole conversations: the prompt is what they share.
+		n := 0
+		for n < len(chosen) && n < len(rejected) && chosen[n] == rejected[n] {
+			n++
+		}
+		for n > 0 && chosen[n-1].Role == "assistant" && (n == len(chosen) || n == len(rejected)) {
+			n-- // an answer, not the prompt, when one side ends there
+		}
+		switch {
+		case n == 0:
+			return nil, nil, 0, errf("rejected[0]", "the chosen and rejected conversations share no prompt (give a prompt field, or conversations that begin alike)")
+		case n == len(chosen):
+			return nil, nil, 0, errf("chosen", "the chosen conversation has nothing after the prompt it shares with the rejected one")
+		case n == len(rejected):
+			return nil, nil, 0, errf("rejected", "the rejected conversation has nothing after the prompt it shares with the chosen one")
+		}
+		prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
+	}
+	for _, side := range []struct {
+		key string
+		ms  []Message
+	}{{"chosen", chosen}, {"rejected", rejected}} {
+		if side.ms[0].Role != "assistant" {
+			return nil, nil, 0, errf(side.key+"[0]", "the answer after the prompt starts with a %s turn (want an assistant turn)", side.ms[0].Role)
+		}
+	}
+	if len(prompt) == 0 || prompt[len(prompt)-1].Role == "assistant" {
+		return nil, nil, 0, errf("prompt", "the prompt does not end with a user turn")
+	}
+	p := slices.Clone(prompt)
+	for i := range p {
+		if p[i].Role == "assistant" {
+			p[i].Mask = true
+		}
+	}
+	chosen = append(slices.Clone(p), chosen...)
+	rejected = append(slices.Clone(p), rejected...)
+	return chosen, rejected, len(p), nil
+}
+
+// looksLikeTurns says whether a string field holds a JSON list (a column
+// of turns in a CSV file).
+func looksLikeTurns(s string) bool {
+	t := strings.TrimSpace(s)
+	return strings.HasPrefix(t, "[") && json.Valid([]byte(t))
 }
 
 // str reads a string field; a missing or null field is "" unless required,

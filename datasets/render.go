@@ -43,6 +43,15 @@ type Case struct {
 	Reference    string
 	Label        string
 	Source       string
+	// Pair is, for a preference pair, its chosen and rejected answers
+	// rendered as training renders them (Reference is the chosen one).
+	Pair *CasePair `json:",omitempty"`
+}
+
+// CasePair is a preference pair's two sides, as RenderPair renders them.
+type CasePair struct {
+	Chosen, Rejected Example
+	RejectedText     string
 }
 
 // ErrNoCase is returned by Case for a plain-text record, which has no
@@ -160,6 +169,48 @@ func (r *Renderer) Model() *llama.Model { return r.m }
 // Plain text is tokenized with BOS (as the model adds it) and ends with
 // EOS; every token but the first is trained.
 func (r *Renderer) Render(rec Record) ([]Example, error) {
+	if rec.Rejected != nil {
+		c, rj, err := r.RenderPair(rec)
+		if err != nil {
+			return nil, err
+		}
+		return []Example{c, rj}, nil
+	}
+	return r.render(rec, r.opts.TrainOnInputs)
+}
+
+// RenderPair renders a preference pair: its chosen and its rejected
+// conversation, each exactly as Render renders a conversation, with only
+// the answers after the prompt weighted (whatever TrainOnInputs says):
+// those are the tokens whose log-probabilities preference tuning compares.
+func (r *Renderer) RenderPair(rec Record) (chosen, rejected Example, err error) {
+	if rec.Rejected == nil {
+		return chosen, rejected, r.rowErr(rec, "", "not a preference pair")
+	}
+	side := func(name string, msgs []Message) (Example, error) {
+		one := rec
+		one.Messages, one.Rejected = msgs, nil
+		exs, err := r.render(one, false)
+		if err != nil {
+			var re *RowError
+			if errors.As(err, &re) && re.Field == "" {
+				re.Field = name
+			}
+			return Example{}, err
+		}
+		if len(exs) != 1 {
+			return Example{}, r.rowErr(rec, name, fmt.Sprintf("the answer's turns tokenize differently in context, so the conversation renders as %d examples: a preference pair must render as one", len(exs)))
+		}
+		return exs[0], nil
+	}
+	if chosen, err = side("chosen", rec.Messages); err != nil {
+		return chosen, rejected, err
+	}
+	rejected, err = side("rejected", rec.Rejected)
+	return chosen, rejected, err
+}
+
+func (r *Renderer) render(rec Record, trainInputs bool) ([]Example, error) {
 	if rec.Messages == nil {
 		tokens, err := r.m.Tokenize(rec.Text, true, false)
 		if err != nil {
@@ -178,7 +229,7 @@ func (r *Renderer) Render(rec Record) ([]Example, error) {
 		return nil, r.noTemplate
 	}
 	if r.tmpl == "" {
-		return r.renderPlain(rec)
+		return r.renderPlain(rec, trainInputs)
 	}
 	var out []Example
 	ex := Example{Source: rec.Source}
@@ -219,7 +270,7 @@ func (r *Renderer) Render(rec Record) ([]Example, error) {
 		}
 		for i := len(ex.Tokens); i < len(pt); i++ {
 			w := float32(0)
-			if r.opts.TrainOnInputs && i >= lcp && i > 0 {
+			if trainInputs && i >= lcp && i > 0 {
 				w = 1
 			}
 			ex.Tokens = append(ex.Tokens, pt[i])
@@ -257,7 +308,7 @@ func (r *Renderer) Render(rec Record) ([]Example, error) {
 }
 
 // renderPlain renders a prompt and completion without a chat template.
-func (r *Renderer) renderPlain(rec Record) ([]Example, error) {
+func (r *Renderer) renderPlain(rec Record, trainInputs bool) ([]Example, error) {
 	msgs := rec.Messages
 	if len(msgs) != 2 || msgs[0].Role != "user" {
 		return nil, r.rowErr(rec, "", fmt.Sprintf("without a chat template (template %q) a record must be one prompt and one completion, not a conversation of %d turns with roles %s", TemplateNone, len(msgs), rolesOf(msgs)))
@@ -274,7 +325,7 @@ func (r *Renderer) renderPlain(rec Record) ([]Example, error) {
 	ex := Example{Tokens: append(slices.Clip(pt), append(answer, r.m.EOS())...), Source: rec.Source}
 	ex.Weights = make([]float32, len(ex.Tokens))
 	for i := 1; i < len(ex.Weights); i++ {
-		if i >= len(pt) || r.opts.TrainOnInputs {
+		if i >= len(pt) || trainInputs {
 			ex.Weights[i] = 1
 		}
 		if i >= len(pt) && msgs[1].Mask {
@@ -345,6 +396,9 @@ func (r *Renderer) Case(rec Record) (Case, error) {
 		return Case{}, r.noTemplate
 	}
 	n := len(rec.Messages) - 1
+	if rec.Rejected != nil {
+		n = rec.PromptTurns // a pair's case: its prompt, the chosen answer as reference
+	}
 	c := Case{Prompt: rec.Messages[:n:n], Reference: rec.Messages[n].Content, Label: rec.Label, Source: rec.Source}
 	special := r.tmpl != ""
 	if !special {
@@ -365,6 +419,13 @@ func (r *Renderer) Case(rec Record) (Case, error) {
 	var err error
 	if c.PromptTokens, err = r.m.Tokenize(c.RenderedPrompt, true, special); err != nil {
 		return Case{}, r.rowErr(rec, "", err.Error())
+	}
+	if rec.Rejected != nil {
+		ch, rj, err := r.RenderPair(rec)
+		if err != nil {
+			return Case{}, err
+		}
+		c.Pair = &CasePair{Chosen: ch, Rejected: rj, RejectedText: rec.Rejected[len(rec.Rejected)-1].Content}
 	}
 	return c, nil
 }

@@ -45,11 +45,17 @@ const (
 	// cancel position bias: 1 for a win in both orders, 0.5 for a tie or
 	// a split verdict, 0 for a loss in both (0.75 and 0.25 between).
 	JudgePairwise MetricKind = "judge_pairwise"
+	// Preference: on an eval case that is a preference pair, 1 when the
+	// contestant gives the chosen answer a higher summed log-probability
+	// than the rejected one (DPO's preference accuracy), else 0; scored
+	// for contestants that can score given answers (Scorer: local ones),
+	// without their generated answers.
+	Preference MetricKind = "preference"
 )
 
 // MetricKinds lists every kind.
 func MetricKinds() []MetricKind {
-	return []MetricKind{ExactMatch, Contains, Regex, TokenF1, RougeL, Label, JSONValid, JudgeRubric, JudgePairwise}
+	return []MetricKind{ExactMatch, Contains, Regex, TokenF1, RougeL, Label, JSONValid, JudgeRubric, JudgePairwise, Preference}
 }
 
 // Normalisations applied to answers and references before comparing.

@@ -438,6 +438,9 @@ func Run(ctx context.Context, s Suite, cs []Contestant, o RunOptions) (*Results,
 		return nil, err
 	}
 	scores := r.score(cs)
+	if err := r.prefer(ctx, cs, scores); err != nil {
+		return nil, err
+	}
 	if err := r.judge(ctx, cs, scores); err != nil {
 		return nil, err
 	}

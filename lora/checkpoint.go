@@ -31,6 +31,7 @@ func saveCheckpoint(path string, cfg *Config, st *state) error {
 		{Key: "finetune.checkpoint.val_passes", Value: uint64(st.valPasses)},
 		{Key: "finetune.checkpoint.seed", Value: cfg.Seed},
 		{Key: "finetune.checkpoint.grad_accum", Value: uint32(cfg.GradAccum)},
+		{Key: "finetune.checkpoint.method", Value: cfg.Method},
 		{Key: "adapter.lora.rank", Value: uint32(st.params.Rank)},
 		{Key: "adapter.lora.alpha", Value: float32(st.params.Alpha)},
 		{Key: "adapter.lora.targets", Value: cfg.Targets},
@@ -87,7 +88,13 @@ func loadCheckpoint(path string, cfg *Config, e *engine) (st *state, err error) 
 	seed, _ := f.Uint("finetune.checkpoint.seed")
 	accum, _ := f.Uint("finetune.checkpoint.grad_accum")
 	targets, _ := f.Strings("adapter.lora.targets")
+	method, ok := f.String("finetune.checkpoint.method")
+	if !ok || method == "" {
+		method = MethodSFT // written before the key was kept
+	}
 	switch {
+	case method != cfg.Method:
+		return nil, fmt.Errorf("resume: %s was made by a %s run, the run asks for %s", path, method, cfg.Method)
 	case int(rank) != cfg.Rank:
 		return nil, fmt.Errorf("resume: %s was made with rank %d, the run asks for %d", path, rank, cfg.Rank)
 	case seed != cfg.Seed:

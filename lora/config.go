@@ -70,6 +70,18 @@ type Config struct {
 	Profile *ggml.Profile
 
 	// Files are where the run's products go.
+	// Method is the training objective: MethodSFT ("" too) or MethodDPO,
+	// which trains on Data's preference pairs with Beta (default 0.1)
+	// and, when RPOAlpha > 0, RPO's cross-entropy term on the chosen
+	// answers weighted by it.
+	Method   string
+	Beta     float64
+	RPOAlpha float64
+	// Init is an adapter file to start from (its rank, targets and scale
+	// must be the run's); "": A at random and B zero. For DPO it is also
+	// the reference model.
+	Init string
+
 	Files Files
 	// Resume continues from Files.Checkpoint.
 	Resume bool
@@ -131,6 +143,12 @@ func (c *Config) Defaults() {
 	if c.ClipNorm == 0 {
 		c.ClipNorm = 1
 	}
+	if c.Method == "" {
+		c.Method = MethodSFT
+	}
+	if c.Method == MethodDPO && c.Beta == 0 {
+		c.Beta = 0.1
+	}
 	if c.MaxSteps == 0 && c.Epochs == 0 {
 		c.Epochs = 1
 	}
@@ -178,6 +196,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("lora: max steps and epochs must not be negative")
 	case c.ValWindows < 0:
 		return fmt.Errorf("lora: validation windows must not be negative (0: every window), got %d", c.ValWindows)
+	case c.Method != "" && c.Method != MethodSFT && c.Method != MethodDPO:
+		return fmt.Errorf("lora: method %q: use sft or dpo", c.Method)
+	case c.Method == MethodDPO && (c.Beta <= 0 || math.IsNaN(c.Beta)):
+		return fmt.Errorf("lora: DPO's beta must be positive, got %g", c.Beta)
+	case c.RPOAlpha < 0 || math.IsNaN(c.RPOAlpha):
+		return fmt.Errorf("lora: RPO's alpha must not be negative, got %g", c.RPOAlpha)
+	case c.RPOAlpha > 0 && c.Method != MethodDPO:
+		return fmt.Errorf("lora: RPO's alpha applies to method dpo only")
 	case c.Files.Checkpoint == "" || c.Files.Metrics == "" || c.Files.Adapter == "":
 		return fmt.Errorf("lora: Files must name the checkpoint, metrics and adapter files")
 	}

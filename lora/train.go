@@ -26,6 +26,26 @@ import (
 type Data struct {
 	Train []Window
 	Val   []Window
+	// TrainPairs and ValPairs are the preference pairs of a DPO run
+	// (Config.Method "dpo"), which reads them instead of Train and Val.
+	TrainPairs []Preference
+	ValPairs   []Preference
+}
+
+// sets are the windows of d a run of method reads, by set name.
+func (d *Data) sets(method string) map[string][]Window {
+	if method == MethodDPO {
+		return map[string][]Window{"training": prefWindows(d.TrainPairs), "validation": prefWindows(d.ValPairs)}
+	}
+	return map[string][]Window{"training": d.Train, "validation": d.Val}
+}
+
+// units are the training units of a run of method: windows, or pairs.
+func (d *Data) units(method string) (train, val int) {
+	if method == MethodDPO {
+		return len(d.TrainPairs), len(d.ValPairs)
+	}
+	return len(d.Train), len(d.Val)
 }
 
 // Metrics describe one optimizer step (one line of metrics.jsonl).
@@ -48,6 +68,11 @@ type Metrics struct {
 	// ValWindows how many windows it read.
 	ValSec     float64 `json:"val_s,omitempty"`
 	ValWindows int     `json:"val_windows,omitempty"`
+	// Rewards are a DPO step's figures over its pairs (Loss is then the
+	// DPO loss), ValRewards a validation pass's (ValLoss the mean DPO
+	// loss); ValWindows then counts pairs.
+	Rewards    *Rewards `json:"rewards,omitempty"`
+	ValRewards *Rewards `json:"val_rewards,omitempty"`
 }
 
 // Result summarises a finished run: the adapter file and the figures its
@@ -91,11 +116,16 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if len(data.Train) == 0 {
+	sets := data.sets(cfg.Method)
+	nTrain, nVal := data.units(cfg.Method)
+	if nTrain == 0 {
+		if cfg.Method == MethodDPO {
+			return nil, errors.New("lora: no training pairs")
+		}
 		return nil, errors.New("lora: no training windows")
 	}
-	ctxLen := len(data.Train[0].Tokens)
-	for set, ws := range map[string][]Window{"training": data.Train, "validation": data.Val} {
+	ctxLen := len(sets["training"][0].Tokens)
+	for set, ws := range sets {
 		for i := range ws {
 			if len(ws[i].Tokens) != ctxLen || len(ws[i].Weights) != ctxLen || len(ws[i].Pos) != ctxLen || len(ws[i].Seq) != ctxLen {
 				return nil, fmt.Errorf("lora: %s window %d is not %d tokens long in all its fields", set, i, ctxLen)
@@ -115,7 +145,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 	if ctxLen > base.Hyper.ContextLength {
 		return nil, fmt.Errorf("lora: windows of %d tokens exceed the model's context of %d", ctxLen, base.Hyper.ContextLength)
 	}
-	for set, ws := range map[string][]Window{"training": data.Train, "validation": data.Val} {
+	for set, ws := range sets {
 		for i := range ws {
 			for _, tok := range ws[i].Tokens {
 				if tok < 0 || int(tok) >= base.Hyper.VocabSize {
@@ -161,7 +191,11 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 
 	total := cfg.MaxSteps
 	if total == 0 {
-		total = int(math.Ceil(cfg.Epochs * float64(len(data.Train)) / float64(cfg.GradAccum)))
+		total = int(math.Ceil(cfg.Epochs * float64(nTrain) / float64(cfg.GradAccum)))
+	}
+	start, err := startParams(e, &cfg)
+	if err != nil {
+		return nil, err
 	}
 	st := &state{bestVal: math.Inf(1)}
 	ckpt := cfg.Files.Checkpoint
@@ -170,7 +204,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 			return nil, err
 		}
 	} else {
-		st.params = initParams(e, cfg.Rank, cfg.Alpha, cfg.scale(), cfg.Seed)
+		st.params = start.clone()
 		for _, p := range st.params.Pairs {
 			st.m = append(st.m, make([]float32, len(p.A)+len(p.B)))
 			st.v = append(st.v, make([]float32, len(p.A)+len(p.B)))
@@ -183,11 +217,22 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 	}
 	defer metrics.Close()
 
-	t := &trainer{cfg: &cfg, e: e, data: data, st: st, total: total}
+	t := &trainer{cfg: &cfg, e: e, data: data, st: st, total: total, nTrain: nTrain, nVal: nVal}
 	res := &Result{Training: adapters.Training{TrainableVals: st.params.count()}}
-	if len(data.Val) > 0 {
+	if cfg.Method == MethodDPO {
+		t.start = start
+		t.refTrain, t.refVal = unknownRefs(len(data.TrainPairs)), unknownRefs(len(data.ValPairs))
+	}
+	if nVal > 0 {
 		var of int
-		t.valIdx, of = valSample(data.Val, cfg.ValWindows, cfg.Seed)
+		val := data.Val
+		if cfg.Method == MethodDPO {
+			val = make([]Window, len(data.ValPairs)) // a pair is sampled as its chosen window
+			for i := range data.ValPairs {
+				val[i] = data.ValPairs[i].Chosen
+			}
+		}
+		t.valIdx, of = valSample(val, cfg.ValWindows, cfg.Seed)
 		res.ValWindows, res.ValWindowsTotal = len(t.valIdx), of
 		if len(t.valIdx) < of {
 			e.log.Info(fmt.Sprintf("validation on %d of %d windows", len(t.valIdx), of), "sample", "seeded, the same windows at every pass", "seed", cfg.Seed)
@@ -205,7 +250,16 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 			break
 		}
 		stepStart := time.Now()
-		loss, norm, tokens, err := t.step()
+		var loss, norm float64
+		var tokens int
+		var rw *Rewards
+		if cfg.Method == MethodDPO {
+			var r Rewards
+			loss, norm, tokens, r, err = t.stepDPO()
+			rw = &r
+		} else {
+			loss, norm, tokens, err = t.step()
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -216,13 +270,14 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 		st.step++
 		st.tokens += int64(tokens)
 		st.lastLoss = loss
-		m := Metrics{Step: st.step, TotalSteps: total, Epoch: float64(st.step*cfg.GradAccum) / float64(len(data.Train)),
-			Loss: loss, LR: t.lr, GradNorm: norm, Tokens: st.tokens, TokensPerSec: float64(tokens) / took.Seconds()}
+		m := Metrics{Step: st.step, TotalSteps: total, Epoch: float64(st.step*cfg.GradAccum) / float64(nTrain),
+			Loss: loss, LR: t.lr, GradNorm: norm, Tokens: st.tokens, TokensPerSec: float64(tokens) / took.Seconds(), Rewards: rw}
 		if t.validates(st.step) {
-			val, err := t.validate()
+			val, vrw, err := t.validateAny()
 			if err != nil {
 				return nil, err
 			}
+			m.ValRewards = vrw
 			m.ValLoss, m.ValSec, m.ValWindows = &val, t.lastPass.Seconds(), len(t.valIdx)
 			if val < st.bestVal {
 				st.bestVal, st.bestStep, st.badEvals = val, st.step, 0
@@ -265,7 +320,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 		return nil, err
 	}
 	res.Steps, res.TokensSeen, res.TrainLoss = st.step, st.tokens, st.lastLoss
-	if len(data.Val) > 0 && !res.Interrupted {
+	if nVal > 0 && !res.Interrupted {
 		if st.best != nil {
 			// The adapter written is the best one, validated at its step
 			// on these very weights: no second pass over the same windows.
@@ -275,7 +330,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 			// No validation kept a best (none ran, or none gave a
 			// number): validate what is written.
 			e.setParams(final)
-			v, err := t.validate()
+			v, _, err := t.validateAny()
 			if err != nil {
 				return nil, err
 			}
@@ -307,7 +362,16 @@ type trainer struct {
 	permEpoch int // the epoch perm belongs to (-1: none yet)
 	perm      []int
 
-	valIdx []int // the validation windows a pass reads (valSample)
+	valIdx []int // the validation windows (or pairs) a pass reads (valSample)
+
+	nTrain, nVal int // training and validation units: windows, or pairs
+
+	// DPO: the reference log-probabilities of the training and validation
+	// pairs (chosen, rejected per pair), and one gradient per side.
+	// start holds the LoRA values the run started from (the reference).
+	refTrain, refVal []float64
+	sA, sB           [2][][]float32
+	start            *Params
 
 	// This session's pace, for the ETA: steps and validation passes run
 	// and the time they took; lastPass is the last pass's time.
@@ -321,7 +385,7 @@ type trainer struct {
 // windows.
 func (t *trainer) validates(step int) bool {
 	every := t.cfg.EvalEvery
-	return len(t.data.Val) > 0 && (every > 0 && step%every == 0 || step == t.total)
+	return t.nVal > 0 && (every > 0 && step%every == 0 || step == t.total)
 }
 
 // eta is what the steps and validation passes after the current step
@@ -332,7 +396,7 @@ func (t *trainer) eta() time.Duration {
 		return 0
 	}
 	left := time.Duration(float64(t.stepsTime) / float64(t.stepsRun) * float64(t.total-st.step))
-	if t.passesRun > 0 && len(t.data.Val) > 0 && st.step < t.total {
+	if t.passesRun > 0 && t.nVal > 0 && st.step < t.total {
 		passes := 1 // the last step's
 		if every := t.cfg.EvalEvery; every > 0 {
 			passes = t.total/every - st.step/every
@@ -349,20 +413,22 @@ func (t *trainer) eta() time.Duration {
 // epoch g/n visits the windows in a permutation seeded by (seed, epoch), so
 // a resumed run sees exactly the windows it would have seen.
 func (t *trainer) windowAt(g int) *Window {
-	n := len(t.data.Train)
+	return &t.data.Train[t.indexAt(g, len(t.data.Train))]
+}
+
+// indexAt is the index of the unit (of n) consumed at global position g.
+func (t *trainer) indexAt(g, n int) int {
 	if epoch := g / n; t.perm == nil || epoch != t.permEpoch {
 		t.perm = rand.New(rand.NewPCG(t.cfg.Seed, uint64(epoch)+1)).Perm(n)
 		t.permEpoch = epoch
 	}
-	return &t.data.Train[t.perm[g%n]]
+	return t.perm[g%n]
 }
 
-// step runs one optimizer step: GradAccum windows, clipping, AdamW.
-func (t *trainer) step() (loss, norm float64, tokens int, err error) {
-	cfg, e, st := t.cfg, t.e, t.st
-	t.threads()
+// grads makes the step's gradient accumulators, zero.
+func (t *trainer) grads() {
 	if t.gA == nil {
-		for _, p := range st.params.Pairs {
+		for _, p := range t.st.params.Pairs {
 			t.gA = append(t.gA, make([]float32, len(p.A)))
 			t.gB = append(t.gB, make([]float32, len(p.B)))
 		}
@@ -371,6 +437,31 @@ func (t *trainer) step() (loss, norm float64, tokens int, err error) {
 		clear(t.gA[i])
 		clear(t.gB[i])
 	}
+}
+
+// finishStep clips the accumulated gradient, applies AdamW with the
+// step's learning rate and hands the new values to the engine; it returns
+// the gradient's norm before clipping.
+func (t *trainer) finishStep() (norm float64) {
+	for i := range t.gA {
+		norm += sumSquares(t.gA[i]) + sumSquares(t.gB[i])
+	}
+	norm = math.Sqrt(norm)
+	clip := 1.0
+	if t.cfg.ClipNorm > 0 && norm > t.cfg.ClipNorm {
+		clip = t.cfg.ClipNorm / norm
+	}
+	t.lr = t.cfg.lr(t.st.step+1, t.total)
+	t.adamw(clip)
+	t.e.setParams(t.st.params)
+	return norm
+}
+
+// step runs one optimizer step: GradAccum windows, clipping, AdamW.
+func (t *trainer) step() (loss, norm float64, tokens int, err error) {
+	cfg, e, st := t.cfg, t.e, t.st
+	t.threads()
+	t.grads()
 	windows := make([]*Window, cfg.GradAccum)
 	targets := 0
 	for k := range windows {
@@ -395,18 +486,7 @@ func (t *trainer) step() (loss, norm float64, tokens int, err error) {
 		loss += l * float64(t.in.targets) / float64(targets)
 		tokens += len(w.Tokens)
 	}
-	for i := range t.gA {
-		norm += sumSquares(t.gA[i]) + sumSquares(t.gB[i])
-	}
-	norm = math.Sqrt(norm)
-	clip := 1.0
-	if cfg.ClipNorm > 0 && norm > cfg.ClipNorm {
-		clip = cfg.ClipNorm / norm
-	}
-	t.lr = cfg.lr(st.step+1, t.total)
-	t.adamw(clip)
-	e.setParams(st.params)
-	return loss, norm, tokens, nil
+	return loss, t.finishStep(), tokens, nil
 }
 
 // threads sets the threads of the next graphs: Config.Threads when fixed,
@@ -469,13 +549,7 @@ func valSample(val []Window, n int, seed uint64) (idx []int, of int) {
 // valSample chose.
 func (t *trainer) validate() (float64, error) {
 	start := time.Now()
-	defer func() {
-		d := time.Since(start)
-		t.st.valTime += d
-		t.passesTime += d
-		t.passesRun++
-		t.lastPass = d
-	}()
+	defer t.passDone(start)
 	t.threads()
 	t.st.valPasses++
 	sum, n := 0.0, 0
@@ -495,6 +569,26 @@ func (t *trainer) validate() (float64, error) {
 		return 0, errors.New("lora: the validation windows hold no target tokens")
 	}
 	return sum / float64(n), nil
+}
+
+// passDone accounts for a validation pass begun at start.
+func (t *trainer) passDone(start time.Time) {
+	d := time.Since(start)
+	t.st.valTime += d
+	t.passesTime += d
+	t.passesRun++
+	t.lastPass = d
+}
+
+// validateAny runs the validation pass of the run's method: the mean loss,
+// and for DPO the rewards.
+func (t *trainer) validateAny() (float64, *Rewards, error) {
+	if t.cfg.Method == MethodDPO {
+		l, rw, err := t.validateDPO()
+		return l, &rw, err
+	}
+	l, err := t.validate()
+	return l, nil, err
 }
 
 func addTo(dst, src []float32) {

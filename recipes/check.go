@@ -3,6 +3,7 @@ package recipes
 import (
 	"fmt"
 	"maps"
+	"math"
 	"net/url"
 	"regexp"
 	"slices"
@@ -21,10 +22,10 @@ var loraTargets = []string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gat
 var allTargets = append(slices.Clone(loraTargets), "output", "token_embd")
 
 var (
-	dataFormats = []string{"", "messages", "sharegpt", "alpaca", "prompt-completion", "text", "fields"}
+	dataFormats = []string{"", "messages", "sharegpt", "alpaca", "prompt-completion", "text", "fields", "preference"}
 	schedules   = []string{"constant", "linear", "cosine"}
 	kinds       = []string{"local", "ollama", "openai"}
-	metricNames = []string{"exact_match", "contains", "regex", "token_f1", "rouge_l", "label_accuracy", "json_valid", "judge"}
+	metricNames = []string{"exact_match", "contains", "regex", "token_f1", "rouge_l", "label_accuracy", "json_valid", "judge", "preference"}
 	nameRE      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 )
 
@@ -100,6 +101,12 @@ func (r *Recipe) defaults() {
 	}
 	if t.ValWindows == 0 && !r.given["train.val_windows"] {
 		t.ValWindows = DefaultValWindows
+	}
+	if t.Method == "" {
+		t.Method = "sft"
+	}
+	if t.Method == "dpo" && t.Beta == 0 && !r.given["train.beta"] {
+		t.Beta = 0.1
 	}
 	e := &r.Eval
 	if len(e.Contestants) == 0 {
@@ -270,6 +277,18 @@ func (r *Recipe) check() error {
 		return r.errAt("train.checkpointing", "%q: use auto, on or off", t.Checkpointing)
 	case t.Precision != "" && t.Precision != "auto" && t.Precision != "f32" && t.Precision != "bf16":
 		return r.errAt("train.precision", "%q: use auto, f32 or bf16", t.Precision)
+	case t.Method != "sft" && t.Method != "dpo":
+		return r.errAt("train.method", "%q: use sft (supervised) or dpo (preference pairs)", t.Method)
+	case t.Method != "dpo" && (t.Beta != 0 || t.RPOAlpha != 0):
+		key := "train.beta"
+		if t.Beta == 0 {
+			key = "train.rpo_alpha"
+		}
+		return r.errAt(key, "applies to train.method: dpo only (the method is %s)", t.Method)
+	case t.Method == "dpo" && (t.Beta <= 0 || math.IsNaN(t.Beta)):
+		return r.errAt("train.beta", "%g: DPO's beta must be positive (TRL's default: 0.1)", t.Beta)
+	case t.RPOAlpha < 0 || math.IsNaN(t.RPOAlpha):
+		return r.errAt("train.rpo_alpha", "%g: must not be negative (0: no SFT term)", t.RPOAlpha)
 	}
 	names := map[string]bool{}
 	for i, c := range r.Eval.Contestants {

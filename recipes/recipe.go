@@ -133,6 +133,17 @@ type Train struct {
 	// (default: the first GPU ggml has a backend library for, else the
 	// CPU), "cpu", "cuda", "cuda:N", or a device by ggml's name.
 	Device string `yaml:"device"`
+	// Method is the objective: sft (default) on conversations, or dpo on
+	// preference pairs (data in the preference format), with Beta
+	// (default 0.1) and RPOAlpha, RPO's cross-entropy term on the chosen
+	// answers (default 0: off).
+	Method   string  `yaml:"method"`
+	Beta     float64 `yaml:"beta"`
+	RPOAlpha float64 `yaml:"rpo_alpha"`
+	// Init is where the adapter starts: a run folder (its adapter) or an
+	// adapter file; for dpo also the reference model. Default: a fresh
+	// adapter (B zero), the base as reference.
+	Init string `yaml:"init"`
 }
 
 // DefaultValWindows is train.val_windows when the recipe leaves it out:
@@ -172,7 +183,7 @@ type Contestant struct {
 	// adapter or a file), ollama, openai.
 	Kind        string     `yaml:"kind"`
 	Model       string     `yaml:"model"`   // ollama/openai model; local: a GGUF other than the base
-	Adapter     string     `yaml:"adapter"` // local: "tuned" or an adapter file
+	Adapter     string     `yaml:"adapter"` // local: "tuned", "init" (train.init's adapter) or an adapter file
 	Scale       float64    `yaml:"scale"`   // adapter scale (default 1)
 	Host        string     `yaml:"host"`    // ollama host (default $OLLAMA_HOST or 127.0.0.1:11434)
 	BaseURL     string     `yaml:"base_url"`

@@ -2,6 +2,8 @@ package runs
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/finetune-dev/finetune/datasets"
 	"github.com/finetune-dev/finetune/internal/llama"
@@ -15,6 +17,22 @@ type Data struct {
 	Report *datasets.Report
 	Train  []lora.Window
 	Val    []lora.Window
+	// TrainPairs and ValPairs are the preference pairs, each side alone
+	// in a window of seq_len tokens (never packed).
+	TrainPairs []lora.Preference
+	ValPairs   []lora.Preference
+}
+
+// InitAdapter is the adapter file a run starts from, given train.init
+// resolved: a run folder's adapter, or the file itself ("" for none).
+func InitAdapter(init string) string {
+	if init == "" {
+		return ""
+	}
+	if st, err := os.Stat(init); err == nil && st.IsDir() {
+		return filepath.Join(init, AdapterFile)
+	}
+	return init
 }
 
 // DataConfig maps the recipe's data section onto datasets.Config.
@@ -91,12 +109,23 @@ func ScanData(r *recipes.Recipe, m *llama.Model, see func(datasets.Item)) (*Data
 	train, val := NewWindower(r), NewWindower(r)
 	add := func(dst *[]lora.Window, ws []datasets.Window) {
 		for _, w := range ws {
-			*dst = append(*dst, lora.Window{Tokens: w.Tokens, Weights: w.Weights, Pos: w.Pos, Seq: w.Seq})
+			*dst = append(*dst, loraWindow(w))
 		}
 	}
 	rep, err := datasets.Scan(DataConfig(r), m, func(it datasets.Item) error {
 		if see != nil {
 			see(it)
+		}
+		if it.Record.Rejected != nil {
+			if len(it.Examples) == 2 {
+				pairs := &d.TrainPairs
+				if it.Split != datasets.TrainSplit {
+					pairs = &d.ValPairs
+				}
+				c, rj := datasets.Pack(it.Examples[:1], r.Data.SeqLen), datasets.Pack(it.Examples[1:], r.Data.SeqLen)
+				*pairs = append(*pairs, lora.Preference{Chosen: loraWindow(c[0]), Rejected: loraWindow(rj[0])})
+			}
+			return nil
 		}
 		w, dst := train, &d.Train
 		if it.Split != datasets.TrainSplit {
@@ -116,6 +145,10 @@ func ScanData(r *recipes.Recipe, m *llama.Model, see func(datasets.Item)) (*Data
 	return d, nil
 }
 
+func loraWindow(w datasets.Window) lora.Window {
+	return lora.Window{Tokens: w.Tokens, Weights: w.Weights, Pos: w.Pos, Seq: w.Seq}
+}
+
 // LoadData is ScanData with the base model's vocabulary, checked for what
 // training needs: examples in both splits.
 func LoadData(r *recipes.Recipe, basePath string) (*Data, error) {
@@ -128,6 +161,13 @@ func LoadData(r *recipes.Recipe, basePath string) (*Data, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r.Train.Method == lora.MethodDPO {
+		return d, checkPairs(r, d)
+	}
+	if len(d.TrainPairs)+len(d.ValPairs) > 0 {
+		return nil, &recipes.Error{File: r.Path, Line: r.Line("train.method"), Path: "train.method",
+			Msg: fmt.Sprintf("the data holds %d preference pairs, which supervised training does not read: set train.method: dpo, or give conversations", len(d.TrainPairs)+len(d.ValPairs))}
+	}
 	if len(d.Train) == 0 {
 		return nil, fmt.Errorf("%s: the training split holds no example (see the data report: every example dropped, or no records)", r.Resolve(r.Data.Train))
 	}
@@ -139,4 +179,22 @@ func LoadData(r *recipes.Recipe, basePath string) (*Data, error) {
 		return nil, &recipes.Error{File: r.Path, Line: line, Path: "data", Msg: "the eval split holds 0 examples: give a separate eval file or a larger eval_ratio"}
 	}
 	return d, nil
+}
+
+// checkPairs checks a DPO run's data: pairs in both splits, nothing else.
+func checkPairs(r *recipes.Recipe, d *Data) error {
+	switch {
+	case len(d.Train)+len(d.Val) > 0:
+		return &recipes.Error{File: r.Path, Line: r.Line("train.method"), Path: "train.method",
+			Msg: "train.method dpo reads preference pairs (prompt, chosen, rejected), but the data also holds conversations that are not: give every record as a pair, or train them with sft"}
+	case len(d.TrainPairs) == 0:
+		return fmt.Errorf("%s: the training split holds no preference pair (see the data report: every pair dropped, or no records)", r.Resolve(r.Data.Train))
+	case len(d.ValPairs) == 0:
+		line := r.Line("data.eval_ratio")
+		if r.Data.Eval != "" {
+			line = r.Line("data.eval")
+		}
+		return &recipes.Error{File: r.Path, Line: line, Path: "data", Msg: "the eval split holds 0 preference pairs: give a separate eval file or a larger eval_ratio"}
+	}
+	return nil
 }

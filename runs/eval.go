@@ -555,6 +555,12 @@ func contestant(r *recipes.Recipe, i int, c recipes.Contestant, base, adapter st
 				Msg: fmt.Sprintf("%q needs the tuned adapter: give --run RUN_DIR or --adapter ADAPTER.gguf", c.Name)}
 		}
 		o.Adapters = []evals.AdapterSpec{{Path: adapter, Scale: c.Scale}}
+	case "init":
+		if r.Train.Init == "" {
+			return nil, &recipes.Error{File: r.Path, Line: r.Line(fmt.Sprintf("eval.contestants[%d].adapter", i)), Path: fmt.Sprintf("eval.contestants[%d]", i),
+				Msg: fmt.Sprintf("%q takes the adapter the run started from, but train.init names none", c.Name)}
+		}
+		o.Adapters = []evals.AdapterSpec{{Path: InitAdapter(r.Resolve(r.Train.Init)), Scale: c.Scale}}
 	default:
 		o.Adapters = []evals.AdapterSpec{{Path: r.Resolve(c.Adapter), Scale: c.Scale}}
 	}

@@ -76,13 +76,24 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 	if err := lora.CheckBase(path); err != nil {
 		return nil, err
 	}
+	if init := InitAdapter(r.Resolve(r.Train.Init)); init != "" {
+		if _, err := os.Stat(init); err != nil {
+			return nil, &recipes.Error{File: r.Path, Line: r.Line("train.init"), Path: "train.init",
+				Msg: fmt.Sprintf("%s: not found: name a run folder (for DPO after SFT, the SFT run's folder) or an adapter file", init)}
+		}
+	}
 	data, err := LoadData(r, path)
 	if err != nil {
 		return nil, err
 	}
 	rep := data.Report
-	log.Info("data", "train_examples", rep.Train.Examples, "eval_examples", rep.Eval.Examples, "train_windows", len(data.Train), "val_windows", len(data.Val),
-		"dropped", rep.Train.Dropped+rep.Eval.Dropped, "truncated", rep.Train.Truncated+rep.Eval.Truncated)
+	if r.Train.Method == lora.MethodDPO {
+		log.Info("data", "train_pairs", len(data.TrainPairs), "eval_pairs", len(data.ValPairs), "identical_pairs", rep.Train.IdenticalPairs+rep.Eval.IdenticalPairs,
+			"dropped_pairs", rep.Train.DroppedPairs+rep.Eval.DroppedPairs, "truncated_pairs", rep.Train.TruncatedPairs+rep.Eval.TruncatedPairs)
+	} else {
+		log.Info("data", "train_examples", rep.Train.Examples, "eval_examples", rep.Eval.Examples, "train_windows", len(data.Train), "val_windows", len(data.Val),
+			"dropped", rep.Train.Dropped+rep.Eval.Dropped, "truncated", rep.Train.Truncated+rep.Eval.Truncated)
+	}
 	warnLeaks(rep, log)
 	for _, n := range rep.Notes {
 		log.Info(n)
@@ -121,7 +132,13 @@ func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.
 			Msg: fmt.Sprintf("%s: %s has sha256 %s, not the catalog's %s: replace it, or remove it and run \"finetune models fetch %s\"",
 				r.Base, path, short(sum), short(want), strings.TrimPrefix(r.Base, "catalog:"))}
 	}
-	added := checkStop(ctx, r, path, data.Train, log)
+	stopWindows := data.Train
+	if r.Train.Method == lora.MethodDPO {
+		for _, p := range data.TrainPairs {
+			stopWindows = append(stopWindows, p.Chosen) // the answers DPO raises
+		}
+	}
+	added := checkStop(ctx, r, path, stopWindows, log)
 	dr, err := recordData(r)
 	if err != nil {
 		return nil, err
@@ -190,6 +207,7 @@ func Start(ctx context.Context, r *recipes.Recipe, o TrainOptions) (*Run, *lora.
 func absolutePaths(r *recipes.Recipe, base string) *recipes.Recipe {
 	c := *r
 	c.Data.Train, c.Data.Eval = r.Resolve(r.Data.Train), r.Resolve(r.Data.Eval)
+	c.Train.Init = r.Resolve(r.Train.Init)
 	if !strings.HasPrefix(r.Base, "ollama:") && !strings.HasPrefix(r.Base, "builtin:") && !strings.HasPrefix(r.Base, "catalog:") {
 		c.Base = base
 	}
@@ -198,7 +216,7 @@ func absolutePaths(r *recipes.Recipe, base string) *recipes.Recipe {
 		ct := &c.Eval.Contestants[i]
 		if ct.Kind == "local" {
 			ct.Model = r.Resolve(ct.Model)
-			if ct.Adapter != "tuned" {
+			if ct.Adapter != "tuned" && ct.Adapter != "init" {
 				ct.Adapter = r.Resolve(ct.Adapter)
 			}
 		}
@@ -258,6 +276,7 @@ func LoRAConfig(r *recipes.Recipe, dir string) lora.Config {
 		LearningRate: t.LearningRate, Schedule: t.Schedule, WarmupSteps: t.WarmupSteps, WeightDecay: t.WeightDecay,
 		GradAccum: t.BatchSize, ClipNorm: t.ClipNorm, MaxSteps: t.MaxSteps, Epochs: t.Epochs,
 		EvalEvery: t.EvalEvery, ValWindows: int(t.ValWindows), Patience: t.Patience, CheckpointEvery: t.CheckpointEvery, Seed: t.Seed, Threads: t.Threads, Checkpointing: t.Checkpointing, Precision: t.Precision, Device: t.Device,
+		Method: t.Method, Beta: t.Beta, RPOAlpha: t.RPOAlpha, Init: InitAdapter(r.Resolve(t.Init)),
 		Files: lora.Files{
 			Checkpoint: filepath.Join(dir, CheckpointFile),
 			Metrics:    filepath.Join(dir, MetricsFile),
@@ -282,10 +301,16 @@ func (run *Run) train(ctx context.Context, d *Data, resume bool, began time.Time
 	cfg.Logger = log
 	tr := run.openTracker(true, o.TrackParent)
 	defer tr.Close()
-	res, err := lora.Train(ctx, run.Base(), cfg, lora.Data{Train: d.Train, Val: d.Val}, func(m lora.Metrics) {
+	res, err := lora.Train(ctx, run.Base(), cfg, lora.Data{Train: d.Train, Val: d.Val, TrainPairs: d.TrainPairs, ValPairs: d.ValPairs}, func(m lora.Metrics) {
 		kv := []any{"step", m.Step, "of", m.TotalSteps, "loss", fmt.Sprintf("%.4f", m.Loss)}
+		if rw := m.Rewards; rw != nil {
+			kv = append(kv, "margin", fmt.Sprintf("%.3f", rw.Margin), "accuracy", fmt.Sprintf("%.2f", rw.Accuracy))
+		}
 		if m.ValLoss != nil {
 			kv = append(kv, "val_loss", fmt.Sprintf("%.4f", *m.ValLoss), "val_s", fmt.Sprintf("%.1f", m.ValSec))
+		}
+		if rw := m.ValRewards; rw != nil {
+			kv = append(kv, "val_margin", fmt.Sprintf("%.3f", rw.Margin), "val_accuracy", fmt.Sprintf("%.2f", rw.Accuracy))
 		}
 		run.fileLog.Info("step", append(kv, "lr", fmt.Sprintf("%.3g", m.LR), "grad_norm", fmt.Sprintf("%.3f", m.GradNorm),
 			"tokens_per_s", fmt.Sprintf("%.0f", m.TokensPerSec), "elapsed_s", fmt.Sprintf("%.0f", m.ElapsedSec))...)

@@ -153,7 +153,16 @@ func runDataInspect(args []string) error {
 	}
 	out.Report = d.Report
 	if m != nil {
-		out.Windows = newWindowStats(d.Train, r.Data.SeqLen, r.Data.Packing == nil || *r.Data.Packing)
+		if len(d.TrainPairs) > 0 && len(d.Train) == 0 {
+			// DPO: a window per side of each pair, never packed.
+			var ws []lora.Window
+			for _, p := range d.TrainPairs {
+				ws = append(ws, p.Chosen, p.Rejected)
+			}
+			out.Windows = newWindowStats(ws, r.Data.SeqLen, false)
+		} else {
+			out.Windows = newWindowStats(d.Train, r.Data.SeqLen, r.Data.Packing == nil || *r.Data.Packing)
+		}
 		if n, _ := m.File.Uint(m.Architecture() + ".context_length"); n > 0 && int(n) < r.Data.SeqLen {
 			out.Warnings = append(out.Warnings, fmt.Sprintf("windows of %d tokens exceed %s's context of %d: training refuses them; lower data.seq_len (--ctx)", r.Data.SeqLen, filepath.Base(*model), n))
 		}
@@ -319,6 +328,12 @@ func printInspection(w io.Writer, in *dataInspection, cfg datasets.Config, color
 	split("duplicates removed", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Duplicates) })
 	if in.Model != "" {
 		split("examples", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Examples) })
+		if rep.Train.Pairs+rep.Eval.Pairs+rep.Train.DroppedPairs+rep.Eval.DroppedPairs > 0 {
+			split("preference pairs", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Pairs) })
+			split("  identical", func(s *datasets.SplitReport) string { return fmt.Sprint(s.IdenticalPairs) })
+			split("  truncated", func(s *datasets.SplitReport) string { return fmt.Sprint(s.TruncatedPairs) })
+			split("  dropped (too long)", func(s *datasets.SplitReport) string { return fmt.Sprint(s.DroppedPairs) })
+		}
 		split("truncated", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Truncated) })
 		split("dropped (too long)", func(s *datasets.SplitReport) string { return fmt.Sprint(s.Dropped) })
 		if rep.Train.Unmeasured+rep.Eval.Unmeasured > 0 {

@@ -249,12 +249,87 @@ def job_chat(j):
         json.dump(out, f)
 
 
+def job_dpo(j):
+    """DPO with PEFT in torch, TRL's sigmoid loss written out: per step the
+    mean over its pairs of -log sigmoid(beta * ((lc - rc) - (lr - rr))), l
+    the summed log-probabilities of an answer under the adapter trained and
+    r under the starting one (computed once, before training), plus RPO's
+    alpha times the chosen answers' mean cross-entropy; AdamW, clipping and
+    the schedule as job_train."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import get_scheduler
+
+    torch.manual_seed(j.get("seed", 0))
+    model = load_model(j["gguf"])
+    cfg = LoraConfig(r=j["r"], lora_alpha=j["alpha"], target_modules=j["targets"],
+                     lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+    model = get_peft_model(model, cfg)
+    if j.get("init_b_std"):
+        # A reference adapter that is not the base (DPO after SFT).
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, j["init_b_std"])
+    model.train()
+    model.save_pretrained(j["init_out"])
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=j["lr"], betas=tuple(j["betas"]), eps=j["eps"],
+                            weight_decay=j["weight_decay"])
+    sched = get_scheduler(j["schedule"], opt, num_warmup_steps=j.get("warmup", 0),
+                          num_training_steps=j["steps"])
+    beta, alpha = j["beta"], j.get("rpo_alpha", 0.0)
+
+    def logp(w):
+        (toks, pos, tgt), = segments(w)
+        ids = torch.tensor([toks])
+        logits = model(input_ids=ids, position_ids=torch.tensor([pos])).logits[0, :-1]
+        mask = torch.tensor(tgt)
+        ce = torch.nn.functional.cross_entropy(logits[mask].float(), ids[0, 1:][mask], reduction="sum")
+        return -ce, int(mask.sum())
+
+    pairs = j["pairs"]
+    with torch.no_grad():
+        ref = [(logp(p["chosen"])[0].item(), logp(p["rejected"])[0].item()) for p in pairs]
+    out = {"loss": [], "grad_norm": [], "chosen": [], "rejected": [], "margins": [], "accuracies": []}
+    order = j["order"]
+    K = j["grad_accum"]
+    for step in range(j["steps"]):
+        idx = order[step * K:(step + 1) * K]
+        n_chosen = sum(sum(segments(pairs[i]["chosen"])[0][2]) for i in idx)
+        opt.zero_grad(set_to_none=True)
+        total, rc, rr, acc = 0.0, 0.0, 0.0, 0.0
+        for i in idx:
+            lc, _ = logp(pairs[i]["chosen"])
+            lr, _ = logp(pairs[i]["rejected"])
+            wc, wr = beta * (lc - ref[i][0]), beta * (lr - ref[i][1])
+            loss = -torch.nn.functional.logsigmoid(wc - wr) / K
+            if alpha > 0:
+                loss = loss + alpha * (-lc) / n_chosen
+            loss.backward()
+            total += loss.item()
+            rc += wc.item() / K
+            rr += wr.item() / K
+            acc += float(wc.item() > wr.item()) / K
+        norm = torch.nn.utils.clip_grad_norm_(params, j["clip"])
+        opt.step()
+        sched.step()
+        out["loss"].append(total)
+        out["grad_norm"].append(float(norm))
+        out["chosen"].append(rc)
+        out["rejected"].append(rr)
+        out["margins"].append(rc - rr)
+        out["accuracies"].append(acc)
+    model.save_pretrained(j["final_out"])
+    with open(j["losses_out"], "w") as f:
+        json.dump(out, f)
+
+
 def main():
     with open(sys.argv[1]) as f:
         jobs = json.load(f)
     torch.set_num_threads(int(os.environ.get("FINETUNE_PYREF_THREADS", "1")))
     for j in jobs:
-        {"logits": job_logits, "train": job_train, "chat": job_chat}[j["op"]](j)
+        {"logits": job_logits, "train": job_train, "chat": job_chat, "dpo": job_dpo}[j["op"]](j)
 
 
 if __name__ == "__main__":
