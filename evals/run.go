@@ -813,8 +813,20 @@ func (q *askRound) record(i int, ans Answer, err error) {
 }
 
 // inBatches asks the pending cases BatchSize at a time, one batch after
-// the other.
+// the other, or a Streamer all of them at once.
 func (q *askRound) inBatches(ctx context.Context, b Batcher, pending []int) {
+	if s, ok := b.(Streamer); ok {
+		batch := make([]Case, len(pending))
+		for k, i := range pending {
+			batch[k] = q.cases[i]
+			q.fly(i)
+		}
+		s.AnswerEach(ctx, batch, func(k int, a Answer, err error) {
+			q.land(pending[k])
+			q.record(pending[k], a, err)
+		})
+		return
+	}
 	n := b.BatchSize()
 	for lo := 0; lo < len(pending); lo += n {
 		idx := pending[lo:min(lo+n, len(pending))]

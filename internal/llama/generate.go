@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -32,6 +33,11 @@ type SampleOptions struct {
 // Sampler picks tokens from logits (llama.cpp's sampler chain). Close it.
 type Sampler struct {
 	c *C.struct_llama_sampler
+	// greedy: temperature 0, whose pick Sample makes in Go (see there);
+	// grammar is the chain's grammar sampler, if any.
+	greedy  bool
+	grammar *C.struct_llama_sampler
+	one     *C.struct_llama_token_data // one candidate for the grammar's check
 }
 
 // ChoicesGrammar is the GBNF grammar whose sentences are the choices, each
@@ -105,7 +111,11 @@ func NewSampler(m *Model, o SampleOptions) (*Sampler, error) {
 		C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(C.float(o.Temperature)))
 		C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(C.uint32_t(o.Seed)))
 	}
-	return &Sampler{c: chain}, nil
+	s := &Sampler{c: chain, greedy: o.Temperature <= 0, grammar: grammar}
+	if grammar != nil {
+		s.one = (*C.struct_llama_token_data)(C.malloc(C.size_t(unsafe.Sizeof(C.struct_llama_token_data{}))))
+	}
+	return s, nil
 }
 
 // Close frees the sampler.
@@ -113,13 +123,48 @@ func (s *Sampler) Close() {
 	if s != nil && s.c != nil {
 		C.llama_sampler_free(s.c)
 		s.c = nil
+		if s.one != nil {
+			C.free(unsafe.Pointer(s.one))
+			s.one = nil
+		}
 	}
 }
 
 // Sample picks a token from the logits of the i-th token of ctx's last
 // Decode call and records it in the sampler's history.
+//
+// A greedy pick is made here, without llama.cpp's sampler chain, which
+// copies the whole vocabulary into a candidate list for every token (and
+// with choices runs the grammar over every candidate): the token with the
+// highest logit, the first of equals, exactly as llama.cpp's greedy
+// sampler picks it. With choices, that token is asked of the grammar
+// alone; only when the grammar refuses it does the chain run, grammar
+// first, over the whole vocabulary. Either way the grammar then accepts the
+// token, as after the chain's own pick: the same tokens, the same state.
 func (s *Sampler) Sample(ctx *Context, i int) Token {
+	if s.greedy {
+		if logits := ctx.Logits(i); logits != nil {
+			best := 0
+			for t, v := range logits {
+				if v > logits[best] {
+					best = t
+				}
+			}
+			if s.grammar == nil || s.allows(Token(best), logits[best]) {
+				C.llama_sampler_accept(s.c, C.llama_token(best))
+				return Token(best)
+			}
+		}
+	}
 	return Token(C.llama_sampler_sample(s.c, ctx.c, C.int32_t(i)))
+}
+
+// allows reports whether the grammar lets tok come next.
+func (s *Sampler) allows(tok Token, logit float32) bool {
+	s.one.id, s.one.logit, s.one.p = C.llama_token(tok), C.float(logit), 0
+	cur := C.struct_llama_token_data_array{data: s.one, size: 1, selected: -1, sorted: false}
+	C.llama_sampler_apply(s.grammar, &cur)
+	return !math.IsInf(float64(s.one.logit), -1)
 }
 
 // GenerateOptions control one generation.
