@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/finetune-dev/finetune/internal/cpuload"
@@ -76,8 +77,8 @@ type Local struct {
 }
 
 // LocalStats say where a local contestant's time went, summed over its
-// calls: prompts (prefill) against generated tokens, sampling, and waiting
-// for the CPU while another local contestant decoded.
+// calls: prompts (prefill) against generated tokens, sampling, and how it
+// shared the cores with other local contestants.
 type LocalStats struct {
 	Cases int
 	// Wall is the time spent answering (AnswerEach calls).
@@ -93,18 +94,31 @@ type LocalStats struct {
 	StepTime          time.Duration
 	// Sample is the time spent picking tokens and checking stop strings.
 	Sample time.Duration
-	// Wait is the time spent waiting for the CPU.
-	Wait time.Duration
+	// Threads is the sum over decode calls of their threads; Shared
+	// counts the calls made while another local contestant decoded too.
+	Threads, Shared int
 	// Moves are sequences moved to a lower slot so that a decode call's
 	// sequences stay consecutive (one pass over the weights).
 	Moves int
 }
 
-// cpu serialises the decode calls of all local contestants: two models
-// decoding at once on the same cores only slow each other down (ggml's
-// threads spin-wait). Contestants take turns call by call, so two of them
-// share the cores evenly.
-var cpu sync.Mutex
+// decoding counts the local contestants decoding right now: they share
+// the cores, each with its part of the threads, and decode at the same
+// time. Two contestants on 2 cores then decode with one thread each, side
+// by side, instead of taking turns with two threads that wait for each
+// other after every op of the graph (and spin while they wait, so a thread
+// of the other contestant between them stalls both).
+var decoding atomic.Int32
+
+// threads is how many threads a contestant decodes with now: its share of
+// the cores that other work leaves free, at most limit.
+func threads(limit int) int {
+	n := cpuload.Threads(limit)
+	if share := runtime.NumCPU() / max(1, int(decoding.Load())); share < n {
+		n = share
+	}
+	return max(1, n)
+}
 
 // loaded are the models the local contestants share, by file and device.
 var loaded struct {
@@ -329,6 +343,8 @@ func (l *Local) AnswerEach(ctx context.Context, cases []Case, done func(i int, a
 		}
 		return
 	}
+	decoding.Add(1)
+	defer decoding.Add(-1)
 	d := &decoder{l: l, ctx: ctx, done: done, queue: queue, slots: make([]*seqState, l.opts.Sequences)}
 	defer d.close()
 	if err := d.run(); err != nil {
@@ -345,6 +361,10 @@ type decoder struct {
 	slots  []*seqState // the running sequence of each slot, or nil
 	prefix int         // tokens of the shared prefix, held by sequence len(slots)
 	calls  int
+	// sharing is how many contestants were decoding when threads was
+	// set.
+	sharing int32
+	threads int
 }
 
 // run decodes every case of the queue.
@@ -524,17 +544,21 @@ func (d *decoder) decode(batch []llama.BatchToken) (time.Duration, error) {
 	if err := d.ctx.Err(); err != nil {
 		return 0, err
 	}
-	w := time.Now()
-	cpu.Lock()
-	defer cpu.Unlock()
 	st := time.Now()
-	d.l.stats.Wait += st.Sub(w)
 	// llama.cpp's workers spin while they wait for each other: take only
-	// the cores other work leaves free, looked at every 32 decode calls.
-	if d.calls%32 == 0 {
-		d.l.ctx.SetThreads(cpuload.Threads(d.l.opts.Threads))
+	// this contestant's share of the cores other work leaves free, looked
+	// at every 32 decode calls and whenever another contestant starts or
+	// stops decoding.
+	if n := decoding.Load(); d.calls%32 == 0 || n != d.sharing {
+		d.sharing = n
+		d.threads = threads(d.l.opts.Threads)
+		d.l.ctx.SetThreads(d.threads)
 	}
 	d.calls++
+	d.l.stats.Threads += d.threads
+	if d.sharing > 1 {
+		d.l.stats.Shared++
+	}
 	err := d.l.ctx.Decode(batch)
 	return time.Since(st), err
 }
@@ -623,11 +647,11 @@ func (l *Local) Piece(t int32) string {
 func (l *Local) LogProbs(ctx context.Context, c Case, after []int32) ([]float64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	cpu.Lock()
-	defer cpu.Unlock()
 	if l.model == nil {
 		return nil, errors.New("contestant closed")
 	}
+	decoding.Add(1)
+	defer decoding.Add(-1)
 	prompt, err := l.promptTokens(c)
 	if err != nil {
 		return nil, err
@@ -640,6 +664,7 @@ func (l *Local) LogProbs(ctx context.Context, c Case, after []int32) ([]float64,
 		return nil, err
 	}
 	l.ctx.Reset()
+	l.ctx.SetThreads(threads(l.opts.Threads))
 	var batch []llama.BatchToken
 	for i := 0; i < len(all); i += l.ctx.BatchSize() {
 		if err := ctx.Err(); err != nil {

@@ -237,8 +237,8 @@ func isProjection(t gguf.TensorInfo) bool {
 func printStats(name string, st evals.LocalStats) {
 	per := func(n int, d time.Duration) float64 { return float64(n) / max(d.Seconds(), 1e-9) }
 	fmt.Printf("  %-6s profile: %.1f s answering; prefill %d calls, %d tokens in %.1f s (%.0f tokens/s; shared prefix %d tokens, %d copied instead of decoded); "+
-		"generation %d calls, %d tokens in %.1f s (%.1f per call, %.0f tokens/s); sampling %.2f s; waiting for the CPU %.1f s; %d sequences moved\n",
+		"generation %d calls, %d tokens in %.1f s (%.1f per call, %.0f tokens/s); sampling %.2f s; %.2f threads per call, %d of %d calls beside the other contestant; %d sequences moved\n",
 		name, st.Wall.Seconds(), st.PrefillCalls, st.PrefillTokens, st.PrefillTime.Seconds(), per(st.PrefillTokens, st.PrefillTime), st.PrefixTokens, st.PrefixSaved,
 		st.Steps, st.StepTokens, st.StepTime.Seconds(), float64(st.StepTokens)/float64(max(st.Steps, 1)), per(st.StepTokens, st.StepTime),
-		st.Sample.Seconds(), st.Wait.Seconds(), st.Moves)
+		st.Sample.Seconds(), float64(st.Threads)/float64(max(1, st.PrefillCalls+st.Steps)), st.Shared, st.PrefillCalls+st.Steps, st.Moves)
 }
