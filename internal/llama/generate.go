@@ -8,6 +8,7 @@ import "C"
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -34,11 +35,13 @@ type SampleOptions struct {
 type Sampler struct {
 	c *C.struct_llama_sampler
 	// greedy: temperature 0, whose pick Sample makes in Go (see there);
-	// grammar is the chain's grammar sampler, if any.
+	// grammar is the chain's grammar sampler, if any, and state the key
+	// of its state in the model's cache: the grammar, then the tokens it
+	// accepted.
 	greedy  bool
 	grammar *C.struct_llama_sampler
-	one     *C.struct_llama_token_data // one candidate for the grammar's check
-	top     *C.struct_llama_token_data // grammarTries candidates, likewise
+	model   *Model
+	state   []byte
 }
 
 // ChoicesGrammar is the GBNF grammar whose sentences are the choices, each
@@ -112,11 +115,9 @@ func NewSampler(m *Model, o SampleOptions) (*Sampler, error) {
 		C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(C.float(o.Temperature)))
 		C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(C.uint32_t(o.Seed)))
 	}
-	s := &Sampler{c: chain, greedy: o.Temperature <= 0, grammar: grammar}
+	s := &Sampler{c: chain, greedy: o.Temperature <= 0, grammar: grammar, model: m}
 	if grammar != nil {
-		size := C.size_t(unsafe.Sizeof(C.struct_llama_token_data{}))
-		s.one = (*C.struct_llama_token_data)(C.malloc(size))
-		s.top = (*C.struct_llama_token_data)(C.malloc(size * grammarTries))
+		s.state = append([]byte(ChoicesGrammar(o.Choices)), 0)
 	}
 	return s, nil
 }
@@ -126,11 +127,6 @@ func (s *Sampler) Close() {
 	if s != nil && s.c != nil {
 		C.llama_sampler_free(s.c)
 		s.c = nil
-		if s.one != nil {
-			C.free(unsafe.Pointer(s.one))
-			C.free(unsafe.Pointer(s.top))
-			s.one, s.top = nil, nil
-		}
 	}
 }
 
@@ -139,76 +135,41 @@ func (s *Sampler) Close() {
 //
 // A greedy pick is made here, without llama.cpp's sampler chain, which
 // copies the whole vocabulary into a candidate list for every token (and
-// with choices runs the grammar over every candidate): the token with the
-// highest logit, the first of equals, exactly as llama.cpp's greedy
-// sampler picks it. With choices, that token is asked of the grammar
-// alone, and when it refuses, the next highest ones (bestAllowed); only
-// when it refuses them all does the chain run, grammar first, over the
-// whole vocabulary. Either way the grammar then accepts the
-// token, as after the chain's own pick: the same tokens, the same state.
+// with choices runs the grammar over every candidate, about 25 ms a token
+// on SmolLM2's 49,152): the token with the highest logit, the first of
+// equals, exactly as llama.cpp's greedy sampler picks it; with choices,
+// among the tokens the grammar allows at this point, which the grammar
+// says once per state (the text so far) and the model keeps for every
+// sampler with the same choices. The grammar then accepts the token, as
+// after the chain's own pick: the same tokens, the same state.
 func (s *Sampler) Sample(ctx *Context, i int) Token {
 	if s.greedy {
 		if logits := ctx.Logits(i); logits != nil {
-			best := 0
-			for t, v := range logits {
-				if v > logits[best] {
-					best = t
+			best := -1
+			if s.grammar == nil {
+				best = 0
+				for t, v := range logits {
+					if v > logits[best] {
+						best = t
+					}
+				}
+			} else {
+				for _, t := range s.allowedNow() {
+					if best < 0 || logits[t] > logits[best] {
+						best = int(t)
+					}
 				}
 			}
-			tok, ok := Token(best), s.grammar == nil || s.allows(Token(best), logits[best])
-			if !ok {
-				tok, ok = s.bestAllowed(logits)
-			}
-			if ok {
-				C.llama_sampler_accept(s.c, C.llama_token(tok))
-				return tok
+			if best >= 0 {
+				C.llama_sampler_accept(s.c, C.llama_token(best))
+				s.note(Token(best))
+				return Token(best)
 			}
 		}
 	}
-	return s.sampleChain(ctx, i)
-}
-
-// grammarTries is how many of the highest logits bestAllowed asks the
-// grammar about before it leaves the pick to the chain.
-const grammarTries = 128
-
-// bestAllowed is the token the grammar and then the greedy sampler would
-// pick: of the grammarTries highest logits, in the order of the logit and
-// then of the token (the greedy sampler takes the first of equals), the
-// first the grammar allows; ok is false when it allows none of them.
-// Asking the grammar about a few tokens costs microseconds, running it
-// over a vocabulary of 49,152 about 40 ms (SmolLM2).
-func (s *Sampler) bestAllowed(logits []float32) (Token, bool) {
-	top := make([]int, 0, grammarTries)
-	for t, v := range logits {
-		if len(top) == grammarTries && !(v > logits[top[len(top)-1]]) {
-			continue
-		}
-		// After the last that is not lower: equals keep token order.
-		at := len(top)
-		for at > 0 && v > logits[top[at-1]] {
-			at--
-		}
-		if len(top) < grammarTries {
-			top = append(top, 0)
-		}
-		copy(top[at+1:], top[at:len(top)-1])
-		top[at] = t
-	}
-	// One call of the grammar over them all: it leaves the logits of the
-	// tokens it allows and sets the others' to -Inf.
-	cand := unsafe.Slice(s.top, grammarTries)
-	for k, t := range top {
-		cand[k] = C.struct_llama_token_data{id: C.llama_token(t), logit: C.float(logits[t])}
-	}
-	cur := C.struct_llama_token_data_array{data: s.top, size: C.size_t(len(top)), selected: -1, sorted: false}
-	C.llama_sampler_apply(s.grammar, &cur)
-	for k := range top {
-		if !math.IsInf(float64(cand[k].logit), -1) {
-			return Token(cand[k].id), true
-		}
-	}
-	return 0, false
+	tok := s.sampleChain(ctx, i)
+	s.note(tok)
+	return tok
 }
 
 // sampleChain picks the token through llama.cpp's sampler chain over the
@@ -217,12 +178,45 @@ func (s *Sampler) sampleChain(ctx *Context, i int) Token {
 	return Token(C.llama_sampler_sample(s.c, ctx.c, C.int32_t(i)))
 }
 
-// allows reports whether the grammar lets tok come next.
-func (s *Sampler) allows(tok Token, logit float32) bool {
-	s.one.id, s.one.logit, s.one.p = C.llama_token(tok), C.float(logit), 0
-	cur := C.struct_llama_token_data_array{data: s.one, size: 1, selected: -1, sorted: false}
+// note adds tok to the history that keys the grammar's state.
+func (s *Sampler) note(tok Token) {
+	if s.grammar != nil {
+		s.state = binary.LittleEndian.AppendUint32(s.state, uint32(tok))
+	}
+}
+
+// allowedNow are the tokens the grammar allows next, in token order:
+// those whose logit it leaves as it is when run over the whole vocabulary
+// (it sets the others' to -Inf). The grammar's state is what it has
+// accepted, so the answer is kept by the model under the grammar and the
+// tokens accepted so far.
+func (s *Sampler) allowedNow() []Token {
+	m := s.model
+	m.allowedMu.Lock()
+	defer m.allowedMu.Unlock()
+	if got, ok := m.allowed[string(s.state)]; ok {
+		return got
+	}
+	n := m.VocabSize()
+	cand := (*C.struct_llama_token_data)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof(C.struct_llama_token_data{}))))
+	defer C.free(unsafe.Pointer(cand))
+	all := unsafe.Slice(cand, n)
+	for t := range all {
+		all[t] = C.struct_llama_token_data{id: C.llama_token(t)}
+	}
+	cur := C.struct_llama_token_data_array{data: cand, size: C.size_t(n), selected: -1, sorted: false}
 	C.llama_sampler_apply(s.grammar, &cur)
-	return !math.IsInf(float64(s.one.logit), -1)
+	var allowed []Token
+	for t := range all {
+		if !math.IsInf(float64(all[t].logit), -1) {
+			allowed = append(allowed, Token(all[t].id))
+		}
+	}
+	if m.allowed == nil {
+		m.allowed = map[string][]Token{}
+	}
+	m.allowed[string(s.state)] = allowed
+	return allowed
 }
 
 // GenerateOptions control one generation.

@@ -22,7 +22,9 @@ func TestGreedyPickMatchesChain(t *testing.T) {
 		{"models/SmolLM2-135M-Instruct.Q4_1.gguf", "<|im_start|>user\nIs the sky blue? Answer yes or no.<|im_end|>\n<|im_start|>assistant\n", []string{"yes", "no", "Yes, it is", "refund_request"}},
 	} {
 		m := loadModel(t, shared.Path(t, tc.model))
-		for _, choices := range [][]string{nil, tc.choices} {
+		// Twice with choices: the second time the allowed tokens come
+		// from the model's cache.
+		for _, choices := range [][]string{nil, tc.choices, tc.choices} {
 			toks, err := m.Tokenize(tc.prompt, true, true)
 			if err != nil {
 				t.Fatal(err)
