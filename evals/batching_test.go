@@ -97,6 +97,23 @@ func checkBatched(t *testing.T, model, adapter string, seqs int, cases []Case, s
 			t.Errorf("case %d: %q is not one of the choices", i, got[i].Text)
 		}
 	}
+	// LogProbs runs in the same context after the batch: the first
+	// answer token is its most likely one.
+	if a := got[0]; len(s.Choices) == 0 && len(a.Tokens) > 1 {
+		lp, err := l.LogProbs(context.Background(), cases[0], a.Tokens[:1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		best := 0
+		for tok, v := range lp {
+			if v > lp[best] {
+				best = tok
+			}
+		}
+		if int32(best) != a.Tokens[1] {
+			t.Errorf("LogProbs after the first answer token of case 0: most likely %d, the answer went on with %d", best, a.Tokens[1])
+		}
+	}
 	st := l.Stats()
 	t.Logf("%d cases on %d sequences, answered in the order %v: %+v", len(cases), seqs, order, st)
 	if st.Steps == 0 || float64(st.StepTokens)/float64(st.Steps) <= 1 {
