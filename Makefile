@@ -84,3 +84,11 @@ bench-peer:
 .PHONY: bench-data
 bench-data:
 	$(GO) run ./datasets/internal/benchdata $(BENCH_DATA_FLAGS)
+
+# Eval's local decoding on SmolLM2-135M-Instruct from the shared folder:
+# the customer-support eval cases x {base, base + a LoRA adapter}, answered
+# as `finetune eval` answers them (BENCH_EVAL_FLAGS='-cases 300' is the
+# full size; -choices constrains the answers to the intent labels).
+.PHONY: bench-eval
+bench-eval:
+	$(GO) run ./evals/internal/bencheval $(BENCH_EVAL_FLAGS)

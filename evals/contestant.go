@@ -153,6 +153,19 @@ type Batcher interface {
 	AnswerBatch(ctx context.Context, cases []Case) (answers []Answer, errs []error)
 }
 
+// Streamer is a Batcher that reports every answer as soon as it is
+// complete. Run hands it every case it has to ask at once, so a contestant
+// that decodes many cases together (a local model with continuous
+// batching) keeps its batch full to the last case, and each answer is
+// cached and shown as it comes.
+type Streamer interface {
+	Batcher
+	// AnswerEach answers cases, calling done exactly once per case, one
+	// call at a time, with its answer or its error. When ctx ends, the
+	// cases not answered get its error.
+	AnswerEach(ctx context.Context, cases []Case, done func(i int, a Answer, err error))
+}
+
 // identity hashes the parts that make a contestant's answers what they are.
 func identity(parts ...any) string {
 	b, err := json.Marshal(parts)

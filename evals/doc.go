@@ -4,8 +4,8 @@
 // A [Suite] is a list of cases ([Case], made by datasets.Renderer.Case: the
 // prompt as rendered for chat, a reference answer, an optional label) and
 // the [Metric]s to score them with. A [Contestant] answers cases: the base
-// and the tuned model in-process through llama.cpp ([NewLocal], several
-// sequences per decode), a model on an Ollama server ([NewOllama]) or any
+// and the tuned model in-process through llama.cpp ([NewLocal], continuous
+// batching of many sequences per decode), a model on an Ollama server ([NewOllama]) or any
 // OpenAI-compatible API ([NewOpenAI]), each with its own generation
 // [Settings] (temperature 0 by default), concurrency limit and prices.
 //

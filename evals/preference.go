@@ -27,8 +27,6 @@ func (l *Local) ScoreTokens(ctx context.Context, tokens []int32, weights []float
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	cpu.Lock()
-	defer cpu.Unlock()
 	if l.model == nil {
 		return 0, errors.New("contestant closed")
 	}

@@ -816,8 +816,29 @@ func (q *askRound) record(i int, ans Answer, err error) {
 }
 
 // inBatches asks the pending cases BatchSize at a time, one batch after
-// the other.
+// the other, or a Streamer all of them at once.
 func (q *askRound) inBatches(ctx context.Context, b Batcher, pending []int) {
+	if s, ok := b.(Streamer); ok {
+		// BatchSize cases are in flight at a time (as waits report
+		// them): one more each time one lands.
+		batch := make([]Case, len(pending))
+		for k, i := range pending {
+			batch[k] = q.cases[i]
+		}
+		flown := min(b.BatchSize(), len(pending))
+		for _, i := range pending[:flown] {
+			q.fly(i)
+		}
+		s.AnswerEach(ctx, batch, func(k int, a Answer, err error) {
+			q.land(pending[k])
+			if flown < len(pending) {
+				q.fly(pending[flown])
+				flown++
+			}
+			q.record(pending[k], a, err)
+		})
+		return
+	}
 	n := b.BatchSize()
 	for lo := 0; lo < len(pending); lo += n {
 		idx := pending[lo:min(lo+n, len(pending))]

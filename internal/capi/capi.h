@@ -456,6 +456,19 @@ struct llama_batch {
     int8_t * logits;
 };
 
+struct llama_token_data {
+    llama_token id;
+    float logit;
+    float p;
+};
+
+struct llama_token_data_array {
+    struct llama_token_data * data;
+    size_t size;
+    int64_t selected;
+    bool sorted;
+};
+
 struct llama_model_params {
     ggml_backend_dev_t * devices;
     const struct llama_model_tensor_buft_override * tensor_buft_overrides;
@@ -555,6 +568,8 @@ uint32_t llama_n_ctx(const struct llama_context * ctx);
 uint32_t llama_n_batch(const struct llama_context * ctx);
 llama_memory_t llama_get_memory(const struct llama_context * ctx);
 void llama_memory_clear(llama_memory_t mem, bool data);
+bool llama_memory_seq_rm(llama_memory_t mem, llama_seq_id seq_id, llama_pos p0, llama_pos p1);
+void llama_memory_seq_cp(llama_memory_t mem, llama_seq_id seq_id_src, llama_seq_id seq_id_dst, llama_pos p0, llama_pos p1);
 void llama_set_n_threads(struct llama_context * ctx, int32_t n_threads, int32_t n_threads_batch);
 
 const struct llama_vocab * llama_model_get_vocab(const struct llama_model * model);
@@ -609,6 +624,7 @@ struct llama_sampler * llama_sampler_init_temp(float t);
 struct llama_sampler * llama_sampler_init_grammar(const struct llama_vocab * vocab, const char * grammar_str, const char * grammar_root);
 llama_token llama_sampler_sample(struct llama_sampler * smpl, struct llama_context * ctx, int32_t idx);
 void llama_sampler_accept(struct llama_sampler * smpl, llama_token token);
+void llama_sampler_apply(struct llama_sampler * smpl, struct llama_token_data_array * cur_p);
 void llama_sampler_free(struct llama_sampler * smpl);
 
 #ifdef __cplusplus

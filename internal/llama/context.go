@@ -25,6 +25,15 @@ type ContextOptions struct {
 	// F32Cache keeps the KV cache in F32 (llama.cpp's default is F16) and
 	// turns flash attention off: exact attention, for comparisons.
 	F32Cache bool
+	// Separate gives every sequence a KV cache of its own, Context
+	// positions long (llama.cpp's non-unified cache), instead of one cache
+	// that all sequences share. A sequence's attention then reads only its
+	// own cells, in the order of their positions, so its logits are the
+	// ones it would get decoded alone, whichever sequences share its Decode
+	// calls and whenever others come and go. llama.cpp computes a Decode
+	// call in one pass over the weights when its sequences have
+	// consecutive ids (it splits the call at gaps).
+	Separate bool
 }
 
 // Context holds a KV cache and decodes tokens of one model. It is not safe
@@ -71,7 +80,7 @@ func NewContext(m *Model, opts ContextOptions) (*Context, error) {
 	p.n_threads = C.int32_t(opts.Threads)
 	p.n_threads_batch = C.int32_t(opts.Threads)
 	p.no_perf = true
-	p.kv_unified = opts.Sequences > 1
+	p.kv_unified = C.bool(opts.Sequences > 1 && !opts.Separate)
 	if opts.F32Cache {
 		p.type_k, p.type_v = C.GGML_TYPE_F32, C.GGML_TYPE_F32
 		p.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
@@ -112,8 +121,37 @@ func (c *Context) Size() int { return c.nctx }
 // BatchSize is the most tokens one Decode call takes.
 func (c *Context) BatchSize() int { return c.nbat }
 
+// Sequences is the number of independent sequences.
+func (c *Context) Sequences() int { return c.nseq }
+
 // Reset clears the KV cache of every sequence.
 func (c *Context) Reset() { C.llama_memory_clear(C.llama_get_memory(c.c), true) }
+
+// RemoveSequence clears the KV cache of sequence seq only.
+func (c *Context) RemoveSequence(seq int) error {
+	if seq < 0 || seq >= c.nseq {
+		return fmt.Errorf("remove sequence: %d outside 0..%d", seq, c.nseq-1)
+	}
+	C.llama_memory_seq_rm(C.llama_get_memory(c.c), C.llama_seq_id(seq), -1, -1)
+	return nil
+}
+
+// CopySequence makes the KV cache of sequence dst a copy of src's (dst's
+// own positions are dropped): a prompt prefix decoded once serves many
+// sequences. In a Separate context the cells are copied at the next
+// Decode.
+func (c *Context) CopySequence(src, dst int) error {
+	if src < 0 || src >= c.nseq || dst < 0 || dst >= c.nseq {
+		return fmt.Errorf("copy sequence: %d or %d outside 0..%d", src, dst, c.nseq-1)
+	}
+	if src == dst {
+		return nil
+	}
+	mem := C.llama_get_memory(c.c)
+	C.llama_memory_seq_rm(mem, C.llama_seq_id(dst), -1, -1)
+	C.llama_memory_seq_cp(mem, C.llama_seq_id(src), C.llama_seq_id(dst), -1, -1)
+	return nil
+}
 
 // SetAdapter applies a loaded LoRA adapter with the given scale, or changes
 // its scale. It clears the KV cache.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"github.com/finetune-dev/finetune/internal/ggml"
@@ -26,6 +27,11 @@ type Model struct {
 	Path string
 	// File is the file's parsed metadata and tensor list.
 	File *gguf.File
+
+	// allowed caches, for the greedy samplers of choices, the tokens a
+	// grammar allows in a state (see Sampler.allowedNow).
+	allowedMu sync.Mutex
+	allowed   map[string][]Token
 }
 
 // ModelOptions tune loading.
