@@ -115,6 +115,15 @@ func (c *Context) BatchSize() int { return c.nbat }
 // Reset clears the KV cache of every sequence.
 func (c *Context) Reset() { C.llama_memory_clear(C.llama_get_memory(c.c), true) }
 
+// RemoveSequence clears the KV cache of one sequence, so that its number
+// can start a new one while the others go on.
+func (c *Context) RemoveSequence(seq int) {
+	C.llama_memory_seq_rm(C.llama_get_memory(c.c), C.llama_seq_id(seq), -1, -1)
+}
+
+// Sequences is the number of independent sequences the context holds.
+func (c *Context) Sequences() int { return c.nseq }
+
 // SetAdapter applies a loaded LoRA adapter with the given scale, or changes
 // its scale. It clears the KV cache.
 //
