@@ -65,6 +65,9 @@ type Engine struct {
 	started  time.Time
 	maxPiece int
 
+	// life is held (read) while a request is tokenized, and by Close
+	// before it frees the model.
+	life    sync.RWMutex
 	mu      sync.Mutex
 	waiting []*Stream
 	active  int
@@ -78,6 +81,30 @@ type Engine struct {
 	clock   uint64
 	loaded  []*model
 	decodes int
+
+	stats Stats // under mu
+}
+
+// Stats count what the engine did.
+type Stats struct {
+	Waiting, Active int    // requests now
+	Answered        uint64 // requests answered to their end
+	Cancelled       uint64 // requests their client gave up
+	Failed          uint64
+	Refused         uint64 // 429s
+	Decodes         uint64 // decode calls
+	Together        int    // the most requests decoded in one call
+	AdapterLoads    uint64
+	AdapterUnloads  uint64
+}
+
+// Stats says what the engine is doing and has done.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := e.stats
+	st.Waiting, st.Active = len(e.waiting), e.active
+	return st
 }
 
 // model is an Entry as served.
@@ -214,6 +241,8 @@ func (e *Engine) Close() {
 	if already {
 		return
 	}
+	e.life.Lock()
+	defer e.life.Unlock()
 	e.ctx.Close()
 	for _, m := range e.loaded {
 		m.adapter.Close()
@@ -295,6 +324,15 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Stream, error) {
 		return nil, &Error{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Param: "model",
 			Message: fmt.Sprintf("The model %q does not exist: this server serves %s (GET /v1/models lists them)", req.Model, strings.Join(e.names, ", "))}
 	}
+	closed := &Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "shutting_down", Message: "The server is shutting down.", RetryAfter: 5 * time.Second}
+	e.life.RLock()
+	defer e.life.RUnlock()
+	e.mu.Lock()
+	isClosed := e.closed
+	e.mu.Unlock()
+	if isClosed {
+		return nil, closed
+	}
 	s := &Stream{ctx: ctx, model: m, req: req, queued: time.Now()}
 	if err := e.tokenize(s); err != nil {
 		return nil, err
@@ -313,8 +351,9 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Stream, error) {
 	defer e.mu.Unlock()
 	switch {
 	case e.closed:
-		return nil, &Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "shutting_down", Message: "The server is shutting down.", RetryAfter: 5 * time.Second}
+		return nil, closed
 	case len(e.waiting) >= e.opts.Queue:
+		e.stats.Refused++
 		return nil, &Error{Status: http.StatusTooManyRequests, Type: "requests", Code: "rate_limit_exceeded", RetryAfter: time.Second,
 			Message: fmt.Sprintf("The server is busy: %d requests are waiting (serve --queue %d) behind %d being answered. Retry after a second.", len(e.waiting), e.opts.Queue, e.active)}
 	}
@@ -416,9 +455,17 @@ func (e *Engine) pop(m *model, wait bool) *Stream {
 	}
 }
 
-// finish ends s. reason "" with err set fails it.
+// finish ends s (e.mu held). reason "" with err set fails it.
 func (e *Engine) finish(s *Stream, reason string, err error) {
 	s.res.FinishReason, s.err = reason, err
+	switch {
+	case err == nil:
+		e.stats.Answered++
+	case s.ctx.Err() != nil:
+		e.stats.Cancelled++
+	default:
+		e.stats.Failed++
+	}
 	close(s.pieces)
 }
 
@@ -458,14 +505,14 @@ func (e *Engine) wave(first *Stream) {
 		}
 		slots[q.id] = nil
 		e.ctx.RemoveSequence(q.id)
-		e.mu.Lock()
-		e.active--
-		e.mu.Unlock()
 		if err == nil {
 			q.flush(true)
 			q.s.res.CompletionTokens = q.n
 		}
+		e.mu.Lock()
+		e.active--
 		e.finish(q.s, reason, err)
+		e.mu.Unlock()
 		e.log.Debug("request done", "model", m.Name, "prompt_tokens", len(q.s.prompt), "tokens", q.n, "finish", reason, "err", err,
 			"queued", q.s.started.Sub(q.s.queued).Round(time.Millisecond), "took", time.Since(q.s.started).Round(time.Millisecond))
 	}
@@ -488,8 +535,8 @@ func (e *Engine) wave(first *Stream) {
 		e.log.Error("cannot apply adapter", "model", m.Name, "err", err)
 		e.mu.Lock()
 		e.active--
-		e.mu.Unlock()
 		e.finish(first, "", &Error{Status: http.StatusInternalServerError, Type: "server_error", Message: err.Error()})
+		e.mu.Unlock()
 		return
 	}
 	e.ctx.Reset()
@@ -534,6 +581,10 @@ func (e *Engine) wave(first *Stream) {
 			e.ctx.SetThreads(cpuload.Threads(e.opts.Threads))
 		}
 		e.decodes++
+		e.mu.Lock()
+		e.stats.Decodes++
+		e.stats.Together = max(e.stats.Together, len(picks))
+		e.mu.Unlock()
 		if err := e.ctx.Decode(batch); err != nil {
 			e.log.Error("decode failed", "model", m.Name, "err", err)
 			for _, q := range slots {
@@ -649,6 +700,7 @@ func (e *Engine) use(m *model) error {
 			e.mu.Lock()
 			old.adapter.Close()
 			old.adapter = nil
+			e.stats.AdapterUnloads++
 			e.mu.Unlock()
 			e.loaded = slices.Delete(e.loaded, lru, lru+1)
 			e.log.Info("adapter unloaded", "model", old.Name, "loaded", len(e.loaded), "max", e.opts.MaxAdapters)
@@ -660,6 +712,7 @@ func (e *Engine) use(m *model) error {
 		}
 		e.mu.Lock()
 		m.adapter = a
+		e.stats.AdapterLoads++
 		e.mu.Unlock()
 		e.loaded = append(e.loaded, m)
 		e.log.Info("adapter loaded", "model", m.Name, "path", m.Adapter, "rank", a.Rank, "took", time.Since(start).Round(time.Millisecond), "loaded", len(e.loaded))

@@ -72,7 +72,7 @@ type fixture struct {
 	client   *openai.Client
 }
 
-func newFixture(t *testing.T, n int, o Options) *fixture {
+func newFixture(t *testing.T, n int, o Options, key string) *fixture {
 	t.Helper()
 	base := shared.Path(t, smolLM2)
 	dir := t.TempDir()
@@ -95,8 +95,8 @@ func newFixture(t *testing.T, n int, o Options) *fixture {
 	if fx.engine, err = New(o); err != nil {
 		t.Fatal(err)
 	}
-	fx.srv = httptest.NewServer(Handler(fx.engine, HandlerOptions{APIKey: o.apiKeyForTest()}))
-	cfg := openai.DefaultConfig(o.apiKeyForTest())
+	fx.srv = httptest.NewServer(Handler(fx.engine, HandlerOptions{APIKey: key}))
+	cfg := openai.DefaultConfig(key)
 	cfg.BaseURL = fx.srv.URL + "/v1"
 	fx.client = openai.NewClientWithConfig(cfg)
 	t.Cleanup(func() {
@@ -105,11 +105,6 @@ func newFixture(t *testing.T, n int, o Options) *fixture {
 	})
 	return fx
 }
-
-// testKey is the key the fixture's server wants ("" none).
-var testKey string
-
-func (o Options) apiKeyForTest() string { return testKey }
 
 // reference holds what in-process generation answers, per model and
 // prompt, loaded once per test.
@@ -219,7 +214,7 @@ func streamText(ctx context.Context, c *openai.Client, req openai.ChatCompletion
 // and without streaming; /v1/models lists them; completions continue raw
 // text as `finetune generate` does.
 func TestServeMatchesInProcess(t *testing.T) {
-	fx := newFixture(t, 2, Options{Sequences: 4, Context: 512})
+	fx := newFixture(t, 2, Options{Sequences: 4, Context: 512}, "")
 	ref := newReference(t, fx)
 	ctx := context.Background()
 
