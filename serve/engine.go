@@ -327,11 +327,10 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Stream, error) {
 	closed := &Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "shutting_down", Message: "The server is shutting down.", RetryAfter: 5 * time.Second}
 	e.life.RLock()
 	defer e.life.RUnlock()
-	e.mu.Lock()
-	isClosed := e.closed
-	e.mu.Unlock()
-	if isClosed {
-		return nil, closed
+	// A full queue refuses before the prompt is tokenized (and again
+	// after, below).
+	if err := e.admissible(closed); err != nil {
+		return nil, err
 	}
 	s := &Stream{ctx: ctx, model: m, req: req, queued: time.Now()}
 	if err := e.tokenize(s); err != nil {
@@ -349,17 +348,32 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Stream, error) {
 	s.pieces = make(chan string, s.room+2) // one piece per token at most, and the rest: never blocks
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	switch {
-	case e.closed:
-		return nil, closed
-	case len(e.waiting) >= e.opts.Queue:
-		e.stats.Refused++
-		return nil, &Error{Status: http.StatusTooManyRequests, Type: "requests", Code: "rate_limit_exceeded", RetryAfter: time.Second,
-			Message: fmt.Sprintf("The server is busy: %d requests are waiting (serve --queue %d) behind %d being answered. Retry after a second.", len(e.waiting), e.opts.Queue, e.active)}
+	if err := e.admissibleLocked(closed); err != nil {
+		return nil, err
 	}
 	e.waiting = append(e.waiting, s)
 	e.signal()
 	return s, nil
+}
+
+// admissible says why a request cannot be queued now: closed, or the
+// queue is full (429).
+func (e *Engine) admissible(closed *Error) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.admissibleLocked(closed)
+}
+
+func (e *Engine) admissibleLocked(closed *Error) error {
+	switch {
+	case e.closed:
+		return closed
+	case len(e.waiting) >= e.opts.Queue:
+		e.stats.Refused++
+		return &Error{Status: http.StatusTooManyRequests, Type: "requests", Code: "rate_limit_exceeded", RetryAfter: time.Second,
+			Message: fmt.Sprintf("The server is busy: %d requests are waiting (serve --queue %d) behind %d being answered. Retry after a second.", len(e.waiting), e.opts.Queue, e.active)}
+	}
+	return nil
 }
 
 // tokenize sets s.prompt: the chat rendered as training rendered it, or
@@ -421,24 +435,29 @@ func (e *Engine) signal() {
 	}
 }
 
-// pop takes the oldest waiting request (for m only, when m is not nil: and
-// only when it is the oldest of all, so that other models get their
-// turn). With wait it blocks until there is one, or the engine is closed
-// with none left (nil).
-func (e *Engine) pop(m *model, wait bool) *Stream {
+// pop takes the oldest waiting request; for m only, when m is not nil:
+// with anywhere the oldest for m, else only when it is the oldest of all,
+// so that a model's requests join a running wave only while no other
+// model waits. With wait it blocks until there is one, or the engine is
+// closed with none left (nil).
+func (e *Engine) pop(m *model, anywhere, wait bool) *Stream {
 	for {
 		e.mu.Lock()
-		for len(e.waiting) > 0 {
-			s := e.waiting[0]
+		for i := 0; i < len(e.waiting); {
+			s := e.waiting[i]
 			if s.ctx.Err() != nil {
-				e.waiting = e.waiting[1:]
+				e.waiting = slices.Delete(e.waiting, i, i+1)
 				e.finish(s, "", s.ctx.Err())
 				continue
 			}
 			if m != nil && s.model != m {
-				break
+				if !anywhere {
+					break
+				}
+				i++
+				continue
 			}
-			e.waiting = e.waiting[1:]
+			e.waiting = slices.Delete(e.waiting, i, i+1)
 			e.active++
 			e.mu.Unlock()
 			return s
@@ -472,7 +491,7 @@ func (e *Engine) finish(s *Stream, reason string, err error) {
 func (e *Engine) run() {
 	defer close(e.done)
 	for {
-		s := e.pop(nil, true)
+		s := e.pop(nil, false, true)
 		if s == nil {
 			return
 		}
@@ -541,6 +560,14 @@ func (e *Engine) wave(first *Stream) {
 	}
 	e.ctx.Reset()
 	place(first)
+	// The wave starts with every waiting request for m it can hold.
+	for slices.Contains(slots, nil) {
+		s := e.pop(m, true, false)
+		if s == nil {
+			break
+		}
+		place(s)
+	}
 	type pick struct {
 		q *seq
 		i int
@@ -549,7 +576,7 @@ func (e *Engine) wave(first *Stream) {
 	var picks []pick
 	for {
 		for slices.Contains(slots, nil) {
-			s := e.pop(m, false)
+			s := e.pop(m, false, false)
 			if s == nil {
 				break
 			}

@@ -352,11 +352,13 @@ func TestServeLoad(t *testing.T) {
 					}
 					answered.Add(1)
 				case 429:
-					if n, err := strconv.Atoi(retry); err != nil || n < 1 {
+					n, err := strconv.Atoi(retry)
+					if err != nil || n < 1 {
 						t.Errorf("429 without a Retry-After: %q", retry)
+						n = 1
 					}
 					refused.Add(1)
-					time.Sleep(50 * time.Millisecond)
+					time.Sleep(time.Duration(n) * time.Second) // as clients do
 				default:
 					t.Errorf("client %d: status %d: %s", c, status, body)
 				}

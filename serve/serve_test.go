@@ -90,7 +90,9 @@ func newFixture(t *testing.T, n int, o Options, key string) *fixture {
 	}
 	o.Base, o.BaseName, o.Adapters = base, "base", entries
 	if o.Threads == 0 {
-		o.Threads = 2
+		// One thread: ggml's workers spin-wait for each other, and on a
+		// busy machine two of them are far slower than one.
+		o.Threads = 1
 	}
 	if fx.engine, err = New(o); err != nil {
 		t.Fatal(err)
