@@ -68,7 +68,7 @@ func TestBenchServe(t *testing.T) {
 		out := filepath.Join(dir, tr.name)
 		if _, err := os.Stat(filepath.Join(out, runs.AdapterFile)); err != nil {
 			os.RemoveAll(out)
-			sets := []string{"name=" + tr.name, fmt.Sprintf("train.max_steps=%d", steps), fmt.Sprintf("train.threads=%d", threads)}
+			sets := []string{"name=" + tr.name, fmt.Sprintf("train.max_steps=%d", steps), "train.warmup_steps=2", fmt.Sprintf("train.threads=%d", threads)}
 			if tr.name == "support-fast" {
 				sets = append(sets, "train.learning_rate=8e-3")
 			}

@@ -17,6 +17,7 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/finetune-dev/finetune/datasets"
+	"github.com/finetune-dev/finetune/evals"
 	"github.com/finetune-dev/finetune/internal/gguf"
 	"github.com/finetune-dev/finetune/internal/llama"
 	"github.com/finetune-dev/finetune/internal/shared"
@@ -287,4 +288,50 @@ func TestServeMatchesInProcess(t *testing.T) {
 		t.Fatalf("completion %q (%s), in-process %q", resp.Choices[0].Text, resp.Choices[0].FinishReason, sb.String())
 	}
 	t.Logf("answers: %v", answers)
+}
+
+// TestEvalContestantAgainstServe: eval's openai contestant pointed at a
+// serve URL answers as eval's local contestant with the same adapter, with
+// the key from the environment.
+func TestEvalContestantAgainstServe(t *testing.T) {
+	const key = "sk-eval-serve"
+	t.Setenv("FINETUNE_TEST_SERVE_KEY", key)
+	fx := newFixture(t, 1, Options{Sequences: 2, Context: 256}, key)
+	ctx := context.Background()
+	settings := evals.Settings{MaxTokens: 16, Seed: 7}
+	api, err := evals.NewOpenAI("served", evals.OpenAIOptions{BaseURL: fx.srv.URL + "/v1", Model: "a1", APIKeyEnv: "FINETUNE_TEST_SERVE_KEY", Settings: settings})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := evals.NewLocal("local", evals.LocalOptions{Model: fx.base, Adapters: []evals.AdapterSpec{{Path: fx.adapters["a1"]}}, Settings: settings, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	m, err := llama.LoadModel(fx.base, llama.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	r, err := datasets.NewRenderer(m, datasets.RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range prompts {
+		c, err := r.Case(datasets.Record{Messages: []datasets.Message{{Role: "user", Content: p}, {Role: "assistant", Content: "-"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := api.Answer(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := local.Answer(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Text != want.Text || got.FinishReason != want.FinishReason || got.Usage != want.Usage {
+			t.Errorf("%q: served %q (%s, %+v), local %q (%s, %+v)", p, got.Text, got.FinishReason, got.Usage, want.Text, want.FinishReason, want.Usage)
+		}
+	}
 }
