@@ -365,6 +365,14 @@ func (e *Engine) admissible(closed *Error) error {
 }
 
 func (e *Engine) admissibleLocked(closed *Error) error {
+	// Requests whose clients left hold no place in the queue.
+	e.waiting = slices.DeleteFunc(e.waiting, func(s *Stream) bool {
+		if s.ctx.Err() != nil {
+			e.finish(s, "", s.ctx.Err())
+			return true
+		}
+		return false
+	})
 	switch {
 	case e.closed:
 		return closed
@@ -386,8 +394,12 @@ func (e *Engine) tokenize(s *Stream) error {
 	for _, msg := range req.Messages {
 		size += len(msg.Content)
 	}
+	param := "messages"
+	if req.Messages == nil {
+		param = "prompt"
+	}
 	tooLong := func(n int, atLeast string) error {
-		return badRequest("messages", "This model's maximum context length is %d tokens (serve --ctx), but the prompt has %s%d tokens. Please shorten the prompt.", e.opts.Context, atLeast, n)
+		return badRequest(param, "This model's maximum context length is %d tokens (serve --ctx), but the prompt has %s%d tokens. Please shorten the prompt.", e.opts.Context, atLeast, n)
 	}
 	if n := size / max(1, e.maxPiece); n >= e.opts.Context {
 		return tooLong(n, "at least ")
