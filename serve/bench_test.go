@@ -55,7 +55,11 @@ func TestBenchServe(t *testing.T) {
 	}
 	base := shared.Path(t, smolLM2)
 	maxTokens, rounds, steps := envInt("FINETUNE_BENCH_TOKENS", 64), envInt("FINETUNE_BENCH_ROUNDS", 2), envInt("FINETUNE_BENCH_STEPS", 8)
-	const threads = 2
+	// Decoding threads of both servers: 1 by default, as on a shared
+	// machine ggml's spinning workers (and Ollama's runner, which does not
+	// adapt its thread count to the load) lose far more than a second
+	// core gives.
+	threads := envInt("FINETUNE_BENCH_THREADS", 1)
 	dir := os.Getenv("FINETUNE_BENCH_DIR")
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "finetune-bench-serve")
@@ -68,7 +72,7 @@ func TestBenchServe(t *testing.T) {
 		out := filepath.Join(dir, tr.name)
 		if _, err := os.Stat(filepath.Join(out, runs.AdapterFile)); err != nil {
 			os.RemoveAll(out)
-			sets := []string{"name=" + tr.name, fmt.Sprintf("train.max_steps=%d", steps), "train.warmup_steps=2", fmt.Sprintf("train.threads=%d", threads)}
+			sets := []string{"name=" + tr.name, fmt.Sprintf("train.max_steps=%d", steps), "train.warmup_steps=2", "train.val_windows=1", "train.threads=2"}
 			if tr.name == "support-fast" {
 				sets = append(sets, "train.learning_rate=8e-3")
 			}
@@ -94,7 +98,7 @@ func TestBenchServe(t *testing.T) {
 	for _, e := range entries {
 		p := filepath.Join(dir, e.Name+".merged.gguf")
 		if _, err := os.Stat(p); err != nil {
-			if _, err := adapters.Merge(base, e.Adapter, p, adapters.MergeOptions{Threads: threads}); err != nil {
+			if _, err := adapters.Merge(base, e.Adapter, p, adapters.MergeOptions{Threads: 2}); err != nil {
 				t.Fatal(err)
 			}
 		}
