@@ -105,10 +105,12 @@ func TestBenchServe(t *testing.T) {
 		merged = append(merged, p)
 	}
 
-	// Ollama 0.17.4 with the three merged models.
+	// Ollama 0.17.4 with the three merged models, greedy as serve is (a
+	// request without a temperature gets the model's parameters, and
+	// go-openai leaves a temperature of 0 out).
 	ol := ollamatest.Start(t, ollamatest.Options{Env: []string{"OLLAMA_NUM_PARALLEL=8", "OLLAMA_MAX_LOADED_MODELS=3", "OLLAMA_KEEP_ALIVE=-1"}})
 	for i, e := range entries {
-		createChatModel(t, ol, e.Name, merged[i], map[string]any{"num_thread": threads, "num_ctx": 512, "stop": []string{"<|im_end|>"}})
+		createChatModel(t, ol, e.Name, merged[i], map[string]any{"num_thread": threads, "num_ctx": 512, "temperature": 0, "repeat_penalty": 1, "stop": []string{"<|im_end|>"}})
 	}
 
 	before := rssMB(t)
@@ -212,7 +214,7 @@ func fileSize(t testing.TB, p string) int64 {
 }
 
 func benchReq(model, prompt string, maxTokens int) openai.ChatCompletionRequest {
-	return openai.ChatCompletionRequest{Model: model, MaxTokens: maxTokens, Stream: true, Messages: []openai.ChatCompletionMessage{
+	return openai.ChatCompletionRequest{Model: model, MaxTokens: maxTokens, Messages: []openai.ChatCompletionMessage{
 		{Role: "system", Content: benchSystem}, {Role: "user", Content: prompt}}}
 }
 
@@ -232,7 +234,7 @@ func runLoad(c *openai.Client, streams int, models []string, maxTokens int) (int
 			defer wg.Done()
 			defer func() { <-sem }()
 			req := benchReq(models[i%len(models)], p, maxTokens)
-			req.StreamOptions = &openai.StreamOptions{IncludeUsage: true}
+			req.Stream, req.StreamOptions = true, &openai.StreamOptions{IncludeUsage: true}
 			st, err := c.CreateChatCompletionStream(context.Background(), req)
 			n := 0
 			if err == nil {
