@@ -77,6 +77,16 @@ bench-train:
 bench-peer:
 	$(GO) run ./lora/internal/benchpeer $(BENCH_PEER_FLAGS)
 
+# finetune serve beside Ollama (the pinned 0.17.4, scripts/build-ollama.sh)
+# serving the merged models, on SmolLM2-135M-Instruct with three adapters
+# trained briefly (kept in $TMPDIR/finetune-bench-serve): tokens/s of one
+# stream and of 8 concurrent ones, alternated, and the memory of one base
+# with 3 adapters against 3 merged models (FINETUNE_BENCH_THREADS, _ROUNDS,
+# _TOKENS, _STEPS change the defaults 1, 2, 64, 8).
+.PHONY: bench-serve
+bench-serve:
+	FINETUNE_BENCH_SERVE=1 $(GO) test ./serve -run TestBenchServe -count=1 -v -timeout 60m
+
 # The datasets pipeline's figures: records/s and tokens/s for reading,
 # rendering and tokenizing 100k synthetic chat records, and the peak RSS of
 # streaming a 1 GB JSONL file through it (data generated in a temporary

@@ -142,6 +142,17 @@ func init() {
 					"merged model from 0.34.1, which refuses adapters, and falls back to merged on a refusal.\n" +
 					"SWEEP_DIR --best publishes the best trial of a sweep (the first on its leaderboard).",
 				run: runPublish},
+			{name: "serve", args: "[RUN_DIR|SWEEP_DIR|ADAPTER.gguf|PUBLISHED_NAME|NAME=REF ...] [--model M.gguf] [--host H] [--port P] [--best]",
+				summary: "serve the base and many adapters over it through OpenAI's HTTP API (/v1/chat/completions, /v1/completions, /v1/models)",
+				help: "Load the base once and answer OpenAI-compatible requests for it and for every adapter named: a run\n" +
+					"folder (named after its recipe), a sweep folder (its trials, SWEEP/NNN; with --best the best one, named\n" +
+					"after the sweep), an adapter file, or a name a run was published under; NAME=REF names one. A request's\n" +
+					"\"model\" picks the base or an adapter. Chats are rendered with the run's chat template and system prompt\n" +
+					"as training rendered them; answers are greedy unless a temperature is given, as eval decodes them.\n" +
+					"Adapters load on first use; requests for one model are decoded together, others wait in a bounded\n" +
+					"queue (full: 429). Listens on loopback unless --host says otherwise; a key in $" + serveKeyEnv + "\n" +
+					"(or --api-key-env's variable) is then required. Ctrl-C finishes the requests in flight and exits.",
+				run: runServe},
 			{name: "sweep", args: "RECIPE.yaml [--grid key.path=v1,v2 ...] [--set key.path=value ...] [--trials N] [--seed S] [--executor local|slurm] [--max-parallel K] [--metric M] [--out DIR] [--wait]",
 				summary: "train and evaluate many trials of a recipe (a grid, or a sample of it) locally or as a Slurm job array; one leaderboard",
 				help: "Make a sweep folder (default sweeps/<name>/<timestamp>/) and run every trial of the grid (the recipe's\n" +
