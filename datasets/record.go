@@ -156,6 +156,9 @@ func toRecord(row map[string]any, f Format, o *ReadOptions) (Record, *fieldError
 	var err *fieldError
 	switch f {
 	case FormatMessages:
+		if err = noTools(row); err != nil {
+			break
+		}
 		rec.Messages, err = chatMessages(row, "messages", "role", "content")
 	case FormatShareGPT:
 		rec.Messages, err = chatMessages(row, "conversations", "from", "value")
@@ -273,6 +276,11 @@ func chatMessages(row map[string]any, key, roleKey, contentKey string) ([]Messag
 		if err != nil {
 			return nil, prefixed(at, err)
 		}
+		if key == "messages" {
+			if err := noToolTurn(turn, r); err != nil {
+				return nil, prefixed(at, err)
+			}
+		}
 		role, ok := roles[strings.ToLower(r)]
 		if !ok {
 			if key == "conversations" {
@@ -299,6 +307,39 @@ func chatMessages(row map[string]any, key, roleKey, contentKey string) ([]Messag
 		}
 	}
 	return msgs, nil
+}
+
+// toolsHelp is what a row with tools is told to do.
+const toolsHelp = "finetune trains text turns only, not function calling: leave this row out (or set data.max_bad_rows to skip such rows)"
+
+// noTools refuses an OpenAI fine-tuning row that declares tools or
+// functions: training on it would teach the calls without their schema.
+func noTools(row map[string]any) *fieldError {
+	for _, k := range []string{"tools", "functions"} {
+		if v, ok := row[k]; ok && v != nil {
+			return errf(k, "a row with %s: %s", k, toolsHelp)
+		}
+	}
+	return nil
+}
+
+// noToolTurn refuses an OpenAI turn that calls a tool or answers one
+// (role "tool" or "function", tool_calls or function_call on an assistant
+// turn).
+func noToolTurn(turn map[string]any, role string) *fieldError {
+	switch strings.ToLower(role) {
+	case "tool", "function":
+		return errf("role", "a %s turn: %s", strings.ToLower(role), toolsHelp)
+	}
+	for _, k := range []string{"tool_calls", "function_call"} {
+		if v, ok := turn[k]; ok && v != nil {
+			if l, isList := v.([]any); isList && len(l) == 0 {
+				continue
+			}
+			return errf(k, "a turn with %s: %s", k, toolsHelp)
+		}
+	}
+	return nil
 }
 
 // contentString reads a turn's content: a string, or OpenAI's list of
