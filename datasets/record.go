@@ -80,6 +80,11 @@ type ReadOptions struct {
 	Fields Fields
 	// System is a system prompt given to every conversation that has none.
 	System string
+	// Prompts reads records as prompts to be answered (distillation's
+	// input), not as training examples: a conversation may end with a user
+	// turn, a prompt-completion row may lack its completion, and a row
+	// with only a "prompt" field is one.
+	Prompts bool
 }
 
 func (o *ReadOptions) check() error {
@@ -128,7 +133,7 @@ func errf(field, format string, args ...any) *fieldError {
 }
 
 // detectFormat names the format of a record from its fields.
-func detectFormat(row map[string]any) (Format, *fieldError) {
+func detectFormat(row map[string]any, prompts bool) (Format, *fieldError) {
 	has := func(k string) bool { _, ok := row[k]; return ok }
 	switch {
 	case has("messages"):
@@ -137,7 +142,7 @@ func detectFormat(row map[string]any) (Format, *fieldError) {
 		return FormatShareGPT, nil
 	case has("instruction") && has("output"):
 		return FormatAlpaca, nil
-	case has("prompt") && has("completion"):
+	case has("prompt") && (has("completion") || prompts):
 		return FormatCompletion, nil
 	case has("text"):
 		return FormatText, nil
@@ -189,10 +194,13 @@ func toRecord(row map[string]any, f Format, o *ReadOptions) (Record, *fieldError
 		if p, err = str(row, pk, true); err != nil {
 			break
 		}
-		if c, err = str(row, rk, true); err != nil {
+		if c, err = str(row, rk, !o.Prompts); err != nil {
 			break
 		}
 		rec.Messages = []Message{{Role: "user", Content: p}, {Role: "assistant", Content: c}}
+		if c == "" && o.Prompts {
+			rec.Messages = rec.Messages[:1]
+		}
 	case FormatText:
 		rec.Text, err = str(row, "text", true)
 	}
@@ -208,7 +216,7 @@ func toRecord(row map[string]any, f Format, o *ReadOptions) (Record, *fieldError
 		rec.Messages = slices.Insert(rec.Messages, 0, Message{Role: "system", Content: o.System})
 	}
 	if rec.Messages != nil {
-		if err := checkConversation(rec.Messages, f); err != nil {
+		if err := checkConversation(rec.Messages, f, o.Prompts); err != nil {
 			return rec, err
 		}
 	}
@@ -379,7 +387,8 @@ func contentString(v any, key string, turn map[string]any) (string, *fieldError)
 }
 
 // checkConversation applies the rules every trained conversation follows.
-func checkConversation(msgs []Message, f Format) *fieldError {
+// A prompt (prompts) need not end with an assistant turn.
+func checkConversation(msgs []Message, f Format, prompts bool) *fieldError {
 	key := "messages"
 	switch f {
 	case FormatShareGPT:
@@ -408,7 +417,7 @@ func checkConversation(msgs []Message, f Format) *fieldError {
 		return errf(key, "the conversation has only system turns")
 	case msgs[first].Role != "user":
 		return errf(fmt.Sprintf("%s[%d]", key, first), "the conversation starts with an assistant turn (want a user turn first)")
-	case msgs[len(msgs)-1].Role != "assistant":
+	case msgs[len(msgs)-1].Role != "assistant" && !prompts:
 		return errf(fmt.Sprintf("%s[%d]", key, len(msgs)-1), "the conversation does not end with an assistant turn")
 	}
 	return nil

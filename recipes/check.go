@@ -30,6 +30,7 @@ var (
 
 // defaults fills every setting the recipe leaves out.
 func (r *Recipe) defaults() {
+	r.defaultsDistill()
 	d := &r.Data
 	if d.Eval == "" && d.EvalRatio == 0 {
 		d.EvalRatio = 0.1
@@ -185,8 +186,8 @@ func (r *Recipe) check() error {
 		return r.errAt("name", "%s: use letters, digits, '.', '_' and '-' (it names a folder)", clipped(r.Name))
 	case r.Base == "":
 		return r.errAt("base", "missing: a GGUF file, ollama:NAME[:TAG], builtin:NAME or catalog:NAME")
-	case r.Data.Train == "":
-		return r.errAt("data.train", "missing: the training data file, folder or glob")
+	case r.Data.Train == "" && !r.Distills():
+		return r.errAt("data.train", "missing: the training data file, folder or glob (or a distill section whose teacher writes it)")
 	}
 	d := r.Data
 	switch {
@@ -347,6 +348,9 @@ func (r *Recipe) check() error {
 		if u, err := url.Parse(h); err != nil || (strings.Contains(h, "://") && u.Host == "") {
 			return r.errAt("publish.host", "%q is not a URL (like http://127.0.0.1:11434)", h)
 		}
+	}
+	if err := r.checkDistill(); err != nil {
+		return err
 	}
 	return r.checkSweep()
 }

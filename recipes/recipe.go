@@ -40,6 +40,9 @@ type Recipe struct {
 	Publish Publish `yaml:"publish"`
 	// Sweep is what `finetune sweep` tries; training one recipe ignores it.
 	Sweep Sweep `yaml:"sweep,omitempty"`
+	// Distill makes the training data from a teacher's answers (`finetune
+	// distill`); see distill.go.
+	Distill Distill `yaml:"distill,omitempty"`
 
 	// Path is the recipe file as given; Dir the absolute folder relative
 	// paths start from.

@@ -183,7 +183,7 @@ func create(dir, root string) (string, error) {
 			if rerr != nil {
 				return "", rerr
 			}
-			if len(entries) > 0 {
+			if len(entries) > 0 && !onlyDistilled(entries) {
 				what := "files that are not a run"
 				if _, err := os.Stat(filepath.Join(abs, RunFile)); err == nil {
 					what = "a run"
@@ -197,6 +197,19 @@ func create(dir, root string) (string, error) {
 		return abs, err
 	}
 	return atomicfile.NewStampedDir(root, time.Now())
+}
+
+// onlyDistilled reports whether a folder's entries are those Distill
+// writes, which training then reads: a distilled run is trained in place.
+func onlyDistilled(entries []os.DirEntry) bool {
+	for _, e := range entries {
+		switch e.Name() {
+		case DistilledFile, DistillReportFile, LockFile:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Lock takes the run folder's lock for this process, saying it does what

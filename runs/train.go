@@ -62,6 +62,10 @@ type prepared struct {
 }
 
 func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.Logger) (*prepared, error) {
+	if r.Data.Train == "" && r.Distills() {
+		return nil, &recipes.Error{File: r.Path, Line: r.Line("distill"), Path: "data.train",
+			Msg: "the recipe's training data is distilled: run `finetune distill " + r.Path + "`, which writes it and trains on it"}
+	}
 	path, err := basemodel.Resolve(ctx, r.Base, r.Dir, o.Base)
 	if err != nil {
 		return nil, &recipes.Error{File: r.Path, Line: r.Line("base"), Path: "base", Msg: err.Error()}
