@@ -18,8 +18,10 @@ type replay struct {
 	answers map[string]string // by case source
 }
 
-func (p *replay) Name() string     { return p.name }
-func (p *replay) Info() evals.Info { return evals.Info{Kind: "distilled", Model: p.name, Concurrency: 1} }
+func (p *replay) Name() string { return p.name }
+func (p *replay) Info() evals.Info {
+	return evals.Info{Kind: "distilled", Model: p.name, Concurrency: 1}
+}
 func (p *replay) Answer(_ context.Context, c evals.Case) (evals.Answer, error) {
 	a, ok := p.answers[c.Source]
 	if !ok {
