@@ -59,7 +59,7 @@ func judgeRows(ctx context.Context, r *recipes.Recipe, o DistillOptions, rows []
 	for i, row := range rows {
 		n := len(row.Messages) - 1
 		src := row.Distill.Source + "#" + strconv.Itoa(row.Distill.Sample)
-		cases[i] = evals.Case{Prompt: row.Messages[:n], Source: src}
+		cases[i] = evals.Case{Prompt: row.Messages[:n], Source: src, Reference: "(none: grade the answer by the rubric alone)"}
 		rp.answers[src] = row.Messages[n].Content
 	}
 	res, err := evals.Run(ctx, evals.Suite{Cases: cases, Metrics: []evals.Metric{{Name: "judge", Kind: evals.JudgeRubric, Judge: judge, Rubric: f.Rubric}}},
