@@ -543,7 +543,7 @@ func contestant(r *recipes.Recipe, i int, c recipes.Contestant, base, adapter st
 	if err != nil {
 		return nil, &recipes.Error{File: r.Path, Line: r.Line("train.device"), Path: "train.device", Msg: err.Error()}
 	}
-	o := evals.LocalOptions{Model: model, Settings: s, Threads: r.Train.Threads, Device: dev}
+	o := evals.LocalOptions{Model: model, Settings: s, Threads: r.Train.Threads, Device: dev, Price: price}
 	switch c.Adapter {
 	case "":
 	case "tuned":

@@ -191,6 +191,7 @@ func Start(ctx context.Context, r *recipes.Recipe, o TrainOptions) (*Run, *lora.
 func absolutePaths(r *recipes.Recipe, base string) *recipes.Recipe {
 	c := *r
 	c.Data.Train, c.Data.Eval = r.Resolve(r.Data.Train), r.Resolve(r.Data.Eval)
+	c.Distill.Prompts = r.Resolve(r.Distill.Prompts)
 	if !strings.HasPrefix(r.Base, "ollama:") && !strings.HasPrefix(r.Base, "builtin:") && !strings.HasPrefix(r.Base, "catalog:") {
 		c.Base = base
 	}
