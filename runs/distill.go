@@ -107,6 +107,25 @@ func (f DistillFilters) Total() int {
 	return f.Failed + f.Cut + f.Empty + f.Refusals + f.Duplicates + f.JudgedLow + f.NotJudged
 }
 
+// String lists the filters that left answers out: "cut at max_tokens 3,
+// refusals 1"; "none" when none did.
+func (f DistillFilters) String() string {
+	var parts []string
+	for _, p := range []struct {
+		what string
+		n    int
+	}{{"failed", f.Failed}, {"cut at max_tokens", f.Cut}, {"empty", f.Empty}, {"refusals", f.Refusals},
+		{"duplicates", f.Duplicates}, {"judged low", f.JudgedLow}, {"not judged", f.NotJudged}} {
+		if p.n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", p.what, p.n))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
 // Provenance is what a distilled row says of its answer.
 type Provenance struct {
 	Teacher  string         `json:"teacher"`
@@ -304,7 +323,10 @@ func Distill(ctx context.Context, r *recipes.Recipe, o DistillOptions) (*Run, *D
 	if len(rows) == 0 {
 		why := rep.Error
 		if why == "" {
-			why = fmt.Sprintf("the filters left out every answer (%+v)", rep.Filtered)
+			why = "the filters left out every answer (" + rep.Filtered.String() + ")"
+			if rep.Filtered.Cut > 0 {
+				why += ": raise distill.generation.max_tokens (it is " + fmt.Sprint(rep.Teacher.Settings.MaxTokens) + "), or keep cut answers with distill.filters.keep_cut"
+			}
 		}
 		return nil, rep, fmt.Errorf("%s: the teacher %s gave no answer to train on: %s", r.Path, d.Teacher, why)
 	}

@@ -141,8 +141,7 @@ func printDistilled(rep *runs.DistillReport) {
 		fmt.Fprintf(w, "speed\t%.1f answers a minute\n", rep.AskedPerMinute)
 	}
 	f := rep.Filtered
-	fmt.Fprintf(w, "left out\t%d: failed %d, cut at max_tokens %d, empty %d, refusals %d, duplicates %d, judged low %d, not judged %d\n",
-		f.Total(), f.Failed, f.Cut, f.Empty, f.Refusals, f.Duplicates, f.JudgedLow, f.NotJudged)
+	fmt.Fprintf(w, "left out\t%d: %s\n", f.Total(), f)
 	fmt.Fprintf(w, "kept\t%d answers\n", rep.Rows)
 	w.Flush()
 }
