@@ -1,8 +1,8 @@
 // Package runs owns a training run: the run folder a user sees and shares
 // (resolved recipe, data report, metrics, checkpoint, adapter, eval,
 // Modelfile; layout.go names every file), made from a recipe or opened from
-// disk, and the stages a run goes through: Train (and resume), Eval and
-// Publish. Each stage takes the *Run; none re-derives paths or re-reads the
+// disk, and the stages a run goes through: Distill (a teacher writes the
+// training data), Train (and resume), Eval and Publish. Each stage takes the *Run; none re-derives paths or re-reads the
 // recipe. A process that writes into a run holds its lock, so two processes
 // never write one folder.
 package runs
