@@ -13,6 +13,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"github.com/finetune-dev/finetune/evals"
+	"github.com/finetune-dev/finetune/internal/basemodel"
 	"github.com/finetune-dev/finetune/internal/textfmt"
 	"github.com/finetune-dev/finetune/recipes"
 	"github.com/finetune-dev/finetune/runs"
@@ -56,6 +57,12 @@ func runDistill(args []string) error {
 	logger := slog.New(log.Default())
 	cx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	if !*dataOnly {
+		// The student's base is checked before the teacher is paid.
+		if _, err := basemodel.Resolve(cx, r.Base, r.Dir, basemodel.Options{}); err != nil {
+			return &recipes.Error{File: r.Path, Line: r.Line("base"), Path: "base", Msg: err.Error()}
+		}
+	}
 	prog := &evalProgress{latest: map[string]evals.Progress{}}
 	run, rep, err := runs.Distill(cx, r, runs.DistillOptions{Out: *out, Logger: logger, Progress: prog.show})
 	if cx.Err() != nil {

@@ -42,7 +42,7 @@ func TestDistillCommand(t *testing.T) {
 	}
 	dir := t.TempDir()
 	t.Chdir(dir)
-	firstLines(t, filepath.Join(data, "train.jsonl"), "prompts.jsonl", 6)
+	firstLines(t, filepath.Join(data, "train.jsonl"), "prompts.jsonl", 4)
 	firstLines(t, filepath.Join(data, "eval.jsonl"), "eval.jsonl", 2)
 	recipe := fmt.Sprintf(`name: student
 base: %s
@@ -62,8 +62,9 @@ distill:
   prompts: prompts.jsonl
   teacher: teacher
   generation:
-    max_tokens: 160
+    max_tokens: 64
   filters:
+    keep_cut: true
     refusals: ["(?i)as an ai"]
 eval:
   contestants:
@@ -85,7 +86,7 @@ eval:
   metrics:
     - name: rouge_l
   generation:
-    max_tokens: 12
+    max_tokens: 8
     temperature: 0
 `, model, srv.URL)
 	os.WriteFile("recipe.yaml", []byte(recipe), 0o644)
@@ -95,7 +96,7 @@ eval:
 		t.Fatalf("exit %d %s\nstdout:\n%s\nstderr:\n%s", r.code, r.signal, r.stdout, r.stderr)
 	}
 	t.Logf("stdout:\n%s", r.stdout)
-	for _, want := range []string{"6 × 1 answers: 6 answered (0 from the cache), 0 failed", "kept", "training data: 6 answers from teacher for $",
+	for _, want := range []string{"4 × 1 answers: 4 answered (0 from the cache), 0 failed", "kept", "training data: 4 answers from teacher for $",
 		"cost per 1,000 answers", "report: "} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("stdout lacks %q", want)
@@ -107,7 +108,7 @@ eval:
 		t.Fatal(err)
 	}
 	json.Unmarshal(b, &rep)
-	if rep.Rows+rep.Filtered.Total() != 6 || rep.CostUSD <= 0 {
+	if rep.Rows+rep.Filtered.Total() != 4 || rep.CostUSD <= 0 {
 		t.Errorf("distill report %+v", rep)
 	}
 	run, err := runs.Open(out)
@@ -130,7 +131,7 @@ eval:
 
 	// A second distillation of the recipe asks the teacher nothing.
 	r = cli(t, "distill", "recipe.yaml", "--data-only", "--out", filepath.Join(dir, "again"))
-	if r.code != 0 || !strings.Contains(r.stdout, "6 answered (6 from the cache)") {
+	if r.code != 0 || !strings.Contains(r.stdout, "4 answered (4 from the cache)") {
 		t.Fatalf("again: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 
