@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/finetune-dev/finetune/datasets"
 	"github.com/finetune-dev/finetune/evals"
 	"github.com/finetune-dev/finetune/internal/atomicfile"
+	"github.com/finetune-dev/finetune/internal/textfmt"
 	"github.com/finetune-dev/finetune/recipes"
 )
 
@@ -124,6 +126,31 @@ func (f DistillFilters) String() string {
 		return "none"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// Note is the distillation in one line, for the eval report: who wrote the
+// training data, what it cost, and what the filters left out.
+func (rep *DistillReport) Note() string {
+	per := 0.0
+	if rep.Answered > 0 {
+		per = rep.CostUSD / float64(rep.Answered) * 1000
+	}
+	return fmt.Sprintf("training data distilled from %s (%s %s): %d of %d answers kept, %s for the teacher's answers (%s per 1,000); left out: %s",
+		rep.Teacher.Name, rep.Teacher.Kind, rep.Teacher.Model, rep.Rows, rep.Requests, textfmt.USD(rep.CostUSD), textfmt.USD(per), rep.Filtered)
+}
+
+// DistillReport is the run's distill-report.json, nil when the run was not
+// distilled or the file cannot be read.
+func (run *Run) DistillReport() *DistillReport {
+	b, err := os.ReadFile(run.Path(DistillReportFile))
+	if err != nil {
+		return nil
+	}
+	var rep DistillReport
+	if json.Unmarshal(b, &rep) != nil {
+		return nil
+	}
+	return &rep
 }
 
 // Provenance is what a distilled row says of its answer.

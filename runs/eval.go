@@ -348,6 +348,9 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 		if loss, err := evals.LoadLossCurve(run.Path(MetricsFile)); err == nil {
 			extras.Loss = loss
 		}
+		if d := run.DistillReport(); d != nil {
+			extras.Notes = append(extras.Notes, d.Note())
+		}
 		if rep := run.DataReport(); rep != nil {
 			if w := rep.LeakWarning(); w != "" {
 				extras.Warnings = append(extras.Warnings, w)

@@ -122,7 +122,7 @@ eval:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(md), "| cost per 1,000 answers |") {
+	if !strings.Contains(string(md), "| cost per 1,000 answers |") || !strings.Contains(string(md), "training data distilled from teacher (openai teacher): ") {
 		t.Errorf("report.md has no cost per 1,000 answers:\n%s", md)
 	}
 	if _, err := os.Stat(filepath.Join(out, runs.AdapterFile)); err != nil {
