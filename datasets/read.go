@@ -231,7 +231,7 @@ func (r *Reader) Next() (Record, error) {
 			return Record{}, err
 		}
 		if r.format == "" {
-			f, err := detectFormat(row)
+			f, err := detectFormat(row, r.opts.Prompts)
 			if err != nil {
 				return Record{}, &RowError{Source: at, Msg: err.msg}
 			}

@@ -176,6 +176,9 @@ func TestBadRows(t *testing.T) {
 		{"bad weight", "d.jsonl", `{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo", "weight": 0.5}]}`, `d.jsonl:2: messages[1].weight: want 0 or 1, got 0.5`},
 		{"non-UTF-8", "d.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"caf\xe9\"}]}", `d.jsonl:2: messages[1].content: text is not valid UTF-8`},
 		{"unknown format", "d.jsonl", `{"question": "Q", "answer": "A"}`, `d.jsonl:2: messages: missing field (the file's records are in the messages format, detected from its first record)`},
+		{"tools", "d.jsonl", `{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], "tools": [{"type": "function", "function": {"name": "f"}}]}`, `d.jsonl:2: tools: a row with tools: ` + toolsHelp},
+		{"tool calls", "d.jsonl", `{"messages": [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]}, {"role": "tool", "tool_call_id": "c1", "content": "sun"}, {"role": "assistant", "content": "Sunny."}]}`, `d.jsonl:2: messages[1].tool_calls: a turn with tool_calls: ` + toolsHelp},
+		{"tool turn", "d.jsonl", `{"messages": [{"role": "user", "content": "Weather?"}, {"role": "tool", "content": "sun"}, {"role": "assistant", "content": "Sunny."}]}`, `d.jsonl:2: messages[1].role: a tool turn: ` + toolsHelp},
 		{"sharegpt role", "s.jsonl", `{"conversations": [{"from": "human", "value": "Hi"}, {"from": "bot", "value": "Yo"}]}`, `s.jsonl:2: conversations[1].from: unknown role "bot" (want system, human or gpt)`},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -92,6 +92,11 @@ type ReadOptions struct {
 	Fields Fields
 	// System is a system prompt given to every conversation that has none.
 	System string
+	// Prompts reads records as prompts to be answered (distillation's
+	// input), not as training examples: a conversation may end with a user
+	// turn, a prompt-completion row may lack its completion, and a row
+	// with only a "prompt" field is one.
+	Prompts bool
 }
 
 func (o *ReadOptions) check() error {
@@ -140,7 +145,7 @@ func errf(field, format string, args ...any) *fieldError {
 }
 
 // detectFormat names the format of a record from its fields.
-func detectFormat(row map[string]any) (Format, *fieldError) {
+func detectFormat(row map[string]any, prompts bool) (Format, *fieldError) {
 	has := func(k string) bool { _, ok := row[k]; return ok }
 	switch {
 	case has("chosen") && has("rejected"):
@@ -151,7 +156,7 @@ func detectFormat(row map[string]any) (Format, *fieldError) {
 		return FormatShareGPT, nil
 	case has("instruction") && has("output"):
 		return FormatAlpaca, nil
-	case has("prompt") && has("completion"):
+	case has("prompt") && (has("completion") || prompts):
 		return FormatCompletion, nil
 	case has("text"):
 		return FormatText, nil
@@ -170,6 +175,9 @@ func toRecord(row map[string]any, f Format, o *ReadOptions) (Record, *fieldError
 	var err *fieldError
 	switch f {
 	case FormatMessages:
+		if err = noTools(row); err != nil {
+			break
+		}
 		rec.Messages, err = chatMessages(row, "messages", "role", "content")
 	case FormatShareGPT:
 		rec.Messages, err = chatMessages(row, "conversations", "from", "value")
@@ -200,10 +208,13 @@ func toRecord(row map[string]any, f Format, o *ReadOptions) (Record, *fieldError
 		if p, err = str(row, pk, true); err != nil {
 			break
 		}
-		if c, err = str(row, rk, true); err != nil {
+		if c, err = str(row, rk, !o.Prompts); err != nil {
 			break
 		}
 		rec.Messages = []Message{{Role: "user", Content: p}, {Role: "assistant", Content: c}}
+		if c == "" && o.Prompts {
+			rec.Messages = rec.Messages[:1]
+		}
 	case FormatText:
 		rec.Text, err = str(row, "text", true)
 	case FormatPreference:
@@ -228,12 +239,12 @@ func toRecord(row map[string]any, f Format, o *ReadOptions) (Record, *fieldError
 		rec.PromptTurns++
 	}
 	if rec.Messages != nil {
-		if err := checkConversation(rec.Messages, f); err != nil {
+		if err := checkConversation(rec.Messages, f, o.Prompts); err != nil {
 			return rec, err
 		}
 	}
 	if rec.Rejected != nil {
-		if err := checkConversation(rec.Rejected, f); err != nil {
+		if err := checkConversation(rec.Rejected, f, false); err != nil {
 			err.field = strings.Replace(err.field, "chosen", "rejected", 1)
 			return rec, err
 		}
@@ -302,6 +313,11 @@ func chatMessages(row map[string]any, key, roleKey, contentKey string) ([]Messag
 		if err != nil {
 			return nil, prefixed(at, err)
 		}
+		if key == "messages" {
+			if err := noToolTurn(turn, r); err != nil {
+				return nil, prefixed(at, err)
+			}
+		}
 		role, ok := roles[strings.ToLower(r)]
 		if !ok {
 			if key == "conversations" {
@@ -328,6 +344,39 @@ func chatMessages(row map[string]any, key, roleKey, contentKey string) ([]Messag
 		}
 	}
 	return msgs, nil
+}
+
+// toolsHelp is what a row with tools is told to do.
+const toolsHelp = "finetune trains text turns only, not function calling: leave this row out (or set data.max_bad_rows to skip such rows)"
+
+// noTools refuses an OpenAI fine-tuning row that declares tools or
+// functions: training on it would teach the calls without their schema.
+func noTools(row map[string]any) *fieldError {
+	for _, k := range []string{"tools", "functions"} {
+		if v, ok := row[k]; ok && v != nil {
+			return errf(k, "a row with %s: %s", k, toolsHelp)
+		}
+	}
+	return nil
+}
+
+// noToolTurn refuses an OpenAI turn that calls a tool or answers one
+// (role "tool" or "function", tool_calls or function_call on an assistant
+// turn).
+func noToolTurn(turn map[string]any, role string) *fieldError {
+	switch strings.ToLower(role) {
+	case "tool", "function":
+		return errf("role", "a %s turn: %s", strings.ToLower(role), toolsHelp)
+	}
+	for _, k := range []string{"tool_calls", "function_call"} {
+		if v, ok := turn[k]; ok && v != nil {
+			if l, isList := v.([]any); isList && len(l) == 0 {
+				continue
+			}
+			return errf(k, "a turn with %s: %s", k, toolsHelp)
+		}
+	}
+	return nil
 }
 
 // contentString reads a turn's content: a string, or OpenAI's list of
@@ -367,7 +416,8 @@ func contentString(v any, key string, turn map[string]any) (string, *fieldError)
 }
 
 // checkConversation applies the rules every trained conversation follows.
-func checkConversation(msgs []Message, f Format) *fieldError {
+// A prompt (prompts) need not end with an assistant turn.
+func checkConversation(msgs []Message, f Format, prompts bool) *fieldError {
 	key := "messages"
 	switch f {
 	case FormatShareGPT:
@@ -398,7 +448,7 @@ func checkConversation(msgs []Message, f Format) *fieldError {
 		return errf(key, "the conversation has only system turns")
 	case msgs[first].Role != "user":
 		return errf(fmt.Sprintf("%s[%d]", key, first), "the conversation starts with an assistant turn (want a user turn first)")
-	case msgs[len(msgs)-1].Role != "assistant":
+	case msgs[len(msgs)-1].Role != "assistant" && !prompts:
 		return errf(fmt.Sprintf("%s[%d]", key, len(msgs)-1), "the conversation does not end with an assistant turn")
 	}
 	return nil

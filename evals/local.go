@@ -40,6 +40,10 @@ type LocalOptions struct {
 	// built-in name. Cases made by datasets carry their tokens and never
 	// need it.
 	Template string
+	// Price is what serving the model costs per million tokens (a host's
+	// hourly rate spread over its throughput), for the report's cost
+	// columns; zero: not counted.
+	Price Price
 }
 
 // DefaultSequences is how many cases a local contestant decodes together
@@ -236,7 +240,7 @@ func (l *Local) Info() Info {
 	for _, a := range l.opts.Adapters {
 		ads = append(ads, fmt.Sprintf("%s (scale %g)", a.Path, a.Scale))
 	}
-	return Info{Kind: "local", Model: l.opts.Model, Adapters: ads, Settings: l.opts.Settings, Concurrency: 1, Identity: l.identity}
+	return Info{Kind: "local", Model: l.opts.Model, Adapters: ads, Settings: l.opts.Settings, Concurrency: 1, Price: l.opts.Price, Identity: l.identity}
 }
 
 // Start digests the model and adapter files for the response cache.

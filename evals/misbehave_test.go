@@ -19,112 +19,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/finetune-dev/finetune/internal/openaitest"
 )
 
 // echoedKey is the key the misbehaving servers are sent and echo back.
-const echoedKey = "sk-live-ECHOED-0123456789abcdefXYZ"
+const echoedKey = openaitest.EchoedKey
 
-// misbehavingAPI is an OpenAI-compatible server on loopback whose first
-// path segment says how it misbehaves: /ok/v1/chat/completions answers,
-// /hang/v1/... never does, /s401/v1/... rejects the key and echoes it, and
-// so on (see serve).
-type misbehavingAPI struct {
-	t        *testing.T
-	srv      *httptest.Server
-	mu       sync.Mutex
-	requests map[string]int // by behaviour
-	bodies   map[string][]map[string]any
-}
-
-func newMisbehavingAPI(t *testing.T) *misbehavingAPI {
-	m := &misbehavingAPI{t: t, requests: map[string]int{}, bodies: map[string][]map[string]any{}}
-	m.srv = httptest.NewServer(http.HandlerFunc(m.serve))
-	t.Cleanup(m.srv.Close)
-	return m
-}
-
-func (m *misbehavingAPI) url(behaviour string) string { return m.srv.URL + "/" + behaviour + "/v1" }
-
-func (m *misbehavingAPI) count(behaviour string) int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.requests[behaviour]
-}
-
-func (m *misbehavingAPI) serve(w http.ResponseWriter, r *http.Request) {
-	behaviour, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	var body map[string]any
-	json.NewDecoder(r.Body).Decode(&body)
-	m.mu.Lock()
-	m.requests[behaviour]++
-	m.bodies[behaviour] = append(m.bodies[behaviour], body)
-	m.mu.Unlock()
-	if rest != "v1/chat/completions" {
-		http.Error(w, "no such path", http.StatusNotFound)
-		return
-	}
-	auth := r.Header.Get("Authorization")
-	sentKey := strings.TrimPrefix(auth, "Bearer ")
-	question := ""
-	if msgs, ok := body["messages"].([]any); ok && len(msgs) > 0 {
-		question, _ = msgs[len(msgs)-1].(map[string]any)["content"].(string)
-	}
-	answer := func(text string) {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":%q},"finish_reason":"stop"}],"usage":{"prompt_tokens":7,"completion_tokens":3}}`, text)
-	}
-	jsonError := func(code int, msg string) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		b, _ := json.Marshal(map[string]any{"error": map[string]any{"message": msg, "type": "invalid_request_error"}})
-		w.Write(b)
-	}
-	switch behaviour {
-	case "ok":
-		answer(strings.ToUpper(question))
-	case "nonjson": // a web page where the API should be, the key in it
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprintf(w, "<!doctype html><html><body><h1>Welcome</h1><p>signed in with %s</p></body></html>", sentKey)
-	case "hang":
-		<-r.Context().Done()
-	case "midbody":
-		conn, buf, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			m.t.Error(err)
-			return
-		}
-		fmt.Fprint(buf, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"id\":\"c\",\"choices\":[{\"message\":{\"content\":\"cut")
-		buf.Flush()
-		conn.Close()
-	case "s401": // the key echoed in the error body, as some gateways do
-		jsonError(http.StatusUnauthorized, "Incorrect API key provided: "+sentKey+". You can find your API key at https://example.com/keys.")
-	case "s403": // a proxy that echoes the request's headers, as text
-		w.Header().Set("Content-Type", "text/plain")
-		w.WriteHeader(http.StatusForbidden)
-		fmt.Fprintf(w, "forbidden by policy\nrequest headers:\nAuthorization: %s\nX-Api-Key: %s\n", auth, sentKey)
-	case "s404":
-		jsonError(http.StatusNotFound, "The model `m` does not exist or you do not have access to it.")
-	case "s429":
-		w.Header().Set("Retry-After-Ms", "20")
-		jsonError(http.StatusTooManyRequests, "Rate limit reached for key "+sentKey)
-	case "s500":
-		http.Error(w, "upstream exploded (auth "+auth+")", http.StatusInternalServerError)
-	case "header": // the key echoed in response headers, the answer fine
-		w.Header().Set("X-Echo-Authorization", auth)
-		w.Header().Set("X-Api-Key", sentKey)
-		answer(strings.ToUpper(question))
-	case "answer": // the key echoed in a 200 answer's text
-		answer("you sent " + sentKey + " for " + question)
-	case "partial": // the last case fails
-		if question == "q2" {
-			jsonError(http.StatusInternalServerError, "the model crashed on this one ("+sentKey+")")
-			return
-		}
-		answer(strings.ToUpper(question))
-	default:
-		http.Error(w, "unknown behaviour", http.StatusNotFound)
-	}
-}
+func newMisbehavingAPI(t *testing.T) *openaitest.API { return openaitest.New(t) }
 
 // TestMisbehavingEndpoints runs an OpenAI-compatible contestant against
 // each way a server can misbehave, beside a contestant that answers: the
@@ -170,7 +72,7 @@ func TestMisbehavingEndpoints(t *testing.T) {
 		{"partial", "partial", 2, "gave up after 3 attempts: HTTP 500 Internal Server Error: the model crashed on this one ([redacted])", 3 * time.Second, 5},
 	} {
 		t.Run(tc.behaviour, func(t *testing.T) {
-			c, err := NewOpenAI(tc.behaviour, OpenAIOptions{BaseURL: api.url(tc.behaviour), Model: "m", APIKeyEnv: "FT_TEST_ECHO_KEY", Concurrency: 4, Retry: retry})
+			c, err := NewOpenAI(tc.behaviour, OpenAIOptions{BaseURL: api.URL(tc.behaviour), Model: "m", APIKeyEnv: "FT_TEST_ECHO_KEY", Concurrency: 4, Retry: retry})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -186,7 +88,7 @@ func TestMisbehavingEndpoints(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("%s: %v, %d requests", tc.behaviour, took.Round(time.Millisecond), api.count(tc.behaviour))
+			t.Logf("%s: %v, %d requests", tc.behaviour, took.Round(time.Millisecond), api.Count(tc.behaviour))
 			if err := WriteReports(out, res, ReportExtras{}); err != nil {
 				t.Fatal(err)
 			}
@@ -200,7 +102,7 @@ func TestMisbehavingEndpoints(t *testing.T) {
 			if took > tc.within {
 				t.Errorf("took %v, want at most %v", took, tc.within)
 			}
-			if n := api.count(tc.behaviour); n > tc.requests {
+			if n := api.Count(tc.behaviour); n > tc.requests {
 				t.Errorf("%d requests, want at most %d", n, tc.requests)
 			}
 			// The other contestant is reported as it is alone.
@@ -247,7 +149,7 @@ func TestMisbehavingEndpoints(t *testing.T) {
 		})
 	}
 	// What the servers were sent: greedy decoding says temperature 0.
-	for _, b := range api.bodies["ok"] {
+	for _, b := range api.Bodies("ok") {
 		if temp, ok := b["temperature"]; !ok || temp != float64(0) {
 			t.Errorf("temperature sent: %v (present %v), want 0", temp, ok)
 		}
@@ -441,7 +343,7 @@ func TestWaitReportsWhileStarting(t *testing.T) {
 // run at once with the context's error, and no case is reported failed.
 func TestCancelledCasesAreNotFailures(t *testing.T) {
 	api := newMisbehavingAPI(t)
-	c, err := NewOpenAI("hang", OpenAIOptions{BaseURL: api.url("hang"), Model: "m", Concurrency: 2})
+	c, err := NewOpenAI("hang", OpenAIOptions{BaseURL: api.URL("hang"), Model: "m", Concurrency: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

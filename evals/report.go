@@ -261,6 +261,7 @@ func mdHeadline(b *strings.Builder, r *Results) {
 	row("cost (this run)", func(c *ContestantResult) string {
 		return fmt.Sprintf("%s (%s)", textfmt.USD(c.Cost), textfmt.USD(c.Spent))
 	})
+	row("cost per 1,000 answers", fmtPerThousand)
 	row("tokens in / out", func(c *ContestantResult) string {
 		return fmt.Sprintf("%d / %d", c.Usage.PromptTokens, c.Usage.CompletionTokens)
 	})
@@ -287,6 +288,15 @@ func mdContestants(b *strings.Builder, r *Results) {
 		set, _ := json.Marshal(c.Settings)
 		fmt.Fprintf(b, "| %s | %s | %s | `%s` | %s |\n", mdCell(c.Name), c.Kind, mdCell(model), set, fmtRetry(c.Retry))
 	}
+}
+
+// fmtPerThousand is what 1,000 answers like this run's cost a contestant,
+// at its price (its answers' mean cost), "–" without answers.
+func fmtPerThousand(c *ContestantResult) string {
+	if c.Answered == 0 {
+		return "–"
+	}
+	return textfmt.USD(c.CostPerThousand())
 }
 
 // fmtRetry is a contestant's request policy in words, "–" for one that
@@ -671,6 +681,7 @@ func htmlStats(r *Results) []statRow {
 	stat("cost (spent this run)", func(c *ContestantResult) string {
 		return fmt.Sprintf("%s (%s)", textfmt.USD(c.Cost), textfmt.USD(c.Spent))
 	})
+	stat("cost per 1,000 answers", fmtPerThousand)
 	stat("tokens in / out", func(c *ContestantResult) string {
 		return fmt.Sprintf("%d / %d", c.Usage.PromptTokens, c.Usage.CompletionTokens)
 	})

@@ -298,6 +298,16 @@ type ContestantResult struct {
 	Confusion    map[string]*Confusion `json:"confusion,omitempty"`
 }
 
+// CostPerThousand is what 1,000 answers cost at the contestant's price:
+// the mean cost of its answers in this run, times 1,000 (0 without
+// answers).
+func (c *ContestantResult) CostPerThousand() float64 {
+	if c.Answered == 0 {
+		return 0
+	}
+	return c.Cost / float64(c.Answered) * 1000
+}
+
 // LimitText is how many answers hit max_tokens: "3 of 100", with ", 2
 // unknown" when some answers' finish is not known.
 func (c *ContestantResult) LimitText() string {

@@ -31,6 +31,7 @@ var (
 
 // defaults fills every setting the recipe leaves out.
 func (r *Recipe) defaults() {
+	r.defaultsDistill()
 	d := &r.Data
 	if d.Eval == "" && d.EvalRatio == 0 {
 		d.EvalRatio = 0.1
@@ -192,8 +193,8 @@ func (r *Recipe) check() error {
 		return r.errAt("name", "%s: use letters, digits, '.', '_' and '-' (it names a folder)", clipped(r.Name))
 	case r.Base == "":
 		return r.errAt("base", "missing: a GGUF file, ollama:NAME[:TAG], builtin:NAME or catalog:NAME")
-	case r.Data.Train == "":
-		return r.errAt("data.train", "missing: the training data file, folder or glob")
+	case r.Data.Train == "" && !r.Distills():
+		return r.errAt("data.train", "missing: the training data file, folder or glob (or a distill section whose teacher writes it)")
 	}
 	d := r.Data
 	switch {
@@ -377,6 +378,9 @@ func (r *Recipe) check() error {
 		case u.User != nil:
 			return r.errAt("track.mlflow", "the address holds credentials: remove them and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment")
 		}
+	}
+	if err := r.checkDistill(); err != nil {
+		return err
 	}
 	return r.checkSweep()
 }

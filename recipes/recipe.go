@@ -42,6 +42,9 @@ type Recipe struct {
 	Sweep Sweep `yaml:"sweep,omitempty"`
 	// Track says which experiment trackers see the run.
 	Track Track `yaml:"track,omitempty"`
+	// Distill makes the training data from a teacher's answers (`finetune
+	// distill`); see distill.go.
+	Distill Distill `yaml:"distill,omitempty"`
 
 	// Path is the recipe file as given; Dir the absolute folder relative
 	// paths start from.

@@ -348,6 +348,9 @@ func evaluate(ctx context.Context, r *recipes.Recipe, base string, run *Run, o E
 		if loss, err := evals.LoadLossCurve(run.Path(MetricsFile)); err == nil {
 			extras.Loss = loss
 		}
+		if d := run.DistillReport(); d != nil {
+			extras.Notes = append(extras.Notes, d.Note())
+		}
 		if rep := run.DataReport(); rep != nil {
 			if w := rep.LeakWarning(); w != "" {
 				extras.Warnings = append(extras.Warnings, w)
@@ -546,7 +549,7 @@ func contestant(r *recipes.Recipe, i int, c recipes.Contestant, base, adapter st
 	if err != nil {
 		return nil, &recipes.Error{File: r.Path, Line: r.Line("train.device"), Path: "train.device", Msg: err.Error()}
 	}
-	o := evals.LocalOptions{Model: model, Settings: s, Threads: r.Train.Threads, Device: dev}
+	o := evals.LocalOptions{Model: model, Settings: s, Threads: r.Train.Threads, Device: dev, Price: price}
 	switch c.Adapter {
 	case "":
 	case "tuned":

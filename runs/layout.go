@@ -67,6 +67,18 @@ const (
 	// its headline as text. Written by the run's tracker unless
 	// track.tensorboard is false; read by `tensorboard --logdir runs`.
 	EventFiles = "events.out.tfevents.*"
+	// DistilledFile is the training data a teacher wrote (`finetune
+	// distill`): OpenAI chat rows, each with its provenance under
+	// "distill" (DistilledRow), and DistillReportFile (DistillReport) what
+	// the teacher was asked, answered and cost and what the filters left
+	// out. Written by Distill; DistilledFile is read by Train as the run's
+	// data.train.
+	DistilledFile     = "distilled.jsonl"
+	DistillReportFile = "distill-report.json"
+	// DistillCacheDir, beside a recipe's run folders (runs/<name>/), keeps
+	// the teacher's answers and the judge's verdicts for every
+	// distillation of the recipe. Written and read by Distill.
+	DistillCacheDir = "distill-cache"
 	// LegacyBaseFile named the base in run folders made before RunFile
 	// existed; Open still reads it.
 	LegacyBaseFile = "base.txt"

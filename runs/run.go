@@ -1,8 +1,8 @@
 // Package runs owns a training run: the run folder a user sees and shares
 // (resolved recipe, data report, metrics, checkpoint, adapter, eval,
 // Modelfile; layout.go names every file), made from a recipe or opened from
-// disk, and the stages a run goes through: Train (and resume), Eval and
-// Publish. Each stage takes the *Run; none re-derives paths or re-reads the
+// disk, and the stages a run goes through: Distill (a teacher writes the
+// training data), Train (and resume), Eval and Publish. Each stage takes the *Run; none re-derives paths or re-reads the
 // recipe. A process that writes into a run holds its lock, so two processes
 // never write one folder.
 package runs
@@ -183,7 +183,7 @@ func create(dir, root string) (string, error) {
 			if rerr != nil {
 				return "", rerr
 			}
-			if len(entries) > 0 {
+			if len(entries) > 0 && !onlyDistilled(entries) {
 				what := "files that are not a run"
 				if _, err := os.Stat(filepath.Join(abs, RunFile)); err == nil {
 					what = "a run"
@@ -197,6 +197,19 @@ func create(dir, root string) (string, error) {
 		return abs, err
 	}
 	return atomicfile.NewStampedDir(root, time.Now())
+}
+
+// onlyDistilled reports whether a folder's entries are those Distill
+// writes, which training then reads: a distilled run is trained in place.
+func onlyDistilled(entries []os.DirEntry) bool {
+	for _, e := range entries {
+		switch e.Name() {
+		case DistilledFile, DistillReportFile, LockFile:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Lock takes the run folder's lock for this process, saying it does what

@@ -65,6 +65,10 @@ type prepared struct {
 }
 
 func prepare(ctx context.Context, r *recipes.Recipe, o *TrainOptions, log *slog.Logger) (*prepared, error) {
+	if r.Data.Train == "" && r.Distills() {
+		return nil, &recipes.Error{File: r.Path, Line: r.Line("distill"), Path: "data.train",
+			Msg: "the recipe's training data is distilled: run `finetune distill " + r.Path + "`, which writes it and trains on it"}
+	}
 	path, err := basemodel.Resolve(ctx, r.Base, r.Dir, o.Base)
 	if err != nil {
 		return nil, &recipes.Error{File: r.Path, Line: r.Line("base"), Path: "base", Msg: err.Error()}
@@ -208,6 +212,7 @@ func absolutePaths(r *recipes.Recipe, base string) *recipes.Recipe {
 	c := *r
 	c.Data.Train, c.Data.Eval = r.Resolve(r.Data.Train), r.Resolve(r.Data.Eval)
 	c.Train.Init = r.Resolve(r.Train.Init)
+	c.Distill.Prompts = r.Resolve(r.Distill.Prompts)
 	if !strings.HasPrefix(r.Base, "ollama:") && !strings.HasPrefix(r.Base, "builtin:") && !strings.HasPrefix(r.Base, "catalog:") {
 		c.Base = base
 	}

@@ -101,6 +101,10 @@ func init() {
 					"--resume RUN_DIR continues a run with the recipe, overrides and base it was started with;\n" +
 					"RECIPE --resume continues the recipe's newest unfinished run.",
 				run: runTrain},
+			{name: "distill", args: "RECIPE.yaml [--out DIR] [--set key.path=value ...] [--data-only] [--device D]",
+				summary: "let a teacher API answer the recipe's prompts, then train on its answers and evaluate (one command)",
+				help:    distillHelp,
+				run:     runDistill},
 			{name: "eval", args: "RUN_DIR | RECIPE.yaml [--run RUN_DIR | --adapter A.gguf] [--out DIR] [--fail-under EXPR]",
 				summary: "evaluate base, tuned and API models on the recipe's eval suite; write reports",
 				help: "Run the eval suite against every contestant (base, tuned, Ollama, OpenAI-compatible APIs)\n" +

@@ -186,7 +186,11 @@ func runRecipe(sub string, args []string) error {
 		return err
 	}
 	if sub == "validate" {
-		fmt.Printf("%s: ok (%s, base %s, data %s)\n", pos[0], r.Name, r.Base, r.Data.Train)
+		data := r.Data.Train
+		if data == "" && r.Distills() {
+			data = "distilled by " + r.Distill.Teacher + " from " + r.Distill.Prompts
+		}
+		fmt.Printf("%s: ok (%s, base %s, data %s)\n", pos[0], r.Name, r.Base, data)
 		return nil
 	}
 	y, err := r.YAML()

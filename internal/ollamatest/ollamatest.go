@@ -208,3 +208,29 @@ func (s *Server) CreateWithParameters(t testing.TB, name, model, adapter string,
 		t.Fatalf("creating %s: %v", name, err)
 	}
 }
+
+// CreateChat creates a model from a GGUF file with its own chat template
+// (Ollama reads it from the file) and the given default parameters, so
+// that /api/chat and /v1 render conversations as the model expects.
+func (s *Server) CreateChat(t testing.TB, name, model string, params map[string]any) {
+	t.Helper()
+	ctx := context.Background()
+	sum, _, err := filehash.SHA256(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d := "sha256:" + sum
+	if err := s.Client.CreateBlob(ctx, d, f); err != nil {
+		t.Fatalf("uploading %s: %v", model, err)
+	}
+	stream := false
+	req := &api.CreateRequest{Model: name, Files: map[string]string{filepath.Base(model): d}, Parameters: params, Stream: &stream}
+	if err := s.Client.Create(ctx, req, func(api.ProgressResponse) error { return nil }); err != nil {
+		t.Fatalf("creating %s: %v", name, err)
+	}
+}
