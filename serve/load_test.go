@@ -309,9 +309,11 @@ func TestServeLoad(t *testing.T) {
 	go func() {
 		cx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		req, _ := http.NewRequestWithContext(cx, http.MethodPost, chat, strings.NewReader(chatBody("a1", "Tell me a long story about the sea.", 400, true)))
+		body := chatBody("a1", "Tell me a long story about the sea.", 400, true)
 		for {
-			resp, err := http.DefaultClient.Do(req.Clone(cx))
+			// A new request each try: a refused one's body has been read.
+			req, _ := http.NewRequestWithContext(cx, http.MethodPost, chat, strings.NewReader(body))
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				left <- err
 				return
