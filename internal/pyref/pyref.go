@@ -32,23 +32,32 @@ func Python() (string, error) {
 	if p := os.Getenv("FINETUNE_PYTHON"); p != "" {
 		return p, nil
 	}
-	venv := os.Getenv("FINETUNE_PYREF")
-	if venv == "" {
-		cache := os.Getenv("XDG_CACHE_HOME")
-		if cache == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return "", err
-			}
-			cache = filepath.Join(home, ".cache")
-		}
-		venv = filepath.Join(cache, "finetune", "pyref")
+	venv, err := Venv("FINETUNE_PYREF", "pyref")
+	if err != nil {
+		return "", err
 	}
 	p := filepath.Join(venv, "bin", "python")
 	if _, err := os.Stat(filepath.Join(venv, ".pins")); err != nil {
 		return "", fmt.Errorf("no reference environment at %s", venv)
 	}
 	return p, nil
+}
+
+// Venv is the folder of one of the scripts' virtual environments: $ENV,
+// else $XDG_CACHE_HOME/finetune/NAME, else ~/.cache/finetune/NAME.
+func Venv(env, name string) (string, error) {
+	if v := os.Getenv(env); v != "" {
+		return v, nil
+	}
+	cache := os.Getenv("XDG_CACHE_HOME")
+	if cache == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", err
+		}
+		cache = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(cache, "finetune", name), nil
 }
 
 // Script returns the path of scripts/pyref/NAME in this checkout.

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/finetune-dev/finetune/internal/pyref"
 )
 
 // MLflowInstallHint is what a test without an MLflow server says to do.
@@ -29,17 +31,9 @@ func MLflowCommand() (string, error) {
 	if p := os.Getenv("FINETUNE_MLFLOW"); p != "" {
 		return p, nil
 	}
-	venv := os.Getenv("FINETUNE_MLFLOW_VENV")
-	if venv == "" {
-		cache := os.Getenv("XDG_CACHE_HOME")
-		if cache == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return "", err
-			}
-			cache = filepath.Join(home, ".cache")
-		}
-		venv = filepath.Join(cache, "finetune", "mlflow")
+	venv, err := pyref.Venv("FINETUNE_MLFLOW_VENV", "mlflow")
+	if err != nil {
+		return "", err
 	}
 	if _, err := os.Stat(filepath.Join(venv, ".pins")); err != nil {
 		return "", fmt.Errorf("no MLflow installed at %s", venv)
