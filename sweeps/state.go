@@ -192,8 +192,18 @@ func squeue(ctx context.Context, ids []string) (map[string]queueEntry, error) {
 }
 
 // completing reports whether an squeue state (%T, or %t's short form) is
-// Slurm's completing one: the task's processes are gone, not running.
+// Slurm's completing one: the task is ending (its processes may still be
+// writing their outcome after Slurm's signal).
 func completing(state string) bool { return state == "COMPLETING" || state == "CG" }
+
+// aliveHere reports whether process pid runs on this machine, which is
+// host; false when host is another machine (nothing can be told here).
+func aliveHere(host string, pid int) bool {
+	if h, _ := os.Hostname(); h != host {
+		return false
+	}
+	return alive(host, pid)
+}
 
 // alive reports whether process pid runs on this host.
 func alive(host string, pid int) bool {
@@ -286,6 +296,11 @@ func (s *Sweep) Status(ctx context.Context) (trials []TrialStatus, warn error) {
 		case submittedAfter:
 			ts.State, ts.Error = Failed, "never started: its task left Slurm's queue without running (cancelled?)"
 		case st.State == Running && st.Job == "" && alive(st.Host, st.PID):
+			ts.State = Running
+		case st.State == Running && st.Job != "" && aliveHere(st.Host, st.PID):
+			// Its task left the queue (or is completing) but the trial's
+			// process still runs here: it is writing its checkpoint and
+			// outcome after Slurm's signal.
 			ts.State = Running
 		case st.State == Running:
 			ts.State = Failed
