@@ -72,8 +72,9 @@ type Config struct {
 	// Files are where the run's products go.
 	// Method is the training objective: MethodSFT ("" too) or MethodDPO,
 	// which trains on Data's preference pairs with Beta (default 0.1)
-	// and, when RPOAlpha > 0, RPO's cross-entropy term on the chosen
-	// answers weighted by it.
+	// and, when RPOAlpha > 0, RPO's cross-entropy term weighted by it:
+	// each chosen answer's mean cross-entropy per token, averaged over the
+	// pairs (TRL's "sft" loss with one pair a micro-batch).
 	Method   string
 	Beta     float64
 	RPOAlpha float64

@@ -157,9 +157,16 @@ func unknownRefs(n int) []float64 {
 // stepDPO runs one DPO optimizer step over GradAccum pairs: each answer is
 // run forward and backward once, its gradient of the summed cross-entropy
 // kept apart, and the pair's gradient is their difference weighted by
-// β·σ(−z) (plus, with RPO's alpha, the chosen answer's cross-entropy
-// averaged over the step's chosen tokens). Then clipping and AdamW as for
-// SFT.
+// β·σ(−z) (plus, with RPO's alpha, the gradient of the chosen answer's
+// mean cross-entropy per token). Then clipping and AdamW as for SFT.
+//
+// RPO's term is alpha times the mean over the step's pairs of each chosen
+// answer's cross-entropy averaged over its own tokens: TRL's DPOTrainer
+// with loss_type ["sigmoid", "sft"] and loss_weights [1, alpha] takes the
+// mean over a micro-batch's chosen tokens and averages its micro-batches,
+// and finetune's micro-batch is one pair (as the RPO paper's NLL term, each
+// answer normalised by its length). Taken over the step's tokens instead,
+// long answers would weigh more than TRL gives them.
 func (t *trainer) stepDPO() (loss, norm float64, tokens int, rw Rewards, err error) {
 	cfg, st := t.cfg, t.st
 	t.threads()
@@ -191,15 +198,12 @@ func (t *trainer) dpoGrads(idx []int) (loss float64, tokens int, rw Rewards, err
 		return 0, 0, rw, err
 	}
 	G := len(idx)
-	chosenTargets := 0
-	for _, i := range idx {
-		chosenTargets += t.data.TrainPairs[i].Chosen.Targets()
-	}
 	rng := rand.New(rand.NewPCG(cfg.Seed^0xd50f, uint64(st.step)+1))
-	nll := 0.0
+	nll := 0.0 // the chosen answers' mean cross-entropies, summed
 	for _, i := range idx {
 		p := &t.data.TrainPairs[i]
 		var logp [2]float64
+		var targets [2]int
 		for s, w := range []*Window{&p.Chosen, &p.Rejected} {
 			e.prepare(w, &t.in, true)
 			if t.in.targets == 0 {
@@ -215,6 +219,7 @@ func (t *trainer) dpoGrads(idx []int) (loss float64, tokens int, rw Rewards, err
 				return 0, 0, rw, err
 			}
 			logp[s] = -mean * float64(t.in.targets)
+			targets[s] = t.in.targets
 			tokens += len(w.Tokens)
 		}
 		f := dpo(cfg.Beta, logp[0], logp[1], t.refTrain[2*i], t.refTrain[2*i+1])
@@ -222,8 +227,8 @@ func (t *trainer) dpoGrads(idx []int) (loss float64, tokens int, rw Rewards, err
 		rw.add(f, 1/float64(G))
 		wC, wR := float32(f.weight/float64(G)), float32(-f.weight/float64(G))
 		if cfg.RPOAlpha > 0 {
-			wC += float32(cfg.RPOAlpha / float64(chosenTargets))
-			nll += -logp[0]
+			wC += float32(cfg.RPOAlpha / (float64(G) * float64(targets[0])))
+			nll += -logp[0] / float64(targets[0])
 		}
 		for j := range t.gA {
 			axpy2(t.gA[j], wC, t.sA[0][j], wR, t.sA[1][j])
@@ -231,7 +236,7 @@ func (t *trainer) dpoGrads(idx []int) (loss float64, tokens int, rw Rewards, err
 		}
 	}
 	if cfg.RPOAlpha > 0 {
-		loss += cfg.RPOAlpha * nll / float64(chosenTargets)
+		loss += cfg.RPOAlpha * nll / float64(G)
 	}
 	return loss, tokens, rw, nil
 }
@@ -243,8 +248,8 @@ func axpy2(dst []float32, a float32, x []float32, b float32, y []float32) {
 	}
 }
 
-// validateDPO is the mean DPO loss (with RPO's term when set) and the
-// rewards over the validation pairs valSample chose.
+// validateDPO is the mean DPO loss (with RPO's term when set, as in
+// stepDPO) and the rewards over the validation pairs valSample chose.
 func (t *trainer) validateDPO() (float64, Rewards, error) {
 	start := time.Now()
 	defer t.passDone(start)
@@ -257,7 +262,7 @@ func (t *trainer) validateDPO() (float64, Rewards, error) {
 	if err := t.references(t.data.ValPairs, t.refVal, t.valIdx, "validation"); err != nil {
 		return 0, rw, err
 	}
-	loss, nll, chosen := 0.0, 0.0, 0
+	loss, nll := 0.0, 0.0
 	n := float64(len(t.valIdx))
 	for _, i := range t.valIdx {
 		p := &t.data.ValPairs[i]
@@ -268,11 +273,10 @@ func (t *trainer) validateDPO() (float64, Rewards, error) {
 		f := dpo(t.cfg.Beta, lp[0], lp[1], t.refVal[2*i], t.refVal[2*i+1])
 		loss += f.loss / n
 		rw.add(f, 1/n)
-		nll += -lp[0]
-		chosen += p.Chosen.Targets()
+		nll += -lp[0] / float64(p.Chosen.Targets())
 	}
 	if t.cfg.RPOAlpha > 0 {
-		loss += t.cfg.RPOAlpha * nll / float64(chosen)
+		loss += t.cfg.RPOAlpha * nll / n
 	}
 	return loss, rw, nil
 }

@@ -33,16 +33,20 @@ func pairWindow(prompt, answer []int32, ctx int) lora.Window {
 	return w
 }
 
-// TestPeerDPO trains 10 DPO steps with finetune and with PEFT in torch
-// (TRL's sigmoid loss written out, scripts/pyref/peer.py's dpo job) from
-// the same start, on the same pairs in the same order, with the same β,
-// AdamW, weight decay, clipping and cosine schedule, and compares every
-// step's loss and rewards and the final A and B of all seven projections,
-// within the bounds of TestPeerTraining: with the base as the reference (B
-// starts at zero), and with a reference adapter (B starts random: DPO after
-// SFT) and RPO's alpha; on both memory paths.
+// TestPeerDPO trains 10 DPO steps with finetune and with TRL's DPOTrainer
+// (trl 1.16.0, the version scripts/install-pyref.sh pins) on PEFT's LoRA
+// (scripts/pyref/peer.py's dpo job) from the same start, on the same pairs
+// (token ids) in the same order, one pair a micro-batch and two a step,
+// with the same β, AdamW, weight decay, clipping and cosine schedule, and
+// compares every step's loss and rewards as the trainer logs them and the
+// final A and B of all seven projections, within the bounds of
+// TestPeerTraining: with the base as the reference (a new adapter, B at
+// zero: TRL's reference is the model with the adapter disabled), and with a
+// reference adapter (B starts random: DPO after SFT; TRL's reference is its
+// frozen copy of the starting adapter) and RPO's alpha (TRL's loss_type
+// ["sigmoid", "sft"] weighted [1, alpha]); on both memory paths.
 func TestPeerDPO(t *testing.T) {
-	pyref.Need(t)
+	pyref.NeedModules(t, "trl")
 	model := shared.Path(t, "models/stories260K.gguf")
 	const steps, nPairs, ctx = 10, 6, 32
 	rng := rand.New(rand.NewPCG(5, 8))
@@ -55,14 +59,13 @@ func TestPeerDPO(t *testing.T) {
 	}
 	var pairs []lora.Preference
 	var jp []map[string]any
-	jw := func(w lora.Window) map[string]any {
-		return map[string]any{"tokens": w.Tokens, "weights": w.Weights, "pos": w.Pos, "seq": w.Seq}
-	}
 	for range nPairs {
 		prompt := append([]int32{1}, tok(7)...)
-		p := lora.Preference{Chosen: pairWindow(prompt, tok(10+rng.IntN(8)), ctx), Rejected: pairWindow(prompt, tok(10+rng.IntN(8)), ctx)}
-		pairs = append(pairs, p)
-		jp = append(jp, map[string]any{"chosen": jw(p.Chosen), "rejected": jw(p.Rejected)})
+		chosen, rejected := tok(10+rng.IntN(8)), tok(10+rng.IntN(8))
+		pairs = append(pairs, lora.Preference{Chosen: pairWindow(prompt, chosen, ctx), Rejected: pairWindow(prompt, rejected, ctx)})
+		// What DPOTrainer's preparation makes of a pair: prompt_ids,
+		// chosen_ids, rejected_ids.
+		jp = append(jp, map[string]any{"prompt": prompt, "chosen": chosen, "rejected": rejected})
 	}
 	base := lora.Config{Method: lora.MethodDPO, Beta: 0.1, Rank: 8, Alpha: 16, LearningRate: 1e-3, Schedule: "cosine", WeightDecay: 0.01,
 		GradAccum: 2, ClipNorm: 1, MaxSteps: steps, Seed: 21, Threads: 2}
@@ -73,18 +76,27 @@ func TestPeerDPO(t *testing.T) {
 		perm := rand.New(rand.NewPCG(base.Seed, uint64(g/nPairs)+1)).Perm(nPairs)
 		order = append(order, perm[g%nPairs])
 	}
-	// bTol bounds B. From B zero (the base as reference), B after 10 steps
-	// is AdamW's steps alone, the first a step of lr times the sign of each
-	// gradient value; a DPO gradient is the difference of two answers'
-	// gradients whose shared prompt parts nearly cancel in some values,
-	// whose sign F32 rounding then decides (as on SmolLM2 in
-	// TestPeerTrainingSmolLM2). Measured: 1.6e-3 on one tensor of 14
-	// (blk.1.attn_v), the others within 1e-3; A within 1e-4.
+	// Every tensor is held to TestPeerTraining's bounds but one, in the
+	// base-as-reference case: B of blk.1.attn_v. From B zero and AdamW's
+	// state empty, the first step moves each value of B by lr·g/(|g|+ε),
+	// ε 1e-8: about lr whatever the size of g, unless |g| is within a few
+	// ε. There, the first step's gradient of B's value for output 13, rank
+	// 4, is β·σ(0)/2 times the sum of its two pairs' chosen-minus-rejected
+	// cross-entropy gradients, four values of 0.4 to 2.6 that cancel to
+	// 1.3e-5 (torch in float64): 4.8e-8 after clipping. F32 rounding on
+	// either side then decides how much of lr it moves (0.60 lr for
+	// finetune, 0.75 for TRL, 0.83 in float64), and the 1.5e-4 between
+	// them is the whole of the tensor's difference after 10 steps (every
+	// other value within 2e-6) and, through the model, most of every other
+	// tensor's and of the losses'. Measured: 3.3e-3 against TRL (the other
+	// 13 B within 1.4e-4); against TRL in float64 from the same start
+	// (measured once), finetune's B is 4.9e-3 off and TRL's own in F32
+	// 1.7e-3.
 	cases := []struct {
 		name         string
 		initB, alpha float64
-		bTol         float64
-	}{{"base as reference", 0, 0, 2e-3}, {"reference adapter, RPO alpha 0.5", 0.02, 0.5, peerAdapterTol}}
+		loose        map[string]float64
+	}{{"base as reference", 0, 0, map[string]float64{"blk.1.attn_v.weight": 5e-3}}, {"reference adapter, RPO alpha 0.5", 0.02, 0.5, nil}}
 	dir := t.TempDir()
 	var jobs []map[string]any
 	for _, c := range cases {
@@ -108,6 +120,7 @@ func TestPeerDPO(t *testing.T) {
 				Rejected   []float64 `json:"rejected"`
 				Margins    []float64 `json:"margins"`
 				Accuracies []float64 `json:"accuracies"`
+				TRL        string    `json:"trl"`
 			}
 			b, err := os.ReadFile(filepath.Join(d, "losses.json"))
 			if err != nil {
@@ -116,6 +129,7 @@ func TestPeerDPO(t *testing.T) {
 			if err := json.Unmarshal(b, &ref); err != nil {
 				t.Fatal(err)
 			}
+			t.Logf("the peer: TRL %s's DPOTrainer", ref.TRL)
 			init := filepath.Join(d, "init.gguf")
 			if err := adapters.ImportPEFT(filepath.Join(d, "init"), model, init); err != nil {
 				t.Fatal(err)
@@ -177,12 +191,19 @@ func TestPeerDPO(t *testing.T) {
 							t.Fatalf("finetune's adapter lacks %s", w.Base)
 						}
 						ra, rb := relDiff(h.A, w.A), relDiff(h.B, w.B)
-						worstA, worstB = math.Max(worstA, ra), math.Max(worstB, rb)
-						if ra > peerAdapterTol || rb > c.bTol {
-							t.Errorf("%s: A differs from the peer's by %.2e, B by %.2e (relative), want <= %g and %g", w.Base, ra, rb, peerAdapterTol, c.bTol)
+						bTol := peerAdapterTol
+						if l, ok := c.loose[w.Base]; ok {
+							bTol = l
+							t.Logf("%s: B differs from the peer's by %.2e (relative; bound %g, see the test)", w.Base, rb, l)
+						} else {
+							worstB = math.Max(worstB, rb)
+						}
+						worstA = math.Max(worstA, ra)
+						if ra > peerAdapterTol || rb > bTol {
+							t.Errorf("%s: A differs from the peer's by %.2e, B by %.2e (relative), want <= %g and %g", w.Base, ra, rb, peerAdapterTol, bTol)
 						}
 					}
-					t.Logf("%s, checkpointing %s: losses agree to %.1e, rewards to %.1e of the margin, A to %.1e, B to %.1e", c.name, mode, worst, worstR, worstA, worstB)
+					t.Logf("%s, checkpointing %s: losses agree to %.1e, rewards to %.1e of the margin, A to %.1e, B to %.1e (worst tensor held to %g)", c.name, mode, worst, worstR, worstA, worstB, peerAdapterTol)
 				})
 			}
 		})

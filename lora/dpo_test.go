@@ -70,14 +70,13 @@ func dpoLossAt(t *testing.T, tr *trainer, p *Params) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loss, nll, chosen := 0.0, 0.0, 0
+	loss, nll := 0.0, 0.0
 	n := float64(len(tr.data.TrainPairs))
 	for i, pr := range tr.data.TrainPairs {
 		loss += dpo(tr.cfg.Beta, lp[2*i], lp[2*i+1], tr.refTrain[2*i], tr.refTrain[2*i+1]).loss / n
-		nll -= lp[2*i]
-		chosen += pr.Chosen.Targets()
+		nll -= lp[2*i] / float64(pr.Chosen.Targets())
 	}
-	return loss + tr.cfg.RPOAlpha*nll/float64(chosen)
+	return loss + tr.cfg.RPOAlpha*nll/n
 }
 
 // TestDPOGradientMatchesFiniteDifferences checks the DPO gradient (the

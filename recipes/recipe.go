@@ -138,8 +138,9 @@ type Train struct {
 	Device string `yaml:"device"`
 	// Method is the objective: sft (default) on conversations, or dpo on
 	// preference pairs (data in the preference format), with Beta
-	// (default 0.1) and RPOAlpha, RPO's cross-entropy term on the chosen
-	// answers (default 0: off).
+	// (default 0.1) and RPOAlpha, the weight of RPO's cross-entropy term:
+	// each chosen answer's mean cross-entropy per token, averaged over the
+	// pairs (default 0: off).
 	Method   string  `yaml:"method"`
 	Beta     float64 `yaml:"beta"`
 	RPOAlpha float64 `yaml:"rpo_alpha"`

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Python references of the tests and of `make bench-peer`
-# (PyTorch on the CPU, transformers, PEFT, gguf, safetensors, TensorBoard's
-# event reader) into a virtual
+# (PyTorch on the CPU, transformers, PEFT, TRL, gguf, safetensors,
+# TensorBoard's event reader) into a virtual
 # environment outside the repo, and prints its python. finetune itself never
 # needs Python: only the peer tests (adapters/peer_test.go, ...) and the
 # side-by-side benchmark use it.
@@ -76,6 +76,16 @@ pins=(
   Markdown==3.11.3
   pillow==13.0.0
   Werkzeug==3.1.9
+  # TRL's DPOTrainer, the peer of finetune's DPO, and its data path.
+  trl==1.16.0
+  datasets==5.2.0
+  pandas==3.1.1
+  pyarrow==26.0.1
+  dill==0.4.1
+  multiprocess==0.70.19
+  xxhash==4.1.0
+  python-dateutil==4.0.0
+  tzdata==2026.6
 )
 stamp="$(printf '%s\n' "${pins[@]}" | cat - "$here/pyref/cudastub.py" | sha256sum | cut -c1-16)"
 
@@ -93,13 +103,14 @@ site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pu
 # Prove it imports and computes before declaring it installed.
 CUDA_VISIBLE_DEVICES= "$venv/bin/python" - >&2 <<'PY'
 import importlib.metadata as md
-import torch, transformers, peft, gguf, safetensors
+import torch, transformers, peft, gguf, safetensors, trl, datasets, pandas
+from trl import DPOConfig, DPOTrainer
 from tensorboard.backend.event_processing import event_accumulator
 x = torch.randn(3, 3, requires_grad=True)
 (x @ x).sum().backward()
 assert not torch.cuda.is_available()
-print("pyref: torch %s, transformers %s, peft %s, gguf %s" % (
-    torch.__version__, transformers.__version__, peft.__version__, md.version("gguf")))
+print("pyref: torch %s, transformers %s, peft %s, trl %s, gguf %s" % (
+    torch.__version__, transformers.__version__, peft.__version__, trl.__version__, md.version("gguf")))
 PY
 echo "$stamp" >"$venv/.pins"
 echo "pyref: installed in $(( $(date +%s) - start ))s" >&2

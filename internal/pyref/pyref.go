@@ -1,5 +1,5 @@
 // Package pyref runs the Hugging Face reference peers of the tests and
-// benchmarks: transformers and PEFT in PyTorch on the CPU, through the
+// benchmarks: transformers, PEFT and TRL in PyTorch on the CPU, through the
 // scripts in scripts/pyref, with the Python that scripts/install-pyref.sh
 // installs. finetune itself never needs Python; a test that needs the
 // references skips, loudly, when they are not installed.
@@ -22,7 +22,7 @@ import (
 )
 
 // InstallHint is what a skipped test says to do.
-const InstallHint = "install them with scripts/install-pyref.sh (or set FINETUNE_PYTHON to a python that has torch, transformers, peft and gguf)"
+const InstallHint = "install them with scripts/install-pyref.sh (or set FINETUNE_PYTHON to a python that has torch, transformers, peft, trl and gguf)"
 
 // Python returns the reference interpreter: $FINETUNE_PYTHON, else the
 // python of scripts/install-pyref.sh's virtual environment
@@ -84,6 +84,19 @@ func Need(tb testing.TB) (python, script string) {
 	sc, err := Script("peer.py")
 	if err != nil {
 		tb.Skipf("SKIPPED: scripts/pyref/peer.py not found: %v", err)
+	}
+	return py, sc
+}
+
+// NeedModules is Need for a test that also needs the Python packages
+// modules (e.g. "trl"), skipping it loudly where the reference environment
+// predates them (found without importing them).
+func NeedModules(tb testing.TB, modules ...string) (python, script string) {
+	tb.Helper()
+	py, sc := Need(tb)
+	args := append([]string{"-c", "import importlib.util, sys; missing = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]; print(*missing); sys.exit(1 if missing else 0)"}, modules...)
+	if out, err := exec.Command(py, args...).CombinedOutput(); err != nil {
+		tb.Skipf("SKIPPED: %s lacks %s (%v); %s", py, strings.TrimSpace(string(out)), err, InstallHint)
 	}
 	return py, sc
 }

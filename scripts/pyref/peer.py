@@ -1,4 +1,4 @@
-"""The Hugging Face side of finetune's peer tests: transformers + PEFT on the CPU.
+"""The Hugging Face side of finetune's peer tests: transformers + PEFT (+ TRL) on the CPU.
 
 finetune never runs this; its tests do (internal/pyref), with the python of
 scripts/install-pyref.sh. It reads one JSON file holding a list of jobs and
@@ -43,6 +43,22 @@ does each in turn, in one process, so torch is imported once:
       transformers does not know the GGUF's tokenizer.ggml.pre (see
       PRE_TOKENIZERS); each conversation's "tokens_as_loaded" is then its
       tokens under the pre-tokenizer transformers loaded.
+
+  {"op": "dpo", "gguf": MODEL, "targets": [...], "r": 8, "alpha": 16,
+   "lr": ..., "weight_decay": ..., "betas": [b1, b2], "eps": ..., "clip": ...,
+   "steps": N, "schedule": ..., "warmup": W, "beta": ..., "rpo_alpha": A,
+   "init_b_std": S, "pairs": [{"prompt": [...], "chosen": [...], "rejected": [...]}],
+   "order": [...], "grad_accum": K, "seed": S,
+   "init_out": DIR, "final_out": DIR, "losses_out": FILE}
+      N steps of TRL's DPOTrainer (sigmoid loss; with rpo_alpha > 0 also
+      its "sft" loss with that weight: RPO) on PEFT's LoRA, in F32 on the
+      CPU: the pairs are token ids (prompt, then each answer) and are read
+      in the order given (pairs[order[0]], pairs[order[1]], ...), one a
+      micro-batch and K a step. With init_b_std B starts random (a
+      reference adapter, DPO after SFT), else PEFT's own initialisation (B
+      zero, the base as reference). The starting adapter goes to init_out,
+      the last to final_out, and the loss, gradient norm and rewards the
+      trainer logs at every step to losses_out (JSON).
 
 Usage: python peer.py JOBS.json
 """
@@ -223,6 +239,29 @@ def load_tokenizer(path):
     return tok, None
 
 
+def ids_tokenizer(path):
+    """A tokenizer that only knows the GGUF's vocabulary and its BOS and EOS
+    tokens: all a trainer fed token ids asks of one (TRL pads with EOS when
+    there is no padding token). transformers' GGUF loader refuses some
+    files (stories260K's padding id is -1)."""
+    import gguf
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    r = gguf.GGUFReader(path)
+    f = r.fields["tokenizer.ggml.tokens"]
+    toks = [bytes(f.parts[i]).decode() for i in f.data]
+
+    def special(key):
+        fl = r.fields.get(key)
+        return toks[int(fl.parts[fl.data[0]][0])] if fl is not None else None
+
+    vocab = {t: i for i, t in enumerate(toks)}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token=toks[0])),
+                                   bos_token=special("tokenizer.ggml.bos_token_id"),
+                                   eos_token=special("tokenizer.ggml.eos_token_id"), unk_token=toks[0])
+
+
 def job_chat(j):
     tok, loaded = load_tokenizer(j["gguf"])
     out = []
@@ -250,76 +289,87 @@ def job_chat(j):
 
 
 def job_dpo(j):
-    """DPO with PEFT in torch, TRL's sigmoid loss written out: per step the
-    mean over its pairs of -log sigmoid(beta * ((lc - rc) - (lr - rr))), l
-    the summed log-probabilities of an answer under the adapter trained and
-    r under the starting one (computed once, before training), plus RPO's
-    alpha times the chosen answers' mean cross-entropy; AdamW, clipping and
-    the schedule as job_train."""
+    """TRL's DPOTrainer with PEFT's LoRA: the sigmoid loss (plus, with
+    rpo_alpha, TRL's "sft" loss with that weight: RPO), the reference from
+    PEFT (adapter disabled when B starts at zero; else the copy of the
+    starting adapter TRL keeps as "ref"), transformers' Trainer with torch's
+    AdamW, clipping and schedule, one pair a micro-batch and grad_accum of
+    them a step, the pairs read in the order given."""
+    from datasets import Dataset
     from peft import LoraConfig, get_peft_model
-    from transformers import get_scheduler
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    class PreTokenized(DPOTrainer):
+        # The pairs come as token ids (prompt_ids, chosen_ids,
+        # rejected_ids), what DPOTrainer's own preparation makes of text
+        # and its collator reads; its text steps (prompt extraction, EOS,
+        # tokenization) have nothing to do.
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            return dataset
+
+    class Record(TrainerCallback):
+        def __init__(self):
+            self.logs = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs and "rewards/chosen" in logs:
+                self.logs.append(dict(logs))
 
     torch.manual_seed(j.get("seed", 0))
     model = load_model(j["gguf"])
-    cfg = LoraConfig(r=j["r"], lora_alpha=j["alpha"], target_modules=j["targets"],
-                     lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
-    model = get_peft_model(model, cfg)
+    # transformers marks a model loaded from GGUF as quantized by "gguf",
+    # and its Trainer refuses to train such a model; load_model dequantized
+    # it to dense F32 tensors, which train as any others: drop the mark as
+    # transformers does for a dequantized model.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    tok = ids_tokenizer(j["gguf"])
+    lcfg = LoraConfig(r=j["r"], lora_alpha=j["alpha"], target_modules=j["targets"],
+                      lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+    peft_config = lcfg
     if j.get("init_b_std"):
-        # A reference adapter that is not the base (DPO after SFT).
+        # A reference adapter that is not the base (DPO after SFT): the
+        # trainer gets the PeftModel and keeps a frozen copy as "ref".
+        model = get_peft_model(model, lcfg)
         with torch.no_grad():
             for n, p in model.named_parameters():
                 if "lora_B" in n:
                     p.normal_(0, j["init_b_std"])
-    model.train()
-    model.save_pretrained(j["init_out"])
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=j["lr"], betas=tuple(j["betas"]), eps=j["eps"],
-                            weight_decay=j["weight_decay"])
-    sched = get_scheduler(j["schedule"], opt, num_warmup_steps=j.get("warmup", 0),
-                          num_training_steps=j["steps"])
-    beta, alpha = j["beta"], j.get("rpo_alpha", 0.0)
-
-    def logp(w):
-        (toks, pos, tgt), = segments(w)
-        ids = torch.tensor([toks])
-        logits = model(input_ids=ids, position_ids=torch.tensor([pos])).logits[0, :-1]
-        mask = torch.tensor(tgt)
-        ce = torch.nn.functional.cross_entropy(logits[mask].float(), ids[0, 1:][mask], reduction="sum")
-        return -ce, int(mask.sum())
-
-    pairs = j["pairs"]
-    with torch.no_grad():
-        ref = [(logp(p["chosen"])[0].item(), logp(p["rejected"])[0].item()) for p in pairs]
-    out = {"loss": [], "grad_norm": [], "chosen": [], "rejected": [], "margins": [], "accuracies": []}
-    order = j["order"]
+        peft_config = None
+    alpha = j.get("rpo_alpha", 0.0)
     K = j["grad_accum"]
-    for step in range(j["steps"]):
-        idx = order[step * K:(step + 1) * K]
-        n_chosen = sum(sum(segments(pairs[i]["chosen"])[0][2]) for i in idx)
-        opt.zero_grad(set_to_none=True)
-        total, rc, rr, acc = 0.0, 0.0, 0.0, 0.0
-        for i in idx:
-            lc, _ = logp(pairs[i]["chosen"])
-            lr, _ = logp(pairs[i]["rejected"])
-            wc, wr = beta * (lc - ref[i][0]), beta * (lr - ref[i][1])
-            loss = -torch.nn.functional.logsigmoid(wc - wr) / K
-            if alpha > 0:
-                loss = loss + alpha * (-lc) / n_chosen
-            loss.backward()
-            total += loss.item()
-            rc += wc.item() / K
-            rr += wr.item() / K
-            acc += float(wc.item() > wr.item()) / K
-        norm = torch.nn.utils.clip_grad_norm_(params, j["clip"])
-        opt.step()
-        sched.step()
-        out["loss"].append(total)
-        out["grad_norm"].append(float(norm))
-        out["chosen"].append(rc)
-        out["rejected"].append(rr)
-        out["margins"].append(rc - rr)
-        out["accuracies"].append(acc)
-    model.save_pretrained(j["final_out"])
+    args = DPOConfig(
+        output_dir=os.path.join(os.path.dirname(j["losses_out"]), "trl"),
+        beta=j["beta"], loss_type=["sigmoid", "sft"] if alpha > 0 else ["sigmoid"],
+        loss_weights=[1.0, alpha] if alpha > 0 else None,
+        learning_rate=j["lr"], adam_beta1=j["betas"][0], adam_beta2=j["betas"][1], adam_epsilon=j["eps"],
+        weight_decay=j["weight_decay"], optim="adamw_torch", max_grad_norm=j["clip"],
+        lr_scheduler_type=j["schedule"], warmup_steps=j.get("warmup", 0),
+        per_device_train_batch_size=1, gradient_accumulation_steps=K, max_steps=j["steps"],
+        train_sampling_strategy="sequential", max_length=None, precompute_ref_log_probs=False,
+        gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True, seed=j.get("seed", 0),
+        logging_steps=1, save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True,
+        dataloader_num_workers=0)
+    pairs = j["pairs"]
+    rows = [{"prompt_ids": pairs[i]["prompt"], "chosen_ids": pairs[i]["chosen"],
+             "rejected_ids": pairs[i]["rejected"]} for i in j["order"][:j["steps"] * K]]
+    rec = Record()
+    trainer = PreTokenized(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                           peft_config=peft_config, callbacks=[rec])
+    trained = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    if not trained or any(".default." not in n for n in trained):
+        raise RuntimeError(f"the trainer trains {len(trained)} tensors, not the default adapter alone: {trained[:4]}")
+    trainer.model.save_pretrained(j["init_out"], selected_adapters=["default"])
+    trainer.train()
+    trainer.model.save_pretrained(j["final_out"], selected_adapters=["default"])
+    logs = rec.logs
+    if len(logs) != j["steps"]:
+        raise RuntimeError(f"{len(logs)} training logs for {j['steps']} steps")
+    out = {k: [float(x[key]) for x in logs] for k, key in (
+        ("loss", "loss"), ("grad_norm", "grad_norm"), ("chosen", "rewards/chosen"), ("rejected", "rewards/rejected"),
+        ("margins", "rewards/margins"), ("accuracies", "rewards/accuracies"))}
+    out["trl"] = __import__("trl").__version__
     with open(j["losses_out"], "w") as f:
         json.dump(out, f)
 
