@@ -238,8 +238,13 @@ func printHeadline(res *evals.Results) {
 	fmt.Println()
 	w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "difference\tcolumn\tdiff [95% CI]\twins/ties/losses\tcases")
+	// Every contestant against the base; with three contestants or fewer
+	// also the pair of the others (sft against dpo, tuned against an API),
+	// else those are in report.md.
+	others := 0
 	for _, d := range res.Comparisons {
-		if d.Against != res.Base {
+		if d.Against != res.Base && len(res.Contestants) > 3 {
+			others++
 			continue
 		}
 		if d.N == 0 {
@@ -261,4 +266,7 @@ func printHeadline(res *evals.Results) {
 		fmt.Fprintf(w, "%s - %s\t%s\t%+.3f [%+.3f, %+.3f]%s\t%s\t%s\n", d.Contestant, d.Against, d.Column, d.Diff, d.Low, d.High, mark, wtl, n)
 	}
 	w.Flush()
+	if others > 0 {
+		fmt.Printf("(%d more differences, between contestants other than the base, in report.md)\n", others)
+	}
 }
