@@ -9,12 +9,19 @@ line, with the conversation's "label"):
      "chosen": [{"role": "assistant", "content": <the real answer>}],
      "rejected": [{"role": "assistant", "content": <a worse answer>}],
      "label": "refund_request",
-     "rejected_kind": "wrong_intent" | "off_brand"}
+     "rejected_kind": "wrong_intent" | "off_brand" | "curt" | "canned"}
 
-The rejected answer is one of two, drawn per pair:
+The rejected answer is one of four, drawn per pair with equal odds:
   * wrong_intent: the same reply under another intent's "Intent:" line;
   * off_brand: the right intent, but the reply's warm opening swapped for a
-    curt one and a dismissive closing added (the brand voice broken).
+    curt one and a dismissive closing added (the brand voice broken);
+  * curt: the right intent and the reply's first sentence only, its next
+    steps dropped (the system prompt asks for clear next steps). A model
+    tuned only on the real answers tends to prefer it: it is the real
+    answer's beginning, and shorter. Replies of one sentence get off_brand;
+  * canned: the right intent, but another customer's answer to it, copied
+    from the training conversations (a stock reply with someone else's
+    name, product and order); intents with no other answer get off_brand.
 
 Writes recipes/data/customer-support-dpo/train.jsonl (the first 200
 training conversations) and eval.jsonl (all 100 eval conversations). Run it
@@ -53,6 +60,9 @@ CURT_CLOSERS = [
     "No further help is available.",
     "Don't contact us again about this.",
 ]
+# A reply's first sentence: up to its first ".", "!" or "?" followed by a
+# space.
+FIRST = re.compile(r"^(.+?[.!?])\s+\S")
 # A reply's first sentence is its warm opening when it ends with "!" or is
 # one of these.
 WARM = re.compile(r"^(Happy to help[^.!]*[.!]|Sorry[^.!]*[.!]|Thanks[^.!]*[.!]|Welcome[^.!]*[.!]|Great[^.!]*[.!]|Good news[^.!]*[.!]|No problem[^.!]*[.!]|Of course[^.!]*[.!]|[^.!?]{0,60}!)\s*")
@@ -63,14 +73,23 @@ def read(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def pair(rng, rec, intents):
+def pair(rng, rec, intents, stock):
     msgs = rec["messages"]
     last = msgs[-1]["content"]
     head, _, body = last.partition("\n")
     if not head.startswith("Intent: "):
         raise SystemExit("%s: an answer without an Intent line: %r" % (rec.get("label"), last[:60]))
     intent = head[len("Intent: "):]
-    if rng.random() < 0.5:
+    draw = rng.random()
+    first = FIRST.match(body)
+    others = [a for a in stock.get(intent, []) if a != last]
+    if draw >= 3 / 4 and others:
+        kind = "canned"
+        rejected = rng.choice(others)
+    elif draw >= 1 / 2 and draw < 3 / 4 and first:
+        kind = "curt"
+        rejected = head + "\n" + first.group(1)
+    elif draw < 1 / 4:
         kind = "wrong_intent"
         other = rng.choice([i for i in intents if i != intent])
         rejected = "Intent: " + other + "\n" + body
@@ -93,10 +112,13 @@ def pair(rng, rec, intents):
 def build(seed):
     train, ev = read(os.path.join(SRC, "train.jsonl")), read(os.path.join(SRC, "eval.jsonl"))
     intents = sorted({r["label"] for r in train + ev})
+    stock = {}  # intent -> the training conversations' answers to it
+    for r in train:
+        stock.setdefault(r["label"], []).append(r["messages"][-1]["content"])
     out = {}
     for name, recs, salt in (("train.jsonl", train[:TRAIN_PAIRS], 1), ("eval.jsonl", ev, 2)):
         rng = random.Random(seed * 10 + salt)
-        lines = [json.dumps(pair(rng, r, intents), ensure_ascii=False) for r in recs]
+        lines = [json.dumps(pair(rng, r, intents, stock), ensure_ascii=False) for r in recs]
         out[name] = "\n".join(lines) + "\n"
     return out
 
