@@ -1,0 +1,120 @@
+package ggml
+
+/*
+#include <string.h>
+#include "amx.h"
+
+static struct ggml_tensor * ft_amx_op(struct ggml_context * ctx, struct ggml_tensor * packed, struct ggml_tensor * x, int64_t n) {
+	struct ggml_tensor * args[2] = {packed, x};
+	return ggml_custom_4d(ctx, GGML_TYPE_F32, n, x->ne[1], 1, 1, args, 2, ft_amx_mul_mat, GGML_N_TASKS_MAX, NULL);
+}
+*/
+import "C"
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// amxInit is ft_amx_init's result, asked once per process: the kernel's
+// permission to use AMX tiles is the process's, for all its threads, and
+// must be granted before any thread uses them.
+var amxInit = sync.OnceValue(func() int {
+	if runtime.GOARCH != "amd64" || runtime.GOOS != "linux" || os.Getenv("FINETUNE_NO_AMX") != "" {
+		return C.FT_AMX_NO_CPU
+	}
+	return int(C.ft_amx_init())
+})
+
+// AMX reports whether the AMX BF16 products (AMXMulMat) can run: the CPU
+// has AMX-TILE, AMX-BF16 and AVX512-BF16, the OS manages the tile state
+// and Linux granted the process the use of the tiles. FINETUNE_NO_AMX set
+// to anything turns them off.
+func AMX() bool { return amxInit() == C.FT_AMX_OK }
+
+// AMXStatus says why AMX products can or cannot run, for logs.
+func AMXStatus() string {
+	switch amxInit() {
+	case C.FT_AMX_OK:
+		return "available"
+	case C.FT_AMX_NO_OS:
+		return "the OS does not enable the tile state"
+	case C.FT_AMX_NO_PERMISSION:
+		return "Linux refused the tile permission (arch_prctl ARCH_REQ_XCOMP_PERM)"
+	}
+	if os.Getenv("FINETUNE_NO_AMX") != "" {
+		return "turned off by FINETUNE_NO_AMX"
+	}
+	return "the CPU has no AMX-BF16"
+}
+
+// PackedShape is the shape of the packed copy of a matrix-product operand
+// of ggml shape [k, n]: k rounded up to 32 values by n rounded up to 32.
+func PackedShape(k, n int) (kp, np int) { return (k + 31) / 32 * 32, (n + 31) / 32 * 32 }
+
+// NewPacked makes in x a tensor for the packed copy of an operand of ggml
+// shape [k, n] (see PackedShape; BF16 values in AMX's tile layout). Its
+// memory must be zeroed (ZeroPacked) before the values are packed in.
+func (x *Ctx) NewPacked(k, n int) Tensor {
+	kp, np := PackedShape(k, n)
+	return x.New2D(TypeBF16, kp, np)
+}
+
+// hostData is t's data pointer, checked to be in host memory.
+func (t Tensor) hostData() unsafe.Pointer {
+	if t.c.data == nil || t.c.buffer == nil || !C.ggml_backend_buffer_is_host(t.c.buffer) {
+		panic("ggml: " + t.Name() + " is not in host memory")
+	}
+	return t.c.data
+}
+
+// ZeroPacked zeroes a packed tensor's memory (its padding stays zero).
+func ZeroPacked(p Tensor) { C.memset(p.hostData(), 0, C.size_t(p.Bytes())) }
+
+// Pack writes a block of an operand A (ggml shape [k, n]: n rows of k
+// values) into its packed copy p, rounded to BF16: A[i][j] =
+// src[(i-n0)·sn + (j-k0)·sk] for rows i in [n0, n1) and values j in
+// [k0, k1). Row-major blocks of A have sn = values a row, sk = 1; blocks
+// of Aᵀ (rows of a weight whose transpose A is) sn = 1, sk = values a row.
+func Pack(p Tensor, src []float32, sn, sk, n0, n1, k0, k1 int) {
+	kp, np := p.Ne(0), p.Ne(1)
+	if p.Type() != TypeBF16 || kp%32 != 0 || np%32 != 0 || n0 < 0 || k0 < 0 || n1 > np || k1 > kp {
+		panic(fmt.Sprintf("ggml: packing rows [%d, %d) values [%d, %d) into %s of shape %v", n0, n1, k0, k1, p.Name(), p.Shape()))
+	}
+	if n1 <= n0 || k1 <= k0 {
+		return
+	}
+	if last := (n1-n0-1)*sn + (k1-k0-1)*sk; last >= len(src) || sn < 0 || sk < 0 {
+		panic(fmt.Sprintf("ggml: packing from %d values with strides %d, %d", len(src), sn, sk))
+	}
+	C.ft_amx_pack((*C.uint16_t)(p.hostData()), C.int64_t(kp), (*C.float)(unsafe.Pointer(&src[0])), C.int64_t(sn), C.int64_t(sk),
+		C.int64_t(n0), C.int64_t(n1), C.int64_t(k0), C.int64_t(k1))
+}
+
+// AMXMulMat is MulMat(a, x) for a of ggml shape [k, n] packed into p
+// (Pack): [n, x's ne1], computed on AMX tiles with x rounded to BF16 and
+// F32 sums. x must be F32, two-dimensional, its rows contiguous. Only
+// where AMX() holds.
+func (c *Ctx) AMXMulMat(p, x Tensor, n int) Tensor {
+	if err := amxOperands(p.c, x.c, n); err != nil {
+		panic(err)
+	}
+	return c.wrap(C.ft_amx_op(c.c, p.c, x.c, C.int64_t(n)))
+}
+
+// amxOperands checks a packed weight p for n rows and an input x.
+func amxOperands(p, x *C.struct_ggml_tensor, n int) error {
+	kp, np := PackedShape(int(x.ne[0]), n)
+	switch {
+	case !AMX():
+		return fmt.Errorf("ggml: AMX products cannot run here: %s", AMXStatus())
+	case p._type != C.GGML_TYPE_BF16 || int(p.ne[0]) != kp || int(p.ne[1]) != np:
+		return fmt.Errorf("ggml: packed operand of shape [%d, %d] for an input of %d values and %d rows", p.ne[0], p.ne[1], x.ne[0], n)
+	case x._type != C.GGML_TYPE_F32 || x.nb[0] != 4 || x.ne[2] != 1 || x.ne[3] != 1:
+		return fmt.Errorf("ggml: AMX product of a %s input of shape [%d, %d, %d, %d]", Type(x._type), x.ne[0], x.ne[1], x.ne[2], x.ne[3])
+	}
+	return nil
+}

@@ -1,0 +1,29 @@
+// amx.h: finetune's AMX matrix product (amx.c).
+#ifndef FINETUNE_AMX_H
+#define FINETUNE_AMX_H
+
+#include <stdint.h>
+#include "capi.h"
+
+// ft_amx_init's results.
+enum {
+    FT_AMX_OK = 0,
+    FT_AMX_NO_CPU = 1,        // no AMX-TILE, AMX-BF16, AVX512F or AVX512-BF16
+    FT_AMX_NO_OS = 2,         // the OS does not manage the tile state (XCR0)
+    FT_AMX_NO_PERMISSION = 3, // arch_prctl(ARCH_REQ_XCOMP_PERM) refused
+};
+
+// ft_amx_init checks the CPU and the OS and asks Linux for the process's
+// permission to use AMX tiles; FT_AMX_OK when the kernels may run.
+int ft_amx_init(void);
+
+// ft_amx_pack writes A[n][k] = src[(n-n0)*sn + (k-k0)*sk], for n in
+// [n0, n1) and k in [k0, k1), into dst, the packed weight of kp (a
+// multiple of 32) values per row rounded to BF16.
+void ft_amx_pack(uint16_t * dst, int64_t kp, const float * src, int64_t sn, int64_t sk, int64_t n0, int64_t n1, int64_t k0, int64_t k1);
+
+// ft_amx_mul_mat is a ggml custom op: dst [N, M] F32 = src[0] (a packed
+// weight, BF16 [Kp, Np]) times src[1] (F32 [K, M], rows contiguous).
+void ft_amx_mul_mat(struct ggml_tensor * dst, int ith, int nth, void * userdata);
+
+#endif

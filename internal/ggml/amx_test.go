@@ -1,0 +1,236 @@
+package ggml
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// bf16 rounds v to BF16 (to nearest even) and back.
+func bf16(v float32) float32 {
+	u := math.Float32bits(v)
+	u = (u + 0x7fff + (u>>16)&1) &^ 0xffff
+	return math.Float32frombits(u)
+}
+
+// mulMatCase is one product D [n, m] = A [k, n] times X [k, m] on a CPU
+// backend: kind "amx" (A packed, AMXMulMat), or ggml's MUL_MAT with A in
+// F32 ("f32") or BF16 ("bf16"). X's rows are xStride values apart.
+type mulMatCase struct {
+	kind                     string
+	threads, k, n, m, stride int
+	// transposedPack packs A from Aᵀ ([n, k]: k rows of n values), in
+	// two blocks of k, as the engine packs a weight's transpose.
+	transposedPack bool
+
+	be    *Backend
+	x     *Ctx
+	wctx  *Ctx
+	wbuf  *Buffer
+	sched *Sched
+	g     Graph
+	in    Tensor
+	out   Tensor
+}
+
+func newMulMatCase(tb testing.TB, c mulMatCase, a, xv []float32) *mulMatCase {
+	tb.Helper()
+	if c.stride == 0 {
+		c.stride = c.k
+	}
+	var err error
+	if c.be, err = NewCPUBackend(c.threads); err != nil {
+		tb.Fatal(err)
+	}
+	if c.x, err = NewCtx(16*TensorOverhead()+GraphOverhead(16, false), true); err != nil {
+		tb.Fatal(err)
+	}
+	if c.wctx, err = NewCtx(4*TensorOverhead(), true); err != nil {
+		tb.Fatal(err)
+	}
+	var w Tensor
+	switch c.kind {
+	case "amx":
+		w = c.wctx.NewPacked(c.k, c.n)
+	case "f32":
+		w = c.wctx.New2D(TypeF32, c.k, c.n)
+	case "bf16":
+		w = c.wctx.New2D(TypeBF16, c.k, c.n)
+	default:
+		tb.Fatalf("kind %q", c.kind)
+	}
+	if c.wbuf, err = c.wctx.AllocTensors(c.be); err != nil {
+		tb.Fatal(err)
+	}
+	switch c.kind {
+	case "amx":
+		ZeroPacked(w)
+		if c.transposedPack {
+			at := make([]float32, c.k*c.n)
+			for i := 0; i < c.n; i++ {
+				for j := 0; j < c.k; j++ {
+					at[j*c.n+i] = a[i*c.k+j]
+				}
+			}
+			h := c.k / 2
+			Pack(w, at, 1, c.n, 0, c.n, 0, h)
+			Pack(w, at[h*c.n:], 1, c.n, 0, c.n, h, c.k)
+		} else {
+			h := c.n / 3
+			Pack(w, a, c.k, 1, 0, h, 0, c.k)
+			Pack(w, a[h*c.k:], c.k, 1, h, c.n, 0, c.k)
+		}
+	case "f32":
+		w.SetF32(a)
+	case "bf16":
+		enc, err := Encode(TypeBF16, a, c.k)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		w.SetBytes(enc)
+	}
+	c.in = c.x.New2D(TypeF32, c.stride, c.m)
+	c.in.SetInput()
+	xin := c.in
+	if c.stride != c.k {
+		xin = c.x.View2D(c.in, c.k, c.m, c.in.Nb(1), 0)
+	}
+	if c.kind == "amx" {
+		c.out = c.x.AMXMulMat(w, xin, c.n)
+	} else {
+		c.out = c.x.MulMat(w, xin)
+	}
+	c.out.SetOutput()
+	c.g = c.x.NewGraph(16, false)
+	c.g.Expand(c.out)
+	if c.sched, err = NewSched([]*Backend{c.be}, 16); err != nil {
+		tb.Fatal(err)
+	}
+	if err := c.sched.Alloc(c.g); err != nil {
+		tb.Fatal(err)
+	}
+	full := make([]float32, c.stride*c.m)
+	for i := 0; i < c.m; i++ {
+		copy(full[i*c.stride:], xv[i*c.k:(i+1)*c.k])
+		for j := c.k; j < c.stride; j++ {
+			full[i*c.stride+j] = float32(math.NaN()) // never read
+		}
+	}
+	c.in.SetF32(full)
+	return &c
+}
+
+func (c *mulMatCase) run(tb testing.TB) {
+	if err := c.sched.Compute(c.g); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func (c *mulMatCase) close() {
+	c.sched.Close()
+	c.x.Close()
+	c.wbuf.Close()
+	c.wctx.Close()
+	c.be.Close()
+}
+
+func randVals(rng *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	return v
+}
+
+// TestAMXMulMat checks the AMX product against a float64 sum of the same
+// BF16-rounded operands, on shapes with edges that are not multiples of
+// the tiles' 16 rows and 32 values, single rows, rows further apart than
+// their length, both ways of packing, and 1 to 3 threads.
+func TestAMXMulMat(t *testing.T) {
+	if !AMX() {
+		t.Skip("AMX products cannot run here:", AMXStatus())
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	cases := []mulMatCase{
+		{k: 64, n: 32, m: 32},
+		{k: 1, n: 1, m: 1},
+		{k: 17, n: 5, m: 3},
+		{k: 31, n: 33, m: 1},
+		{k: 33, n: 16, m: 17},
+		{k: 100, n: 47, m: 65, stride: 120},
+		{k: 576, n: 192, m: 100},
+		{k: 192, n: 576, m: 130, transposedPack: true},
+		{k: 45, n: 70, m: 200, transposedPack: true},
+		{k: 300, n: 31, m: 257, stride: 301},
+		{k: 32, n: 1000, m: 2},
+	}
+	for _, c := range cases {
+		for threads := 1; threads <= 3; threads++ {
+			c.threads, c.kind = threads, "amx"
+			name := fmt.Sprintf("k%d_n%d_m%d_s%d_t%v/%d", c.k, c.n, c.m, c.stride, c.transposedPack, threads)
+			a, xv := randVals(rng, c.k*c.n), randVals(rng, c.k*c.m)
+			mc := newMulMatCase(t, c, a, xv)
+			mc.run(t)
+			got := mc.out.GetF32(nil)
+			mc.close()
+			bad := 0
+			for i := 0; i < c.m; i++ {
+				for j := 0; j < c.n; j++ {
+					var want, mag float64
+					for k := 0; k < c.k; k++ {
+						p := float64(bf16(a[j*c.k+k])) * float64(bf16(xv[i*c.k+k]))
+						want += p
+						mag += math.Abs(p)
+					}
+					if d := math.Abs(float64(got[i*c.n+j]) - want); !(d <= 1e-5*mag+1e-30) {
+						if bad < 5 {
+							t.Errorf("%s: D[%d][%d] = %g, want %g (|terms| %g)", name, i, j, got[i*c.n+j], want, mag)
+						}
+						bad++
+					}
+				}
+			}
+			if bad > 0 {
+				t.Errorf("%s: %d of %d values wrong", name, bad, c.m*c.n)
+			}
+		}
+	}
+}
+
+// The products of a LoRA step at SmolLM2-135M's shape (hidden 576, key
+// and value width 192, FFN 1536, 512 tokens): the projections forward
+// (k = n_in, n = n_out) and the input gradients through the transposed
+// weights (k = n_out, n = n_in), and the tied output head both ways.
+var smolProducts = [][3]int{
+	{576, 576, 512}, {576, 192, 512}, {576, 1536, 512}, {1536, 576, 512}, {192, 576, 512},
+	{576, 49152, 512}, {49152, 576, 512},
+}
+
+// BenchmarkAMXMulMat compares the AMX product with ggml's F32 and BF16
+// MUL_MAT at SmolLM2's shapes, on 1 and 2 threads (GFLOP/s):
+//
+//	go test -run '^$' -bench AMXMulMat ./internal/ggml
+func BenchmarkAMXMulMat(b *testing.B) {
+	for _, s := range smolProducts {
+		for _, threads := range []int{1, 2} {
+			for _, kind := range []string{"f32", "bf16", "amx"} {
+				k, n, m := s[0], s[1], s[2]
+				b.Run(fmt.Sprintf("k%d_n%d_m%d/t%d/%s", k, n, m, threads, kind), func(b *testing.B) {
+					if kind == "amx" && !AMX() {
+						b.Skip("AMX products cannot run here:", AMXStatus())
+					}
+					rng := rand.New(rand.NewPCG(1, 1))
+					c := newMulMatCase(b, mulMatCase{kind: kind, threads: threads, k: k, n: n, m: m}, randVals(rng, k*n), randVals(rng, k*m))
+					defer c.close()
+					c.run(b)
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						c.run(b)
+					}
+					b.ReportMetric(2*float64(k)*float64(n)*float64(m)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				})
+			}
+		}
+	}
+}
