@@ -204,6 +204,8 @@ func (e *engine) headGraph(backward bool) (*graph, error) {
 				return fail(err)
 			}
 		}
+	} else if err := e.usePacked(gr); err != nil {
+		return fail(err)
 	}
 	if gr.sched, err = e.newSched(e.graphSize()); err != nil {
 		return fail(err)

@@ -100,6 +100,21 @@ void ft_amx_pack(uint16_t * dst, int64_t kp, const float * src, int64_t sn, int6
     }
 }
 
+void ft_amx_pack_rows(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const struct ggml_tensor * c = dst->src[0], * bwd = dst->src[1], * fwd = dst->src[2];
+    const int64_t r0 = (int64_t) (intptr_t) userdata, nin = c->ne[0], rows = c->ne[1];
+    const int64_t a = rows * ith / nth, b = rows * (ith + 1) / nth;
+    if (a >= b) {
+        return;
+    }
+    const int64_t stride = (int64_t) (c->nb[1] / sizeof(float));
+    const float * s = (const float *) ((const char *) c->data + a * c->nb[1]);
+    if (fwd != NULL) {
+        ft_amx_pack((uint16_t *) fwd->data, fwd->ne[0], s, stride, 1, r0 + a, r0 + b, 0, nin);
+    }
+    ft_amx_pack((uint16_t *) bwd->data, bwd->ne[0], s, 1, stride, 0, nin, r0 + a, r0 + b);
+}
+
 // The tile configuration: palette 1, every tile 16 rows of 64 bytes.
 struct ft_tilecfg {
     uint8_t palette;
@@ -272,6 +287,11 @@ void ft_amx_pack(uint16_t * dst, int64_t kp, const float * src, int64_t sn, int6
 }
 
 void ft_amx_mul_mat(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    (void) dst; (void) ith; (void) nth; (void) userdata;
+    abort();
+}
+
+void ft_amx_pack_rows(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
     (void) dst; (void) ith; (void) nth; (void) userdata;
     abort();
 }

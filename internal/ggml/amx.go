@@ -8,6 +8,21 @@ static struct ggml_tensor * ft_amx_op(struct ggml_context * ctx, struct ggml_ten
 	struct ggml_tensor * args[2] = {packed, x};
 	return ggml_custom_4d(ctx, GGML_TYPE_F32, n, x->ne[1], 1, 1, args, 2, ft_amx_mul_mat, GGML_N_TASKS_MAX, NULL);
 }
+
+static struct ggml_tensor * ft_amx_pack_op(struct ggml_context * ctx, struct ggml_tensor * rows, struct ggml_tensor * bwd, struct ggml_tensor * fwd, int64_t r0) {
+	struct ggml_tensor * args[3] = {rows, bwd, fwd};
+	return ggml_custom_4d(ctx, GGML_TYPE_F32, 1, 1, 1, 1, args, fwd != NULL ? 3 : 2, ft_amx_pack_rows, GGML_N_TASKS_MAX, (void *) (intptr_t) r0);
+}
+
+// ft_amx_become turns node, an F32 [n, m] product already in a graph,
+// into the AMX product of packed and x: the op and its parameters are
+// those of a node made for the purpose (left unused in ctx).
+static void ft_amx_become(struct ggml_context * ctx, struct ggml_tensor * node, struct ggml_tensor * packed, struct ggml_tensor * x) {
+	struct ggml_tensor * t = ft_amx_op(ctx, packed, x, node->ne[0]);
+	node->op = t->op;
+	memcpy(node->op_params, t->op_params, sizeof(node->op_params));
+	memcpy(node->src, t->src, sizeof(node->src));
+}
 */
 import "C"
 
@@ -94,6 +109,22 @@ func Pack(p Tensor, src []float32, sn, sk, n0, n1, k0, k1 int) {
 		C.int64_t(n0), C.int64_t(n1), C.int64_t(k0), C.int64_t(k1))
 }
 
+// PackRows is a node that packs rows [r0, r0 + rows) of a weight W
+// ([n_in, n_out]), given in F32 as rows ([n_in, rows], rows contiguous),
+// into bwd, the packed copy of Wᵀ (NewPacked(n_out, n_in)), and into fwd,
+// the packed copy of W (NewPacked(n_in, n_out)), unless fwd is the zero
+// Tensor. The packed tensors must be in host memory, zeroed first
+// (ZeroPacked); the node's own result is a placeholder.
+func (x *Ctx) PackRows(rows, bwd, fwd Tensor, r0 int) Tensor {
+	nIn := rows.Ne(0)
+	kp, np := PackedShape(bwd.Ne(0), nIn)
+	if rows.Type() != TypeF32 || rows.Nb(0) != 4 || bwd.Ne(0) != kp || bwd.Ne(1) != np || r0 < 0 || r0+rows.Ne(1) > kp ||
+		fwd.Valid() && (fwd.Ne(0) != np || fwd.Ne(1) != kp) {
+		panic(fmt.Sprintf("ggml: packing rows [%d, %d) of shape %v into a packed copy of shape %v", r0, r0+rows.Ne(1), rows.Shape(), bwd.Shape()))
+	}
+	return x.wrap(C.ft_amx_pack_op(x.c, rows.c, bwd.c, fwd.c, C.int64_t(r0)))
+}
+
 // AMXMulMat is MulMat(a, x) for a of ggml shape [k, n] packed into p
 // (Pack): [n, x's ne1], computed on AMX tiles with x rounded to BF16 and
 // F32 sums. x must be F32, two-dimensional, its rows contiguous. Only
@@ -117,4 +148,70 @@ func amxOperands(p, x *C.struct_ggml_tensor, n int) error {
 		return fmt.Errorf("ggml: AMX product of a %s input of shape [%d, %d, %d, %d]", Type(x._type), x.ne[0], x.ne[1], x.ne[2], x.ne[3])
 	}
 	return nil
+}
+
+// UsePacked turns the graph's products with frozen weights into AMX
+// products on their packed copies (AMXMulMat). fwd maps a weight W
+// ([n_in, n_out]) to the packed copy of W, bwd to the packed copy of Wᵀ
+// ([n_out, n_in]). A MUL_MAT node mul_mat(W, x) with W in fwd (the forward
+// product) and an OUT_PROD node out_prod(W, transpose(dy)) with W in bwd
+// (the input gradient ggml's autodiff builds, mul_mat(Wᵀ, dy)) are
+// rewritten in place, when the input is F32 with contiguous rows and two
+// dimensions. It must run before OutProdsAsMulMat (which would transpose
+// an F32 weight in the graph) and returns how many nodes it rewrote.
+func (g Graph) UsePacked(x *Ctx, fwd, bwd map[Tensor]Tensor) int {
+	if !AMX() {
+		return 0
+	}
+	n := 0
+	uses := g.uses()
+	for i := 0; i < g.Nodes(); i++ {
+		node := C.ggml_graph_node(g.c, C.int(i))
+		if node._type != C.GGML_TYPE_F32 || node.ne[2] != 1 || node.ne[3] != 1 {
+			continue
+		}
+		w := Tensor{node.src[0]}
+		switch node.op {
+		case C.GGML_OP_MUL_MAT:
+			p, ok := fwd[w]
+			in := node.src[1]
+			if !ok || in.ne[0] != w.c.ne[0] || node.ne[0] != w.c.ne[1] || amxOperands(p.c, in, int(node.ne[0])) != nil {
+				continue
+			}
+			C.ft_amx_become(x.c, node, p.c, in)
+		case C.GGML_OP_OUT_PROD:
+			p, ok := bwd[w]
+			b := node.src[1]
+			if !ok || b == nil || b.op != C.GGML_OP_TRANSPOSE || b.src[0] == nil {
+				continue
+			}
+			dy := b.src[0]
+			if dy.ne[0] != w.c.ne[1] || node.ne[0] != w.c.ne[0] || dy.ne[1] != node.ne[1] || amxOperands(p.c, dy, int(node.ne[0])) != nil {
+				continue
+			}
+			C.ft_amx_become(x.c, node, p.c, untransposed(b, uses))
+		default:
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+// ProductsLeft counts the nodes UsePacked would have rewritten but did
+// not: MUL_MAT nodes whose src0 is a key of fwd, OUT_PROD nodes whose
+// src0 is a key of bwd.
+func (g Graph) ProductsLeft(fwd, bwd map[Tensor]Tensor) int {
+	n := 0
+	for i := 0; i < g.Nodes(); i++ {
+		node := C.ggml_graph_node(g.c, C.int(i))
+		w := Tensor{node.src[0]}
+		if _, ok := fwd[w]; ok && node.op == C.GGML_OP_MUL_MAT {
+			n++
+		}
+		if _, ok := bwd[w]; ok && node.op == C.GGML_OP_OUT_PROD {
+			n++
+		}
+	}
+	return n
 }

@@ -22,6 +22,13 @@ int ft_amx_init(void);
 // multiple of 32) values per row rounded to BF16.
 void ft_amx_pack(uint16_t * dst, int64_t kp, const float * src, int64_t sn, int64_t sk, int64_t n0, int64_t n1, int64_t k0, int64_t k1);
 
+// ft_amx_pack_rows is a ggml custom op that packs rows [r0, r0 + rows)
+// of a weight W [n_in, n_out] (r0 is userdata as an integer): src[0], the
+// rows in F32 ([n_in, rows], rows contiguous), go into src[1], the packed
+// copy of Wᵀ, and into src[2] (when there is one), the packed copy of W.
+// Its own result is a placeholder.
+void ft_amx_pack_rows(struct ggml_tensor * dst, int ith, int nth, void * userdata);
+
 // ft_amx_mul_mat is a ggml custom op: dst [N, M] F32 = src[0] (a packed
 // weight, BF16 [Kp, Np]) times src[1] (F32 [K, M], rows contiguous).
 void ft_amx_mul_mat(struct ggml_tensor * dst, int ith, int nth, void * userdata);

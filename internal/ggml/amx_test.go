@@ -234,3 +234,168 @@ func BenchmarkAMXMulMat(b *testing.B) {
 		}
 	}
 }
+
+// TestUsePacked: in the graph of loss = Σ R ⊙ (W·(P ⊙ X)) with P a
+// parameter, UsePacked turns the forward product with W and the gradient
+// autodiff builds through W into AMX products on W's packed copies, and
+// the loss and P's gradient are those of the BF16-rounded operands.
+func TestUsePacked(t *testing.T) {
+	if !AMX() {
+		t.Skip("AMX products cannot run here:", AMXStatus())
+	}
+	const k, n, m = 40, 24, 19
+	rng := rand.New(rand.NewPCG(3, 3))
+	wv, xv, rv, pv := randVals(rng, k*n), randVals(rng, k*m), randVals(rng, n*m), randVals(rng, k*m)
+	for threads := 1; threads <= 2; threads++ {
+		be, err := NewCPUBackend(threads)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, _ := NewCtx(8*TensorOverhead(), true)
+		w := wctx.New2D(TypeF32, k, n)
+		pf, pb := wctx.NewPacked(k, n), wctx.NewPacked(n, k)
+		wbuf, err := wctx.AllocTensors(be)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.SetF32(wv)
+		ZeroPacked(pf)
+		ZeroPacked(pb)
+		Pack(pf, wv, k, 1, 0, n, 0, k)
+		Pack(pb, wv, 1, k, 0, k, 0, n)
+
+		x, _ := NewCtx(256*TensorOverhead()+GraphOverhead(256, true), true)
+		p := x.New2D(TypeF32, k, m)
+		p.SetParam()
+		xin, r := x.New2D(TypeF32, k, m), x.New2D(TypeF32, n, m)
+		xin.SetInput()
+		r.SetInput()
+		loss := x.Sum(x.Mul(x.MulMat(w, x.Mul(p, xin)), r))
+		loss.SetLoss()
+		loss.SetOutput()
+		g := x.NewGraph(256, true)
+		g.Expand(loss)
+		g.BuildBackward(x)
+		if got := g.UsePacked(x, map[Tensor]Tensor{w: pf}, map[Tensor]Tensor{w: pb}); got != 2 {
+			t.Fatalf("%d products rewritten, want 2", got)
+		}
+		if left := g.ProductsLeft(map[Tensor]Tensor{w: pf}, map[Tensor]Tensor{w: pb}); left != 0 {
+			t.Errorf("%d products left", left)
+		}
+		if left := g.OutProdTypes(); len(left) != 0 {
+			t.Errorf("out_prods left: %v", left)
+		}
+		seed, gp := g.Grad(loss), g.Grad(p)
+		seed.SetInput()
+		gp.SetOutput()
+		s, err := NewSched([]*Backend{be}, 256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Alloc(g); err != nil {
+			t.Fatal(err)
+		}
+		p.SetF32(pv)
+		xin.SetF32(xv)
+		r.SetF32(rv)
+		seed.SetF32([]float32{1})
+		if err := s.Compute(g); err != nil {
+			t.Fatal(err)
+		}
+		gotLoss, gotGrad := float64(loss.GetF32(nil)[0]), gp.GetF32(nil)
+
+		var wantLoss, lossMag float64
+		for i := 0; i < m; i++ {
+			for j := 0; j < n; j++ {
+				var y float64
+				for c := 0; c < k; c++ {
+					y += float64(bf16(wv[j*k+c])) * float64(bf16(pv[i*k+c]*xv[i*k+c]))
+				}
+				wantLoss += y * float64(rv[i*n+j])
+				lossMag += math.Abs(y * float64(rv[i*n+j]))
+			}
+		}
+		if math.Abs(gotLoss-wantLoss) > 1e-5*lossMag {
+			t.Errorf("%d threads: loss %g, want %g", threads, gotLoss, wantLoss)
+		}
+		for i := 0; i < m; i++ {
+			for c := 0; c < k; c++ {
+				var dh, mag float64
+				for j := 0; j < n; j++ {
+					q := float64(bf16(wv[j*k+c])) * float64(bf16(rv[i*n+j]))
+					dh += q
+					mag += math.Abs(q)
+				}
+				want, got := dh*float64(xv[i*k+c]), float64(gotGrad[i*k+c])
+				if math.Abs(got-want) > 1e-5*mag*math.Abs(float64(xv[i*k+c]))+1e-30 {
+					t.Errorf("%d threads: dP[%d][%d] = %g, want %g", threads, i, c, got, want)
+				}
+			}
+		}
+		s.Close()
+		x.Close()
+		wbuf.Close()
+		wctx.Close()
+		be.Close()
+	}
+}
+
+// TestPackRows: packing a weight's rows in a graph, a block of rows at a
+// time on several threads, gives the bytes Pack gives, both ways.
+func TestPackRows(t *testing.T) {
+	if !AMX() {
+		t.Skip("AMX products cannot run here:", AMXStatus())
+	}
+	const nIn, nOut, block = 45, 70, 17
+	wv := randVals(rand.New(rand.NewPCG(5, 5)), nIn*nOut)
+	be, err := NewCPUBackend(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	wctx, _ := NewCtx(8*TensorOverhead(), true)
+	defer wctx.Close()
+	w := wctx.New2D(TypeF32, nIn, nOut)
+	fwd, bwd := wctx.NewPacked(nIn, nOut), wctx.NewPacked(nOut, nIn)
+	wantF, wantB := wctx.NewPacked(nIn, nOut), wctx.NewPacked(nOut, nIn)
+	buf, err := wctx.AllocTensors(be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer buf.Close()
+	w.SetF32(wv)
+	for _, p := range []Tensor{fwd, bwd, wantF, wantB} {
+		ZeroPacked(p)
+	}
+	Pack(wantF, wv, nIn, 1, 0, nOut, 0, nIn)
+	Pack(wantB, wv, 1, nIn, 0, nIn, 0, nOut)
+
+	x, _ := NewCtx(64*TensorOverhead()+GraphOverhead(64, false), true)
+	defer x.Close()
+	g := x.NewGraph(64, false)
+	for r0 := 0; r0 < nOut; r0 += block {
+		g.Expand(x.PackRows(x.View2D(w, nIn, min(block, nOut-r0), w.Nb(1), r0*w.Nb(1)), bwd, fwd, r0))
+	}
+	s, err := NewSched([]*Backend{be}, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Alloc(g); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Compute(g); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name      string
+		got, want Tensor
+	}{{"W", fwd, wantF}, {"Wᵀ", bwd, wantB}} {
+		got, want := c.got.GetBytes(), c.want.GetBytes()
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("packed %s: byte %d is %d, want %d", c.name, i, got[i], want[i])
+			}
+		}
+	}
+}

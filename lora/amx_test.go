@@ -1,0 +1,98 @@
+package lora
+
+import (
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/finetune-dev/finetune/internal/ggml"
+	"github.com/finetune-dev/finetune/internal/testmodel"
+)
+
+// TestAMXMatchesBF16Products: with train.precision bf16 on a CPU with
+// AMX, the products with the frozen weights run on their packed copies;
+// on a tiny GQA model with Q8_0 weights (its layers' forward products
+// packed too), every target's LoRA gradients and the loss are those of
+// ggml's own BF16 products (the same BF16 operands, F32 sums in another
+// order), on the whole-window graph and on the checkpointed path. The
+// head's forward product is left to ggml here, as without AMX (a Q8_0
+// product, its input rounded to 8 bits: not the same arithmetic).
+func TestAMXMatchesBF16Products(t *testing.T) {
+	if !ggml.AMX() {
+		t.Skip("no AMX products here:", ggml.AMXStatus())
+	}
+	model := filepath.Join(t.TempDir(), "m.gguf")
+	if err := testmodel.Write(model, testmodel.Config{Layers: 2, Embd: 64, Heads: 4, KVHeads: 2, FF: 96, Context: 64, Seed: 5, Type: "q8_0"}); err != nil {
+		t.Fatal(err)
+	}
+	const T, rank = 24, 4
+	all := append(slices.Clone(Targets), ModelTargets...)
+	for _, checkpoint := range []bool{false, true} {
+		run := func(amx bool) (float64, float64, [][]float32, [][]float32, *engine) {
+			base, e := openEngine(t, model, all, rank, T)
+			e.checkpoint = checkpoint
+			e.setPrecision("bf16")
+			if !e.amx {
+				t.Fatal("bf16 on an AMX CPU does not use AMX products")
+			}
+			e.amx = amx
+			if amx {
+				if err := e.packWeights(); err != nil {
+					t.Fatal(err)
+				}
+				delete(e.packF, e.base.output)
+			}
+			p := initParams(e, rank, 8, 2, 5)
+			rng := rand.New(rand.NewPCG(9, 9))
+			for i, q := range p.Pairs {
+				for j := range q.B {
+					q.B[j] = float32(rng.NormFloat64() * 0.2)
+				}
+				p.Pairs[i] = q
+			}
+			e.setParams(p)
+			w := singleWindow(randomTokens(rng, T, base.Hyper.VocabSize))
+			var in inputs
+			e.prepare(w, &in, true)
+			gA, gB := zeroGrads(e)
+			l, err := e.trainWindow(&in, in.targets, 0, gA, gB)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lv, err := e.lossWindow(&in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l, lv, gA, gB, e
+		}
+		l0, lv0, a0, b0, _ := run(false)
+		l1, lv1, a1, b1, e := run(true)
+		// Every frozen weight packed for its input gradient; forward, every
+		// layer weight of the whole-window graph (the head left out above).
+		wantB, wantF := 1, 0
+		if !checkpoint {
+			wantB, wantF = len(e.frozenMatmulWeights()), len(e.frozenMatmulWeights())-1
+		}
+		if len(e.packB) != wantB || len(e.packF) != wantF {
+			t.Fatalf("checkpointed %v: %d weights packed forward, %d backward; want %d and %d", checkpoint, len(e.packF), len(e.packB), wantF, wantB)
+		}
+		if math.Abs(l1-l0) > 1e-4*l0 || math.Abs(lv1-lv0) > 1e-4*lv0 {
+			t.Errorf("checkpointed %v: losses %v and %v with AMX, %v and %v without", checkpoint, l1, lv1, l0, lv0)
+		}
+		worst := 0.0
+		for i, p := range e.pairs {
+			for _, d := range []float64{relDiff(a1[i], a0[i]), relDiff(b1[i], b0[i])} {
+				if math.IsNaN(d) { // a zero gradient (B of the embedding's pair, A zero)
+					continue
+				}
+				worst = max(worst, d)
+				if d > 2e-3 {
+					t.Errorf("checkpointed %v: %s gradient %.2e from ggml's BF16 products'", checkpoint, WeightName(p.layer, p.target), d)
+				}
+			}
+		}
+		t.Logf("checkpointed %v: losses %.7f / %.7f, gradients within %.1e", checkpoint, l1, l0, worst)
+	}
+}
