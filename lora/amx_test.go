@@ -96,3 +96,35 @@ func TestAMXMatchesBF16Products(t *testing.T) {
 		t.Logf("checkpointed %v: losses %.7f / %.7f, gradients within %.1e", checkpoint, l1, l0, worst)
 	}
 }
+
+// TestResolvePrecision: auto is bf16 for a quantized base where AMX
+// products can run, f32 for an F32 base or without AMX; f32 and bf16 are
+// kept as given.
+func TestResolvePrecision(t *testing.T) {
+	dir := t.TempDir()
+	bases := map[string]*Base{}
+	for _, typ := range []string{"f32", "q8_0"} {
+		path := filepath.Join(dir, typ+".gguf")
+		if err := testmodel.Write(path, testmodel.Config{Layers: 1, Embd: 32, Heads: 2, KVHeads: 2, FF: 64, Type: typ}); err != nil {
+			t.Fatal(err)
+		}
+		base, err := OpenBase(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer base.Close()
+		bases[typ] = base
+	}
+	auto := "f32"
+	if ggml.AMX() {
+		auto = "bf16"
+	}
+	for _, c := range []struct{ p, typ, want string }{
+		{"", "q8_0", auto}, {"auto", "q8_0", auto}, {"auto", "f32", "f32"},
+		{"f32", "q8_0", "f32"}, {"bf16", "f32", "bf16"}, {"bf16", "q8_0", "bf16"},
+	} {
+		if got := ResolvePrecision(c.p, bases[c.typ]); got != c.want {
+			t.Errorf("ResolvePrecision(%q) on a %s base: %q, want %q", c.p, c.typ, got, c.want)
+		}
+	}
+}
