@@ -16,9 +16,11 @@ import (
 // on a tiny GQA model with Q8_0 weights (its layers' forward products
 // packed too), every target's LoRA gradients and the loss are those of
 // ggml's own BF16 products (the same BF16 operands, F32 sums in another
-// order), on the whole-window graph and on the checkpointed path. The
-// head's forward product is left to ggml here, as without AMX (a Q8_0
-// product, its input rounded to 8 bits: not the same arithmetic).
+// order), on the whole-window graph and on the checkpointed path (whose
+// layers' graphs pack the weights themselves), its backward split by
+// key/value head too. The head's forward product is left to ggml here, as
+// without AMX (a Q8_0 product, its input rounded to 8 bits: not the same
+// arithmetic).
 func TestAMXMatchesBF16Products(t *testing.T) {
 	if !ggml.AMX() {
 		t.Skip("no AMX products here:", ggml.AMXStatus())
@@ -29,10 +31,16 @@ func TestAMXMatchesBF16Products(t *testing.T) {
 	}
 	const T, rank = 24, 4
 	all := append(slices.Clone(Targets), ModelTargets...)
-	for _, checkpoint := range []bool{false, true} {
+	for _, mode := range []struct{ checkpoint, split bool }{{false, false}, {true, false}, {true, true}} {
+		checkpoint := mode.checkpoint
+		if mode.split {
+			old := attentionBudget
+			attentionBudget = 1
+			defer func() { attentionBudget = old }()
+		}
 		run := func(amx bool) (float64, float64, [][]float32, [][]float32, *engine) {
 			base, e := openEngine(t, model, all, rank, T)
-			e.checkpoint = checkpoint
+			e.checkpoint, e.forceSplit = checkpoint, mode.split
 			e.setPrecision("bf16")
 			if !e.amx {
 				t.Fatal("bf16 on an AMX CPU does not use AMX products")
@@ -76,10 +84,10 @@ func TestAMXMatchesBF16Products(t *testing.T) {
 			wantB, wantF = len(e.frozenMatmulWeights()), len(e.frozenMatmulWeights())-1
 		}
 		if len(e.packB) != wantB || len(e.packF) != wantF {
-			t.Fatalf("checkpointed %v: %d weights packed forward, %d backward; want %d and %d", checkpoint, len(e.packF), len(e.packB), wantF, wantB)
+			t.Fatalf("%+v: %d weights packed forward, %d backward; want %d and %d", mode, len(e.packF), len(e.packB), wantF, wantB)
 		}
 		if math.Abs(l1-l0) > 1e-4*l0 || math.Abs(lv1-lv0) > 1e-4*lv0 {
-			t.Errorf("checkpointed %v: losses %v and %v with AMX, %v and %v without", checkpoint, l1, lv1, l0, lv0)
+			t.Errorf("%+v: losses %v and %v with AMX, %v and %v without", mode, l1, lv1, l0, lv0)
 		}
 		worst := 0.0
 		for i, p := range e.pairs {
@@ -89,11 +97,11 @@ func TestAMXMatchesBF16Products(t *testing.T) {
 				}
 				worst = max(worst, d)
 				if d > 2e-3 {
-					t.Errorf("checkpointed %v: %s gradient %.2e from ggml's BF16 products'", checkpoint, WeightName(p.layer, p.target), d)
+					t.Errorf("%+v: %s gradient %.2e from ggml's BF16 products'", mode, WeightName(p.layer, p.target), d)
 				}
 			}
 		}
-		t.Logf("checkpointed %v: losses %.7f / %.7f, gradients within %.1e", checkpoint, l1, l0, worst)
+		t.Logf("%+v: losses %.7f / %.7f, gradients within %.1e", mode, l1, l0, worst)
 	}
 }
 

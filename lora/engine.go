@@ -76,13 +76,16 @@ type engine struct {
 	wtCtx            *ggml.Ctx
 	wtBuf            *ggml.Buffer
 	// amx: the products with frozen weights run on AMX tiles (bf16 on a
-	// CPU that has them, see setPrecision), each weight packed once in
-	// BF16: packB[W] (Wᵀ) for the input gradient, in place of the BF16
+	// CPU that has them, see setPrecision), each weight packed in BF16:
+	// packB[W] (Wᵀ) for the input gradient, in place of the BF16
 	// transposed copy, and packF[W] for the forward product of a weight
 	// that bf16 rounds there too (see forwardPacked). The packed copies
-	// live in wtCtx and wtBuf in place of the transposed copies.
+	// of frozenMatmulWeights live in wtCtx and wtBuf in place of the
+	// transposed copies, made once; the checkpointed path packs its
+	// layers' weights in each graph instead, before each product.
 	amx          bool
 	packF, packB map[ggml.Tensor]ggml.Tensor
+	layerWeights map[ggml.Tensor]bool // see isLayerWeight
 
 	// checkpoint selects the checkpointed path (segments.go) for training
 	// and loss graphs.
@@ -933,12 +936,10 @@ func (e *engine) frozenMatmulWeights() []ggml.Tensor {
 }
 
 // packed reports whether w's forward product runs on its AMX packed copy:
-// a frozen weight that has packed copies (the whole-window path's weights;
-// on the checkpointed path only the output head's, the layers' graphs
-// making their own BF16 copies as before) and that bf16 rounds in the
-// forward pass (forwardPacked).
+// a weight that bf16 rounds in the forward pass (forwardPacked), when the
+// products run on AMX.
 func (e *engine) packed(w ggml.Tensor) bool {
-	return e.amx && !e.noTranspose && forwardPacked(w) && slices.Contains(e.frozenMatmulWeights(), w)
+	return e.amx && !e.noTranspose && forwardPacked(w)
 }
 
 // forwardPacked reports whether the forward product with w runs on AMX
@@ -953,7 +954,8 @@ func forwardPacked(w ggml.Tensor) bool {
 
 // usePacked rewrites gr's products with the frozen weights into AMX
 // products on their packed copies, packing the weights first when they
-// are not yet.
+// are not yet; on the checkpointed path, the layers' weights are packed
+// in gr (see engine.amx).
 func (e *engine) usePacked(gr *graph) error {
 	if !e.amx || e.noTranspose {
 		return nil
@@ -961,11 +963,32 @@ func (e *engine) usePacked(gr *graph) error {
 	if err := e.packWeights(); err != nil {
 		return err
 	}
-	gr.g.UsePacked(gr.ctx, e.packF, e.packB)
-	if n := gr.g.ProductsLeft(e.packF, e.packB); n > 0 {
+	var inGraph func(w ggml.Tensor, transposed bool) bool
+	if e.checkpoint {
+		inGraph = func(w ggml.Tensor, transposed bool) bool {
+			return (transposed || forwardPacked(w)) && e.isLayerWeight(w)
+		}
+	}
+	gr.g.UsePacked(gr.ctx, e.packF, e.packB, inGraph)
+	if n := gr.g.ProductsLeft(e.packF, e.packB, inGraph); n > 0 {
 		return fmt.Errorf("lora: %d products with frozen weights could not run on AMX tiles", n)
 	}
 	return nil
+}
+
+// isLayerWeight reports whether w is one of the layers' projection
+// weights.
+func (e *engine) isLayerWeight(w ggml.Tensor) bool {
+	if e.layerWeights == nil {
+		e.layerWeights = map[ggml.Tensor]bool{}
+		for l := range e.base.layers {
+			for _, t := range Targets {
+				lw, _, _ := e.base.Weight(l, t)
+				e.layerWeights[lw] = true
+			}
+		}
+	}
+	return e.layerWeights[w]
 }
 
 // packWeights packs every frozen weight the graphs multiply by, in BF16

@@ -115,6 +115,26 @@ void ft_amx_pack_rows(struct ggml_tensor * dst, int ith, int nth, void * userdat
     ft_amx_pack((uint16_t *) bwd->data, bwd->ne[0], s, 1, stride, 0, nin, r0 + a, r0 + b);
 }
 
+void ft_amx_pack_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const struct ggml_tensor * w = dst->src[0];
+    const int transposed = userdata != NULL;
+    const int64_t ld = (int64_t) (w->nb[1] / sizeof(float));
+    const int64_t n = transposed ? w->ne[0] : w->ne[1], k = transposed ? w->ne[1] : w->ne[0];
+    const int64_t sn = transposed ? 1 : ld, sk = transposed ? ld : 1;
+    const int64_t kp = dst->ne[0], kb = kp / 32, groups = dst->ne[1] / 16;
+    const int64_t g0 = groups * ith / nth, g1 = groups * (ith + 1) / nth;
+    const float * src = (const float *) w->data;
+    uint16_t * d = (uint16_t *) dst->data;
+    // Every value of the thread's 16-column groups, padding included.
+    for (int64_t g = g0; g < g1; g++) {
+        memset(d + (size_t) g * kb * 512, 0, (size_t) kb * 1024);
+        const int64_t n1 = (g + 1) * 16 < n ? (g + 1) * 16 : n;
+        if (g * 16 < n) {
+            ft_amx_pack(d, kp, src + g * 16 * sn, sn, sk, g * 16, n1, 0, k);
+        }
+    }
+}
+
 // The tile configuration: palette 1, every tile 16 rows of 64 bytes.
 struct ft_tilecfg {
     uint8_t palette;
@@ -292,6 +312,11 @@ void ft_amx_mul_mat(struct ggml_tensor * dst, int ith, int nth, void * userdata)
 }
 
 void ft_amx_pack_rows(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    (void) dst; (void) ith; (void) nth; (void) userdata;
+    abort();
+}
+
+void ft_amx_pack_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
     (void) dst; (void) ith; (void) nth; (void) userdata;
     abort();
 }

@@ -9,9 +9,14 @@ static struct ggml_tensor * ft_amx_op(struct ggml_context * ctx, struct ggml_ten
 	return ggml_custom_4d(ctx, GGML_TYPE_F32, n, x->ne[1], 1, 1, args, 2, ft_amx_mul_mat, GGML_N_TASKS_MAX, NULL);
 }
 
-static struct ggml_tensor * ft_amx_pack_op(struct ggml_context * ctx, struct ggml_tensor * rows, struct ggml_tensor * bwd, struct ggml_tensor * fwd, int64_t r0) {
+static struct ggml_tensor * ft_amx_pack_rows_op(struct ggml_context * ctx, struct ggml_tensor * rows, struct ggml_tensor * bwd, struct ggml_tensor * fwd, int64_t r0) {
 	struct ggml_tensor * args[3] = {rows, bwd, fwd};
 	return ggml_custom_4d(ctx, GGML_TYPE_F32, 1, 1, 1, 1, args, fwd != NULL ? 3 : 2, ft_amx_pack_rows, GGML_N_TASKS_MAX, (void *) (intptr_t) r0);
+}
+
+static struct ggml_tensor * ft_amx_pack_in(struct ggml_context * ctx, struct ggml_tensor * w, int64_t kp, int64_t np, int transposed) {
+	struct ggml_tensor * args[1] = {w};
+	return ggml_custom_4d(ctx, GGML_TYPE_BF16, kp, np, 1, 1, args, 1, ft_amx_pack_op, GGML_N_TASKS_MAX, transposed ? (void *) 1 : NULL);
 }
 
 // ft_amx_become turns node, an F32 [n, m] product already in a graph,
@@ -122,7 +127,26 @@ func (x *Ctx) PackRows(rows, bwd, fwd Tensor, r0 int) Tensor {
 		fwd.Valid() && (fwd.Ne(0) != np || fwd.Ne(1) != kp) {
 		panic(fmt.Sprintf("ggml: packing rows [%d, %d) of shape %v into a packed copy of shape %v", r0, r0+rows.Ne(1), rows.Shape(), bwd.Shape()))
 	}
-	return x.wrap(C.ft_amx_pack_op(x.c, rows.c, bwd.c, fwd.c, C.int64_t(r0)))
+	return x.wrap(C.ft_amx_pack_rows_op(x.c, rows.c, bwd.c, fwd.c, C.int64_t(r0)))
+}
+
+// PackIn is a node whose result is the packed copy of w, an F32 weight
+// [n_in, n_out] with contiguous rows (NewPacked(n_in, n_out)), or of wᵀ
+// when transposed (NewPacked(n_out, n_in)).
+func (x *Ctx) PackIn(w Tensor, transposed bool) Tensor {
+	if w.Type() != TypeF32 || w.Nb(0) != 4 || w.Ne(2) != 1 || w.Ne(3) != 1 {
+		panic(fmt.Sprintf("ggml: packing a %s tensor of shape %v", w.Type(), w.Shape()))
+	}
+	k, n := w.Ne(0), w.Ne(1)
+	if transposed {
+		k, n = n, k
+	}
+	kp, np := PackedShape(k, n)
+	t := 0
+	if transposed {
+		t = 1
+	}
+	return x.wrap(C.ft_amx_pack_in(x.c, w.c, C.int64_t(kp), C.int64_t(np), C.int(t)))
 }
 
 // AMXMulMat is MulMat(a, x) for a of ggml shape [k, n] packed into p
@@ -157,59 +181,96 @@ func amxOperands(p, x *C.struct_ggml_tensor, n int) error {
 // product) and an OUT_PROD node out_prod(W, transpose(dy)) with W in bwd
 // (the input gradient ggml's autodiff builds, mul_mat(Wᵀ, dy)) are
 // rewritten in place, when the input is F32 with contiguous rows and two
-// dimensions. It must run before OutProdsAsMulMat (which would transpose
-// an F32 weight in the graph) and returns how many nodes it rewrote.
-func (g Graph) UsePacked(x *Ctx, fwd, bwd map[Tensor]Tensor) int {
+// dimensions. A weight W not in the map for which inGraph(W, transposed)
+// holds (when inGraph is not nil; transposed for the input gradient's
+// product) is packed in the graph instead, just before each product (W
+// cast to F32 and packed: two nodes, added while the graph has room). It must run before
+// OutProdsAsMulMat (which would transpose an F32 weight in the graph) and
+// returns how many nodes it rewrote.
+func (g Graph) UsePacked(x *Ctx, fwd, bwd map[Tensor]Tensor, inGraph func(w Tensor, transposed bool) bool) int {
 	if !AMX() {
 		return 0
 	}
-	n := 0
+	n := g.Nodes()
+	room := int(C.ggml_graph_size(g.c)) - n
 	uses := g.uses()
-	for i := 0; i < g.Nodes(); i++ {
-		node := C.ggml_graph_node(g.c, C.int(i))
-		if node._type != C.GGML_TYPE_F32 || node.ne[2] != 1 || node.ne[3] != 1 {
-			continue
+	order := make([]*C.struct_ggml_tensor, 0, n)
+	rewritten := 0
+	// packed is w's packed copy (of wᵀ when transposed), made in the graph
+	// (the nodes appended to order) when it is not in m.
+	packed := func(m map[Tensor]Tensor, w Tensor, transposed bool) (Tensor, bool) {
+		if p, ok := m[w]; ok {
+			return p, true
 		}
-		w := Tensor{node.src[0]}
-		switch node.op {
-		case C.GGML_OP_MUL_MAT:
-			p, ok := fwd[w]
-			in := node.src[1]
-			if !ok || in.ne[0] != w.c.ne[0] || node.ne[0] != w.c.ne[1] || amxOperands(p.c, in, int(node.ne[0])) != nil {
-				continue
-			}
-			C.ft_amx_become(x.c, node, p.c, in)
-		case C.GGML_OP_OUT_PROD:
-			p, ok := bwd[w]
-			b := node.src[1]
-			if !ok || b == nil || b.op != C.GGML_OP_TRANSPOSE || b.src[0] == nil {
-				continue
-			}
-			dy := b.src[0]
-			if dy.ne[0] != w.c.ne[1] || node.ne[0] != w.c.ne[0] || dy.ne[1] != node.ne[1] || amxOperands(p.c, dy, int(node.ne[0])) != nil {
-				continue
-			}
-			C.ft_amx_become(x.c, node, p.c, untransposed(b, uses))
-		default:
-			continue
+		if inGraph == nil || !inGraph(w, transposed) || room < 2 {
+			return Tensor{}, false
 		}
-		n++
+		src := w
+		if w.Type() != TypeF32 {
+			src = x.Cast(w, TypeF32)
+			order = append(order, src.c)
+			room--
+		}
+		p := x.PackIn(src, transposed)
+		order = append(order, p.c)
+		room--
+		return p, true
 	}
-	return n
+	for i := 0; i < n; i++ {
+		node := C.ggml_graph_node(g.c, C.int(i))
+		if node._type == C.GGML_TYPE_F32 && node.ne[2] == 1 && node.ne[3] == 1 {
+			w := Tensor{node.src[0]}
+			switch node.op {
+			case C.GGML_OP_MUL_MAT:
+				in := node.src[1]
+				if in.ne[0] != w.c.ne[0] || node.ne[0] != w.c.ne[1] || in._type != C.GGML_TYPE_F32 || in.nb[0] != 4 || in.ne[2] != 1 || in.ne[3] != 1 {
+					break
+				}
+				if p, ok := packed(fwd, w, false); ok && amxOperands(p.c, in, int(node.ne[0])) == nil {
+					C.ft_amx_become(x.c, node, p.c, in)
+					rewritten++
+				}
+			case C.GGML_OP_OUT_PROD:
+				b := node.src[1]
+				if b == nil || b.op != C.GGML_OP_TRANSPOSE || b.src[0] == nil {
+					break
+				}
+				dy := b.src[0]
+				if dy.ne[0] != w.c.ne[1] || node.ne[0] != w.c.ne[0] || dy.ne[1] != node.ne[1] || dy._type != C.GGML_TYPE_F32 || dy.nb[0] != 4 || dy.ne[2] != 1 || dy.ne[3] != 1 {
+					break
+				}
+				if p, ok := packed(bwd, w, true); ok && amxOperands(p.c, dy, int(node.ne[0])) == nil {
+					C.ft_amx_become(x.c, node, p.c, untransposed(b, uses))
+					rewritten++
+				}
+			}
+		}
+		order = append(order, node)
+	}
+	for len(order) > g.Nodes() {
+		C.ggml_graph_add_node(g.c, order[0]) // grows the node count; the order is written below
+	}
+	copy(unsafe.Slice(C.ggml_graph_nodes(g.c), len(order)), order)
+	return rewritten
 }
 
 // ProductsLeft counts the nodes UsePacked would have rewritten but did
-// not: MUL_MAT nodes whose src0 is a key of fwd, OUT_PROD nodes whose
-// src0 is a key of bwd.
-func (g Graph) ProductsLeft(fwd, bwd map[Tensor]Tensor) int {
+// not: MUL_MAT nodes whose src0 is a key of fwd and OUT_PROD nodes whose
+// src0 is a key of bwd, or either whose src0 satisfies inGraph (when not
+// nil; transposed for an OUT_PROD).
+func (g Graph) ProductsLeft(fwd, bwd map[Tensor]Tensor, inGraph func(w Tensor, transposed bool) bool) int {
 	n := 0
 	for i := 0; i < g.Nodes(); i++ {
 		node := C.ggml_graph_node(g.c, C.int(i))
-		w := Tensor{node.src[0]}
-		if _, ok := fwd[w]; ok && node.op == C.GGML_OP_MUL_MAT {
-			n++
+		if node.op != C.GGML_OP_MUL_MAT && node.op != C.GGML_OP_OUT_PROD {
+			continue
 		}
-		if _, ok := bwd[w]; ok && node.op == C.GGML_OP_OUT_PROD {
+		w := Tensor{node.src[0]}
+		m, transposed := fwd, node.op == C.GGML_OP_OUT_PROD
+		if transposed {
+			m = bwd
+		}
+		if _, ok := m[w]; ok || inGraph != nil && inGraph(w, transposed) {
 			n++
 		}
 	}

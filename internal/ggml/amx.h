@@ -29,6 +29,11 @@ void ft_amx_pack(uint16_t * dst, int64_t kp, const float * src, int64_t sn, int6
 // Its own result is a placeholder.
 void ft_amx_pack_rows(struct ggml_tensor * dst, int ith, int nth, void * userdata);
 
+// ft_amx_pack_op is a ggml custom op whose result is the packed copy
+// (BF16 [Kp, Np]) of src[0], an F32 weight W [n_in, n_out] with
+// contiguous rows, or of Wᵀ when userdata is not NULL.
+void ft_amx_pack_op(struct ggml_tensor * dst, int ith, int nth, void * userdata);
+
 // ft_amx_mul_mat is a ggml custom op: dst [N, M] F32 = src[0] (a packed
 // weight, BF16 [Kp, Np]) times src[1] (F32 [K, M], rows contiguous).
 void ft_amx_mul_mat(struct ggml_tensor * dst, int ith, int nth, void * userdata);

@@ -237,8 +237,9 @@ func BenchmarkAMXMulMat(b *testing.B) {
 
 // TestUsePacked: in the graph of loss = Σ R ⊙ (W·(P ⊙ X)) with P a
 // parameter, UsePacked turns the forward product with W and the gradient
-// autodiff builds through W into AMX products on W's packed copies, and
-// the loss and P's gradient are those of the BF16-rounded operands.
+// autodiff builds through W into AMX products on W's packed copies, given
+// or made in the graph, and the loss and P's gradient are those of the
+// BF16-rounded operands.
 func TestUsePacked(t *testing.T) {
 	if !AMX() {
 		t.Skip("AMX products cannot run here:", AMXStatus())
@@ -246,7 +247,11 @@ func TestUsePacked(t *testing.T) {
 	const k, n, m = 40, 24, 19
 	rng := rand.New(rand.NewPCG(3, 3))
 	wv, xv, rv, pv := randVals(rng, k*n), randVals(rng, k*m), randVals(rng, n*m), randVals(rng, k*m)
-	for threads := 1; threads <= 2; threads++ {
+	for _, tc := range []struct {
+		threads int
+		inGraph bool
+	}{{1, false}, {2, false}, {1, true}, {3, true}} {
+		threads := tc.threads
 		be, err := NewCPUBackend(threads)
 		if err != nil {
 			t.Fatal(err)
@@ -276,10 +281,20 @@ func TestUsePacked(t *testing.T) {
 		g := x.NewGraph(256, true)
 		g.Expand(loss)
 		g.BuildBackward(x)
-		if got := g.UsePacked(x, map[Tensor]Tensor{w: pf}, map[Tensor]Tensor{w: pb}); got != 2 {
+		fwd, bwd := map[Tensor]Tensor{w: pf}, map[Tensor]Tensor{w: pb}
+		var inGraph func(Tensor, bool) bool
+		if tc.inGraph {
+			fwd, bwd = nil, nil
+			inGraph = func(t Tensor, _ bool) bool { return t == w }
+		}
+		before := g.Nodes()
+		if got := g.UsePacked(x, fwd, bwd, inGraph); got != 2 {
 			t.Fatalf("%d products rewritten, want 2", got)
 		}
-		if left := g.ProductsLeft(map[Tensor]Tensor{w: pf}, map[Tensor]Tensor{w: pb}); left != 0 {
+		if added, want := g.Nodes()-before, 2*btoi(tc.inGraph); added != want {
+			t.Errorf("%d nodes added, want %d", added, want)
+		}
+		if left := g.ProductsLeft(fwd, bwd, inGraph); left != 0 {
 			t.Errorf("%d products left", left)
 		}
 		if left := g.OutProdTypes(); len(left) != 0 {
@@ -316,7 +331,7 @@ func TestUsePacked(t *testing.T) {
 			}
 		}
 		if math.Abs(gotLoss-wantLoss) > 1e-5*lossMag {
-			t.Errorf("%d threads: loss %g, want %g", threads, gotLoss, wantLoss)
+			t.Errorf("%+v: loss %g, want %g", tc, gotLoss, wantLoss)
 		}
 		for i := 0; i < m; i++ {
 			for c := 0; c < k; c++ {
@@ -328,7 +343,7 @@ func TestUsePacked(t *testing.T) {
 				}
 				want, got := dh*float64(xv[i*k+c]), float64(gotGrad[i*k+c])
 				if math.Abs(got-want) > 1e-5*mag*math.Abs(float64(xv[i*k+c]))+1e-30 {
-					t.Errorf("%d threads: dP[%d][%d] = %g, want %g", threads, i, c, got, want)
+					t.Errorf("%+v: dP[%d][%d] = %g, want %g", tc, i, c, got, want)
 				}
 			}
 		}
@@ -398,4 +413,11 @@ func TestPackRows(t *testing.T) {
 			}
 		}
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
