@@ -146,9 +146,11 @@ struct ft_tilecfg {
 
 #define FT_AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16")))
 
-// Rows of X rounded to BF16 per chunk: the chunk (rows x Kp values) is
-// read once per 32 columns of the result.
-enum { FT_MC = 128 };
+// X is rounded to BF16 a block of at most FT_KC values of k at a time,
+// and at most about FT_XB bytes of it (rows of the block) at once, so
+// that the rounded rows stay in the core's L2 cache while every 32
+// columns of the result read them.
+enum { FT_KC = 2048, FT_XB = 1 << 20 };
 
 // The thread's buffer of X rounded to BF16 (ggml's worker threads live
 // as long as the backend, so it is kept from one call to the next).
@@ -164,21 +166,22 @@ static uint16_t * ft_xbuf(size_t n) {
     return ft_xb;
 }
 
-// ft_round_rows writes rows X[r0..r0+rows) (K values each, row stride
-// nb1 bytes) into xb as BF16 with kp values per row, zeros past K and for
-// the rows from rows up to pad.
+// ft_round_rows writes values [k0, k0 + kw) of rows of X (rows rows, each
+// nb1 bytes after the last, at x) into xb as BF16, kw values a row: zeros
+// past value k of a row and for the rows from rows up to pad.
 FT_AMX_TARGET
-static void ft_round_rows(uint16_t * xb, const char * x, size_t nb1, int64_t k, int64_t kp, int64_t rows, int64_t pad) {
+static void ft_round_rows(uint16_t * xb, const char * x, size_t nb1, int64_t k, int64_t k0, int64_t kw, int64_t rows, int64_t pad) {
+    const int64_t valid = k - k0 < kw ? k - k0 : kw;
     for (int64_t i = 0; i < rows; i++) {
-        const float * s = (const float *) (x + i * nb1);
-        uint16_t * d = xb + i * kp;
+        const float * s = (const float *) (x + i * nb1) + k0;
+        uint16_t * d = xb + i * kw;
         int64_t j = 0;
-        for (; j + 32 <= k; j += 32) {
+        for (; j + 32 <= valid; j += 32) {
             __m512 lo = _mm512_loadu_ps(s + j), hi = _mm512_loadu_ps(s + j + 16);
             _mm512_storeu_si512((void *) (d + j), (__m512i) _mm512_cvtne2ps_pbh(hi, lo));
         }
-        if (j < kp) {
-            const int64_t left = k - j; // 0..31
+        for (; j < kw; j += 32) {
+            const int64_t left = valid - j < 0 ? 0 : valid - j; // 0..31
             const __mmask16 mlo = left >= 16 ? 0xffff : (__mmask16) ((1u << left) - 1);
             const __mmask16 mhi = left <= 16 ? 0 : (__mmask16) ((1u << (left - 16)) - 1);
             __m512 lo = _mm512_maskz_loadu_ps(mlo, s + j), hi = _mm512_maskz_loadu_ps(mhi, s + j + 16);
@@ -186,23 +189,42 @@ static void ft_round_rows(uint16_t * xb, const char * x, size_t nb1, int64_t k, 
         }
     }
     if (pad > rows) {
-        memset(xb + rows * kp, 0, (size_t) (pad - rows) * kp * 2);
+        memset(xb + rows * kw, 0, (size_t) (pad - rows) * kw * 2);
     }
 }
 
 // ft_block computes the 32x32 block of D at d (row stride ldd bytes) from
-// 32 rows of X in BF16 (xb, kp values per row) and two 16-column groups
-// of the packed weight (b0, b1), over kb tiles of 32 k. Only vr rows and
-// vc columns of the block are written.
+// 32 rows of X in BF16 (xb, kw values per row) and two 16-column groups
+// of the packed weight (b0, b1), over kt tiles of 32 k; with acc, added
+// to the block's values. Only vr rows and vc columns of the block are
+// read and written.
 FT_AMX_TARGET
-static void ft_block(const uint16_t * xb, int64_t kp, const uint16_t * b0, const uint16_t * b1, int64_t kb, char * d, size_t ldd, int vr, int vc) {
-    const size_t lda = (size_t) kp * 2;
-    const uint16_t * a0 = xb, * a1 = xb + 16 * kp;
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    for (int64_t t = 0; t < kb; t++) {
+static void ft_block(const uint16_t * xb, int64_t kw, const uint16_t * b0, const uint16_t * b1, int64_t kt, char * d, size_t ldd, int vr, int vc, int acc) {
+    const size_t lda = (size_t) kw * 2;
+    const uint16_t * a0 = xb, * a1 = xb + 16 * kw;
+    const int full = vr == 32 && vc == 32;
+    float tmp[32 * 32];
+    if (!acc) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    } else if (full) {
+        _tile_loadd(0, d, ldd);
+        _tile_loadd(1, d + 64, ldd);
+        _tile_loadd(2, d + 16 * ldd, ldd);
+        _tile_loadd(3, d + 16 * ldd + 64, ldd);
+    } else {
+        memset(tmp, 0, sizeof(tmp));
+        for (int i = 0; i < vr; i++) {
+            memcpy(tmp + i * 32, d + i * ldd, (size_t) vc * 4);
+        }
+        _tile_loadd(0, tmp, 128);
+        _tile_loadd(1, tmp + 16, 128);
+        _tile_loadd(2, tmp + 16 * 32, 128);
+        _tile_loadd(3, tmp + 16 * 32 + 16, 128);
+    }
+    for (int64_t t = 0; t < kt; t++) {
         _tile_loadd(4, a0 + t * 32, lda);
         _tile_loadd(6, b0 + t * 512, 64);
         _tile_dpbf16ps(0, 4, 6);
@@ -212,14 +234,13 @@ static void ft_block(const uint16_t * xb, int64_t kp, const uint16_t * b0, const
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
-    if (vr == 32 && vc == 32) {
+    if (full) {
         _tile_stored(0, d, ldd);
         _tile_stored(1, d + 64, ldd);
         _tile_stored(2, d + 16 * ldd, ldd);
         _tile_stored(3, d + 16 * ldd + 64, ldd);
         return;
     }
-    float tmp[32 * 32];
     _tile_stored(0, tmp, 128);
     _tile_stored(1, tmp + 16, 128);
     _tile_stored(2, tmp + 16 * 32, 128);
@@ -229,13 +250,13 @@ static void ft_block(const uint16_t * xb, int64_t kp, const uint16_t * b0, const
     }
 }
 
-// The result is computed in chunks of up to FT_MC rows by a range of
-// columns, handed out to the threads as they ask (a thread the OS has
-// paused then holds up no more than its chunk). The counters live in the
-// node's own op_params, past ggml's custom-op parameters: the chunk taken
-// next and how many threads have finished; the last thread to finish
-// resets both for the node's next run (every thread of the pool runs every
-// node, and none starts the next node before all have finished this one).
+// The result is computed in chunks of rows by a range of columns, handed
+// out to the threads as they ask (a thread the OS has paused then holds up
+// no more than its chunk). The counters live in the node's own op_params,
+// past ggml's custom-op parameters: the chunk taken next and how many
+// threads have finished; the last thread to finish resets both for the
+// node's next run (every thread of the pool runs every node, and none
+// starts the next node before all have finished this one).
 enum { FT_CHUNK_NEXT = 12, FT_CHUNK_DONE = 13 };
 
 FT_AMX_TARGET
@@ -246,20 +267,33 @@ void ft_amx_mul_mat(struct ggml_tensor * dst, int ith, int nth, void * userdata)
     const struct ggml_tensor * x = dst->src[1];
     const int64_t k = x->ne[0], m = x->ne[1], n = dst->ne[0];
     const int64_t kp = w->ne[0], kb = kp / 32;
-    // Row chunks, and when there are too few for the threads to share,
-    // column chunks of a multiple of 32 columns too (each rounds its rows
-    // of X to BF16 again: a small cost beside its product).
-    const int64_t rchunks = (m + FT_MC - 1) / FT_MC, nblocks = (n + 31) / 32;
-    int64_t cchunks = (4 * (int64_t) nth + rchunks - 1) / rchunks;
-    cchunks = cchunks < nblocks ? cchunks : nblocks;
+    const int64_t kc = kp < FT_KC ? kp : FT_KC, kblocks = (kp + kc - 1) / kc;
+    const int64_t nblocks = (n + 31) / 32, mblocks = (m + 31) / 32;
+    int64_t mcmax = FT_XB / (kc * 2) / 32 * 32;
+    mcmax = mcmax < 32 ? 32 : mcmax;
+    int64_t rchunks = (m + mcmax - 1) / mcmax, cchunks = 1;
+    if (kblocks > 1) {
+        // Every chunk reads the whole of k for its rows: chunks of rows
+        // only (a chunk of columns would round its rows again, block by
+        // block), at least one per thread.
+        rchunks = rchunks > nth ? rchunks : nth;
+        rchunks = rchunks < mblocks ? rchunks : mblocks;
+    } else {
+        // The rows of a chunk are rounded once per thread and call
+        // (chunks of the same rows reuse them): chunks of columns too,
+        // about four per thread in all.
+        cchunks = (4 * (int64_t) nth + rchunks - 1) / rchunks;
+        cchunks = cchunks < nblocks ? cchunks : nblocks;
+    }
+    const int64_t mc = (mblocks + rchunks - 1) / rchunks * 32;
+    rchunks = (m + mc - 1) / mc;
     const int64_t ncols = (nblocks + cchunks - 1) / cchunks * 32;
     cchunks = (n + ncols - 1) / ncols;
     const int64_t chunks = rchunks * cchunks;
     int32_t * next = &dst->op_params[FT_CHUNK_NEXT], * done = &dst->op_params[FT_CHUNK_DONE];
     int64_t c = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
     if (c < chunks) {
-        const int64_t mc = m < FT_MC ? (m + 31) / 32 * 32 : FT_MC;
-        uint16_t * xb = ft_xbuf((size_t) mc * kp);
+        uint16_t * xb = ft_xbuf((size_t) mc * kc);
         if (xb == NULL) {
             abort();
         }
@@ -273,19 +307,26 @@ void ft_amx_mul_mat(struct ggml_tensor * dst, int ith, int nth, void * userdata)
         _tile_loadconfig(&cfg);
         const uint16_t * packed = (const uint16_t *) w->data;
         const size_t ldd = dst->nb[1];
+        int64_t rounded = -1; // the first row of the rows in xb (a single block of k)
         for (; c < chunks; c = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED)) {
-            const int64_t i0 = c / cchunks * FT_MC, c0 = c % cchunks * ncols;
-            const int64_t rows = m - i0 < FT_MC ? m - i0 : FT_MC;
+            const int64_t i0 = c / cchunks * mc, c0 = c % cchunks * ncols;
+            const int64_t rows = m - i0 < mc ? m - i0 : mc;
             const int64_t c1 = c0 + ncols < n ? c0 + ncols : n;
             const int64_t pad = (rows + 31) / 32 * 32;
-            ft_round_rows(xb, (const char *) x->data + i0 * x->nb[1], x->nb[1], k, kp, rows, pad);
-            for (int64_t j = c0; j < c1; j += 32) {
-                const uint16_t * b0 = packed + (size_t) (j / 16) * kb * 512;
-                const uint16_t * b1 = b0 + (size_t) kb * 512;
-                const int vc = c1 - j < 32 ? (int) (c1 - j) : 32;
-                for (int64_t i = 0; i < rows; i += 32) {
-                    const int vr = rows - i < 32 ? (int) (rows - i) : 32;
-                    ft_block(xb + i * kp, kp, b0, b1, kb, (char *) dst->data + (i0 + i) * ldd + j * 4, ldd, vr, vc);
+            for (int64_t k0 = 0; k0 < kp; k0 += kc) {
+                const int64_t kw = kp - k0 < kc ? kp - k0 : kc;
+                if (kblocks > 1 || rounded != i0) {
+                    ft_round_rows(xb, (const char *) x->data + i0 * x->nb[1], x->nb[1], k, k0, kw, rows, pad);
+                    rounded = i0;
+                }
+                for (int64_t j = c0; j < c1; j += 32) {
+                    const uint16_t * b0 = packed + ((size_t) (j / 16) * kb + (size_t) (k0 / 32)) * 512;
+                    const uint16_t * b1 = b0 + (size_t) kb * 512;
+                    const int vc = c1 - j < 32 ? (int) (c1 - j) : 32;
+                    for (int64_t i = 0; i < rows; i += 32) {
+                        const int vr = rows - i < 32 ? (int) (rows - i) : 32;
+                        ft_block(xb + i * kw, kw, b0, b1, kw / 32, (char *) dst->data + (i0 + i) * ldd + j * 4, ldd, vr, vc, k0 > 0);
+                    }
                 }
             }
         }

@@ -164,6 +164,9 @@ func TestAMXMulMat(t *testing.T) {
 		{k: 45, n: 70, m: 200, transposedPack: true},
 		{k: 300, n: 31, m: 257, stride: 301},
 		{k: 32, n: 1000, m: 2},
+		// More than one block of k (2048 values) per row.
+		{k: 2049, n: 40, m: 70},
+		{k: 4500, n: 33, m: 300, stride: 4501, transposedPack: true},
 	}
 	for _, c := range cases {
 		for threads := 1; threads <= 3; threads++ {
