@@ -58,8 +58,9 @@ type Config struct {
 	Checkpointing string
 	// Precision of the CPU's products with the frozen weights: "f32",
 	// "bf16" (the weights' copies in BF16, the products' inputs rounded to
-	// BF16, sums in F32: half the copies' memory), or "auto" (the default:
-	// see ResolvePrecision; f32 on the CPUs measured so far).
+	// BF16, sums in F32; on AMX tiles where the CPU has them), or "auto"
+	// (the default: see ResolvePrecision; bf16 for a quantized base on a
+	// CPU with AMX, else f32).
 	Precision string
 	// EveryRow runs the output head and the loss over every row of a
 	// window, not only the rows that predict a target, as the engine did

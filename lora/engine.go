@@ -75,6 +75,17 @@ type engine struct {
 	wt               map[ggml.Tensor]ggml.Tensor
 	wtCtx            *ggml.Ctx
 	wtBuf            *ggml.Buffer
+	// amx: the products with frozen weights run on AMX tiles (bf16 on a
+	// CPU that has them, see setPrecision), each weight packed in BF16:
+	// packB[W] (Wᵀ) for the input gradient, in place of the BF16
+	// transposed copy, and packF[W] for the forward product of a weight
+	// that bf16 rounds there too (see forwardPacked). The packed copies
+	// of frozenMatmulWeights live in wtCtx and wtBuf in place of the
+	// transposed copies, made once; the checkpointed path packs its
+	// layers' weights in each graph instead, before each product.
+	amx          bool
+	packF, packB map[ggml.Tensor]ggml.Tensor
+	layerWeights map[ggml.Tensor]bool // see isLayerWeight
 
 	// checkpoint selects the checkpointed path (segments.go) for training
 	// and loss graphs.
@@ -440,6 +451,9 @@ func (n *net) dequantized(w ggml.Tensor) ggml.Tensor {
 	if e.fwType == autoType || e.dev != nil || n.gr.kind == graphLogits || n.gr.kind == graphLogitsP {
 		return w
 	}
+	if e.packed(w) {
+		return w // its product is rewritten into an AMX product on its packed copy
+	}
 	c := n.x.Cast(w, ggml.TypeF32)
 	if e.fwType != ggml.TypeF32 {
 		c = n.x.Cast(c, e.fwType)
@@ -560,10 +574,16 @@ func (e *engine) finishBackward(gr *graph, wt map[ggml.Tensor]ggml.Tensor) error
 		if wt != nil {
 			gr.g.UseTransposed(gr.withCasts(wt))
 		}
-		if err := e.transposeWeights(); err != nil {
-			return err
+		if e.amx {
+			if err := e.usePacked(gr); err != nil {
+				return err
+			}
+		} else {
+			if err := e.transposeWeights(); err != nil {
+				return err
+			}
+			gr.g.UseTransposed(gr.withCasts(e.wt))
 		}
-		gr.g.UseTransposed(gr.withCasts(e.wt))
 		// The out_prods left are those of the attention's activations
 		// and of the LoRA factors: on the CPU, mul_mats on transposed
 		// copies are faster (the copies are a CPU-only custom op, so a
@@ -686,6 +706,10 @@ func (e *engine) finishLoss(gr *graph, train bool) (*graph, error) {
 			return nil, err
 		}
 		if err := e.pairGrads(gr); err != nil {
+			return nil, err
+		}
+	} else if e.amx {
+		if err := e.usePacked(gr); err != nil {
 			return nil, err
 		}
 	}
@@ -911,6 +935,145 @@ func (e *engine) frozenMatmulWeights() []ggml.Tensor {
 	return append(ws, e.base.output)
 }
 
+// packed reports whether w's forward product runs on its AMX packed copy:
+// a weight that bf16 rounds in the forward pass (forwardPacked), when the
+// products run on AMX.
+func (e *engine) packed(w ggml.Tensor) bool {
+	return e.amx && !e.noTranspose && forwardPacked(w)
+}
+
+// forwardPacked reports whether the forward product with w runs on AMX
+// under bf16: a quantized or BF16 weight, which bf16 multiplies in BF16
+// anyway (a quantized layer weight was cast to BF16 for its product; the
+// output head's quantized product rounded its input to 8 bits). An F32 or
+// F16 weight keeps its own product, its input unrounded (as in f32); only
+// its input gradient goes through BF16, as with the BF16 copies.
+func forwardPacked(w ggml.Tensor) bool {
+	return w.Type() != ggml.TypeF32 && w.Type() != ggml.TypeF16
+}
+
+// usePacked rewrites gr's products with the frozen weights into AMX
+// products on their packed copies, packing the weights first when they
+// are not yet; on the checkpointed path, the layers' weights are packed
+// in gr (see engine.amx).
+func (e *engine) usePacked(gr *graph) error {
+	if !e.amx || e.noTranspose {
+		return nil
+	}
+	if err := e.packWeights(); err != nil {
+		return err
+	}
+	var inGraph func(w ggml.Tensor, transposed bool) bool
+	if e.checkpoint {
+		inGraph = func(w ggml.Tensor, transposed bool) bool {
+			return (transposed || forwardPacked(w)) && e.isLayerWeight(w)
+		}
+	}
+	gr.g.UsePacked(gr.ctx, e.packF, e.packB, inGraph)
+	if n := gr.g.ProductsLeft(e.packF, e.packB, inGraph); n > 0 {
+		return fmt.Errorf("lora: %d products with frozen weights could not run on AMX tiles", n)
+	}
+	return nil
+}
+
+// isLayerWeight reports whether w is one of the layers' projection
+// weights.
+func (e *engine) isLayerWeight(w ggml.Tensor) bool {
+	if e.layerWeights == nil {
+		e.layerWeights = map[ggml.Tensor]bool{}
+		for l := range e.base.layers {
+			for _, t := range Targets {
+				lw, _, _ := e.base.Weight(l, t)
+				e.layerWeights[lw] = true
+			}
+		}
+	}
+	return e.layerWeights[w]
+}
+
+// packWeights packs every frozen weight the graphs multiply by, in BF16
+// for AMX products, both ways (see engine.amx).
+func (e *engine) packWeights() error {
+	if e.packF != nil {
+		return nil
+	}
+	ws := e.frozenMatmulWeights()
+	var err error
+	if e.wtCtx, err = ggml.NewCtx((2*len(ws)+8)*ggml.TensorOverhead(), true); err != nil {
+		return err
+	}
+	packF, packB := map[ggml.Tensor]ggml.Tensor{}, map[ggml.Tensor]ggml.Tensor{}
+	var order []ggml.Tensor
+	for _, w := range ws {
+		if _, done := packF[w]; done {
+			continue
+		}
+		if forwardPacked(w) {
+			packF[w] = e.wtCtx.NewPacked(w.Ne(0), w.Ne(1)).SetName(w.Name() + ".amx")
+		}
+		packB[w] = e.wtCtx.NewPacked(w.Ne(1), w.Ne(0)).SetName(w.Name() + ".T.amx")
+		order = append(order, w)
+	}
+	if e.wtBuf, err = e.wtCtx.AllocTensors(e.main()); err != nil {
+		return err
+	}
+	if !e.measure {
+		start := time.Now()
+		e.logf("packing the frozen weights for AMX products", "weights", len(order))
+		if err := e.packInto(order, packF, packB); err != nil {
+			return fmt.Errorf("lora: packing the frozen weights: %w", err)
+		}
+		e.logf("packed", "took", time.Since(start).Round(time.Millisecond))
+	}
+	e.packF, e.packB = packF, packB
+	return nil
+}
+
+// packInto packs each weight w of ws ([n_in, n_out]) into packF[w] (when
+// it has one) and wᵀ into packB[w], in one graph that casts a block of
+// w's rows at a time to F32 (no more than about transposeBlock bytes) and
+// packs it, on the CPU's threads.
+func (e *engine) packInto(ws []ggml.Tensor, packF, packB map[ggml.Tensor]ggml.Tensor) error {
+	var chunks int
+	for _, w := range ws {
+		ggml.ZeroPacked(packB[w])
+		if f, ok := packF[w]; ok {
+			ggml.ZeroPacked(f)
+		}
+		chunks += (w.Ne(1) + packRows(w) - 1) / packRows(w)
+	}
+	size := 3*chunks + 3*len(ws) + 16 // the nodes, and the weights and their copies as leaves
+	x, err := ggml.NewCtx(size*ggml.TensorOverhead()+ggml.GraphOverhead(size, false), true)
+	if err != nil {
+		return err
+	}
+	defer x.Close()
+	g := x.NewGraph(size, false)
+	for _, w := range ws {
+		nIn, nOut, rows := w.Ne(0), w.Ne(1), packRows(w)
+		for r0 := 0; r0 < nOut; r0 += rows {
+			n := min(rows, nOut-r0)
+			src := x.View2D(w, nIn, n, w.Nb(1), r0*w.Nb(1))
+			if w.Type() != ggml.TypeF32 {
+				src = x.Cast(src, ggml.TypeF32)
+			}
+			g.Expand(x.PackRows(src, packB[w], packF[w], r0))
+		}
+	}
+	s, err := e.newSched(size)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := s.Alloc(g); err != nil {
+		return err
+	}
+	return e.compute(s, g)
+}
+
+// packRows is how many rows of w packInto casts to F32 at once.
+func packRows(w ggml.Tensor) int { return max(1, transposeBlock/(4*w.Ne(0))) }
+
 // copyTypeOf is the type of w's transposed copy.
 func (e *engine) copyTypeOf(w ggml.Tensor) ggml.Type { return e.copyType }
 
@@ -923,8 +1086,10 @@ const autoType ggml.Type = -1
 // the sums stay F32); "f32" (the default) makes both F32.
 func (e *engine) setPrecision(p string) {
 	e.copyType, e.fwType = ggml.TypeF32, ggml.TypeF32
+	e.amx = false
 	if p == "bf16" {
 		e.copyType, e.fwType = ggml.TypeBF16, ggml.TypeBF16
+		e.amx = e.dev == nil && ggml.AMX()
 	}
 }
 

@@ -3,6 +3,7 @@ package lora
 import (
 	"fmt"
 
+	"github.com/finetune-dev/finetune/internal/ggml"
 	"github.com/finetune-dev/finetune/internal/gguf"
 	"github.com/finetune-dev/finetune/internal/modelinfo"
 )
@@ -94,16 +95,39 @@ func EstimateMemory(path string, ctxLen int, o MemoryOptions) (Memory, error) {
 	return m, nil
 }
 
-// ResolvePrecision is the precision a run of Config.Precision p computes
-// in: "bf16" or "f32" as given; auto (or "") is f32. bf16 saves memory
-// but not time: on an AVX512-BF16 CPU (avx512_bf16, which ggml's BF16
-// dot products use) SmolLM2's steps ran 0.70x to 0.98x as fast in bf16
-// as in f32, side by side (README).
-func ResolvePrecision(p string) string {
-	if p == "bf16" {
+// ResolvePrecision is the precision a run of Config.Precision p on base
+// computes in on the CPU: "bf16" or "f32" as given. auto (or "") is bf16
+// where ggml.AMX() holds and the base's layer weights are quantized or
+// BF16: the products with the frozen weights then run on AMX tiles both
+// ways (see engine.amx), and SmolLM2's Q4_1 steps ran 2.06x as fast as in
+// f32 on one thread, side by side (README); rounding such weights to BF16
+// is far below their quantization. Elsewhere auto is f32: ggml's own BF16
+// products (on an AVX512-BF16 CPU without AMX) ran SmolLM2's steps 0.70x
+// to 0.98x as fast as f32, and an F32 or F16 base would have its input
+// gradients rounded to BF16 for a smaller gain (1.33x on SmolLM2's F32
+// copy).
+func ResolvePrecision(p string, base *Base) string {
+	switch p {
+	case "bf16", "f32":
 		return p
 	}
+	if base != nil && ggml.AMX() && layersForwardPacked(base) {
+		return "bf16"
+	}
 	return "f32"
+}
+
+// layersForwardPacked reports whether every layer weight of base is of a
+// type whose forward product bf16 runs on AMX (forwardPacked).
+func layersForwardPacked(base *Base) bool {
+	for l := range base.layers {
+		for _, t := range Targets {
+			if w, _, _ := base.Weight(l, t); !forwardPacked(w) {
+				return false
+			}
+		}
+	}
+	return len(base.layers) > 0
 }
 
 // runtimeBase is the memory of the process before training: the Go
@@ -123,7 +147,7 @@ func measurePath(base *Base, ctxLen int, o MemoryOptions, ckpt bool) (int64, err
 		return 0, err
 	}
 	defer e.close()
-	e.setPrecision(ResolvePrecision(o.Precision))
+	e.setPrecision(ResolvePrecision(o.Precision, base))
 	e.measure, e.checkpoint = true, ckpt
 	h := base.Hyper
 	T, V, E := int64(ctxLen), int64(h.VocabSize), int64(h.Embedding)

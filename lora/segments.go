@@ -108,6 +108,11 @@ func (e *engine) once(build func(gr *graph) error, in *inputs, seed float32, dro
 	if err := build(gr); err != nil {
 		return err
 	}
+	// The forward graphs' products (a backward graph's are rewritten
+	// already, in finishBackward).
+	if err := e.usePacked(gr); err != nil {
+		return err
+	}
 	gr.sched = e.seg.sched
 	if e.measure {
 		e.seg.peak = max(e.seg.peak, gr.sched.ReserveSize(gr.g))
@@ -204,6 +209,8 @@ func (e *engine) headGraph(backward bool) (*graph, error) {
 				return fail(err)
 			}
 		}
+	} else if err := e.usePacked(gr); err != nil {
+		return fail(err)
 	}
 	if gr.sched, err = e.newSched(e.graphSize()); err != nil {
 		return fail(err)
@@ -431,7 +438,7 @@ func (e *engine) seeded(gr *graph, l int, targets []string, outs []ggml.Tensor, 
 	x := gr.ctx
 	gr.g = x.NewGraph(e.graphSize(), true)
 	wt := map[ggml.Tensor]ggml.Tensor{}
-	if !e.noTranspose {
+	if !e.noTranspose && !e.amx { // with AMX products the weights are packed in the graph (usePacked)
 		for _, target := range targets {
 			w, _, _ := e.base.Weight(l, target)
 			if _, done := wt[w]; !done {

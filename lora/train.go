@@ -174,7 +174,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 	var need int64
 	e.checkpoint, need = mem.Choose(cfg.Checkpointing, avail)
 	e.allRows = cfg.EveryRow
-	precision := ResolvePrecision(cfg.Precision)
+	precision := ResolvePrecision(cfg.Precision, base)
 	if dev != nil {
 		precision = "f32" // BF16 products are the CPU's
 	}
@@ -184,7 +184,7 @@ func Train(ctx context.Context, basePath string, cfg Config, data Data, progress
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
-	e.log.Info("training graph", "device", e.main().Name(), "checkpointing", e.checkpoint, "precision", precision, "memory_estimate", fmt.Sprintf("%.2f GiB", float64(need)/(1<<30)), "threads_at_most", cfg.Threads)
+	e.log.Info("training graph", "device", e.main().Name(), "checkpointing", e.checkpoint, "precision", precision, "amx", e.amx, "memory_estimate", fmt.Sprintf("%.2f GiB", float64(need)/(1<<30)), "threads_at_most", cfg.Threads)
 	if precision == "bf16" && !ggml.NativeBF16() {
 		e.log.Warn("train.precision bf16 on a CPU without BF16 dot products (avx512_bf16): ggml converts in software, slower than f32")
 	}

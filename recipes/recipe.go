@@ -129,8 +129,9 @@ type Train struct {
 	// keeping them would take more than a third of the memory available.
 	Checkpointing string `yaml:"checkpointing"`
 	// Precision of the CPU's matrix products with the frozen weights:
-	// "f32", "bf16" (BF16 weight copies and inputs, F32 sums: less
-	// memory), or "auto" (default: f32 on the CPUs measured so far).
+	// "f32", "bf16" (BF16 weight copies and inputs, F32 sums; on AMX
+	// tiles where the CPU has them), or "auto" (default: bf16 for a
+	// quantized base on a CPU with AMX, else f32).
 	Precision string `yaml:"precision"`
 	// Device is where training and the local contestants run: "auto"
 	// (default: the first GPU ggml has a backend library for, else the

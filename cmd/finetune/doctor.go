@@ -23,6 +23,7 @@ type doctorReport struct {
 	SystemInfo  string         `json:"system_info"`
 	Features    []ggml.Feature `json:"cpu_features"`
 	MissingSIMD []string       `json:"missing_simd"`
+	AMX         string         `json:"amx,omitempty"`
 	Threads     int            `json:"threads"`
 	Backends    []string       `json:"backends"`
 	Devices     []ggml.Device  `json:"devices"`
@@ -46,6 +47,9 @@ func runDoctor(args []string) error {
 	r.SystemInfo = llama.SystemInfo()
 	r.Features = ggml.Features()
 	r.MissingSIMD = ggml.MissingSIMD()
+	if runtime.GOARCH == "amd64" {
+		r.AMX = ggml.AMXStatus()
+	}
 	r.Backends = ggml.Backends()
 	r.Devices = ggml.Devices()
 	for _, d := range r.Devices {
@@ -84,6 +88,13 @@ func runDoctor(args []string) error {
 		fmt.Fprintf(w, "         Rebuild with 'make build', or set CGO_CFLAGS and CGO_CXXFLAGS to\n         '%s' for go build/install.\n", simdFlags)
 	} else {
 		fmt.Fprintln(w, "\nSIMD            this build uses every SIMD extension ggml can use on this CPU")
+	}
+	if r.AMX != "" {
+		fmt.Fprintf(w, "AMX tiles       %s", r.AMX)
+		if ggml.AMX() {
+			fmt.Fprint(w, ": train.precision bf16 (auto, for a quantized base) multiplies by the frozen weights on them")
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "\nbackends        %s\n", strings.Join(r.Backends, ", "))
 	fmt.Fprintln(w, "devices")
