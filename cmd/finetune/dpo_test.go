@@ -19,10 +19,10 @@ func TestDataInspectPairs(t *testing.T) {
 	}
 	for _, want := range []string{
 		"format         preference (300 records)",
-		"preference pairs                  176         90",
+		"preference pairs                  177         90",
 		"  identical                         0          0",
-		"  dropped (too long)               24         10",
-		"without packing, training takes 352 window(s) of 192 tokens",
+		"  dropped (too long)               23         10",
+		"without packing, training takes 354 window(s) of 192 tokens",
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, r.stdout)
