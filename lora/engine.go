@@ -591,6 +591,12 @@ func (e *engine) finishBackward(gr *graph, wt map[ggml.Tensor]ggml.Tensor) error
 		if e.dev == nil {
 			gr.g.OutProdsAsMulMat(gr.ctx, nil)
 		}
+		// With AMX, the products of two activations left (the
+		// attention's and the LoRA factors') run on tiles too, both
+		// operands rounded to BF16, where that is faster.
+		if e.amx {
+			gr.g.UseAMXProducts(gr.ctx, ggml.AMXProductFaster)
+		}
 	}
 	for _, t := range gr.g.OutProdTypes() {
 		if t == ggml.TypeF16 || t == ggml.TypeBF16 {
