@@ -136,3 +136,77 @@ func TestResolvePrecision(t *testing.T) {
 		}
 	}
 }
+
+// TestAMXActivationProducts: with every product of two activations on
+// AMX tiles too (the attention's and the LoRA factors', both operands
+// rounded to BF16), the loss and every target's gradients stay close to
+// those of the same engine with those products in F32, on the
+// whole-window graph and the checkpointed path, its backward split too.
+func TestAMXActivationProducts(t *testing.T) {
+	if !ggml.AMX() {
+		t.Skip("no AMX products here:", ggml.AMXStatus())
+	}
+	model := filepath.Join(t.TempDir(), "m.gguf")
+	if err := testmodel.Write(model, testmodel.Config{Layers: 2, Embd: 64, Heads: 4, KVHeads: 2, FF: 96, Context: 64, Seed: 5, Type: "q8_0"}); err != nil {
+		t.Fatal(err)
+	}
+	const T, rank = 24, 4
+	all := append(slices.Clone(Targets), ModelTargets...)
+	old := amxProductUse
+	defer func() { amxProductUse = old }()
+	for _, mode := range []struct{ checkpoint, split bool }{{false, false}, {true, false}, {true, true}} {
+		if mode.split {
+			old := attentionBudget
+			attentionBudget = 1
+			defer func() { attentionBudget = old }()
+		}
+		run := func(act bool) (float64, [][]float32, [][]float32, *engine) {
+			amxProductUse = func(k, n, m int) bool { return act }
+			base, e := openEngine(t, model, all, rank, T)
+			e.checkpoint, e.forceSplit = mode.checkpoint, mode.split
+			e.setPrecision("bf16")
+			if !e.amx {
+				t.Fatal("bf16 on an AMX CPU does not use AMX products")
+			}
+			p := initParams(e, rank, 8, 2, 5)
+			rng := rand.New(rand.NewPCG(9, 9))
+			for i, q := range p.Pairs {
+				for j := range q.B {
+					q.B[j] = float32(rng.NormFloat64() * 0.2)
+				}
+				p.Pairs[i] = q
+			}
+			e.setParams(p)
+			w := singleWindow(randomTokens(rng, T, base.Hyper.VocabSize))
+			var in inputs
+			e.prepare(w, &in, true)
+			gA, gB := zeroGrads(e)
+			l, err := e.trainWindow(&in, in.targets, 0, gA, gB)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l, gA, gB, e
+		}
+		l0, a0, b0, e0 := run(false)
+		l1, a1, b1, e := run(true)
+		if e0.amxProducts != 0 || e.amxProducts == 0 {
+			t.Fatalf("%+v: %d and %d activation products on AMX", mode, e0.amxProducts, e.amxProducts)
+		}
+		if math.Abs(l1-l0) > 1e-3*l0 {
+			t.Errorf("%+v: loss %v with the activation products on AMX, %v without", mode, l1, l0)
+		}
+		worst := 0.0
+		for i, p := range e.pairs {
+			for _, d := range []float64{relDiff(a1[i], a0[i]), relDiff(b1[i], b0[i])} {
+				if math.IsNaN(d) {
+					continue
+				}
+				worst = max(worst, d)
+				if d > 5e-2 {
+					t.Errorf("%+v: %s gradient %.2e from the F32 activation products'", mode, WeightName(p.layer, p.target), d)
+				}
+			}
+		}
+		t.Logf("%+v: %d activation products on AMX; losses %.7f / %.7f, gradients within %.1e", mode, e.amxProducts, l1, l0, worst)
+	}
+}

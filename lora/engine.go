@@ -85,6 +85,10 @@ type engine struct {
 	// layers' weights in each graph instead, before each product.
 	amx          bool
 	packF, packB map[ggml.Tensor]ggml.Tensor
+	// amxProducts counts the products of two activations (the
+	// attention's, the LoRA factors') rewritten to run on AMX tiles, both
+	// rounded to BF16 (amxProductUse picks them), over all graphs built.
+	amxProducts  int
 	layerWeights map[ggml.Tensor]bool // see isLayerWeight
 
 	// checkpoint selects the checkpointed path (segments.go) for training
@@ -591,6 +595,12 @@ func (e *engine) finishBackward(gr *graph, wt map[ggml.Tensor]ggml.Tensor) error
 		if e.dev == nil {
 			gr.g.OutProdsAsMulMat(gr.ctx, nil)
 		}
+		// With AMX, the products of two activations left (the
+		// attention's and the LoRA factors') run on tiles too, both
+		// operands rounded to BF16, where that is faster.
+		if e.amx {
+			e.amxProducts += gr.g.UseAMXProducts(gr.ctx, amxProductUse)
+		}
 	}
 	for _, t := range gr.g.OutProdTypes() {
 		if t == ggml.TypeF16 || t == ggml.TypeBF16 {
@@ -603,6 +613,10 @@ func (e *engine) finishBackward(gr *graph, wt map[ggml.Tensor]ggml.Tensor) error
 	gr.seed.SetInput()
 	return nil
 }
+
+// amxProductUse picks the products of two activations that run on AMX
+// tiles (a variable for the tests, which run them all).
+var amxProductUse = ggml.AMXProductFaster
 
 // withCasts is wt with the weights' casts in gr (see dequantized) mapped
 // to their weights' copies too.

@@ -338,6 +338,80 @@ void ft_amx_mul_mat(struct ggml_tensor * dst, int ith, int nth, void * userdata)
     }
 }
 
+// The thread's packed copy of an activation src0's slice (ft_amx_mul_mat2).
+static __thread uint16_t * ft_pb;
+static __thread size_t ft_pb_cap;
+
+// ft_amx_mul_mat2 is MUL_MAT of two F32 activations, batched as ggml's:
+// src0 [K, N, ne02, ne03] (broadcast over dst's ne2/ne3 by ne2/ne02,
+// ne3/ne03), src1 [K, M, ne2, ne3], both rounded to BF16, F32 sums. The
+// chunks (a slice of the batch by a block of rows of src1) are split
+// between the threads in runs, so a thread packs each slice of src0 it
+// needs about once.
+enum { FT_MC2 = 64 };
+
+FT_AMX_TARGET
+void ft_amx_mul_mat2(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    (void) userdata;
+    const struct ggml_tensor * a = dst->src[0];
+    const struct ggml_tensor * x = dst->src[1];
+    const int64_t k = a->ne[0], n = a->ne[1], m = x->ne[1];
+    const int64_t kp = (k + 31) / 32 * 32, np = (n + 31) / 32 * 32, kb = kp / 32;
+    const int64_t ne2 = dst->ne[2], ne3 = dst->ne[3];
+    const int64_t r2 = ne2 / a->ne[2], r3 = ne3 / a->ne[3];
+    const int64_t mblocks = (m + FT_MC2 - 1) / FT_MC2;
+    const int64_t chunks = ne2 * ne3 * mblocks;
+    const int64_t c0 = chunks * ith / nth, c1 = chunks * (ith + 1) / nth;
+    if (c0 >= c1) {
+        return;
+    }
+    uint16_t * xb = ft_xbuf((size_t) FT_MC2 * kp);
+    if ((size_t) (kp * np) > ft_pb_cap) {
+        free(ft_pb);
+        ft_pb = aligned_alloc(64, (size_t) kp * np * 2);
+        ft_pb_cap = ft_pb ? (size_t) (kp * np) : 0;
+    }
+    if (xb == NULL || ft_pb == NULL) {
+        abort();
+    }
+    struct ft_tilecfg cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    const size_t ldd = dst->nb[1];
+    int64_t packed = -1;
+    for (int64_t c = c0; c < c1; c++) {
+        const int64_t s = c / mblocks, i0 = c % mblocks * FT_MC2;
+        const int64_t i2 = s % ne2, i3 = s / ne2;
+        const int64_t sa = i2 / r2 + (i3 / r3) * a->ne[2];
+        if (sa != packed) {
+            memset(ft_pb, 0, (size_t) kp * np * 2);
+            const float * src = (const float *) ((const char *) a->data + (i2 / r2) * a->nb[2] + (i3 / r3) * a->nb[3]);
+            ft_amx_pack(ft_pb, kp, src, (int64_t) (a->nb[1] / 4), 1, 0, n, 0, k);
+            packed = sa;
+        }
+        const int64_t rows = m - i0 < FT_MC2 ? m - i0 : FT_MC2;
+        const int64_t pad = (rows + 31) / 32 * 32;
+        const char * xs = (const char *) x->data + i2 * x->nb[2] + i3 * x->nb[3] + i0 * x->nb[1];
+        ft_round_rows(xb, xs, x->nb[1], k, 0, kp, rows, pad);
+        char * d = (char *) dst->data + i2 * dst->nb[2] + i3 * dst->nb[3] + i0 * ldd;
+        for (int64_t j = 0; j < n; j += 32) {
+            const uint16_t * b0 = ft_pb + (size_t) (j / 16) * kb * 512;
+            const uint16_t * b1 = b0 + (size_t) kb * 512;
+            const int vc = n - j < 32 ? (int) (n - j) : 32;
+            for (int64_t i = 0; i < rows; i += 32) {
+                const int vr = rows - i < 32 ? (int) (rows - i) : 32;
+                ft_block(xb + i * kp, kp, b0, b1, kb, d + i * ldd + j * 4, ldd, vr, vc, 0);
+            }
+        }
+    }
+    _tile_release();
+}
+
 #else
 
 int ft_amx_init(void) { return FT_AMX_NO_CPU; }
@@ -353,6 +427,11 @@ void ft_amx_mul_mat(struct ggml_tensor * dst, int ith, int nth, void * userdata)
 }
 
 void ft_amx_pack_rows(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    (void) dst; (void) ith; (void) nth; (void) userdata;
+    abort();
+}
+
+void ft_amx_mul_mat2(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
     (void) dst; (void) ith; (void) nth; (void) userdata;
     abort();
 }

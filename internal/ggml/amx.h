@@ -38,4 +38,9 @@ void ft_amx_pack_op(struct ggml_tensor * dst, int ith, int nth, void * userdata)
 // weight, BF16 [Kp, Np]) times src[1] (F32 [K, M], rows contiguous).
 void ft_amx_mul_mat(struct ggml_tensor * dst, int ith, int nth, void * userdata);
 
+// ft_amx_mul_mat2 is a ggml custom op: MUL_MAT of src[0] (F32 [K, N, ne02,
+// ne03], rows contiguous) and src[1] (F32 [K, M, ne2, ne3], rows
+// contiguous), batched and broadcast as ggml's, both rounded to BF16.
+void ft_amx_mul_mat2(struct ggml_tensor * dst, int ith, int nth, void * userdata);
+
 #endif
