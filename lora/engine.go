@@ -722,12 +722,26 @@ func (e *engine) finishLoss(gr *graph, train bool) (*graph, error) {
 		if err := e.pairGrads(gr); err != nil {
 			return nil, err
 		}
-	} else if e.amx {
-		if err := e.usePacked(gr); err != nil {
-			return nil, err
-		}
+	} else if err := e.forwardOnAMX(gr); err != nil {
+		return nil, err
 	}
 	return gr, nil
+}
+
+// forwardOnAMX rewrites a forward-only graph's products for AMX as a
+// training graph's forward pass is (frozen weights, and the products of
+// two activations where faster), so that validation losses and DPO's
+// reference log-probabilities are computed with the arithmetic of the
+// training steps. A no-op without AMX.
+func (e *engine) forwardOnAMX(gr *graph) error {
+	if !e.amx || e.noTranspose {
+		return nil
+	}
+	if err := e.usePacked(gr); err != nil {
+		return err
+	}
+	e.amxProducts += gr.g.UseAMXProducts(gr.ctx, amxProductUse)
+	return nil
 }
 
 // useRows returns the graph of kind graphTrainRows or graphLossRows for a

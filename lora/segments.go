@@ -110,7 +110,7 @@ func (e *engine) once(build func(gr *graph) error, in *inputs, seed float32, dro
 	}
 	// The forward graphs' products (a backward graph's are rewritten
 	// already, in finishBackward).
-	if err := e.usePacked(gr); err != nil {
+	if err := e.forwardOnAMX(gr); err != nil {
 		return err
 	}
 	gr.sched = e.seg.sched
@@ -209,7 +209,7 @@ func (e *engine) headGraph(backward bool) (*graph, error) {
 				return fail(err)
 			}
 		}
-	} else if err := e.usePacked(gr); err != nil {
+	} else if err := e.forwardOnAMX(gr); err != nil {
 		return fail(err)
 	}
 	if gr.sched, err = e.newSched(e.graphSize()); err != nil {
