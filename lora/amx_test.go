@@ -52,24 +52,8 @@ func TestAMXMatchesBF16Products(t *testing.T) {
 				}
 				delete(e.packF, e.base.output)
 			}
-			p := initParams(e, rank, 8, 2, 5)
-			rng := rand.New(rand.NewPCG(9, 9))
-			for i, q := range p.Pairs {
-				for j := range q.B {
-					q.B[j] = float32(rng.NormFloat64() * 0.2)
-				}
-				p.Pairs[i] = q
-			}
-			e.setParams(p)
-			w := singleWindow(randomTokens(rng, T, base.Hyper.VocabSize))
-			var in inputs
-			e.prepare(w, &in, true)
-			gA, gB := zeroGrads(e)
-			l, err := e.trainWindow(&in, in.targets, 0, gA, gB)
-			if err != nil {
-				t.Fatal(err)
-			}
-			lv, err := e.lossWindow(&in)
+			l, in, gA, gB := seededStep(t, e, rank, T, base.Hyper.VocabSize)
+			lv, err := e.lossWindow(in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -168,23 +152,7 @@ func TestAMXActivationProducts(t *testing.T) {
 			if !e.amx {
 				t.Fatal("bf16 on an AMX CPU does not use AMX products")
 			}
-			p := initParams(e, rank, 8, 2, 5)
-			rng := rand.New(rand.NewPCG(9, 9))
-			for i, q := range p.Pairs {
-				for j := range q.B {
-					q.B[j] = float32(rng.NormFloat64() * 0.2)
-				}
-				p.Pairs[i] = q
-			}
-			e.setParams(p)
-			w := singleWindow(randomTokens(rng, T, base.Hyper.VocabSize))
-			var in inputs
-			e.prepare(w, &in, true)
-			gA, gB := zeroGrads(e)
-			l, err := e.trainWindow(&in, in.targets, 0, gA, gB)
-			if err != nil {
-				t.Fatal(err)
-			}
+			l, _, gA, gB := seededStep(t, e, rank, T, base.Hyper.VocabSize)
 			return l, gA, gB, e
 		}
 		l0, a0, b0, e0 := run(false)
@@ -209,4 +177,27 @@ func TestAMXActivationProducts(t *testing.T) {
 		}
 		t.Logf("%+v: %d activation products on AMX; losses %.7f / %.7f, gradients within %.1e", mode, e.amxProducts, l1, l0, worst)
 	}
+}
+
+// seededStep sets e's LoRA to seeded values (B random too) and computes
+// one training window of T random tokens: its loss, inputs and gradients.
+func seededStep(t *testing.T, e *engine, rank, T, vocab int) (float64, *inputs, [][]float32, [][]float32) {
+	t.Helper()
+	p := initParams(e, rank, 8, 2, 5)
+	rng := rand.New(rand.NewPCG(9, 9))
+	for i, q := range p.Pairs {
+		for j := range q.B {
+			q.B[j] = float32(rng.NormFloat64() * 0.2)
+		}
+		p.Pairs[i] = q
+	}
+	e.setParams(p)
+	in := &inputs{}
+	e.prepare(singleWindow(randomTokens(rng, T, vocab)), in, true)
+	gA, gB := zeroGrads(e)
+	l, err := e.trainWindow(in, in.targets, 0, gA, gB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, in, gA, gB
 }
