@@ -261,10 +261,7 @@ func (g Graph) UsePacked(x *Ctx, fwd, bwd map[Tensor]Tensor, inGraph func(w Tens
 		}
 		order = append(order, node)
 	}
-	for len(order) > g.Nodes() {
-		C.ggml_graph_add_node(g.c, order[0]) // grows the node count; the order is written below
-	}
-	copy(unsafe.Slice(C.ggml_graph_nodes(g.c), len(order)), order)
+	g.setNodes(order)
 	return rewritten
 }
 

@@ -364,11 +364,17 @@ func (g Graph) OutProdsAsMulMat(x *Ctx, use func(a, b Tensor) bool) int {
 		}
 		order = append(order, node)
 	}
+	g.setNodes(order)
+	return rewritten
+}
+
+// setNodes makes order, a reordering of g's nodes with nodes added, g's
+// node list.
+func (g Graph) setNodes(order []*C.struct_ggml_tensor) {
 	for len(order) > g.Nodes() {
 		C.ggml_graph_add_node(g.c, order[0]) // grows the node count; the order is written below
 	}
 	copy(unsafe.Slice(C.ggml_graph_nodes(g.c), len(order)), order)
-	return rewritten
 }
 
 // MulMatFaster reports whether out_prod(a, b) of F32 operands computes
