@@ -1088,15 +1088,7 @@ func (e *engine) packInto(ws []ggml.Tensor, packF, packB map[ggml.Tensor]ggml.Te
 			g.Expand(x.PackRows(src, packB[w], packF[w], r0))
 		}
 	}
-	s, err := e.newSched(size)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	if err := s.Alloc(g); err != nil {
-		return err
-	}
-	return e.compute(s, g)
+	return e.computeOnce(g, size)
 }
 
 // packRows is how many rows of w packInto casts to F32 at once.
@@ -1199,6 +1191,11 @@ func (e *engine) transposeInto(w, dst ggml.Tensor) error {
 		}
 		g.Expand(x.Cpy(x.Cont(x.Transpose(src)), x.View2D(dst, nOut, n, dst.Nb(1), c0*dst.Nb(1))))
 	}
+	return e.computeOnce(g, size)
+}
+
+// computeOnce runs g once on a scheduler of its own (graph size size).
+func (e *engine) computeOnce(g ggml.Graph, size int) error {
 	s, err := e.newSched(size)
 	if err != nil {
 		return err
