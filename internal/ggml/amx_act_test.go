@@ -55,14 +55,7 @@ func newActCase(tb testing.TB, c actCase, av, bv []float32) *actCase {
 	if err := c.sched.Alloc(c.g); err != nil {
 		tb.Fatal(err)
 	}
-	full := make([]float32, c.stride*c.n*c.ba)
-	for r := 0; r < c.n*c.ba; r++ {
-		copy(full[r*c.stride:], av[r*c.k:(r+1)*c.k])
-		for j := c.k; j < c.stride; j++ {
-			full[r*c.stride+j] = float32(math.NaN()) // never read
-		}
-	}
-	c.ain.SetF32(full)
+	c.ain.SetF32(stridedRows(av, c.n*c.ba, c.k, c.stride))
 	c.bin.SetF32(bv)
 	return &c
 }

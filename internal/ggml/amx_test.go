@@ -110,14 +110,7 @@ func newMulMatCase(tb testing.TB, c mulMatCase, a, xv []float32) *mulMatCase {
 	if err := c.sched.Alloc(c.g); err != nil {
 		tb.Fatal(err)
 	}
-	full := make([]float32, c.stride*c.m)
-	for i := 0; i < c.m; i++ {
-		copy(full[i*c.stride:], xv[i*c.k:(i+1)*c.k])
-		for j := c.k; j < c.stride; j++ {
-			full[i*c.stride+j] = float32(math.NaN()) // never read
-		}
-	}
-	c.in.SetF32(full)
+	c.in.SetF32(stridedRows(xv, c.m, c.k, c.stride))
 	return &c
 }
 
@@ -133,6 +126,19 @@ func (c *mulMatCase) close() {
 	c.wbuf.Close()
 	c.wctx.Close()
 	c.be.Close()
+}
+
+// stridedRows lays rows of k values (vals) out stride values apart, the
+// gap between them NaN, which a product must never read.
+func stridedRows(vals []float32, rows, k, stride int) []float32 {
+	full := make([]float32, stride*rows)
+	for r := 0; r < rows; r++ {
+		copy(full[r*stride:], vals[r*k:(r+1)*k])
+		for j := k; j < stride; j++ {
+			full[r*stride+j] = float32(math.NaN())
+		}
+	}
+	return full
 }
 
 func randVals(rng *rand.Rand, n int) []float32 {
