@@ -2,10 +2,8 @@ package lora_test
 
 import (
 	"context"
-	"encoding/json"
 	"math"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -122,13 +120,7 @@ func TestPeerDPO(t *testing.T) {
 				Accuracies []float64 `json:"accuracies"`
 				TRL        string    `json:"trl"`
 			}
-			b, err := os.ReadFile(filepath.Join(d, "losses.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := json.Unmarshal(b, &ref); err != nil {
-				t.Fatal(err)
-			}
+			readPeerJSON(t, filepath.Join(d, "losses.json"), &ref)
 			t.Logf("the peer: TRL %s's DPOTrainer", ref.TRL)
 			init := filepath.Join(d, "init.gguf")
 			if err := adapters.ImportPEFT(filepath.Join(d, "init"), model, init); err != nil {

@@ -163,13 +163,7 @@ func TestPeerTraining(t *testing.T) {
 				Loss     []float64 `json:"loss"`
 				GradNorm []float64 `json:"grad_norm"`
 			}
-			b, err := os.ReadFile(filepath.Join(d, "losses.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := json.Unmarshal(b, &ref); err != nil {
-				t.Fatal(err)
-			}
+			readPeerJSON(t, filepath.Join(d, "losses.json"), &ref)
 			// PEFT's initial adapter, in finetune's layout, as Train's start.
 			init := filepath.Join(d, "init.gguf")
 			if err := adapters.ImportPEFT(filepath.Join(d, "init"), m.path, init); err != nil {
@@ -383,13 +377,7 @@ func TestPeerTrainingSmolLM2(t *testing.T) {
 		StepSecs []float64 `json:"step_seconds"`
 		Seconds  float64   `json:"seconds"`
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "losses.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &ref); err != nil {
-		t.Fatal(err)
-	}
+	readPeerJSON(t, filepath.Join(dir, "losses.json"), &ref)
 	t.Logf("PEFT: %d steps in %.1fs (%.1fs a step at the median)", steps, ref.Seconds, median(ref.StepSecs))
 	var start, want *adapters.LoRA
 	for _, a := range []struct {
@@ -421,4 +409,16 @@ func median(xs []float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// readPeerJSON decodes the JSON file a peer job wrote into v.
+func readPeerJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
 }
